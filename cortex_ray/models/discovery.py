@@ -1,0 +1,71 @@
+"""List an API's model storage and build its :class:`ModelTree`.
+
+``path`` gives one model named ``_cortex_default``; ``paths`` the named models;
+``dir`` one model per top-level folder. A failed listing raises a
+:class:`~cortex_ray.errors.StorageError` and never yields a partial tree, so the
+caller (the reloader) can keep what it had.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from cortex_ray.models.layout import Layout, describe_tree
+from cortex_ray.models.tree import ModelInfo, ModelTree, build_model, split_dir_listing
+from cortex_ray.spec.models import SINGLE_MODEL_NAME, MultiModelsSpec
+from cortex_ray.storage import Storage, open_storage
+
+__all__ = ["discover_models"]
+
+_MODEL_NAME = re.compile(r"^[a-zA-Z0-9_.-]+$")
+
+Opener = Callable[[str], Storage]
+
+
+def discover_models(
+    spec: MultiModelsSpec,
+    layout: Layout,
+    opener: Opener = open_storage,
+    max_workers: int = 8,
+) -> ModelTree:
+    """The model tree that ``spec`` names, as storage holds it right now."""
+    if spec.dir is not None:
+        return _from_dir(spec.dir, layout, spec.signature_key, opener)
+    if spec.path is not None:
+        entries = [(SINGLE_MODEL_NAME, spec.path, spec.signature_key)]
+    else:
+        entries = [(p.name, p.path, p.signature_key or spec.signature_key) for p in spec.paths or []]
+
+    def one(entry: tuple[str, str, str | None]) -> ModelInfo:
+        name, uri, key = entry
+        return build_model(name, uri, opener(uri).list(), layout, key)
+
+    workers = max(1, min(max_workers, len(entries)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        models = list(pool.map(one, entries))
+    return ModelTree(models={m.name: m for m in models})
+
+
+def _from_dir(uri: str, layout: Layout, signature_key: str | None, opener: Opener) -> ModelTree:
+    groups, loose = split_dir_listing(opener(uri).list())
+    models: dict[str, ModelInfo] = {}
+    for name in sorted(groups):
+        model_uri = f"{uri}{name}/"
+        if name == SINGLE_MODEL_NAME:
+            models[name] = ModelInfo(
+                name, model_uri, False,
+                error=f"{SINGLE_MODEL_NAME}: is a reserved name; please specify a different model name",
+            )
+        elif not _MODEL_NAME.match(name):
+            models[name] = ModelInfo(
+                name, model_uri, False,
+                error=f"{name!r} is not a valid model name: use letters, digits, '.', '-' and '_'",
+            )
+        else:
+            models[name] = build_model(name, model_uri, groups[name], layout, signature_key)
+    warnings: tuple[str, ...] = ()
+    if loose:
+        warnings = (f"{uri}: files outside any model folder are ignored: {describe_tree(loose, 10)}",)
+    return ModelTree(models=models, warnings=warnings)

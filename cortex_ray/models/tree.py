@@ -1,0 +1,168 @@
+"""The model tree: which models and versions a storage listing holds.
+
+Built from listings alone (pure functions), so the reloader, the CLI and the
+tests share it. A model folder is *versioned* when every top-level entry is an
+integer folder, *unversioned* (version 1) when none is, and invalid when mixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from cortex_ray.models.layout import Layout, check_layout, describe_tree
+from cortex_ray.storage.base import ObjectInfo
+
+__all__ = ["VersionInfo", "ModelInfo", "ModelTree", "build_model", "split_dir_listing"]
+
+_INTEGER = re.compile(r"^[0-9]+$")
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One version of a model: its files and their fingerprint."""
+
+    version: int
+    uri: str
+    """The folder holding this version's files, ending with ``/``."""
+    files: tuple[ObjectInfo, ...]
+    """Keys relative to ``uri``, sorted."""
+    fingerprint: str
+    error: str | None = None
+    """Why this version cannot be served (layout), or ``None``."""
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def timestamp(self) -> float:
+        """The newest modification time of its files (Cortex's model timestamp)."""
+        return max((f.mtime for f in self.files), default=0.0)
+
+    @property
+    def valid(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model: its versions (valid or not) and any model-level problem."""
+
+    name: str
+    uri: str
+    versioned: bool
+    versions: Mapping[int, VersionInfo] = field(default_factory=dict)
+    error: str | None = None
+    signature_key: str | None = None
+
+    @property
+    def valid_versions(self) -> list[int]:
+        return sorted(v for v, info in self.versions.items() if info.valid)
+
+    @property
+    def latest(self) -> int | None:
+        """The highest valid version, or ``None`` when none is valid."""
+        valid = self.valid_versions
+        return valid[-1] if valid else None
+
+    @property
+    def problems(self) -> list[str]:
+        out = [self.error] if self.error else []
+        out += [f"version {v}: {info.error}" for v, info in sorted(self.versions.items()) if info.error]
+        return out
+
+
+@dataclass(frozen=True)
+class ModelTree:
+    """Every model an API serves, by name, plus problems of the listing itself."""
+
+    models: Mapping[str, ModelInfo] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    """Things in the listing that belong to no model (served models are unaffected)."""
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.models)
+
+    @property
+    def valid(self) -> bool:
+        return all(not m.problems for m in self.models.values())
+
+
+def fingerprint(files: Iterable[ObjectInfo]) -> str:
+    """A digest of keys, sizes, ETags and times: changes when any file does."""
+    digest = hashlib.sha256()
+    for obj in sorted(files):
+        digest.update(f"{obj.key}\0{obj.size}\0{obj.etag}\0{obj.mtime!r}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+def build_model(
+    name: str,
+    uri: str,
+    objects: Iterable[ObjectInfo],
+    layout: Layout,
+    signature_key: str | None = None,
+) -> ModelInfo:
+    """A model from the listing of its folder (keys relative to ``uri``)."""
+    objects = list(objects)
+    if not objects:
+        return ModelInfo(name, uri, versioned=False, error=f"{uri}: no files found (the folder is empty or absent)", signature_key=signature_key)
+    groups: dict[str, list[ObjectInfo]] = {}
+    top_files: list[str] = []
+    for obj in objects:
+        head, sep, rest = obj.key.partition("/")
+        if sep:
+            groups.setdefault(head, []).append(ObjectInfo(rest, obj.size, obj.etag, obj.mtime))
+        else:
+            top_files.append(head)
+    integer = sorted((g for g in groups if _INTEGER.match(g)), key=int)
+    others = sorted([f"{g}/" for g in groups if not _INTEGER.match(g)] + top_files)
+    if integer and not others:
+        versions = {}
+        for folder in integer:
+            files = tuple(sorted(groups[folder]))
+            version = int(folder)
+            if version in versions:
+                error = f"version folders {folder!r} and another name the same version {version}"
+                versions[version] = VersionInfo(version, f"{uri}{folder}/", files, fingerprint(files), error)
+                continue
+            versions[version] = VersionInfo(
+                version, f"{uri}{folder}/", files, fingerprint(files), check_layout(layout, (f.key for f in files))
+            )
+        return ModelInfo(name, uri, versioned=True, versions=versions, signature_key=signature_key)
+    if integer:
+        return ModelInfo(
+            name,
+            uri,
+            versioned=False,
+            error=(
+                f"{uri}: mixes integer version folders ({', '.join(f + '/' for f in integer)}) with other "
+                f"entries ({describe_tree(others, 10)}); a model folder must hold either only integer "
+                "version folders or only the model's files"
+            ),
+            signature_key=signature_key,
+        )
+    files = tuple(sorted(objects))
+    version = VersionInfo(1, uri, files, fingerprint(files), check_layout(layout, (f.key for f in files)))
+    return ModelInfo(name, uri, versioned=False, versions={1: version}, signature_key=signature_key)
+
+
+def split_dir_listing(objects: Iterable[ObjectInfo]) -> tuple[dict[str, list[ObjectInfo]], list[str]]:
+    """Group a ``dir`` listing by its first path component (one model each).
+
+    Returns the groups (keys made relative to each model folder) and the keys of
+    files lying directly in the ``dir``, which belong to no model.
+    """
+    groups: dict[str, list[ObjectInfo]] = {}
+    loose: list[str] = []
+    for obj in objects:
+        head, sep, rest = obj.key.partition("/")
+        if sep:
+            groups.setdefault(head, []).append(ObjectInfo(rest, obj.size, obj.etag, obj.mtime))
+        else:
+            loose.append(obj.key)
+    return groups, loose

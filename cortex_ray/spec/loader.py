@@ -1,0 +1,161 @@
+"""Read a spec file (or a dict/list) into validated :class:`ApiSpec` objects.
+
+Every problem becomes one :class:`SpecError` naming the file, the API (name and
+index), the field path and the bad value; all of a file's problems are raised
+together as :class:`SpecErrors`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from cortex_ray.errors import SpecError, SpecErrors
+from cortex_ray.spec.models import ApiSpec
+from cortex_ray.spec.rules import api_warnings, check_api, check_apis
+
+__all__ = ["Spec", "load_spec", "parse_spec"]
+
+
+@dataclass
+class Spec:
+    """A validated spec file: its APIs in file order, and warnings."""
+
+    file: str
+    apis: list[ApiSpec]
+    warnings: list[str] = field(default_factory=list)
+
+    def api(self, name: str) -> ApiSpec:
+        for api in self.apis:
+            if api.name == name:
+                return api
+        names = ", ".join(a.name for a in self.apis) or "none"
+        raise SpecErrors([SpecError(f"no api named {name!r} (apis: {names})", file=self.file)])
+
+
+def load_spec(path: str | os.PathLike[str]) -> Spec:
+    """Read and validate a spec file; paths in it are relative to its folder."""
+    file = Path(path)
+    label = str(path)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise SpecErrors([SpecError(f"cannot read the spec: {exc.strerror}", file=label)]) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecErrors([SpecError(f"{where}YAML syntax error: {problem}", file=label)]) from exc
+    return parse_spec(data, base_dir=file.resolve().parent, file=label)
+
+
+def parse_spec(data: Any, base_dir: str | os.PathLike[str] | None = None, file: str = "<spec>") -> Spec:
+    """Validate an already-parsed spec (a list of APIs or a single mapping)."""
+    if isinstance(data, Mapping):
+        data = [data]
+    if not isinstance(data, list) or not data:
+        raise SpecErrors(
+            [SpecError(f"a spec must be a list of APIs (or one API mapping), got {_show(data)}", file=file)]
+        )
+    context = {"base_dir": Path(base_dir) if base_dir is not None else Path.cwd()}
+    errors: list[SpecError] = []
+    warnings: list[str] = []
+    apis: list[ApiSpec] = []
+    for index, raw in enumerate(data):
+        name = raw.get("name") if isinstance(raw, Mapping) and isinstance(raw.get("name"), str) else None
+
+        def err(field_path: str | None, message: str, _n: str | None = name, _i: int = index) -> SpecError:
+            return SpecError(message, file=file, api_name=_n, api_index=_i, field=field_path)
+
+        if not isinstance(raw, Mapping):
+            errors.append(err(None, f"an API must be a mapping, got {_show(raw)}"))
+            continue
+        try:
+            api = ApiSpec.model_validate(raw, context=context)
+        except ValidationError as exc:
+            errors.extend(err(*_from_pydantic(e)) for e in exc.errors())
+            continue
+        errors.extend(err(f, m) for f, m in check_api(api))
+        warnings.extend(str(err(f, m)) for f, m in api_warnings(api))
+        apis.append(api)
+    if not errors:
+        for index, (f, m) in check_apis(apis):
+            errors.append(SpecError(m, file=file, api_name=apis[index].name, api_index=index, field=f))
+    if errors:
+        raise SpecErrors(errors)
+    return Spec(file=file, apis=apis, warnings=warnings)
+
+
+def _from_pydantic(error: Mapping[str, Any]) -> tuple[str | None, str]:
+    """A pydantic error as (field path, message quoting the bad value)."""
+    loc = tuple(error.get("loc", ()))
+    path = _loc_to_path(loc)
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        key = str(loc[-1]) if loc else "?"
+        choices = _fields_at(loc[:-1])
+        near = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
+        hint = f"; did you mean {near[0]!r}?" if near else (
+            f"; valid fields: {', '.join(choices)}" if choices else ""
+        )
+        return path, f"unknown field {key!r}{hint}"
+    if kind == "missing":
+        return path, "field is required"
+    message = str(error.get("msg", "invalid value"))
+    message = message.removeprefix("Value error, ")
+    value = error.get("input")
+    if kind.startswith(("value_error", "assertion_error")):
+        return path, message
+    return path, f"{message[:1].lower()}{message[1:]} (got {_show(value)})"
+
+
+def _loc_to_path(loc: Sequence[Any]) -> str | None:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or None
+
+
+def _fields_at(loc: Sequence[Any]) -> list[str]:
+    """The field names of the model found at ``loc`` below :class:`ApiSpec`."""
+    current: Any = ApiSpec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        model = _model_in(current)
+        if model is None or part not in model.model_fields:
+            return []
+        current = model.model_fields[part].annotation
+    model = _model_in(current)
+    return list(model.model_fields) if model else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, list):
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found:
+                return found
+    return None
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -1,0 +1,269 @@
+"""The Cortex 0.35 API spec as pydantic v2 models (``extra="forbid"``).
+
+Field names, defaults and single-field rules follow Cortex 0.35; rules that
+involve several fields live in :mod:`cortex_ray.spec.rules`. Paths are resolved
+while validating, relative to the spec file (passed as validation context
+``{"base_dir": Path}``), so a validated spec is self-contained and can be sent
+to Ray actors as it is.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from cortex_ray.spec.paths import resolve_local_file, resolve_model_uri
+from cortex_ray.spec.quantity import parse_cpu, parse_duration, parse_memory
+
+__all__ = [
+    "SINGLE_MODEL_NAME",
+    "ApiSpec",
+    "HandlerSpec",
+    "MultiModelsSpec",
+    "ModelPathSpec",
+    "ComputeSpec",
+    "AutoscalingSpec",
+    "NetworkingSpec",
+    "UpdateStrategySpec",
+    "ServerSideBatchingSpec",
+    "SUPPORTED_KINDS",
+    "UNSUPPORTED_KINDS",
+]
+
+SINGLE_MODEL_NAME = "_cortex_default"
+SUPPORTED_KINDS = ("RealtimeAPI", "AsyncAPI")
+UNSUPPORTED_KINDS = ("BatchAPI", "TaskAPI", "TrafficSplitter")
+
+_API_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_MODEL_NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
+
+Cpu = Annotated[float, BeforeValidator(parse_cpu)]
+Memory = Annotated[int, BeforeValidator(parse_memory)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _base_dir(info: ValidationInfo) -> Path | None:
+    context = info.context or {}
+    base = context.get("base_dir")
+    return Path(base) if base is not None else None
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ModelPathSpec(_Spec):
+    """One entry of ``paths``: a named model."""
+
+    name: str
+    path: str
+    signature_key: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _MODEL_NAME.match(value):
+            raise ValueError(
+                f"{value!r} is not a valid model name: use letters, digits, '-' and '_' only"
+            )
+        if value == SINGLE_MODEL_NAME:
+            raise ValueError(f"{value!r} is a reserved name; please specify a different model name")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str, info: ValidationInfo) -> str:
+        return resolve_model_uri(value, _base_dir(info))
+
+
+class MultiModelsSpec(_Spec):
+    """``handler.models`` (tensorflow) or ``handler.multi_model_reloading`` (python)."""
+
+    path: str | None = None
+    paths: list[ModelPathSpec] | None = None
+    dir: str | None = None
+    signature_key: str | None = None
+    cache_size: int | None = Field(default=None, gt=0)
+    disk_cache_size: int | None = Field(default=None, gt=0)
+    poll_interval: Duration = Field(default=5.0, gt=0)
+    """cortex-ray addition: how often the reloader lists storage (seconds or ``10s``)."""
+
+    @field_validator("path", "dir")
+    @classmethod
+    def _uri(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else resolve_model_uri(value, _base_dir(info))
+
+    @property
+    def caching_enabled(self) -> bool:
+        return self.cache_size is not None and self.disk_cache_size is not None
+
+
+class ServerSideBatchingSpec(_Spec):
+    max_batch_size: int = Field(ge=2, le=1024)
+    batch_interval: Duration = Field(gt=0)
+
+
+class HandlerSpec(_Spec):
+    type: Literal["python", "tensorflow"]
+    path: str
+    config: dict[str, Any] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+    python_path: str | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    processes_per_replica: int = Field(default=1, ge=1, le=100)
+    threads_per_process: int = Field(default=1, ge=1)
+    multi_model_reloading: MultiModelsSpec | None = None
+    models: MultiModelsSpec | None = None
+    server_side_batching: ServerSideBatchingSpec | None = None
+    protobuf_path: str | None = None
+    shm_size: Memory | None = None
+    image: str | None = None
+    tensorflow_serving_image: str | None = None
+    dependencies: dict[str, str] | None = None
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type(cls, value: Any) -> Any:
+        if value == "onnx":
+            raise ValueError(
+                "the onnx handler type has been replaced by the python handler type; please use "
+                "the python handler type instead (all onnx models are fully supported by the "
+                "python handler type)"
+            )
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str, info: ValidationInfo) -> str:
+        if not value.endswith(".py"):
+            raise ValueError(f"{value!r}: the handler path must be a .py file")
+        return str(resolve_local_file(value, _base_dir(info)))
+
+    @field_validator("python_path")
+    @classmethod
+    def _python_path(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if value.strip() in (".", "./", "./."):
+            raise ValueError(f"{value!r}: python_path must name a sub-folder, not the project root")
+        return str(resolve_local_file(value, _base_dir(info)))
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        reserved = sorted(k for k in value if k.startswith("CORTEX_"))
+        if reserved:
+            raise ValueError(
+                f"environment variables starting with CORTEX_ are reserved (got {', '.join(reserved)})"
+            )
+        return value
+
+    @property
+    def model_spec(self) -> MultiModelsSpec | None:
+        """The models of this handler, whichever field holds them."""
+        return self.models if self.type == "tensorflow" else self.multi_model_reloading
+
+
+class ComputeSpec(_Spec):
+    cpu: Cpu = Field(default=0.2, ge=0.02)
+    mem: Memory | None = Field(default=None, ge=20 * 1024 * 1024)
+    gpu: float = Field(default=0, ge=0)
+    inf: int = Field(default=0, ge=0)
+    node_groups: list[str] | None = None
+
+
+class AutoscalingSpec(_Spec):
+    min_replicas: int = Field(default=1, gt=0)
+    max_replicas: int = Field(default=100, gt=0)
+    init_replicas: int | None = Field(default=None, gt=0)
+    max_replica_concurrency: int = Field(default=1024, ge=1, le=30000)
+    target_replica_concurrency: float | None = Field(default=None, gt=0)
+    window: Duration = 60.0
+    downscale_stabilization_period: Duration = 300.0
+    upscale_stabilization_period: Duration = 60.0
+    max_downscale_factor: float = Field(default=0.75, ge=0, lt=1)
+    max_upscale_factor: float = Field(default=1.5, gt=1)
+    downscale_tolerance: float = Field(default=0.05, ge=0, lt=1)
+    upscale_tolerance: float = Field(default=0.05, ge=0)
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: float) -> float:
+        if value < 10 or abs(value / 10 - round(value / 10)) > 1e-9:
+            raise ValueError(f"window must be at least 10s and a multiple of 10s, got {value:g}s")
+        return value
+
+
+class NetworkingSpec(_Spec):
+    endpoint: str | None = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith("/") or " " in value:
+            raise ValueError(f"endpoint must be a URL path starting with '/', got {value!r}")
+        return "/" + value.strip("/") if value.strip("/") else "/"
+
+
+class UpdateStrategySpec(_Spec):
+    max_surge: int | str = "25%"
+    max_unavailable: int | str = "25%"
+
+
+class ApiSpec(_Spec):
+    name: str
+    kind: str
+    handler: HandlerSpec
+    compute: ComputeSpec = Field(default_factory=ComputeSpec)
+    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
+    networking: NetworkingSpec = Field(default_factory=NetworkingSpec)
+    update_strategy: UpdateStrategySpec | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if len(value) > 42:
+            raise ValueError(f"{value!r} is longer than 42 characters")
+        if not _API_NAME.match(value):
+            raise ValueError(
+                f"{value!r} must contain only lower case letters, numbers and dashes, start with "
+                "a letter and end with a letter or number"
+            )
+        if value.startswith("b-"):
+            raise ValueError(f"{value!r}: names starting with 'b-' are reserved")
+        return value
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        if value in UNSUPPORTED_KINDS:
+            raise ValueError(
+                f"kind {value!r} is not supported by cortex-ray (supported: "
+                f"{', '.join(SUPPORTED_KINDS)})"
+            )
+        if value not in SUPPORTED_KINDS:
+            raise ValueError(f"invalid kind {value!r} (supported: {', '.join(SUPPORTED_KINDS)})")
+        return value
+
+    @model_validator(mode="after")
+    def _defaults(self) -> ApiSpec:
+        if self.networking.endpoint is None:
+            self.networking.endpoint = f"/{self.name}"
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        return self.networking.endpoint or f"/{self.name}"

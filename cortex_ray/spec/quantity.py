@@ -1,0 +1,101 @@
+"""Cortex's (Kubernetes') quantities and Go-style durations.
+
+``cpu: 200m`` is 0.2 cores, ``mem: 2Gi`` is 2 * 1024**3 bytes, ``window: 1m30s``
+is 90 seconds. Plain numbers are taken as they are (cores, bytes, seconds).
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["parse_cpu", "parse_memory", "parse_duration", "format_duration"]
+
+_SUFFIXES = {
+    "": 1.0,
+    "m": 1e-3,
+    "k": 1e3,
+    "K": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    "Ki": 1024.0,
+    "Mi": 1024.0**2,
+    "Gi": 1024.0**3,
+    "Ti": 1024.0**4,
+    "Pi": 1024.0**5,
+    "Ei": 1024.0**6,
+}
+_QUANTITY = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*([a-zA-Z]{0,2})\s*$")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _parse_quantity(value: object, what: str) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be a quantity, got {value!r}")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"{what} must not be negative, got {value!r}")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a quantity, got {value!r}")
+    match = _QUANTITY.match(value)
+    if not match or match.group(2) not in _SUFFIXES:
+        raise ValueError(
+            f"{what} must be a quantity such as 500m, 2, 1.5, 512Mi or 2Gi, got {value!r}"
+        )
+    return float(match.group(1)) * _SUFFIXES[match.group(2)]
+
+
+def parse_cpu(value: object) -> float:
+    """CPU cores from ``200m``, ``1``, ``1.5``."""
+    return _parse_quantity(value, "cpu")
+
+
+def parse_memory(value: object) -> int:
+    """Bytes from ``512Mi``, ``2Gi``, ``1G``, or a plain number of bytes."""
+    return int(round(_parse_quantity(value, "memory")))
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a Go duration (``60s``, ``5m``, ``1m30s``, ``500ms``) or a number."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a duration, got {value!r}")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"must not be negative, got {value!r}")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(f"must be a duration such as 10s, 5m or 1m30s, got {value!r}")
+    text = value.strip()
+    if re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", text):
+        return float(text)
+    pos, total = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"must be a duration such as 10s, 5m or 1m30s, got {value!r}")
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """``90.0`` -> ``1m30s``; used in messages and ``validate`` output."""
+    if seconds < 1 and seconds > 0:
+        return f"{seconds * 1000:g}ms"
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    out = ""
+    if hours:
+        out += f"{hours}h"
+    if minutes:
+        out += f"{minutes}m"
+    frac = seconds - whole
+    if secs or frac or not out:
+        out += f"{secs + frac:g}s"
+    return out

@@ -1,0 +1,192 @@
+"""Cortex's cross-field rules, checked after each API parsed field by field.
+
+Each check yields ``(field_path, message)``; the loader adds the file and the
+API. Messages keep Cortex 0.35's wording where it had one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from cortex_ray.spec.models import ApiSpec, MultiModelsSpec
+
+__all__ = ["check_api", "check_apis", "api_warnings"]
+
+Problem = tuple[str, str]
+
+
+def check_api(api: ApiSpec) -> list[Problem]:
+    """Every cross-field problem of one API."""
+    return [*_handler(api), *_models(api), *_compute(api), *_autoscaling(api)]
+
+
+def check_apis(apis: list[ApiSpec]) -> list[tuple[int, Problem]]:
+    """Problems between APIs of one file: duplicate names and endpoints."""
+    problems: list[tuple[int, Problem]] = []
+    names: dict[str, int] = {}
+    endpoints: dict[str, int] = {}
+    for index, api in enumerate(apis):
+        if api.name in names:
+            problems.append(
+                (index, ("name", f"api name {api.name!r} is already used by api #{names[api.name]}"))
+            )
+        names.setdefault(api.name, index)
+        if api.endpoint in endpoints:
+            first = apis[endpoints[api.endpoint]].name
+            problems.append(
+                (
+                    index,
+                    (
+                        "networking.endpoint",
+                        f"endpoint {api.endpoint!r} is already used by api {first!r}",
+                    ),
+                )
+            )
+        endpoints.setdefault(api.endpoint, index)
+    return problems
+
+
+def api_warnings(api: ApiSpec) -> list[Problem]:
+    """Cortex fields that cortex-ray accepts but ignores (the platform does their job)."""
+    h = api.handler
+    ignored = {
+        "handler.image": (h.image, "install the handler's dependencies in the Ray environment"),
+        "handler.tensorflow_serving_image": (h.tensorflow_serving_image, "TensorFlow runs in-process"),
+        "handler.dependencies": (h.dependencies, "use the Serve config's runtime_env"),
+        "handler.shm_size": (h.shm_size, "Ray manages shared memory"),
+        "compute.node_groups": (api.compute.node_groups, "use Ray resources or labels"),
+        "update_strategy": (api.update_strategy, "Serve rolls replicas itself"),
+    }
+    return [
+        (field, f"accepted but ignored by cortex-ray ({hint})")
+        for field, (value, hint) in ignored.items()
+        if value is not None
+    ]
+
+
+def _handler(api: ApiSpec) -> Iterator[Problem]:
+    h = api.handler
+    if not os.path.isfile(h.path):
+        yield "handler.path", f"file {h.path!r} does not exist"
+    if h.python_path is not None and not os.path.isdir(h.python_path):
+        yield "handler.python_path", f"folder {h.python_path!r} does not exist"
+    if h.type == "tensorflow":
+        if h.models is None:
+            yield "handler.models", "models field must be defined for the tensorflow handler type"
+        if h.multi_model_reloading is not None:
+            yield (
+                "handler.multi_model_reloading",
+                "multi_model_reloading is not a supported field for the tensorflow handler type",
+            )
+    else:
+        if h.models is not None:
+            yield "handler.models", "models is not a supported field for the python handler type"
+        if h.tensorflow_serving_image is not None:
+            yield (
+                "handler.tensorflow_serving_image",
+                "tensorflow_serving_image is not a supported field for the python handler type",
+            )
+    if h.protobuf_path is not None:
+        yield "handler.protobuf_path", "gRPC APIs (protobuf_path) are not supported by cortex-ray"
+    if h.server_side_batching is not None:
+        yield (
+            "handler.server_side_batching",
+            "server_side_batching is not supported by cortex-ray yet",
+        )
+    if api.kind == "AsyncAPI":
+        for key in ("processes_per_replica", "threads_per_process"):
+            value = getattr(h, key)
+            if value != 1:
+                yield f"handler.{key}", f"{key} ({value}) must be 1 for the AsyncAPI kind"
+
+
+def _models(api: ApiSpec) -> Iterator[Problem]:
+    h = api.handler
+    field = "handler.models" if h.type == "tensorflow" else "handler.multi_model_reloading"
+    spec: MultiModelsSpec | None = h.model_spec
+    if spec is None:
+        return
+    given = [k for k in ("path", "paths", "dir") if getattr(spec, k) is not None]
+    if len(given) != 1 and len(given) != 2:
+        yield field, 'specify only one of "path", "paths" or "dir"'
+    elif len(given) == 2:
+        yield (
+            field,
+            f"please specify either the {given[0]} or {given[1]} field "
+            "(both cannot be specified at the same time)",
+        )
+    if spec.paths is not None:
+        if not spec.paths:
+            yield f"{field}.paths", "must list at least one model"
+        seen: set[str] = set()
+        for i, entry in enumerate(spec.paths):
+            if entry.name in seen:
+                yield (
+                    f"{field}.paths[{i}].name",
+                    f"cannot have multiple models with the same name ({entry.name})",
+                )
+            seen.add(entry.name)
+            if h.type == "python" and entry.signature_key is not None:
+                yield (
+                    f"{field}.paths[{i}].signature_key",
+                    "signature_key is not a supported field for the python handler type",
+                )
+    if h.type == "python" and spec.signature_key is not None:
+        yield (
+            f"{field}.signature_key",
+            "signature_key is not a supported field for the python handler type",
+        )
+    cache, disk = spec.cache_size, spec.disk_cache_size
+    if (cache is None) != (disk is None):
+        yield field, 'please specify both "cache_size" and "disk_cache_size" or neither of them'
+    elif cache is not None and disk is not None:
+        if cache > disk:
+            yield (
+                f"{field}.cache_size",
+                f"cache_size ({cache}) cannot be greater than disk_cache_size ({disk})",
+            )
+        if h.processes_per_replica > 1:
+            yield (
+                "handler.processes_per_replica",
+                "when model caching is enabled, the max value processes_per_replica can take "
+                f"is 1, while currently it's set to {h.processes_per_replica}",
+            )
+
+
+def _compute(api: ApiSpec) -> Iterator[Problem]:
+    c = api.compute
+    if c.gpu > 0 and c.inf > 0:
+        yield "compute", "gpu and inf resources cannot be used together"
+    shm = api.handler.shm_size
+    if shm is not None and c.mem is not None and shm > c.mem:
+        yield "handler.shm_size", f"handler.shm_size ({shm}) cannot exceed compute.mem ({c.mem})"
+
+
+def _autoscaling(api: ApiSpec) -> Iterator[Problem]:
+    a = api.autoscaling
+    if a.min_replicas > a.max_replicas:
+        yield (
+            "autoscaling.min_replicas",
+            f"min_replicas cannot be greater than max_replicas ({a.min_replicas} > {a.max_replicas})",
+        )
+    if a.init_replicas is not None:
+        if a.init_replicas > a.max_replicas:
+            yield (
+                "autoscaling.init_replicas",
+                f"init_replicas cannot be greater than max_replicas "
+                f"({a.init_replicas} > {a.max_replicas})",
+            )
+        if a.init_replicas < a.min_replicas:
+            yield (
+                "autoscaling.init_replicas",
+                f"init_replicas cannot be less than min_replicas "
+                f"({a.init_replicas} < {a.min_replicas})",
+            )
+    target = a.target_replica_concurrency
+    if target is not None and target > a.max_replica_concurrency:
+        yield (
+            "autoscaling.target_replica_concurrency",
+            f"target_replica_concurrency ({target:g}) cannot be greater than "
+            f"max_replica_concurrency ({a.max_replica_concurrency})",
+        )

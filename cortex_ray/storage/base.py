@@ -1,0 +1,136 @@
+"""The one small storage interface every backend implements.
+
+A :class:`Storage` is opened on a root URI (``s3://bucket/prefix/``,
+``file:///abs/path``, ``mem://name/prefix``). Every key it takes or returns is
+relative to that root and uses ``/`` as separator; a "prefix" is a key that
+names a folder (with or without its trailing ``/``).
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ObjectInfo", "Storage", "join_key"]
+
+
+@dataclass(frozen=True, order=True)
+class ObjectInfo:
+    """One object (file) found by :meth:`Storage.list`."""
+
+    key: str
+    """Relative to the listed prefix, ``/``-separated, never starting with ``/``."""
+    size: int
+    etag: str
+    """An ETag (S3) or a content checksum (local, memory): changes when the bytes do."""
+    mtime: float
+    """Modification time, seconds since the epoch (S3 gives whole seconds)."""
+
+
+def join_key(*parts: str) -> str:
+    """Join key parts with single ``/`` separators (empty parts are skipped)."""
+    cleaned = [p.strip("/") for p in parts if p and p.strip("/")]
+    return "/".join(cleaned)
+
+
+class Storage(abc.ABC):
+    """List, read, download, upload and delete objects below one root URI."""
+
+    uri: str
+    """The root URI this storage was opened on, always ending with ``/``."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        """Every object below ``prefix``, recursively, keys relative to ``prefix``.
+
+        Folder placeholder objects (keys ending in ``/``) are skipped. A prefix
+        that holds nothing gives an empty list, not an error.
+        """
+
+    @abc.abstractmethod
+    def read(self, key: str) -> bytes:
+        """The bytes of one object; :class:`StorageNotFoundError` when absent."""
+
+    @abc.abstractmethod
+    def upload(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        """Create or replace one object."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete one object; deleting an absent object is not an error."""
+
+    @abc.abstractmethod
+    def _download_object(self, key: str, dest: Path, size: int) -> None:
+        """Write one object to the local file ``dest`` (its folder exists)."""
+
+    def content_type(self, key: str) -> str | None:
+        """The content type stored with an object, where the backend keeps one."""
+        return None
+
+    def describe(self, key: str = "") -> str:
+        """A human-readable location for messages, e.g. ``s3://bucket/models/iris``."""
+        return self.uri + key.lstrip("/")
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete every object below ``prefix``."""
+        for obj in self.list(prefix):
+            self.delete(join_key(prefix, obj.key))
+
+    def download(
+        self,
+        prefix: str,
+        dest: str | os.PathLike[str],
+        objects: Iterable[ObjectInfo] | None = None,
+        max_workers: int = 8,
+    ) -> Path:
+        """Download everything below ``prefix`` into the folder ``dest``, atomically.
+
+        Files land in a temporary sibling folder first and are renamed into
+        place at the end, so ``dest`` is either absent/old or complete, never
+        half-written. Files are fetched in parallel. ``objects`` (a listing of
+        ``prefix`` taken earlier) pins exactly which files are fetched.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        final = Path(dest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        listing = list(objects) if objects is not None else self.list(prefix)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        try:
+            for obj in listing:
+                (tmp / obj.key).parent.mkdir(parents=True, exist_ok=True)
+
+            def fetch(obj: ObjectInfo) -> None:
+                self._download_object(join_key(prefix, obj.key), tmp / obj.key, obj.size)
+
+            if listing:
+                workers = max(1, min(max_workers, len(listing)))
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    futures = [pool.submit(fetch, obj) for obj in listing]
+                    try:
+                        for future in futures:
+                            future.result()
+                    except BaseException:
+                        # Fail fast: do not fetch the rest once one file failed
+                        # (an unreachable endpoint would otherwise be retried
+                        # for every remaining object).
+                        for pending in futures:
+                            pending.cancel()
+                        raise
+            if final.exists():
+                trash = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+                os.replace(final, trash)
+                os.replace(tmp, final)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final

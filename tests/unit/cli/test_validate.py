@@ -1,0 +1,96 @@
+"""``cortex-ray validate`` as a user runs it: a real subprocess, exit codes, output."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cortex_ray", *args], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+def make_project(root: Path, models: dict[str, object]) -> Path:
+    (root / "handler.py").write_text("class Handler:\n    pass\n")
+    spec = root / "cortex.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "multi",
+                    "kind": "RealtimeAPI",
+                    "handler": {"type": "python", "path": "handler.py", "multi_model_reloading": models},
+                }
+            ]
+        )
+    )
+    return spec
+
+
+def test_valid_spec_exits_0_and_describes_apis(tmp_path: Path) -> None:
+    make_project(tmp_path, {"dir": "models", "cache_size": 1, "disk_cache_size": 2})
+    result = run("validate", "cortex.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "multi (RealtimeAPI, python handler) at /multi" in result.stdout
+    assert "cache 1 in memory / 2 on disk" in result.stdout
+    assert "cortex.yaml: valid (1 API)" in result.stdout
+
+
+def test_invalid_spec_exits_1_without_traceback(tmp_path: Path) -> None:
+    make_project(tmp_path, {"dir": "models", "path": "models/a"})
+    result = run("validate", "cortex.yaml", cwd=tmp_path)
+    assert result.returncode == 1
+    assert (
+        "error: cortex.yaml: api 'multi' (#0): handler.multi_model_reloading: please specify either "
+        "the path or dir field" in result.stderr
+    )
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_check_models_lists_models_versions_and_sizes(tmp_path: Path) -> None:
+    make_project(tmp_path, {"dir": "models"})
+    for rel, size in {"models/a/1/w.bin": 10, "models/a/3/w.bin": 2048, "models/b/w.bin": 5}.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x" * size)
+    result = run("validate", "cortex.yaml", "--check-models", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "a: versioned, versions 1, 3, latest 3, 2.0 KiB" in result.stdout
+    assert "b: unversioned, versions 1, latest 1, 5 B" in result.stdout
+
+
+def test_check_models_fails_on_an_invalid_model(tmp_path: Path) -> None:
+    make_project(tmp_path, {"dir": "models"})
+    for rel in ("models/a/1/w.bin", "models/a/notes.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    result = run("validate", "cortex.yaml", "--check-models", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "problem:" in result.stdout and "notes.txt" in result.stdout
+    assert "cortex.yaml: invalid" in result.stdout
+    # without --check-models the spec itself is valid
+    assert run("validate", "cortex.yaml", cwd=tmp_path).returncode == 0
+
+
+def test_check_models_reports_storage_errors_without_traceback(tmp_path: Path) -> None:
+    make_project(tmp_path, {"path": "s3://no-such-bucket-for-cortex-ray/model"})
+    env_cmd = [
+        sys.executable, "-c",
+        "import os,sys; os.environ.update(AWS_ENDPOINT_URL='http://127.0.0.1:9', AWS_ACCESS_KEY_ID='x', "
+        "AWS_SECRET_ACCESS_KEY='y', AWS_DEFAULT_REGION='us-east-1'); "
+        "from cortex_ray.cli.main import main; sys.exit(main(['validate','cortex.yaml','--check-models']))",
+    ]
+    result = subprocess.run(env_cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "error:" in result.stdout and "127.0.0.1:9" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_no_command_prints_help(tmp_path: Path) -> None:
+    result = run(cwd=tmp_path)
+    assert result.returncode == 2
+    assert "validate" in result.stderr
