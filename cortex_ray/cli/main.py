@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from cortex_ray import __version__
-from cortex_ray.cli import validate
+from cortex_ray.cli import build_config, run, validate
 
 __all__ = ["main", "build_parser"]
 
@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cortex-ray {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     validate.add_parser(subparsers)
+    build_config.add_parser(subparsers)
+    run.add_parser(subparsers)
     return parser
 
 

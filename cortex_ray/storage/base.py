@@ -103,8 +103,8 @@ class Storage(abc.ABC):
         listing = list(objects) if objects is not None else self.list(prefix)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
         try:
-            for obj in listing:
-                (tmp / obj.key).parent.mkdir(parents=True, exist_ok=True)
+            for folder in sorted({obj.key.rpartition("/")[0] for obj in listing} - {""}):
+                (tmp / folder).mkdir(parents=True, exist_ok=True)
 
             def fetch(obj: ObjectInfo) -> None:
                 self._download_object(join_key(prefix, obj.key), tmp / obj.key, obj.size)

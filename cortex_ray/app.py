@@ -1,0 +1,54 @@
+"""The Ray Serve application builder: ``import_path: cortex_ray.app:build``.
+
+``args`` name the spec file and the API::
+
+    applications:
+      - name: iris
+        route_prefix: /iris
+        import_path: cortex_ray.app:build
+        args: {spec: /path/to/cortex.yaml, api: iris}
+
+The spec is validated where the builder runs, before any replica starts.
+"""
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from ray import serve
+from ray.serve import Application
+
+from cortex_ray.serving.options import check_servable, deployment_options
+from cortex_ray.serving.replica import ApiReplica
+from cortex_ray.spec import ApiSpec, load_spec
+
+__all__ = ["BuildArgs", "build", "build_api"]
+
+
+class BuildArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    spec: str
+    """Path of the spec file (cortex.yaml)."""
+    api: str | None = None
+    """The API to serve; may be left out when the spec holds one API."""
+
+
+def build(args: BuildArgs) -> Application:
+    if not isinstance(args, BuildArgs):
+        args = BuildArgs.model_validate(args)
+    spec = load_spec(args.spec)
+    if args.api is None:
+        if len(spec.apis) != 1:
+            names = ", ".join(a.name for a in spec.apis)
+            raise ValueError(f"{args.spec} holds several APIs ({names}): pass args.api to pick one")
+        api = spec.apis[0]
+    else:
+        api = spec.api(args.api)
+    check_servable(api, file=spec.file, index=spec.apis.index(api))
+    return build_api(api)
+
+
+def build_api(api: ApiSpec, **overrides: Any) -> Application:
+    """The Serve application of one validated API."""
+    options = {**deployment_options(api), **overrides}
+    return serve.deployment(ApiReplica).options(**options).bind(api)

@@ -1,0 +1,62 @@
+"""``cortex-ray run SPEC [--host H] [--port P]``: serve every API on a local Ray."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from types import FrameType
+
+from cortex_ray.errors import SpecErrors
+
+__all__ = ["add_parser", "run_serve"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("run", help="serve every API of a spec on a local Ray until Ctrl-C")
+    p.add_argument("spec", help="path to the spec file (cortex.yaml)")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1: local only)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    p.set_defaults(func=lambda a: run_serve(a.spec, a.host, a.port))
+
+
+def run_serve(spec_path: str, host: str, port: int) -> int:
+    from cortex_ray import sdk
+    from cortex_ray.spec import load_spec
+
+    try:
+        spec = load_spec(spec_path)
+    except SpecErrors as exc:
+        for error in exc.errors:
+            print(f"error: {error}", file=sys.stderr)
+        return 1
+    for warning in spec.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        print(f"\nreceived {signal.Signals(signum).name}, stopping", file=sys.stderr, flush=True)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        try:
+            handles = sdk.deploy(spec_path, host=host, port=port)
+        except SpecErrors as exc:
+            for error in exc.errors:
+                print(f"error: {error}", file=sys.stderr)
+            return 1
+        except Exception as exc:
+            print(f"error: deploying failed: {exc}", file=sys.stderr)
+            return 1
+        for name, handle in handles.items():
+            print(f"{name}: {handle.url}", flush=True)
+        print("serving; press Ctrl-C to stop", flush=True)
+        while not stop.wait(0.5):
+            pass
+        return 0
+    finally:
+        sdk.shutdown()
+        print("stopped", file=sys.stderr, flush=True)

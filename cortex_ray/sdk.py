@@ -1,0 +1,129 @@
+"""Use cortex-ray from Python and notebooks: deploy a spec, call an API, delete it.
+
+    import cortex_ray
+    apis = cortex_ray.deploy("deployments/cortex.yaml")     # local Ray on 127.0.0.1
+    apis["iris"].post({"sepal_length": 5.1, ...})            # no HTTP
+    cortex_ray.delete("iris")
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cortex_ray.serving.options import check_servable
+from cortex_ray.spec import Spec, load_spec, parse_spec
+
+__all__ = ["ApiHandle", "start", "deploy", "get_api", "delete", "shutdown"]
+
+
+class ApiHandle:
+    """Calls one deployed API through a Serve handle (no HTTP)."""
+
+    def __init__(self, name: str, endpoint: str | None = None, url: str | None = None) -> None:
+        from ray import serve
+
+        self.name = name
+        self.endpoint = endpoint
+        self.url = url
+        self._handle = serve.get_app_handle(name)
+
+    def call(self, method: str, payload: Any = None, query_params: dict[str, str] | None = None,
+             headers: dict[str, str] | None = None) -> Any:
+        return self._handle.call.remote(method, payload, query_params, headers).result()
+
+    def post(self, payload: Any = None, **kw: Any) -> Any:
+        return self.call("post", payload, **kw)
+
+    def get(self, **kw: Any) -> Any:
+        return self.call("get", **kw)
+
+    def put(self, payload: Any = None, **kw: Any) -> Any:
+        return self.call("put", payload, **kw)
+
+    def patch(self, payload: Any = None, **kw: Any) -> Any:
+        return self.call("patch", payload, **kw)
+
+    def delete(self, **kw: Any) -> Any:
+        return self.call("delete", **kw)
+
+    def info(self) -> dict[str, Any]:
+        return self._handle.info.remote().result()  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"ApiHandle({self.name!r}, url={self.url!r})"
+
+
+def start(host: str = "127.0.0.1", port: int = 8000, **ray_init: Any) -> str:
+    """Start (or join) a local Ray and Serve; returns the HTTP base URL.
+
+    A local Ray binds 127.0.0.1 only unless ``host`` says otherwise.
+    """
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        if "address" not in ray_init and host in ("127.0.0.1", "localhost"):
+            ray_init.setdefault("_node_ip_address", "127.0.0.1")
+        ray_init.setdefault("include_dashboard", False)
+        ray.init(**ray_init)
+    serve.start(http_options={"host": host, "port": port}, logging_config={"enable_access_log": False})
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+
+
+def _load(spec: str | os.PathLike[str] | Mapping[str, Any] | list[Any], base_dir: str | None) -> Spec:
+    if isinstance(spec, (str, os.PathLike)):
+        return load_spec(spec)
+    return parse_spec(spec, base_dir=base_dir or Path.cwd(), file="<dict>")
+
+
+def deploy(
+    spec: str | os.PathLike[str] | Mapping[str, Any] | list[Any],
+    api: str | None = None,
+    *,
+    base_dir: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    **overrides: Any,
+) -> dict[str, ApiHandle]:
+    """Deploy every API of a spec (a file, or a dict/list), or just ``api``.
+
+    Each API becomes its own Serve application at its endpoint. ``overrides``
+    are extra deployment options (e.g. ``ray_actor_options``).
+    """
+    from ray import serve
+
+    from cortex_ray.app import build_api
+
+    loaded = _load(spec, base_dir)
+    apis = [loaded.api(api)] if api else loaded.apis
+    for a in apis:
+        check_servable(a, file=loaded.file, index=loaded.apis.index(a))
+    base = start(host=host, port=port)
+    handles = {}
+    for a in apis:
+        serve.run(build_api(a, **overrides), name=a.name, route_prefix=a.endpoint)
+        handles[a.name] = ApiHandle(a.name, a.endpoint, base + a.endpoint)
+    return handles
+
+
+def get_api(name: str) -> ApiHandle:
+    return ApiHandle(name)
+
+
+def delete(name: str) -> None:
+    from ray import serve
+
+    serve.delete(name)
+
+
+def shutdown() -> None:
+    """Stop Serve and the local Ray started by :func:`start`."""
+    import ray
+    from ray import serve
+
+    if ray.is_initialized():
+        serve.shutdown()
+        ray.shutdown()

@@ -1,0 +1,47 @@
+"""A Ray Serve config (``serve run`` / ``serve deploy`` / KubeRay) from a spec.
+
+One application per API: ``name`` is the API name, ``route_prefix`` its
+endpoint, ``import_path`` the cortex-ray builder with ``args`` naming the spec
+and the API, and the deployment options that the spec maps to.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cortex_ray.serving.options import check_servable, deployment_options, option_warnings
+from cortex_ray.spec import Spec
+
+__all__ = ["serve_config", "IMPORT_PATH"]
+
+IMPORT_PATH = "cortex_ray.app:build"
+
+
+def serve_config(
+    spec: Spec,
+    spec_path: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    warnings: list[str] | None = None,
+) -> dict[str, Any]:
+    """The Serve config dict for every API of ``spec`` (validated first)."""
+    applications = []
+    for index, api in enumerate(spec.apis):
+        check_servable(api, file=spec.file, index=index)
+        if warnings is not None:
+            warnings.extend(option_warnings(api))
+        applications.append(
+            {
+                "name": api.name,
+                "route_prefix": api.endpoint,
+                "import_path": IMPORT_PATH,
+                "args": {"spec": spec_path, "api": api.name},
+                "deployments": [deployment_options(api)],
+            }
+        )
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": host, "port": port},
+        "logging_config": {"enable_access_log": False},
+        "applications": applications,
+    }

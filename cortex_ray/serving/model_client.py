@@ -1,0 +1,78 @@
+"""``model_client``: what the user's handler calls to get a model.
+
+``get_model(model_name=None, model_version="latest")`` returns whatever the
+handler's ``load_model(model_path)`` returned, with Cortex's meaning of names
+and versions. It may be called from a sync handler (it runs in a worker
+thread and waits for the replica's event loop) or, for a model already in
+memory, from the event loop itself; async handlers use ``get_model_async``.
+The versions a request used are kept per request (``served_versions``) and
+returned to the client in the ``X-Cortex-Model-Version`` header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from typing import Any
+
+from cortex_ray.cache import ModelCache, resolve_version
+from cortex_ray.errors import CortexRayError
+
+__all__ = ["ModelClient", "served_versions_var"]
+
+served_versions_var: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar(
+    "cortex_ray_served_versions", default=None
+)
+
+
+class ModelClient:
+    def __init__(self, cache: ModelCache, loop: asyncio.AbstractEventLoop) -> None:
+        self._cache = cache
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+
+    def get_model(self, model_name: str | None = None, model_version: str | int = "latest") -> Any:
+        """The model object for ``model_name`` at ``model_version`` (default: the highest)."""
+        return self.get_model_and_version(model_name, model_version)[0]
+
+    def get_model_and_version(
+        self, model_name: str | None = None, model_version: str | int = "latest"
+    ) -> tuple[Any, int]:
+        """Like :meth:`get_model`, plus the version that was actually used."""
+        if threading.get_ident() == self._loop_thread:
+            name, info = resolve_version(self._cache.tree, model_name, model_version)
+            held = self._cache.peek(name, info)
+            if held is None:
+                raise CortexRayError(
+                    f"model {name!r} version {info.version} is not loaded yet and get_model() was "
+                    "called on the event loop: use `await model_client.get_model_async(...)` in "
+                    "async handlers"
+                )
+        else:
+            held = asyncio.run_coroutine_threadsafe(
+                self._cache.get(model_name, model_version), self._loop
+            ).result()
+        _record(held.name, held.version)
+        return held.model, held.version
+
+    async def get_model_async(self, model_name: str | None = None, model_version: str | int = "latest") -> Any:
+        held = await self._cache.get(model_name, model_version)
+        _record(held.name, held.version)
+        return held.model
+
+    @property
+    def served_versions(self) -> dict[str, int]:
+        """The model versions the current request has used so far, by model name."""
+        return dict(served_versions_var.get() or {})
+
+    @property
+    def models(self) -> dict[str, list[int]]:
+        """Every servable model and its versions, as this replica knows them now."""
+        return {name: m.valid_versions for name, m in self._cache.tree.models.items()}
+
+
+def _record(name: str, version: int) -> None:
+    used = served_versions_var.get()
+    if used is not None:
+        used[name] = version

@@ -1,0 +1,91 @@
+"""How an API's spec maps onto Ray Serve deployment options (one place).
+
+| Cortex field | Serve option |
+|---|---|
+| compute.cpu / gpu / mem | ray_actor_options.num_cpus / num_gpus / memory |
+| compute.inf | ray_actor_options.resources.neuron_cores |
+| autoscaling.min/max/init_replicas | autoscaling_config.min/max/initial_replicas |
+| autoscaling.target_replica_concurrency | autoscaling_config.target_ongoing_requests |
+| autoscaling.max_replica_concurrency | max_ongoing_requests |
+| autoscaling.window | autoscaling_config.look_back_period_s |
+| autoscaling.upscale/downscale_stabilization_period | autoscaling_config.upscale/downscale_delay_s |
+| handler.threads_per_process | threads running sync handler methods in each replica |
+
+Cortex's per-step factors and tolerances have no Serve equivalent: a value
+other than Cortex's default is reported as a warning. ``processes_per_replica``
+above 1 cannot map (a Serve replica is one process): it is refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cortex_ray.errors import SpecError, SpecErrors
+from cortex_ray.spec import ApiSpec
+
+__all__ = ["deployment_options", "option_warnings", "check_servable"]
+
+_UNMAPPED_DEFAULTS = {
+    "max_downscale_factor": 0.75,
+    "max_upscale_factor": 1.5,
+    "downscale_tolerance": 0.05,
+    "upscale_tolerance": 0.05,
+}
+
+
+def check_servable(api: ApiSpec, file: str | None = None, index: int | None = None) -> None:
+    """Refuse, with a clear message, what cortex-ray cannot serve (yet)."""
+    problems: list[tuple[str, str]] = []
+    h = api.handler
+    if h.processes_per_replica > 1:
+        problems.append(
+            (
+                "handler.processes_per_replica",
+                f"processes_per_replica ({h.processes_per_replica}) cannot map to Ray Serve, where a "
+                "replica is one process: use autoscaling replicas (and threads_per_process) instead",
+            )
+        )
+    if h.type == "tensorflow":
+        problems.append(("handler.type", "the tensorflow handler is not served by this version of cortex-ray yet"))
+    if api.kind == "AsyncAPI":
+        problems.append(("kind", "AsyncAPI is not served by this version of cortex-ray yet"))
+    if problems:
+        raise SpecErrors(
+            [SpecError(m, file=file, api_name=api.name, api_index=index, field=f) for f, m in problems]
+        )
+
+
+def deployment_options(api: ApiSpec) -> dict[str, Any]:
+    """Options for ``serve.deployment(...)`` / a Serve config's ``deployments[]`` entry."""
+    c, a, h = api.compute, api.autoscaling, api.handler
+    actor: dict[str, Any] = {"num_cpus": c.cpu}
+    if c.gpu:
+        actor["num_gpus"] = c.gpu
+    if c.mem is not None:
+        actor["memory"] = c.mem
+    if c.inf:
+        actor["resources"] = {"neuron_cores": c.inf}
+    target = a.target_replica_concurrency or h.processes_per_replica * h.threads_per_process
+    return {
+        "name": api.name,
+        "max_ongoing_requests": a.max_replica_concurrency,
+        "ray_actor_options": actor,
+        "autoscaling_config": {
+            "min_replicas": a.min_replicas,
+            "max_replicas": a.max_replicas,
+            "initial_replicas": a.init_replicas or a.min_replicas,
+            "target_ongoing_requests": target,
+            "look_back_period_s": a.window,
+            "upscale_delay_s": a.upscale_stabilization_period,
+            "downscale_delay_s": a.downscale_stabilization_period,
+        },
+    }
+
+
+def option_warnings(api: ApiSpec) -> list[str]:
+    return [
+        f"api {api.name!r}: autoscaling.{k} ({getattr(api.autoscaling, k):g}) has no Ray Serve "
+        "equivalent and is ignored"
+        for k, default in _UNMAPPED_DEFAULTS.items()
+        if getattr(api.autoscaling, k) != default
+    ]

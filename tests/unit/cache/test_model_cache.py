@@ -1,0 +1,237 @@
+"""The per-replica model cache, on the in-memory storage fake (no Ray)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cortex_ray.cache import ModelCache, resolve_version
+from cortex_ray.errors import (
+    BadRequestError,
+    InvalidVersionError,
+    ModelLoadError,
+    ModelNotFoundError,
+    VersionNotFoundError,
+)
+from cortex_ray.models import ModelTree, discover_models
+from cortex_ray.spec import MultiModelsSpec
+from cortex_ray.storage import open_storage
+from cortex_ray.storage.memory import reset_memory_storage
+
+
+@pytest.fixture(autouse=True)
+def _clean_memory() -> Any:
+    reset_memory_storage()
+    yield
+    reset_memory_storage()
+
+
+def store(files: dict[str, bytes]) -> ModelTree:
+    s = open_storage("mem://cache/models/")
+    for key, data in files.items():
+        s.upload(key, data)
+    return discover_models(MultiModelsSpec(dir="mem://cache/models/"), "python")
+
+
+class Loader:
+    """Reads ``model.bin`` of a version; records calls; can be slowed or made to fail."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.gate: threading.Event | None = None
+        self.fail_on: set[bytes] = set()
+        self.lock = threading.Lock()
+        self.observed: list[int] = []
+        self.cache: ModelCache | None = None
+
+    def __call__(self, path: str) -> str:
+        with self.lock:
+            self.calls.append(path)
+        if self.cache is not None:
+            self.observed.append(len(self.cache.in_memory))
+        if self.gate is not None:
+            self.gate.wait(10)
+        data = (Path(path) / "model.bin").read_bytes()
+        if data in self.fail_on:
+            raise RuntimeError(f"cannot load {data!r}")
+        return data.decode()
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_load_once_then_hit(tmp_path: Path) -> None:
+    tree = store({"a/1/model.bin": b"a1", "a/2/model.bin": b"a2"})
+    loader = Loader()
+
+    async def main() -> None:
+        cache = ModelCache(loader, tmp_path, tree=tree)
+        first = await cache.get("a")
+        assert (first.model, first.version) == ("a2", 2)
+        again = await cache.get("a", "latest")
+        assert again is first
+        old = await cache.get("a", "1")
+        assert (old.model, old.version) == ("a1", 1)
+        assert cache.load_count == 2
+
+    run(main())
+
+
+def test_ten_concurrent_requests_for_a_cold_model_load_once(tmp_path: Path) -> None:
+    tree = store({"a/1/model.bin": b"a1"})
+    loader = Loader()
+    loader.gate = threading.Event()
+
+    async def main() -> None:
+        cache = ModelCache(loader, tmp_path, tree=tree)
+        tasks = [asyncio.create_task(cache.get("a")) for _ in range(10)]
+        await asyncio.sleep(0.2)
+        loader.gate.set()  # type: ignore[union-attr]
+        results = await asyncio.gather(*tasks)
+        assert {r.model for r in results} == {"a1"}
+        assert len(loader.calls) == 1
+
+    run(main())
+
+
+def test_slow_load_does_not_delay_a_warm_model(tmp_path: Path) -> None:
+    tree = store({"a/1/model.bin": b"a1", "b/1/model.bin": b"b1"})
+    loader = Loader()
+
+    async def main() -> None:
+        cache = ModelCache(loader, tmp_path, tree=tree)
+        await cache.get("b")
+        loader.gate = threading.Event()
+        slow = asyncio.create_task(cache.get("a"))
+        await asyncio.sleep(0.1)
+        started = time.perf_counter()
+        warm = await cache.get("b")
+        assert warm.model == "b1"
+        assert time.perf_counter() - started < 0.5
+        assert not slow.done()
+        loader.gate.set()
+        assert (await slow).model == "a1"
+
+    run(main())
+
+
+def test_lru_order_and_both_limits_are_never_exceeded(tmp_path: Path) -> None:
+    tree = store({f"{n}/1/model.bin": n.encode() for n in "abcde"})
+    loader = Loader()
+
+    async def main() -> None:
+        cache = ModelCache(loader, tmp_path / "disk", memory_limit=2, disk_limit=3, tree=tree)
+        loader.cache = cache
+        for name in "abc":
+            await cache.get(name)
+        assert cache.in_memory == [("b", 1), ("c", 1)]
+        assert cache.on_disk == [("a", 1), ("b", 1), ("c", 1)]
+        await cache.get("b")  # touch b: c becomes the LRU in memory
+        await cache.get("d")
+        assert cache.in_memory == [("b", 1), ("d", 1)]
+        assert sorted(cache.on_disk) == [("b", 1), ("c", 1), ("d", 1)]
+        assert not (tmp_path / "disk" / "a").exists() or not any((tmp_path / "disk" / "a").iterdir())
+        await cache.get("a")  # from storage again
+        assert len(cache.in_memory) == 2 and len(cache.on_disk) == 3
+        # while a load ran, memory never held more than limit - 1 other models
+        assert max(loader.observed) <= 1
+        folders = [p for p in (tmp_path / "disk").iterdir() if p.is_dir() and not p.name.startswith(".")]
+        on_disk = sum(1 for f in folders for v in f.iterdir() if not v.name.startswith("."))
+        assert on_disk == 3
+
+    run(main())
+
+
+def test_concurrent_loads_respect_the_memory_limit(tmp_path: Path) -> None:
+    tree = store({f"{n}/1/model.bin": n.encode() for n in "abcd"})
+    loader = Loader()
+
+    async def main() -> None:
+        cache = ModelCache(loader, tmp_path, memory_limit=1, disk_limit=4, tree=tree)
+        loader.cache = cache
+        results = await asyncio.gather(*(cache.get(n) for n in "abcd"))
+        assert [r.model for r in results] == list("abcd")
+        assert len(cache.in_memory) == 1
+        assert max(loader.observed) == 0
+
+    run(main())
+
+
+def test_failed_load_is_reported_and_retried(tmp_path: Path) -> None:
+    tree = store({"a/1/model.bin": b"bad"})
+    loader = Loader()
+    loader.fail_on = {b"bad"}
+
+    async def main() -> None:
+        cache = ModelCache(loader, tmp_path, tree=tree)
+        with pytest.raises(ModelLoadError, match="cannot load b'bad'") as info:
+            await cache.get("a")
+        assert info.value.status_code == 503
+        assert cache.state("a", 1)["state"] == "failed"
+        loader.fail_on = set()
+        assert (await cache.get("a")).model == "bad"
+        assert cache.state("a", 1)["state"] == "available"
+
+    run(main())
+
+
+def test_new_tree_drops_removed_versions_and_reloads_changed_ones(tmp_path: Path) -> None:
+    tree = store({"a/1/model.bin": b"a1", "a/2/model.bin": b"a2"})
+    loader = Loader()
+
+    async def main() -> None:
+        cache = ModelCache(loader, tmp_path, tree=tree)
+        await cache.get("a", 1)
+        await cache.get("a", 2)
+        s = open_storage("mem://cache/models/")
+        s.delete("a/1/model.bin")
+        s.upload("a/2/model.bin", b"a2-new")
+        cache.set_tree(discover_models(MultiModelsSpec(dir="mem://cache/models/"), "python"))
+        assert cache.in_memory == [] and cache.on_disk == []
+        with pytest.raises(VersionNotFoundError):
+            await cache.get("a", 1)
+        assert (await cache.get("a")).model == "a2-new"
+
+    run(main())
+
+
+def test_download_all_fetches_every_valid_version(tmp_path: Path) -> None:
+    tree = store({"a/1/model.bin": b"a1", "a/2/model.bin": b"a2", "b/model.bin": b"b"})
+    loader = Loader()
+
+    async def main() -> None:
+        cache = ModelCache(loader, tmp_path, tree=tree)
+        await cache.download_all()
+        assert sorted(cache.on_disk) == [("a", 1), ("a", 2), ("b", 1)]
+        assert cache.in_memory == [] and loader.calls == []
+
+    run(main())
+
+
+def test_resolve_errors() -> None:
+    tree = store({"a/1/model.bin": b"a1", "b/x/model.bin": b"x", "b/1/model.bin": b"y"})
+    with pytest.raises(ModelNotFoundError, match="'zzz' model wasn't found in the list of available models: a, b"):
+        resolve_version(tree, "zzz")
+    with pytest.raises(VersionNotFoundError, match="version 7 wasn't found \\(versions: 1\\)"):
+        resolve_version(tree, "a", "7")
+    with pytest.raises(InvalidVersionError, match="parse-able numeric value or 'latest'"):
+        resolve_version(tree, "a", "v1")
+    with pytest.raises(BadRequestError, match="model_name was not specified"):
+        resolve_version(tree, None)
+    with pytest.raises(ModelLoadError, match="cannot be served"):
+        resolve_version(tree, "b")
+    assert resolve_version(tree, "a", 1)[1].version == 1
+
+
+def test_single_path_ignores_the_name() -> None:
+    s = open_storage("mem://single/m/")
+    s.upload("model.bin", b"x")
+    tree = discover_models(MultiModelsSpec(path="mem://single/m/"), "python")
+    assert resolve_version(tree, None)[0] == "_cortex_default"
+    assert resolve_version(tree, "anything")[0] == "_cortex_default"
