@@ -27,6 +27,7 @@ __all__ = [
     "ModelLoadError",
     "MethodNotAllowedError",
     "UserHandlerError",
+    "DeploymentError",
     "to_response_body",
 ]
 
@@ -168,6 +169,12 @@ class UserHandlerError(CortexRayError):
 
     status_code = 500
     error_type = "handler_error"
+
+
+class DeploymentError(CortexRayError):
+    """An API could not be deployed (its replicas failed to start)."""
+
+    error_type = "deployment_failed"
 
 
 def to_response_body(exc: BaseException) -> tuple[int, dict[str, Any]]:

@@ -13,10 +13,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cortex_ray.errors import DeploymentError
 from cortex_ray.serving.options import check_servable
-from cortex_ray.spec import Spec, load_spec, parse_spec
+from cortex_ray.spec import ApiSpec, Spec, load_spec, parse_spec
 
-__all__ = ["ApiHandle", "start", "deploy", "get_api", "delete", "shutdown"]
+__all__ = ["ApiHandle", "start", "deploy", "run_api", "get_api", "delete", "shutdown"]
 
 
 class ApiHandle:
@@ -93,10 +94,6 @@ def deploy(
     Each API becomes its own Serve application at its endpoint. ``overrides``
     are extra deployment options (e.g. ``ray_actor_options``).
     """
-    from ray import serve
-
-    from cortex_ray.app import build_api
-
     loaded = _load(spec, base_dir)
     apis = [loaded.api(api)] if api else loaded.apis
     for a in apis:
@@ -104,9 +101,34 @@ def deploy(
     base = start(host=host, port=port)
     handles = {}
     for a in apis:
-        serve.run(build_api(a, **overrides), name=a.name, route_prefix=a.endpoint)
+        run_api(a, **overrides)
         handles[a.name] = ApiHandle(a.name, a.endpoint, base + a.endpoint)
     return handles
+
+
+def run_api(api: ApiSpec, **overrides: Any) -> None:
+    """Serve one validated API as its own application (Serve must be running).
+
+    When a replica cannot start (an error importing ``handler.py`` or in
+    ``Handler.__init__``), raises :class:`DeploymentError` carrying the
+    user's traceback as Serve reported it.
+    """
+    from ray import serve
+
+    from cortex_ray.app import build_api
+
+    try:
+        serve.run(build_api(api, **overrides), name=api.name, route_prefix=api.endpoint)
+    except RuntimeError as exc:
+        detail = ""
+        try:
+            detail = serve.status().applications[api.name].message
+            for dep in serve.status().applications[api.name].deployments.values():
+                if dep.message:
+                    detail += "\n" + dep.message
+        except Exception:  # noqa: BLE001 - status is best effort; the original error stands
+            pass
+        raise DeploymentError(f"api {api.name!r} failed to deploy: {exc}\n{detail}".rstrip()) from exc
 
 
 def get_api(name: str) -> ApiHandle:

@@ -10,7 +10,6 @@ import re
 import threading
 from typing import Any
 
-from cortex_ray.errors import BadRequestError
 
 __all__ = ["MetricsClient"]
 
@@ -37,9 +36,9 @@ class MetricsClient:
 
     def _get(self, kind: str, metric: str, tags: dict[str, str] | None) -> Any:
         if metric.startswith(("cortex_", "istio_")):
-            raise BadRequestError(f"metric name {metric!r} starts with a cortex exclusive prefix")
+            raise ValueError(f"metric name {metric!r} starts with a cortex exclusive prefix")
         if not _NAME.match(metric):
-            raise BadRequestError(f"metric name {metric!r} must match [a-zA-Z_][a-zA-Z0-9_]*")
+            raise ValueError(f"metric name {metric!r} must match [a-zA-Z_][a-zA-Z0-9_]*")
         keys = tuple(sorted({"api_name", *(tags or {})}))
         index = (kind, metric, keys)
         with self._lock:

@@ -1,0 +1,163 @@
+"""A :class:`Storage` on a local folder (``file:///abs/path``).
+
+Checksums: the ``etag`` of a local file is ``f"{size}-{mtime_ns}"``. Hashing
+every file on every listing would be too slow for big model folders (tens of
+thousands of files), and nanosecond modification times (Linux) catch an
+in-place rewrite even within the same second. Limits: a rewrite that keeps the
+size *and* lands in the same filesystem timestamp tick (a few milliseconds on
+some kernels and filesystems), or a tool that restores the old mtime, is not
+seen.
+
+Nothing is skipped while listing: hidden files are listed like any other, and
+folders themselves never appear (only the files in them). Symbolic links to
+files and folders are followed (a link cycle is visited once).
+"""
+
+from __future__ import annotations
+
+import errno
+import mimetypes
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from cortex_ray.errors import (
+    StorageAccessDeniedError,
+    StorageError,
+    StorageNotFoundError,
+)
+from cortex_ray.storage.base import ObjectInfo, Storage, join_key
+
+__all__ = ["LocalStorage"]
+
+
+class LocalStorage(Storage):
+    """Objects are the files below ``root``; keys are ``/``-separated relative paths."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        path = Path(os.path.normpath(os.fspath(root)))
+        if not path.is_absolute():
+            raise ValueError(f"LocalStorage needs an absolute folder, got {os.fspath(root)!r}")
+        self.root = path
+        self.uri = "file://" + str(path).rstrip("/") + "/"
+
+    def __repr__(self) -> str:
+        return f"LocalStorage({str(self.root)!r})"
+
+    # --- helpers ------------------------------------------------------------
+
+    def _path(self, key: str) -> Path:
+        """The local path of ``key``; refuses keys that would leave the root."""
+        clean = join_key(key)
+        if any(part == ".." for part in clean.split("/")):
+            raise ValueError(f"{self.describe(key)}: a key may not contain '..'")
+        return self.root / clean if clean else self.root
+
+    @contextmanager
+    def _boundary(self, key: str) -> Iterator[None]:
+        """Translate ``OSError`` into the project's storage errors."""
+        try:
+            yield
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise StorageNotFoundError(f"{self.describe(key)}: no such file") from exc
+        except PermissionError as exc:
+            raise StorageAccessDeniedError(
+                f"{self.describe(key)}: permission denied; check the file permissions"
+            ) from exc
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                raise StorageNotFoundError(f"{self.describe(key)}: no such file") from exc
+            raise StorageError(f"{self.describe(key)}: {exc.strerror or exc}") from exc
+
+    # --- the interface ------------------------------------------------------
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        base = self._path(prefix)
+        found: list[ObjectInfo] = []
+        seen: set[tuple[int, int]] = set()
+        # (folder path, key prefix relative to ``prefix``) still to scan.
+        stack: list[tuple[str, str]] = [(str(base), "")]
+        with self._boundary(prefix):
+            if not base.is_dir():
+                return []
+            while stack:
+                folder, rel = stack.pop()
+                try:
+                    st = os.stat(folder)
+                    if (st.st_dev, st.st_ino) in seen:
+                        continue
+                    seen.add((st.st_dev, st.st_ino))
+                    entries = list(os.scandir(folder))
+                except (FileNotFoundError, NotADirectoryError):
+                    continue  # removed while we were listing
+                for entry in entries:
+                    try:
+                        if entry.is_dir():
+                            stack.append((entry.path, f"{rel}{entry.name}/"))
+                        elif entry.is_file():
+                            st = entry.stat()
+                            found.append(
+                                ObjectInfo(
+                                    key=f"{rel}{entry.name}",
+                                    size=st.st_size,
+                                    etag=f"{st.st_size}-{st.st_mtime_ns}",
+                                    mtime=st.st_mtime,
+                                )
+                            )
+                    except FileNotFoundError:
+                        continue  # removed while we were listing, or a dangling link
+        found.sort(key=_by_key)
+        return found
+
+    def read(self, key: str) -> bytes:
+        with self._boundary(key):
+            return self._path(key).read_bytes()
+
+    def upload(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        """Write ``data`` atomically (temp file then rename); ``content_type`` is not kept."""
+        path = self._path(key)
+        if path == self.root:
+            raise ValueError(f"{self.describe(key)}: an object key may not be empty")
+        with self._boundary(key):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                with suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+
+    def delete(self, key: str) -> None:
+        with self._boundary(key):
+            self._path(key).unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete every file below ``prefix`` (the folder itself goes too, unless it is the root)."""
+        path = self._path(prefix)
+        if path == self.root:
+            super().delete_prefix(prefix)
+            return
+        with self._boundary(prefix):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+
+    def content_type(self, key: str) -> str | None:
+        """Guessed from the file name (local files carry no content type)."""
+        with self._boundary(key):
+            if not self._path(key).is_file():
+                raise FileNotFoundError(errno.ENOENT, "no such file", key)
+        return mimetypes.guess_type(key)[0]
+
+    def _download_object(self, key: str, dest: Path, size: int) -> None:
+        with self._boundary(key):
+            shutil.copyfile(self._path(key), dest)
+
+
+def _by_key(obj: ObjectInfo) -> str:
+    return obj.key
