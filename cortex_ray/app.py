@@ -51,4 +51,5 @@ def build(args: BuildArgs) -> Application:
 def build_api(api: ApiSpec, **overrides: Any) -> Application:
     """The Serve application of one validated API."""
     options = {**deployment_options(api), **overrides}
-    return serve.deployment(ApiReplica).options(**options).bind(api)
+    deployment: Any = serve.deployment(ApiReplica)
+    return deployment.options(**options).bind(api)

@@ -12,22 +12,22 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "BadRequestError",
     "CortexRayError",
+    "DeploymentError",
+    "InvalidVersionError",
+    "MethodNotAllowedError",
+    "ModelLayoutError",
+    "ModelLoadError",
+    "ModelNotFoundError",
     "SpecError",
     "SpecErrors",
+    "StorageAccessDeniedError",
     "StorageError",
     "StorageNotFoundError",
-    "StorageAccessDeniedError",
     "StorageUnreachableError",
-    "ModelLayoutError",
-    "BadRequestError",
-    "ModelNotFoundError",
-    "VersionNotFoundError",
-    "InvalidVersionError",
-    "ModelLoadError",
-    "MethodNotAllowedError",
     "UserHandlerError",
-    "DeploymentError",
+    "VersionNotFoundError",
     "to_response_body",
 ]
 

@@ -1,9 +1,9 @@
 """Use cortex-ray from Python and notebooks: deploy a spec, call an API, delete it.
 
-    import cortex_ray
-    apis = cortex_ray.deploy("deployments/cortex.yaml")     # local Ray on 127.0.0.1
-    apis["iris"].post({"sepal_length": 5.1, ...})            # no HTTP
-    cortex_ray.delete("iris")
+import cortex_ray
+apis = cortex_ray.deploy("deployments/cortex.yaml")     # local Ray on 127.0.0.1
+apis["iris"].post({"sepal_length": 5.1, ...})            # no HTTP
+cortex_ray.delete("iris")
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from cortex_ray.errors import DeploymentError
 from cortex_ray.serving.options import check_servable
 from cortex_ray.spec import ApiSpec, Spec, load_spec, parse_spec
 
-__all__ = ["ApiHandle", "start", "deploy", "run_api", "get_api", "delete", "shutdown"]
+__all__ = ["ApiHandle", "delete", "deploy", "get_api", "run_api", "shutdown", "start"]
 
 
 class ApiHandle:
@@ -31,8 +31,13 @@ class ApiHandle:
         self.url = url
         self._handle = serve.get_app_handle(name)
 
-    def call(self, method: str, payload: Any = None, query_params: dict[str, str] | None = None,
-             headers: dict[str, str] | None = None) -> Any:
+    def call(
+        self,
+        method: str,
+        payload: Any = None,
+        query_params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
         return self._handle.call.remote(method, payload, query_params, headers).result()
 
     def post(self, payload: Any = None, **kw: Any) -> Any:
@@ -51,7 +56,7 @@ class ApiHandle:
         return self.call("delete", **kw)
 
     def info(self) -> dict[str, Any]:
-        return self._handle.info.remote().result()  # type: ignore[no-any-return]
+        return self._handle.info.remote().result()
 
     def __repr__(self) -> str:
         return f"ApiHandle({self.name!r}, url={self.url!r})"
@@ -126,7 +131,7 @@ def run_api(api: ApiSpec, **overrides: Any) -> None:
             for dep in serve.status().applications[api.name].deployments.values():
                 if dep.message:
                     detail += "\n" + dep.message
-        except Exception:  # noqa: BLE001 - status is best effort; the original error stands
+        except Exception:
             pass
         raise DeploymentError(f"api {api.name!r} failed to deploy: {exc}\n{detail}".rstrip()) from exc
 

@@ -26,7 +26,7 @@ from cortex_ray.errors import ModelLoadError
 from cortex_ray.models.tree import ModelTree, VersionInfo
 from cortex_ray.storage import open_storage
 
-__all__ = ["ModelCache", "LoadedModel", "Key"]
+__all__ = ["Key", "LoadedModel", "ModelCache"]
 
 log = logging.getLogger("cortex_ray.cache")
 

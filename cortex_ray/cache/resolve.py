@@ -25,7 +25,9 @@ def parse_version(version: str | int | None) -> int | None:
     if version is None or version == "latest":
         return None
     if isinstance(version, bool):
-        raise InvalidVersionError(f"model_version must be either a parse-able numeric value or 'latest', got {version!r}")
+        raise InvalidVersionError(
+            f"model_version must be either a parse-able numeric value or 'latest', got {version!r}"
+        )
     if isinstance(version, int):
         return version
     text = str(version).strip()
@@ -77,5 +79,7 @@ def resolve_version(
             version=wanted,
         )
     if info.error:
-        raise ModelLoadError(f"model '{name}' version {wanted} cannot be served: {info.error}", model=name, version=wanted)
+        raise ModelLoadError(
+            f"model '{name}' version {wanted} cannot be served: {info.error}", model=name, version=wanted
+        )
     return name, info

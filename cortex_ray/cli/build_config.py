@@ -14,7 +14,7 @@ from cortex_ray.spec import load_spec
 __all__ = ["add_parser", "run_build_config"]
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "build-config",
         help="write a Ray Serve config (one application per API) for serve run / serve deploy",

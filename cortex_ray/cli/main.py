@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from cortex_ray import __version__
 from cortex_ray.cli import build_config, run, validate
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:

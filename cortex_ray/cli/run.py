@@ -13,7 +13,7 @@ from cortex_ray.errors import SpecErrors
 __all__ = ["add_parser", "run_serve"]
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("run", help="serve every API of a spec on a local Ray until Ctrl-C")
     p.add_argument("spec", help="path to the spec file (cortex.yaml)")
     p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1: local only)")

@@ -13,7 +13,7 @@ from cortex_ray.spec import ApiSpec, load_spec
 __all__ = ["add_parser", "run_validate"]
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "validate",
         help="check a spec file (and, with --check-models, its model folders)",
@@ -63,9 +63,11 @@ def _describe_api(api: ApiSpec) -> str:
     line = f"{api.name} ({api.kind}, {h.type} handler) at {api.endpoint}"
     models = h.model_spec
     if models is not None:
-        source = next(
-            f"{k}: {v}" for k in ("path", "dir") if (v := getattr(models, k)) is not None
-        ) if models.paths is None else f"paths: {len(models.paths)} models"
+        source = (
+            next(f"{k}: {v}" for k in ("path", "dir") if (v := getattr(models, k)) is not None)
+            if models.paths is None
+            else f"paths: {len(models.paths)} models"
+        )
         cache = (
             f", cache {models.cache_size} in memory / {models.disk_cache_size} on disk"
             if models.caching_enabled

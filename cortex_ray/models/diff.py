@@ -9,9 +9,7 @@ from cortex_ray.models.tree import ModelTree
 
 __all__ = ["Change", "ChangeKind", "diff_trees"]
 
-ChangeKind = Literal[
-    "model_added", "model_removed", "version_added", "version_removed", "version_changed"
-]
+ChangeKind = Literal["model_added", "model_removed", "version_added", "version_removed", "version_changed"]
 
 
 @dataclass(frozen=True, order=True)

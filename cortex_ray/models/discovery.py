@@ -55,12 +55,16 @@ def _from_dir(uri: str, layout: Layout, signature_key: str | None, opener: Opene
         model_uri = f"{uri}{name}/"
         if name == SINGLE_MODEL_NAME:
             models[name] = ModelInfo(
-                name, model_uri, False,
+                name,
+                model_uri,
+                False,
                 error=f"{SINGLE_MODEL_NAME}: is a reserved name; please specify a different model name",
             )
         elif not _MODEL_NAME.match(name):
             models[name] = ModelInfo(
-                name, model_uri, False,
+                name,
+                model_uri,
+                False,
                 error=f"{name!r} is not a valid model name: use letters, digits, '.', '-' and '_'",
             )
         else:

@@ -12,7 +12,7 @@ import fnmatch
 from collections.abc import Iterable
 from typing import Literal
 
-__all__ = ["Layout", "layout_for", "check_layout", "describe_tree"]
+__all__ = ["Layout", "check_layout", "describe_tree", "layout_for"]
 
 Layout = Literal["python", "tensorflow", "neuron"]
 
@@ -38,16 +38,11 @@ def check_layout(layout: Layout, keys: Iterable[str]) -> str | None:
     names = list(keys)
     if not names:
         return "the folder holds no files"
-    missing = [
-        shown for pattern, shown in _REQUIRED[layout] if not fnmatch.filter(names, pattern)
-    ]
+    missing = [shown for pattern, shown in _REQUIRED[layout] if not fnmatch.filter(names, pattern)]
     if not missing:
         return None
     what = {"tensorflow": "TensorFlow SavedModel", "neuron": "Neuron TensorFlow SavedModel"}[layout]
-    return (
-        f"invalid {what}: missing {', '.join(missing)}; "
-        f"found: {describe_tree(names)}"
-    )
+    return f"invalid {what}: missing {', '.join(missing)}; found: {describe_tree(names)}"
 
 
 def describe_tree(keys: Iterable[str], limit: int = 50) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from cortex_ray.models.layout import Layout, check_layout, describe_tree
 from cortex_ray.storage.base import ObjectInfo
 
-__all__ = ["VersionInfo", "ModelInfo", "ModelTree", "build_model", "split_dir_listing"]
+__all__ = ["ModelInfo", "ModelTree", "VersionInfo", "build_model", "split_dir_listing"]
 
 _INTEGER = re.compile(r"^[0-9]+$")
 
@@ -110,7 +110,13 @@ def build_model(
     """A model from the listing of its folder (keys relative to ``uri``)."""
     objects = list(objects)
     if not objects:
-        return ModelInfo(name, uri, versioned=False, error=f"{uri}: no files found (the folder is empty or absent)", signature_key=signature_key)
+        return ModelInfo(
+            name,
+            uri,
+            versioned=False,
+            error=f"{uri}: no files found (the folder is empty or absent)",
+            signature_key=signature_key,
+        )
     groups: dict[str, list[ObjectInfo]] = {}
     top_files: list[str] = []
     for obj in objects:
@@ -122,7 +128,7 @@ def build_model(
     integer = sorted((g for g in groups if _INTEGER.match(g)), key=int)
     others = sorted([f"{g}/" for g in groups if not _INTEGER.match(g)] + top_files)
     if integer and not others:
-        versions = {}
+        versions: dict[int, VersionInfo] = {}
         for folder in integer:
             files = tuple(sorted(groups[folder]))
             version = int(folder)
@@ -131,7 +137,11 @@ def build_model(
                 versions[version] = VersionInfo(version, f"{uri}{folder}/", files, fingerprint(files), error)
                 continue
             versions[version] = VersionInfo(
-                version, f"{uri}{folder}/", files, fingerprint(files), check_layout(layout, (f.key for f in files))
+                version,
+                f"{uri}{folder}/",
+                files,
+                fingerprint(files),
+                check_layout(layout, (f.key for f in files)),
             )
         return ModelInfo(name, uri, versioned=True, versions=versions, signature_key=signature_key)
     if integer:
@@ -147,8 +157,8 @@ def build_model(
             signature_key=signature_key,
         )
     files = tuple(sorted(objects))
-    version = VersionInfo(1, uri, files, fingerprint(files), check_layout(layout, (f.key for f in files)))
-    return ModelInfo(name, uri, versioned=False, versions={1: version}, signature_key=signature_key)
+    only = VersionInfo(1, uri, files, fingerprint(files), check_layout(layout, (f.key for f in files)))
+    return ModelInfo(name, uri, versioned=False, versions={1: only}, signature_key=signature_key)
 
 
 def split_dir_listing(objects: Iterable[ObjectInfo]) -> tuple[dict[str, list[ObjectInfo]], list[str]]:

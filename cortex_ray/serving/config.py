@@ -12,7 +12,7 @@ from typing import Any
 from cortex_ray.serving.options import check_servable, deployment_options, option_warnings
 from cortex_ray.spec import Spec
 
-__all__ = ["serve_config", "IMPORT_PATH"]
+__all__ = ["IMPORT_PATH", "serve_config"]
 
 IMPORT_PATH = "cortex_ray.app:build"
 

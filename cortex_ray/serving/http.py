@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from cortex_ray.errors import BadRequestError, CortexRayError, to_response_body
 
-__all__ = ["decode_payload", "parse_payload", "encode_response", "error_response"]
+__all__ = ["decode_payload", "encode_response", "error_response", "parse_payload"]
 
 log = logging.getLogger("cortex_ray.http")
 

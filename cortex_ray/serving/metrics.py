@@ -10,7 +10,6 @@ import re
 import threading
 from typing import Any
 
-
 __all__ = ["MetricsClient"]
 
 _NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -52,9 +51,7 @@ class MetricsClient:
                 elif kind == "gauge":
                     found = metrics.Gauge(metric, description, tag_keys=keys)
                 else:
-                    found = metrics.Histogram(
-                        metric, description, boundaries=_BOUNDARIES, tag_keys=keys
-                    )
+                    found = metrics.Histogram(metric, description, boundaries=_BOUNDARIES, tag_keys=keys)
                 self._metrics[index] = found
         return found
 

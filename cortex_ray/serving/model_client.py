@@ -56,7 +56,9 @@ class ModelClient:
         _record(held.name, held.version)
         return held.model, held.version
 
-    async def get_model_async(self, model_name: str | None = None, model_version: str | int = "latest") -> Any:
+    async def get_model_async(
+        self, model_name: str | None = None, model_version: str | int = "latest"
+    ) -> Any:
         held = await self._cache.get(model_name, model_version)
         _record(held.name, held.version)
         return held.model

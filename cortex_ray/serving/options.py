@@ -23,7 +23,7 @@ from typing import Any
 from cortex_ray.errors import SpecError, SpecErrors
 from cortex_ray.spec import ApiSpec
 
-__all__ = ["deployment_options", "option_warnings", "check_servable"]
+__all__ = ["check_servable", "deployment_options", "option_warnings"]
 
 _UNMAPPED_DEFAULTS = {
     "max_downscale_factor": 0.75,
@@ -46,7 +46,9 @@ def check_servable(api: ApiSpec, file: str | None = None, index: int | None = No
             )
         )
     if h.type == "tensorflow":
-        problems.append(("handler.type", "the tensorflow handler is not served by this version of cortex-ray yet"))
+        problems.append(
+            ("handler.type", "the tensorflow handler is not served by this version of cortex-ray yet")
+        )
     if api.kind == "AsyncAPI":
         problems.append(("kind", "AsyncAPI is not served by this version of cortex-ray yet"))
     if problems:

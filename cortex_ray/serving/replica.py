@@ -39,7 +39,7 @@ from cortex_ray.serving.user_code import (
 )
 from cortex_ray.spec import ApiSpec
 
-__all__ = ["ApiReplica", "VERSION_HEADER"]
+__all__ = ["VERSION_HEADER", "ApiReplica"]
 
 log = logging.getLogger("cortex_ray.replica")
 VERSION_HEADER = "X-Cortex-Model-Version"
@@ -48,7 +48,7 @@ VERSION_HEADER = "X-Cortex-Model-Version"
 class ApiReplica:
     """The class behind every API's Serve deployment (see :mod:`cortex_ray.serving.app`)."""
 
-    async def __init__(self, api: ApiSpec) -> None:
+    async def __init__(self, api: ApiSpec) -> None:  # type: ignore[misc]  # Serve awaits async constructors
         self.api = api
         handler = api.handler
         os.environ.update(handler.env)
@@ -80,16 +80,14 @@ class ApiReplica:
             available["model_client"] = ModelClient(self.cache, self._loop)
         self._handler_cls = cls
         self._handler: Any = None
-        self._handler = await self._loop.run_in_executor(
-            self._loader_pool, construct_handler, cls, available
-        )
+        self._handler = await self._loop.run_in_executor(self._loader_pool, construct_handler, cls, available)
         log.info("api %s ready (%s)", api.name, _tree_summary(self.cache.tree if self.cache else None))
 
     def _load_model(self, path: str) -> Any:
         """The cache's loader: the user's ``load_model`` (also usable during ``__init__``)."""
         target = self._handler if self._handler is not None else None
         try:
-            return self._handler_cls.load_model(target, path)
+            return self._handler_cls.load_model(target, path)  # type: ignore[attr-defined]
         except BaseException as exc:
             raise UserHandlerError(f"load_model raised {type(exc).__name__}: {exc}") from exc
 
@@ -142,9 +140,7 @@ class ApiReplica:
         except CortexRayError:
             raise
         except Exception as exc:
-            raise UserHandlerError(
-                f"{type(exc).__name__}: {exc}", type=type(exc).__name__
-            ) from exc
+            raise UserHandlerError(f"{type(exc).__name__}: {exc}", type=type(exc).__name__) from exc
         finally:
             served_versions_var.reset(token)
         return result, used
@@ -182,8 +178,7 @@ class ApiReplica:
 def _tree_summary(tree: ModelTree | None) -> str:
     if tree is None:
         return "no models configured"
-    return f"{len(tree.models)} model(s): " + ", ".join(
-        f"{n} {m.valid_versions}" for n, m in sorted(tree.models.items())
-    )[:500]
-
-
+    return (
+        f"{len(tree.models)} model(s): "
+        + ", ".join(f"{n} {m.valid_versions}" for n, m in sorted(tree.models.items()))[:500]
+    )

@@ -17,7 +17,7 @@ from typing import Any
 
 from cortex_ray.errors import UserHandlerError
 
-__all__ = ["load_handler_class", "construct_handler", "call_with", "check_handler"]
+__all__ = ["call_with", "check_handler", "construct_handler", "load_handler_class"]
 
 HTTP_METHODS = ("post", "get", "put", "patch", "delete")
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
@@ -50,7 +50,7 @@ def load_handler_class(path: str, python_path: str | None = None) -> type:
 
 def check_handler(cls: type, *, has_models: bool, client_arg: str, kind: str) -> None:
     """Cortex's checks of the Handler class against the spec (clear messages, early)."""
-    params = _params(cls.__init__)
+    params = _params(cls.__init__)  # type: ignore[misc]
     if has_models:
         if client_arg not in params:
             raise UserHandlerError(
@@ -71,7 +71,7 @@ def check_handler(cls: type, *, has_models: bool, client_arg: str, kind: str) ->
 
 def construct_handler(cls: type, available: Mapping[str, Any]) -> Any:
     """``cls(**the arguments its __init__ asks for)``; user errors keep their traceback."""
-    kwargs = _pick(cls.__init__, available, what="Handler.__init__")
+    kwargs = _pick(cls.__init__, available, what="Handler.__init__")  # type: ignore[misc]
     try:
         return cls(**kwargs)
     except BaseException as exc:

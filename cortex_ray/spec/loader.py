@@ -106,8 +106,10 @@ def _from_pydantic(error: Mapping[str, Any]) -> tuple[str | None, str]:
         key = str(loc[-1]) if loc else "?"
         choices = _fields_at(loc[:-1])
         near = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
-        hint = f"; did you mean {near[0]!r}?" if near else (
-            f"; valid fields: {', '.join(choices)}" if choices else ""
+        hint = (
+            f"; did you mean {near[0]!r}?"
+            if near
+            else (f"; valid fields: {', '.join(choices)}" if choices else "")
         )
         return path, f"unknown field {key!r}{hint}"
     if kind == "missing":

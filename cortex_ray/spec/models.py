@@ -28,17 +28,17 @@ from cortex_ray.spec.quantity import parse_cpu, parse_duration, parse_memory
 
 __all__ = [
     "SINGLE_MODEL_NAME",
-    "ApiSpec",
-    "HandlerSpec",
-    "MultiModelsSpec",
-    "ModelPathSpec",
-    "ComputeSpec",
-    "AutoscalingSpec",
-    "NetworkingSpec",
-    "UpdateStrategySpec",
-    "ServerSideBatchingSpec",
     "SUPPORTED_KINDS",
     "UNSUPPORTED_KINDS",
+    "ApiSpec",
+    "AutoscalingSpec",
+    "ComputeSpec",
+    "HandlerSpec",
+    "ModelPathSpec",
+    "MultiModelsSpec",
+    "NetworkingSpec",
+    "ServerSideBatchingSpec",
+    "UpdateStrategySpec",
 ]
 
 SINGLE_MODEL_NAME = "_cortex_default"
@@ -74,9 +74,7 @@ class ModelPathSpec(_Spec):
     @classmethod
     def _name(cls, value: str) -> str:
         if not _MODEL_NAME.match(value):
-            raise ValueError(
-                f"{value!r} is not a valid model name: use letters, digits, '-' and '_' only"
-            )
+            raise ValueError(f"{value!r} is not a valid model name: use letters, digits, '-' and '_' only")
         if value == SINGLE_MODEL_NAME:
             raise ValueError(f"{value!r} is a reserved name; please specify a different model name")
         return value
@@ -251,8 +249,7 @@ class ApiSpec(_Spec):
     def _kind(cls, value: str) -> str:
         if value in UNSUPPORTED_KINDS:
             raise ValueError(
-                f"kind {value!r} is not supported by cortex-ray (supported: "
-                f"{', '.join(SUPPORTED_KINDS)})"
+                f"kind {value!r} is not supported by cortex-ray (supported: {', '.join(SUPPORTED_KINDS)})"
             )
         if value not in SUPPORTED_KINDS:
             raise ValueError(f"invalid kind {value!r} (supported: {', '.join(SUPPORTED_KINDS)})")

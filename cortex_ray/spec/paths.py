@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["resolve_model_uri", "resolve_local_file", "is_local_uri", "local_path_of"]
+__all__ = ["is_local_uri", "local_path_of", "resolve_local_file", "resolve_model_uri"]
 
 _REMOTE_SCHEMES = ("s3://", "mem://")
 
@@ -32,9 +32,7 @@ def resolve_model_uri(value: str, base_dir: Path | None) -> str:
             raise ValueError(f"{value!r}: a file:// URI must hold an absolute path (file:///abs/dir)")
         return "file://" + os.path.normpath(local).rstrip("/") + "/"
     if "://" in text:
-        raise ValueError(
-            f"{value!r}: path must be an S3 path (e.g. s3://bucket/my-dir/) or a local folder"
-        )
+        raise ValueError(f"{value!r}: path must be an S3 path (e.g. s3://bucket/my-dir/) or a local folder")
     path = Path(text).expanduser()
     if not path.is_absolute():
         path = (base_dir or Path.cwd()) / path

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["parse_cpu", "parse_memory", "parse_duration", "format_duration"]
+__all__ = ["format_duration", "parse_cpu", "parse_duration", "parse_memory"]
 
 _SUFFIXES = {
     "": 1.0,
@@ -43,9 +43,7 @@ def _parse_quantity(value: object, what: str) -> float:
         raise ValueError(f"{what} must be a quantity, got {value!r}")
     match = _QUANTITY.match(value)
     if not match or match.group(2) not in _SUFFIXES:
-        raise ValueError(
-            f"{what} must be a quantity such as 500m, 2, 1.5, 512Mi or 2Gi, got {value!r}"
-        )
+        raise ValueError(f"{what} must be a quantity such as 500m, 2, 1.5, 512Mi or 2Gi, got {value!r}")
     return float(match.group(1)) * _SUFFIXES[match.group(2)]
 
 
@@ -56,7 +54,7 @@ def parse_cpu(value: object) -> float:
 
 def parse_memory(value: object) -> int:
     """Bytes from ``512Mi``, ``2Gi``, ``1G``, or a plain number of bytes."""
-    return int(round(_parse_quantity(value, "memory")))
+    return round(_parse_quantity(value, "memory"))
 
 
 def parse_duration(value: object) -> float:

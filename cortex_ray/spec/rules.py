@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from cortex_ray.spec.models import ApiSpec, MultiModelsSpec
 
-__all__ = ["check_api", "check_apis", "api_warnings"]
+__all__ = ["api_warnings", "check_api", "check_apis"]
 
 Problem = tuple[str, str]
 
@@ -174,14 +174,12 @@ def _autoscaling(api: ApiSpec) -> Iterator[Problem]:
         if a.init_replicas > a.max_replicas:
             yield (
                 "autoscaling.init_replicas",
-                f"init_replicas cannot be greater than max_replicas "
-                f"({a.init_replicas} > {a.max_replicas})",
+                f"init_replicas cannot be greater than max_replicas ({a.init_replicas} > {a.max_replicas})",
             )
         if a.init_replicas < a.min_replicas:
             yield (
                 "autoscaling.init_replicas",
-                f"init_replicas cannot be less than min_replicas "
-                f"({a.init_replicas} < {a.min_replicas})",
+                f"init_replicas cannot be less than min_replicas ({a.init_replicas} < {a.min_replicas})",
             )
     target = a.target_replica_concurrency
     if target is not None and target > a.max_replica_concurrency:

@@ -90,5 +90,5 @@ def deploy(ray_serve: dict[str, Any]) -> Iterator[Deployer]:
     for name in deployed:
         try:
             serve.delete(name)
-        except Exception:  # noqa: BLE001 - best-effort cleanup
+        except Exception:
             pass

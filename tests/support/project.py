@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-__all__ = ["write_handler", "write_files"]
+__all__ = ["write_files", "write_handler"]
 
 
 def write_handler(project: Path, source: str, name: str = "handler.py") -> Path:

@@ -54,7 +54,11 @@ class Handler:
 
 
 def api(name: str, **handler: object) -> dict[str, object]:
-    return {"name": name, "kind": "RealtimeAPI", "handler": {"type": "python", "path": "handler.py", **handler}}
+    return {
+        "name": name,
+        "kind": "RealtimeAPI",
+        "handler": {"type": "python", "path": "handler.py", **handler},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +80,13 @@ def test_json_payload_and_injected_arguments(http: httpx.Client, echo: str) -> N
     r = http.post(echo, json={"a": [1, 2]}, params={"q": "1"}, headers={"x-test": "hdr"})
     assert r.status_code == 200
     assert r.headers["content-type"] == "application/json"
-    assert r.json() == {"type": "dict", "payload": {"a": [1, 2]}, "query": {"q": "1"}, "header": "hdr",
-                        "config": {"greeting": "hi"}}
+    assert r.json() == {
+        "type": "dict",
+        "payload": {"a": [1, 2]},
+        "query": {"q": "1"},
+        "header": "hdr",
+        "config": {"greeting": "hi"},
+    }
 
 
 def test_text_and_binary_payloads(http: httpx.Client, echo: str) -> None:
@@ -135,7 +144,9 @@ def test_reserved_metric_name_is_refused(http: httpx.Client, echo: str) -> None:
     assert "cortex exclusive prefix" in r.json()["message"]
 
 
-def test_custom_metric_reaches_prometheus(http: httpx.Client, echo: str, ray_serve: dict[str, object]) -> None:
+def test_custom_metric_reaches_prometheus(
+    http: httpx.Client, echo: str, ray_serve: dict[str, object]
+) -> None:
     for _ in range(3):
         assert http.post(echo, json={"n": 1}).status_code == 200
     url = f"http://127.0.0.1:{ray_serve['metrics_port']}/metrics"
@@ -149,7 +160,11 @@ def test_custom_metric_reaches_prometheus(http: httpx.Client, echo: str, ray_ser
         if "handled_posts" in text:
             break
         time.sleep(2)
-    lines = [line for line in text.splitlines() if line.startswith("ray_handled_posts") and 'api_name="echo"' in line]
+    lines = [
+        line
+        for line in text.splitlines()
+        if line.startswith("ray_handled_posts") and 'api_name="echo"' in line
+    ]
     assert lines, text[-2000:]
     assert any('kind="dict"' in line for line in lines)
 
@@ -185,8 +200,18 @@ def test_constructor_arguments_in_any_order_and_sibling_imports(
         """,
         name="bare/handler.py",
     )
-    deploy(tmp_path, [api("ordered", python_path="libs"), {**api("bare"), "handler": {"type": "python", "path": "bare/handler.py"}}])  # type: ignore[operator]
-    assert http.get("/ordered").json() == {"seen": ["dict", "MetricsClient"], "word": "sibling", "extra": "from python_path"}
+    deploy(
+        tmp_path,
+        [
+            api("ordered", python_path="libs"),
+            {**api("bare"), "handler": {"type": "python", "path": "bare/handler.py"}},
+        ],
+    )  # type: ignore[operator]
+    assert http.get("/ordered").json() == {
+        "seen": ["dict", "MetricsClient"],
+        "word": "sibling",
+        "extra": "from python_path",
+    }
     assert http.get("/bare").text == "no arguments"
 
 

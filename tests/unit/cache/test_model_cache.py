@@ -216,7 +216,9 @@ def test_download_all_fetches_every_valid_version(tmp_path: Path) -> None:
 
 def test_resolve_errors() -> None:
     tree = store({"a/1/model.bin": b"a1", "b/x/model.bin": b"x", "b/1/model.bin": b"y"})
-    with pytest.raises(ModelNotFoundError, match="'zzz' model wasn't found in the list of available models: a, b"):
+    with pytest.raises(
+        ModelNotFoundError, match="'zzz' model wasn't found in the list of available models: a, b"
+    ):
         resolve_version(tree, "zzz")
     with pytest.raises(VersionNotFoundError, match="version 7 wasn't found \\(versions: 1\\)"):
         resolve_version(tree, "a", "7")

@@ -79,7 +79,8 @@ def test_check_models_fails_on_an_invalid_model(tmp_path: Path) -> None:
 def test_check_models_reports_storage_errors_without_traceback(tmp_path: Path) -> None:
     make_project(tmp_path, {"path": "s3://no-such-bucket-for-cortex-ray/model"})
     env_cmd = [
-        sys.executable, "-c",
+        sys.executable,
+        "-c",
         "import os,sys; os.environ.update(AWS_ENDPOINT_URL='http://127.0.0.1:9', AWS_ACCESS_KEY_ID='x', "
         "AWS_SECRET_ACCESS_KEY='y', AWS_DEFAULT_REGION='us-east-1'); "
         "from cortex_ray.cli.main import main; sys.exit(main(['validate','cortex.yaml','--check-models']))",

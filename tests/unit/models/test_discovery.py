@@ -53,7 +53,12 @@ def test_versions_compare_as_integers(tmp_path: Path) -> None:
 def test_paths_give_named_models(tmp_path: Path) -> None:
     write(tmp_path, {"a/1/f": "1", "b/f": "2"})
     tree = discover_models(
-        spec(paths=[{"name": "alpha", "path": str(tmp_path / "a")}, {"name": "beta", "path": str(tmp_path / "b")}]),
+        spec(
+            paths=[
+                {"name": "alpha", "path": str(tmp_path / "a")},
+                {"name": "beta", "path": str(tmp_path / "b")},
+            ]
+        ),
         "python",
     )
     assert tree.names == ["alpha", "beta"]
@@ -92,7 +97,12 @@ def test_mixed_layout_names_the_wrong_entries(tmp_path: Path) -> None:
 def test_empty_or_missing_model_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     tree = discover_models(
-        spec(paths=[{"name": "e", "path": str(tmp_path / "empty")}, {"name": "m", "path": str(tmp_path / "nope")}]),
+        spec(
+            paths=[
+                {"name": "e", "path": str(tmp_path / "empty")},
+                {"name": "m", "path": str(tmp_path / "nope")},
+            ]
+        ),
         "python",
     )
     assert "no files found" in (tree.models["e"].error or "")

@@ -73,9 +73,7 @@ def test_single_mapping_is_accepted(project: Path) -> None:
 
 def test_quantities_and_durations_are_parsed(project: Path) -> None:
     (project / "cortex.yaml").write_text(
-        yaml.safe_dump(
-            [api(compute={"cpu": "1500m", "mem": "2Gi"}, autoscaling={"window": "1m35s"})]
-        )
+        yaml.safe_dump([api(compute={"cpu": "1500m", "mem": "2Gi"}, autoscaling={"window": "1m35s"})])
     )
     with pytest.raises(SpecErrors) as info:
         load_spec(project / "cortex.yaml")
@@ -92,7 +90,15 @@ def test_quantities_and_durations_are_parsed(project: Path) -> None:
 def test_message_names_file_api_index_field(project: Path) -> None:
     message = one_error(
         project,
-        api(handler={"multi_model_reloading": {"path": "models/iris", "paths": [{"name": "a", "path": "m"}], "dir": "models"}}),
+        api(
+            handler={
+                "multi_model_reloading": {
+                    "path": "models/iris",
+                    "paths": [{"name": "a", "path": "m"}],
+                    "dir": "models",
+                }
+            }
+        ),
     )
     assert message == (
         f"{project / 'cortex.yaml'}: api 'iris' (#0): handler.multi_model_reloading: "
@@ -103,47 +109,95 @@ def test_message_names_file_api_index_field(project: Path) -> None:
 @pytest.mark.parametrize(
     ("overrides", "field", "text"),
     [
-        ({"handler": {"multi_model_reloading": {}}}, "handler.multi_model_reloading",
-         'specify only one of "path", "paths" or "dir"'),
-        ({"handler": {"multi_model_reloading": {"path": "models/iris", "dir": "models"}}},
-         "handler.multi_model_reloading",
-         "please specify either the path or dir field (both cannot be specified at the same time)"),
-        ({"handler": {"models": {"path": "models/iris"}}}, "handler.models",
-         "models is not a supported field for the python handler type"),
-        ({"handler": {"type": "tensorflow"}}, "handler.models",
-         "models field must be defined for the tensorflow handler type"),
-        ({"handler": {"multi_model_reloading": {"path": "models/iris", "cache_size": 2}}},
-         "handler.multi_model_reloading",
-         'please specify both "cache_size" and "disk_cache_size" or neither of them'),
-        ({"handler": {"multi_model_reloading": {"dir": "models", "cache_size": 3, "disk_cache_size": 2}}},
-         "handler.multi_model_reloading.cache_size",
-         "cache_size (3) cannot be greater than disk_cache_size (2)"),
-        ({"handler": {"multi_model_reloading": {"dir": "models", "signature_key": "serve"}}},
-         "handler.multi_model_reloading.signature_key",
-         "signature_key is not a supported field for the python handler type"),
-        ({"handler": {"multi_model_reloading": {"paths": [{"name": "a", "path": "m"}, {"name": "a", "path": "n"}]}}},
-         "handler.multi_model_reloading.paths[1].name",
-         "cannot have multiple models with the same name (a)"),
+        (
+            {"handler": {"multi_model_reloading": {}}},
+            "handler.multi_model_reloading",
+            'specify only one of "path", "paths" or "dir"',
+        ),
+        (
+            {"handler": {"multi_model_reloading": {"path": "models/iris", "dir": "models"}}},
+            "handler.multi_model_reloading",
+            "please specify either the path or dir field (both cannot be specified at the same time)",
+        ),
+        (
+            {"handler": {"models": {"path": "models/iris"}}},
+            "handler.models",
+            "models is not a supported field for the python handler type",
+        ),
+        (
+            {"handler": {"type": "tensorflow"}},
+            "handler.models",
+            "models field must be defined for the tensorflow handler type",
+        ),
+        (
+            {"handler": {"multi_model_reloading": {"path": "models/iris", "cache_size": 2}}},
+            "handler.multi_model_reloading",
+            'please specify both "cache_size" and "disk_cache_size" or neither of them',
+        ),
+        (
+            {"handler": {"multi_model_reloading": {"dir": "models", "cache_size": 3, "disk_cache_size": 2}}},
+            "handler.multi_model_reloading.cache_size",
+            "cache_size (3) cannot be greater than disk_cache_size (2)",
+        ),
+        (
+            {"handler": {"multi_model_reloading": {"dir": "models", "signature_key": "serve"}}},
+            "handler.multi_model_reloading.signature_key",
+            "signature_key is not a supported field for the python handler type",
+        ),
+        (
+            {
+                "handler": {
+                    "multi_model_reloading": {
+                        "paths": [{"name": "a", "path": "m"}, {"name": "a", "path": "n"}]
+                    }
+                }
+            },
+            "handler.multi_model_reloading.paths[1].name",
+            "cannot have multiple models with the same name (a)",
+        ),
         ({"compute": {"gpu": 1, "inf": 1}}, "compute", "gpu and inf resources cannot be used together"),
-        ({"autoscaling": {"min_replicas": 5, "max_replicas": 2}}, "autoscaling.min_replicas",
-         "min_replicas cannot be greater than max_replicas (5 > 2)"),
-        ({"autoscaling": {"init_replicas": 7, "max_replicas": 5}}, "autoscaling.init_replicas",
-         "init_replicas cannot be greater than max_replicas (7 > 5)"),
-        ({"autoscaling": {"init_replicas": 1, "min_replicas": 2}}, "autoscaling.init_replicas",
-         "init_replicas cannot be less than min_replicas (1 < 2)"),
-        ({"autoscaling": {"target_replica_concurrency": 20, "max_replica_concurrency": 10}},
-         "autoscaling.target_replica_concurrency",
-         "target_replica_concurrency (20) cannot be greater than max_replica_concurrency (10)"),
-        ({"kind": "AsyncAPI", "handler": {"threads_per_process": 4}}, "handler.threads_per_process",
-         "threads_per_process (4) must be 1 for the AsyncAPI kind"),
+        (
+            {"autoscaling": {"min_replicas": 5, "max_replicas": 2}},
+            "autoscaling.min_replicas",
+            "min_replicas cannot be greater than max_replicas (5 > 2)",
+        ),
+        (
+            {"autoscaling": {"init_replicas": 7, "max_replicas": 5}},
+            "autoscaling.init_replicas",
+            "init_replicas cannot be greater than max_replicas (7 > 5)",
+        ),
+        (
+            {"autoscaling": {"init_replicas": 1, "min_replicas": 2}},
+            "autoscaling.init_replicas",
+            "init_replicas cannot be less than min_replicas (1 < 2)",
+        ),
+        (
+            {"autoscaling": {"target_replica_concurrency": 20, "max_replica_concurrency": 10}},
+            "autoscaling.target_replica_concurrency",
+            "target_replica_concurrency (20) cannot be greater than max_replica_concurrency (10)",
+        ),
+        (
+            {"kind": "AsyncAPI", "handler": {"threads_per_process": 4}},
+            "handler.threads_per_process",
+            "threads_per_process (4) must be 1 for the AsyncAPI kind",
+        ),
         ({"handler": {"path": "missing.py"}}, "handler.path", "does not exist"),
         ({"handler": {"python_path": "nowhere"}}, "handler.python_path", "does not exist"),
-        ({"handler": {"protobuf_path": "api.proto"}}, "handler.protobuf_path",
-         "gRPC APIs (protobuf_path) are not supported by cortex-ray"),
-        ({"handler": {"processes_per_replica": 2,
-                      "multi_model_reloading": {"dir": "models", "cache_size": 1, "disk_cache_size": 2}}},
-         "handler.processes_per_replica",
-         "the max value processes_per_replica can take is 1, while currently it's set to 2"),
+        (
+            {"handler": {"protobuf_path": "api.proto"}},
+            "handler.protobuf_path",
+            "gRPC APIs (protobuf_path) are not supported by cortex-ray",
+        ),
+        (
+            {
+                "handler": {
+                    "processes_per_replica": 2,
+                    "multi_model_reloading": {"dir": "models", "cache_size": 1, "disk_cache_size": 2},
+                }
+            },
+            "handler.processes_per_replica",
+            "the max value processes_per_replica can take is 1, while currently it's set to 2",
+        ),
     ],
 )
 def test_cross_field_rules(project: Path, overrides: dict[str, Any], field: str, text: str) -> None:
@@ -165,8 +219,11 @@ def test_cross_field_rules(project: Path, overrides: dict[str, Any], field: str,
         ({"handler": {"type": "onnx"}}, "handler.type", "the onnx handler type has been replaced"),
         ({"handler": {"type": "pytorch"}}, "handler.type", "'pytorch'"),
         ({"handler": {"path": "handler.txt"}}, "handler.path", "must be a .py file"),
-        ({"handler": {"env": {"CORTEX_X": "1"}}}, "handler.env",
-         "environment variables starting with CORTEX_ are reserved (got CORTEX_X)"),
+        (
+            {"handler": {"env": {"CORTEX_X": "1"}}},
+            "handler.env",
+            "environment variables starting with CORTEX_ are reserved (got CORTEX_X)",
+        ),
         ({"handler": {"log_level": "verbose"}}, "handler.log_level", "'verbose'"),
         ({"handler": {"processes_per_replica": 0}}, "handler.processes_per_replica", "(got 0)"),
         ({"handler": {"python_path": "./"}}, "handler.python_path", "must name a sub-folder"),
@@ -177,16 +234,28 @@ def test_cross_field_rules(project: Path, overrides: dict[str, Any], field: str,
         ({"autoscaling": {"window": "15s"}}, "autoscaling.window", "got 15s"),
         ({"autoscaling": {"max_upscale_factor": 1}}, "autoscaling.max_upscale_factor", "(got 1)"),
         ({"autoscaling": {"max_downscale_factor": 1}}, "autoscaling.max_downscale_factor", "(got 1)"),
-        ({"autoscaling": {"max_replica_concurrency": 40000}}, "autoscaling.max_replica_concurrency",
-         "(got 40000)"),
+        (
+            {"autoscaling": {"max_replica_concurrency": 40000}},
+            "autoscaling.max_replica_concurrency",
+            "(got 40000)",
+        ),
         ({"autoscaling": {"min_replicas": 0}}, "autoscaling.min_replicas", "(got 0)"),
         ({"networking": {"endpoint": "iris"}}, "networking.endpoint", "must be a URL path"),
-        ({"handler": {"multi_model_reloading": {"path": "gs://bucket/model"}}},
-         "handler.multi_model_reloading.path", "path must be an S3 path"),
-        ({"handler": {"multi_model_reloading": {"paths": [{"name": "_cortex_default", "path": "m"}]}}},
-         "handler.multi_model_reloading.paths[0].name", "'_cortex_default' is a reserved name"),
-        ({"handler": {"multi_model_reloading": {"path": "m", "cache_size": 0, "disk_cache_size": 1}}},
-         "handler.multi_model_reloading.cache_size", "(got 0)"),
+        (
+            {"handler": {"multi_model_reloading": {"path": "gs://bucket/model"}}},
+            "handler.multi_model_reloading.path",
+            "path must be an S3 path",
+        ),
+        (
+            {"handler": {"multi_model_reloading": {"paths": [{"name": "_cortex_default", "path": "m"}]}}},
+            "handler.multi_model_reloading.paths[0].name",
+            "'_cortex_default' is a reserved name",
+        ),
+        (
+            {"handler": {"multi_model_reloading": {"path": "m", "cache_size": 0, "disk_cache_size": 1}}},
+            "handler.multi_model_reloading.cache_size",
+            "(got 0)",
+        ),
     ],
 )
 def test_field_rules_quote_the_value(project: Path, overrides: dict[str, Any], field: str, text: str) -> None:
@@ -201,10 +270,11 @@ def test_unknown_field_suggests_nearest(project: Path) -> None:
     assert message.endswith("handler.conifg: unknown field 'conifg'; did you mean 'config'?")
     message = one_error(project, api(autoscaling={"min_replica": 1}))
     assert "did you mean 'min_replicas'?" in message
-    message = one_error(
-        project, api(handler={"multi_model_reloading": {"dir": "models", "cache_sise": 1}})
+    message = one_error(project, api(handler={"multi_model_reloading": {"dir": "models", "cache_sise": 1}}))
+    assert (
+        "handler.multi_model_reloading.cache_sise: unknown field 'cache_sise'; did you mean 'cache_size'?"
+        in message
     )
-    assert "handler.multi_model_reloading.cache_sise: unknown field 'cache_sise'; did you mean 'cache_size'?" in message
     message = one_error(project, api(zzz=1))
     assert "unknown field 'zzz'; valid fields: name, kind, handler" in message
 
@@ -262,7 +332,14 @@ def test_model_paths_resolve(project: Path) -> None:
                 api(handler={"multi_model_reloading": {"path": "models/iris"}}),
                 api(name="b", handler={"multi_model_reloading": {"dir": "s3://bucket/prefix"}}),
                 api(name="c", handler={"multi_model_reloading": {"dir": f"file://{project}/models"}}),
-                api(name="d", handler={"multi_model_reloading": {"paths": [{"name": "x", "path": str(project / "models/iris")}]}}),
+                api(
+                    name="d",
+                    handler={
+                        "multi_model_reloading": {
+                            "paths": [{"name": "x", "path": str(project / "models/iris")}]
+                        }
+                    },
+                ),
             ]
         )
     )
