@@ -49,7 +49,13 @@ def build(args: BuildArgs) -> Application:
 
 
 def build_api(api: ApiSpec, **overrides: Any) -> Application:
-    """The Serve application of one validated API."""
-    options = {**deployment_options(api), **overrides}
+    """The Serve application of one validated API.
+
+    ``overrides`` are extra deployment options; ``ray_actor_options`` in them is
+    merged key by key into the spec's (e.g. a smaller ``num_cpus`` in tests).
+    """
+    options = deployment_options(api)
+    actor = {**options["ray_actor_options"], **overrides.pop("ray_actor_options", {})}
+    options = {**options, **overrides, "ray_actor_options": actor}
     deployment: Any = serve.deployment(ApiReplica)
     return deployment.options(**options).bind(api)

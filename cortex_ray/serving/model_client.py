@@ -12,12 +12,14 @@ returned to the client in the ``X-Cortex-Model-Version`` header.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import threading
 from typing import Any
 
 from cortex_ray.cache import ModelCache, resolve_version
 from cortex_ray.errors import CortexRayError
+from cortex_ray.serving.slots import HandlerSlots
 
 __all__ = ["ModelClient", "served_versions_var"]
 
@@ -27,9 +29,12 @@ served_versions_var: contextvars.ContextVar[dict[str, int] | None] = contextvars
 
 
 class ModelClient:
-    def __init__(self, cache: ModelCache, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, cache: ModelCache, loop: asyncio.AbstractEventLoop, slots: HandlerSlots | None = None
+    ) -> None:
         self._cache = cache
         self._loop = loop
+        self._slots = slots
         self._loop_thread = threading.get_ident()
 
     def get_model(self, model_name: str | None = None, model_version: str | int = "latest") -> Any:
@@ -50,9 +55,15 @@ class ModelClient:
                     "async handlers"
                 )
         else:
-            held = asyncio.run_coroutine_threadsafe(
-                self._cache.get(model_name, model_version), self._loop
-            ).result()
+            future = asyncio.run_coroutine_threadsafe(self._cache.get(model_name, model_version), self._loop)
+            try:
+                held = future.result(timeout=0.005)  # in memory: no need to give the slot back
+            except concurrent.futures.TimeoutError:
+                if self._slots is None:
+                    held = future.result()
+                else:
+                    with self._slots.released():
+                        held = future.result()
         _record(held.name, held.version)
         return held.model, held.version
 

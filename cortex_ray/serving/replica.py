@@ -30,6 +30,7 @@ from cortex_ray.serving.http import decode_payload, encode_response, error_respo
 from cortex_ray.serving.info import model_info
 from cortex_ray.serving.metrics import MetricsClient
 from cortex_ray.serving.model_client import ModelClient, served_versions_var
+from cortex_ray.serving.slots import HandlerSlots
 from cortex_ray.serving.user_code import (
     HTTP_METHODS,
     call_with,
@@ -54,8 +55,9 @@ class ApiReplica:
         os.environ.update(handler.env)
         logging.getLogger("cortex_ray").setLevel(handler.log_level.upper())
         self._loop = asyncio.get_running_loop()
+        self._slots = HandlerSlots(handler.threads_per_process)
         self._pool = ThreadPoolExecutor(
-            max_workers=handler.threads_per_process, thread_name_prefix=f"{api.name}-handler"
+            max_workers=handler.threads_per_process + 32, thread_name_prefix=f"{api.name}-handler"
         )
         self._loader_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{api.name}-init")
         cls = load_handler_class(handler.path, handler.python_path)
@@ -77,7 +79,7 @@ class ApiReplica:
             )
             if not models.caching_enabled:
                 await self.cache.download_all()
-            available["model_client"] = ModelClient(self.cache, self._loop)
+            available["model_client"] = ModelClient(self.cache, self._loop, self._slots)
         self._handler_cls = cls
         self._handler: Any = None
         self._handler = await self._loop.run_in_executor(self._loader_pool, construct_handler, cls, available)
@@ -135,7 +137,7 @@ class ApiReplica:
             else:
                 ctx = contextvars.copy_context()
                 result = await self._loop.run_in_executor(
-                    self._pool, functools.partial(ctx.run, call_with, func, available)
+                    self._pool, functools.partial(ctx.run, self._slots.run, call_with, func, available)
                 )
         except CortexRayError:
             raise

@@ -95,6 +95,8 @@ def _params(func: Any) -> dict[str, inspect.Parameter]:
 
 
 def _pick(func: Any, available: Mapping[str, Any], what: str) -> dict[str, Any]:
+    if func is object.__init__:  # a Handler without its own __init__
+        return {}
     params = _params(func)
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return dict(available)

@@ -1,0 +1,469 @@
+"""Benchmark model discovery (``discover_models`` on a ``dir``) on a local folder and on S3.
+
+Builds a ``dir`` of ``--models`` models x ``--versions`` versions x ``--files``
+small files, then times, as the median of ``--repeat`` runs:
+
+* ``raw``: the cost of just walking the storage, outside cortex-ray
+  (``os.walk`` + ``os.stat`` of every file locally; a plain boto3
+  ``list_objects_v2`` paginator loop on S3): the baseline every ratio is taken
+  against, so that the figures mean something on any machine;
+* ``list``: ``open_storage(uri).list()`` alone;
+* ``tree``: building the :class:`ModelTree` alone, i.e. ``discover_models`` fed
+  a listing taken beforehand (an opener whose storage returns it);
+* ``discover``: ``discover_models(MultiModelsSpec(dir=uri), "python")``, both;
+* ``diff``: ``diff_trees(tree, tree2)`` after one file changed.
+
+The S3 part runs against the moto test server of ``tests/support/s3_server.py``
+(a subprocess on 127.0.0.1), which is slow to seed (about 200 uploads per
+second): ``--s3-models`` uploads fewer models there, ``--skip-s3`` skips it.
+
+Run from the repository root::
+
+    python benchmarks/discovery.py [--models 10000] [--versions 2] [--files 3] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import os
+import platform
+import pstats
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from cortex_ray.models import ModelTree, diff_trees, discover_models
+from cortex_ray.spec.models import MultiModelsSpec
+from cortex_ray.storage import ObjectInfo, Storage, open_storage
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUCKET = "cortex-ray-bench"
+PREFIX = "models"
+
+
+# --- the tree -----------------------------------------------------------------
+
+
+def tree_keys(models: int, versions: int, files: int) -> Iterator[tuple[str, bytes]]:
+    """``(key, content)`` of every file: ``model-00042/2/file-1.bin`` -> a few bytes."""
+    width = max(5, len(str(models - 1)))
+    for m in range(models):
+        name = f"model-{m:0{width}d}"
+        for v in range(1, versions + 1):
+            for f in range(files):
+                yield f"{name}/{v}/file-{f}.bin", f"{m}.{v}.{f}".encode()
+
+
+def changed_key(models: int, versions: int) -> str:
+    """The file the diff step rewrites: one in the middle of the tree."""
+    width = max(5, len(str(models - 1)))
+    return f"model-{models // 2:0{width}d}/{versions}/file-0.bin"
+
+
+class PrefetchedStorage(Storage):
+    """A storage whose ``list()`` returns a listing taken beforehand (nothing else works)."""
+
+    def __init__(self, uri: str, listing: list[ObjectInfo]) -> None:
+        self.uri = uri
+        self._listing = listing
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        return self._listing
+
+    def read(self, key: str) -> bytes:
+        raise NotImplementedError
+
+    def upload(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        raise NotImplementedError
+
+    def delete(self, key: str) -> None:
+        raise NotImplementedError
+
+    def _download_object(self, key: str, dest: Path, size: int) -> None:
+        raise NotImplementedError
+
+
+# --- timing -------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    backend: str
+    step: str
+    what: str
+    times: list[float] = field(default_factory=list)
+    items: int = 0
+    pages: int | None = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def bench_backend(
+    backend: str,
+    uri: str,
+    raw: Callable[[], tuple[int, int | None]],
+    raw_what: str,
+    change_one: Callable[[], None],
+    objects: int,
+    repeat: int,
+    count_pages: Callable[[Any], Callable[[], int]] | None = None,
+    prepare: Callable[[Any], Any] | None = None,
+) -> list[Row]:
+    """Time raw / open / list / tree / discover (interleaved, ``repeat`` times), then diff.
+
+    ``prepare`` does the storage's lazy set-up (the S3 client) so that ``open``
+    holds it and ``list`` does not.
+    """
+    spec = MultiModelsSpec(dir=uri)
+    rows = {
+        "raw": Row(backend, "raw", raw_what),
+        "open": Row(backend, "open", "open_storage(uri)" + (" + its boto3 client" if prepare else "")),
+        "list": Row(backend, "list", "storage.list() (storage opened)"),
+        "tree": Row(backend, "tree", "discover_models on a prefetched listing"),
+        "discover": Row(backend, "discover", 'discover_models(MultiModelsSpec(dir=uri), "python")'),
+    }
+    tree: ModelTree | None = None
+    for i in range(repeat):
+        print(f"  [{backend}] run {i + 1}/{repeat}: raw", end="", flush=True)
+        seconds, (count, pages) = timed(raw)
+        rows["raw"].times.append(seconds)
+        rows["raw"].items, rows["raw"].pages = count, pages
+
+        print(", open", end="", flush=True)
+        seconds, storage = timed(lambda: _opened(uri, prepare))
+        rows["open"].times.append(seconds)
+
+        print(", list", end="", flush=True)
+        pages_of = count_pages(storage) if count_pages else None
+        seconds, listing = timed(storage.list)
+        rows["list"].times.append(seconds)
+        rows["list"].items = len(listing)
+        rows["list"].pages = pages_of() if pages_of else None
+
+        print(", tree", end="", flush=True)
+        seconds, _ = timed(partial(tree_from_listing, spec, uri, listing))
+        rows["tree"].times.append(seconds)
+        rows["tree"].items = len(listing)
+
+        print(", discover", end="", flush=True)
+        seconds, tree = timed(lambda: discover_models(spec, "python"))
+        rows["discover"].times.append(seconds)
+        rows["discover"].items = sum(len(v.files) for m in tree.models.values() for v in m.versions.values())
+        print(f" ({rows['raw'].times[-1]:.3f}s / {rows['discover'].times[-1]:.3f}s)", flush=True)
+        if rows["list"].items != objects or rows["raw"].items != objects or rows["discover"].items != objects:
+            raise RuntimeError(
+                f"{backend}: expected {objects} objects, raw saw {rows['raw'].items}, "
+                f"list {rows['list'].items}, discover {rows['discover'].items}"
+            )
+    assert tree is not None
+    if not tree.valid or tree.warnings:
+        raise RuntimeError(f"{backend}: the benchmark tree is not valid: {tree.warnings}")
+
+    change_one()
+    tree2 = discover_models(spec, "python")
+    diff = Row(backend, "diff", "diff_trees(tree, tree2), one file changed")
+    diff.items = sum(len(m.versions) for m in tree.models.values())
+    changes: list[Any] = []
+    for _ in range(repeat):
+        seconds, changes = timed(lambda: diff_trees(tree, tree2))
+        diff.times.append(seconds)
+    if [c.kind for c in changes] != ["version_changed"]:
+        raise RuntimeError(f"{backend}: expected one version_changed, got {[str(c) for c in changes]}")
+    return [*rows.values(), diff]
+
+
+def tree_from_listing(spec: MultiModelsSpec, uri: str, listing: list[ObjectInfo]) -> ModelTree:
+    """``discover_models`` exactly, minus the listing (its storage returns ``listing``)."""
+    prefetched = PrefetchedStorage(uri, listing)
+    return discover_models(spec, "python", opener=lambda _uri: prefetched)
+
+
+def _opened(uri: str, prepare: Callable[[Any], Any] | None) -> Storage:
+    storage = open_storage(uri)
+    if prepare is not None:
+        prepare(storage)
+    return storage
+
+
+def profile_discover(uri: str, top: int) -> str:
+    """The ``top`` functions of one ``discover_models`` call by own time (cProfile)."""
+    spec = MultiModelsSpec(dir=uri)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    discover_models(spec, "python")
+    profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
+# --- local --------------------------------------------------------------------
+
+
+def build_local(root: Path, models: int, versions: int, files: int) -> int:
+    count = 0
+    made: set[Path] = set()
+    for key, data in tree_keys(models, versions, files):
+        path = root / key
+        if path.parent not in made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            made.add(path.parent)
+        path.write_bytes(data)
+        count += 1
+    return count
+
+
+def raw_walk(root: Path) -> Callable[[], tuple[int, int | None]]:
+    def walk() -> tuple[int, int | None]:
+        count = 0
+        for folder, _dirs, names in os.walk(root):
+            for name in names:
+                os.stat(os.path.join(folder, name))
+                count += 1
+        return count, None
+
+    return walk
+
+
+def run_local(args: argparse.Namespace, tmp: Path) -> tuple[list[Row], str]:
+    root = tmp / "models"
+    objects = args.models * args.versions * args.files
+    print(f"local: writing {objects:,} files to {root} ...", flush=True)
+    seconds, _ = timed(lambda: build_local(root, args.models, args.versions, args.files))
+    print(f"local: written in {seconds:.1f}s", flush=True)
+    uri = f"file://{root}/"
+
+    def change_one() -> None:
+        (root / changed_key(args.models, args.versions)).write_bytes(b"changed, and longer")
+
+    rows = bench_backend(
+        "local", uri, raw_walk(root), "os.walk + os.stat of every file", change_one, objects, args.repeat
+    )
+    prof = profile_discover(uri, args.profile) if args.profile else ""
+    return rows, prof
+
+
+# --- S3 (moto test server) ----------------------------------------------------
+
+
+class Progress:
+    def __init__(self, total: int, label: str) -> None:
+        self.total, self.label = total, label
+        self.done = 0
+        self.start = self.last = time.monotonic()
+        self.lock = threading.Lock()
+
+    def tick(self) -> None:
+        with self.lock:
+            self.done += 1
+            now = time.monotonic()
+            if now - self.last >= 10 or self.done == self.total:
+                self.last = now
+                rate = self.done / max(now - self.start, 1e-9)
+                eta = (self.total - self.done) / rate if rate else 0.0
+                print(
+                    f"  {self.label}: {self.done:,}/{self.total:,} ({rate:.0f}/s, {eta:.0f}s left)",
+                    flush=True,
+                )
+
+
+def upload_tree(client: Any, models: int, versions: int, files: int, threads: int) -> float:
+    items = list(tree_keys(models, versions, files))
+    progress = Progress(len(items), "s3 upload")
+
+    def put(item: tuple[str, bytes]) -> None:
+        key, data = item
+        client.put_object(Bucket=BUCKET, Key=f"{PREFIX}/{key}", Body=data)
+        progress.tick()
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for future in [pool.submit(put, item) for item in items]:
+            future.result()
+    return time.monotonic() - start
+
+
+def page_counter(storage: Any) -> Callable[[], int]:
+    """Count the ListObjectsV2 requests the storage's own boto3 client makes."""
+    calls = [0]
+
+    def count(**_kwargs: Any) -> None:
+        calls[0] += 1
+
+    storage.client.meta.events.register("after-call.s3.ListObjectsV2", count)
+    return lambda: calls[0]
+
+
+def run_s3(args: argparse.Namespace, server: Any) -> tuple[list[Row], str, float]:
+    from botocore.config import Config
+
+    models = args.s3_models
+    objects = models * args.versions * args.files
+    os.environ.update(server.env())
+    client = server.client(
+        config=Config(
+            max_pool_connections=args.upload_threads,
+            retries={"max_attempts": 10, "mode": "standard"},
+        )
+    )
+    client.create_bucket(Bucket=BUCKET)
+    print(f"s3: uploading {objects:,} objects with {args.upload_threads} threads to {server.endpoint_url}")
+    upload_s = upload_tree(client, models, args.versions, args.files, args.upload_threads)
+    print(f"s3: uploaded in {upload_s:.0f}s ({objects / upload_s:.0f} objects/s)", flush=True)
+    uri = f"s3://{BUCKET}/{PREFIX}/"
+    raw_client = server.client()
+
+    def raw() -> tuple[int, int | None]:
+        count = pages = 0
+        paginator = raw_client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=BUCKET, Prefix=f"{PREFIX}/"):
+            pages += 1
+            count += len(page.get("Contents", []))
+        return count, pages
+
+    def change_one() -> None:
+        key = f"{PREFIX}/{changed_key(models, args.versions)}"
+        client.put_object(Bucket=BUCKET, Key=key, Body=b"changed, and longer")
+
+    rows = bench_backend(
+        "s3",
+        uri,
+        raw,
+        "boto3 list_objects_v2 paginator loop",
+        change_one,
+        objects,
+        args.repeat,
+        page_counter,
+        prepare=lambda storage: storage.client,
+    )
+    prof = profile_discover(uri, args.profile) if args.profile else ""
+    return rows, prof, upload_s
+
+
+# --- report -------------------------------------------------------------------
+
+
+def print_table(rows: list[Row]) -> None:
+    raw = {r.backend: r.median for r in rows if r.step == "raw"}
+    columns = ("backend", "step", "items", "pages", "median s", "items/s", "x raw")
+    header = "{:<8} {:<9} {:>8} {:>5} {:>9} {:>10} {:>6}  what".format(*columns)
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        items = f"{r.items:,}" if r.items else ""
+        per_s = f"{r.items / r.median:,.0f}" if r.items and r.median > 0 else ""
+        ratio = "" if r.step in ("raw", "open", "diff") else f"{r.median / raw[r.backend]:.2f}"
+        pages = "" if r.pages is None else str(r.pages)
+        cells = (r.backend, r.step, items, pages, f"{r.median:.4f}", per_s, ratio, r.what)
+        print("{:<8} {:<9} {:>8} {:>5} {:>9} {:>10} {:>6}  {}".format(*cells))
+    print(
+        "items: objects listed (diff: versions compared); pages: ListObjectsV2 requests; "
+        "x raw: median / the raw baseline's median"
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=int, default=10000, help="models in the dir (default 10000)")
+    parser.add_argument("--versions", type=int, default=2, help="versions per model (default 2)")
+    parser.add_argument("--files", type=int, default=3, help="files per version (default 3)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per step; the median is shown (default 3)"
+    )
+    parser.add_argument("--skip-s3", action="store_true", help="only the local folder")
+    parser.add_argument(
+        "--s3-models",
+        type=int,
+        default=None,
+        help="models uploaded to the S3 test server (default: --models; moto takes ~200 uploads/s)",
+    )
+    parser.add_argument("--upload-threads", type=int, default=8, help="threads seeding S3 (default 8)")
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="N", help="also print the top N functions of one discover"
+    )
+    args = parser.parse_args(argv)
+    if args.s3_models is None:
+        args.s3_models = args.models
+    if min(args.models, args.versions, args.files, args.repeat, args.s3_models, args.upload_threads) < 1:
+        parser.error("every count must be at least 1")
+    return args
+
+
+def _raise_interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    print(
+        f"cortex-ray discovery benchmark: {args.models:,} models x {args.versions} versions x "
+        f"{args.files} files, median of {args.repeat}"
+        + ("" if args.skip_s3 else f"; S3: {args.s3_models:,} models")
+    )
+    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.platform()}")
+    rows: list[Row] = []
+    profiles: list[tuple[str, str]] = []
+    upload_s = None
+    server = None
+    tmp = Path(tempfile.mkdtemp(prefix="cortex-ray-bench-"))
+    try:
+        local_rows, prof = run_local(args, tmp)
+        rows += local_rows
+        profiles.append(("local", prof))
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not args.skip_s3:
+            if str(REPO_ROOT) not in sys.path:
+                sys.path.insert(0, str(REPO_ROOT))
+            from tests.support.s3_server import S3TestServer
+
+            server = S3TestServer()
+            print(f"s3: starting the moto test server on {server.endpoint_url} ...", flush=True)
+            server.start()
+            s3_rows, prof, upload_s = run_s3(args, server)
+            rows += s3_rows
+            profiles.append(("s3", prof))
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print()
+    print_table(rows)
+    if upload_s is not None:
+        print(f"(seeding S3 took {upload_s:.0f}s; not part of any figure)")
+    for backend, text in profiles:
+        if text:
+            print(f"\n--- cProfile of one discover_models, {backend}, by own time ---")
+            print(text.strip())
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())

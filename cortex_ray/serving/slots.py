@@ -1,0 +1,47 @@
+"""Handler slots: at most ``threads_per_process`` threads run user code at once.
+
+A sync handler that waits in ``get_model`` for a model being downloaded or
+loaded gives its slot back while it waits, so a slow load never holds up
+requests that need other (warm) models.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+__all__ = ["HandlerSlots"]
+
+T = TypeVar("T")
+
+
+class HandlerSlots:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._semaphore = threading.BoundedSemaphore(size)
+        self._local = threading.local()
+
+    def run(self, func: Callable[..., T], *args: Any) -> T:
+        """Run ``func`` holding one slot (called in a worker thread)."""
+        with self._semaphore:
+            self._local.held = True
+            try:
+                return func(*args)
+            finally:
+                self._local.held = False
+
+    @contextmanager
+    def released(self) -> Iterator[None]:
+        """Give the current thread's slot back for the duration of a wait."""
+        if not getattr(self._local, "held", False):
+            yield
+            return
+        self._semaphore.release()
+        self._local.held = False
+        try:
+            yield
+        finally:
+            self._semaphore.acquire()
+            self._local.held = True

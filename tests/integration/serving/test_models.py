@@ -1,0 +1,190 @@
+"""model_client and the per-replica cache over real HTTP on a real local Ray Serve."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.project import write_files, write_handler
+
+pytestmark = pytest.mark.ray
+
+HANDLER = """
+import os
+import time
+
+LOADS = []
+
+class Handler:
+    def __init__(self, config, model_client):
+        self.client = model_client
+
+    def load_model(self, model_path):
+        text = open(os.path.join(model_path, "model.txt")).read()
+        if text.startswith("slow"):
+            time.sleep(float(text.split()[1]))
+        if text == "broken":
+            raise RuntimeError("cannot parse model.txt")
+        LOADS.append(model_path)
+        return text
+
+    def handle_post(self, payload):
+        model, version = self.client.get_model_and_version(
+            payload.get("model"), payload.get("version", "latest")
+        )
+        return {"model": model, "version": version}
+
+    def handle_get(self):
+        return {"loads": len(LOADS)}
+"""
+
+
+def api(name: str, models: dict[str, Any], **handler: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": "RealtimeAPI",
+        "handler": {"type": "python", "path": "handler.py", "multi_model_reloading": models, **handler},
+    }
+
+
+def project(tmp_path: Path, files: dict[str, str | bytes]) -> Path:
+    write_handler(tmp_path, HANDLER)
+    write_files(tmp_path / "models", files)
+    return tmp_path
+
+
+def test_get_model_by_name_and_version(tmp_path: Path, deploy: Any, http: httpx.Client) -> None:
+    project(tmp_path, {"a/1/model.txt": "a1", "a/2/model.txt": "a2", "b/model.txt": "b"})
+    deploy(tmp_path, [api("named", {"dir": "models"})])
+    r = http.post("/named", json={"model": "a"})
+    assert r.json() == {"model": "a2", "version": 2}
+    assert r.headers["x-cortex-model-version"] == "a=2"
+    assert http.post("/named", json={"model": "a", "version": "1"}).json() == {"model": "a1", "version": 1}
+    assert http.post("/named", json={"model": "b"}).json() == {"model": "b", "version": 1}
+    info = http.get("/named/info").json()["model_metadata"]
+    assert info["a"]["versions"] == ["1", "2"] and len(info["a"]["timestamps"]) == 2
+    assert info["a"]["details"]["2"]["state"] == "available"
+    assert info["a"]["details"]["2"]["in_memory"] is True
+    assert info["a"]["details"]["1"]["on_disk"] is True  # no cache limits: all downloaded at start
+
+
+def test_error_statuses(tmp_path: Path, deploy: Any, http: httpx.Client) -> None:
+    project(tmp_path, {"a/1/model.txt": "a1", "bad/1/model.txt": "broken", "b/model.txt": "b"})
+    deploy(tmp_path, [api("errors", {"dir": "models"})])
+    r = http.post("/errors", json={"model": "nope"})
+    assert r.status_code == 404
+    assert r.json()["error"] == "model_not_found"
+    assert "a, b, bad" in r.json()["message"] and r.json()["available"] == ["a", "b", "bad"]
+    r = http.post("/errors", json={"model": "a", "version": "9"})
+    assert r.status_code == 404 and r.json()["error"] == "model_version_not_found"
+    r = http.post("/errors", json={"model": "a", "version": "newest"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_model_version"
+    r = http.post("/errors", json={"model": "bad"})
+    assert r.status_code == 503
+    assert r.json()["error"] == "model_load_failed"
+    assert "cannot parse model.txt" in r.json()["message"]
+    r = http.post("/errors", json={})
+    assert r.status_code == 400 and "model_name was not specified" in r.json()["message"]
+    # the failure shows in /info, and the good models still serve
+    details = http.get("/errors/info").json()["model_metadata"]["bad"]["details"]["1"]
+    assert details["state"] == "failed" and "cannot parse" in details["reason"]
+    assert http.post("/errors", json={"model": "a"}).status_code == 200
+
+
+def test_lru_order_and_both_limits(tmp_path: Path, deploy: Any, http: httpx.Client) -> None:
+    project(tmp_path, {f"{n}/1/model.txt": n for n in "abcd"})
+    deploy(tmp_path, [api("lru", {"dir": "models", "cache_size": 2, "disk_cache_size": 3})])
+    cache = http.get("/lru/info").json()["cache"]
+    assert cache["in_memory"] == [] and cache["on_disk"] == []  # caching: nothing at start
+    for name in "abc":
+        assert http.post("/lru", json={"model": name}).status_code == 200
+    cache = http.get("/lru/info").json()["cache"]
+    assert cache["in_memory"] == ["b:1", "c:1"]
+    assert cache["on_disk"] == ["a:1", "b:1", "c:1"]
+    http.post("/lru", json={"model": "b"})
+    http.post("/lru", json={"model": "d"})
+    cache = http.get("/lru/info").json()["cache"]
+    assert cache["in_memory"] == ["b:1", "d:1"]
+    assert sorted(cache["on_disk"]) == ["b:1", "c:1", "d:1"]
+    assert (cache["memory_limit"], cache["disk_limit"]) == (2, 3)
+
+
+def test_ten_concurrent_requests_for_a_cold_model_load_it_once(
+    tmp_path: Path, deploy: Any, http: httpx.Client, serve_url: str
+) -> None:
+    project(tmp_path, {"slow/1/model.txt": "slow 2"})
+    deploy(
+        tmp_path,
+        [api("cold", {"dir": "models", "cache_size": 1, "disk_cache_size": 1}, threads_per_process=4)],
+    )
+
+    def call(_: int) -> httpx.Response:
+        return httpx.post(f"{serve_url}/cold", json={"model": "slow"}, timeout=60)
+
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        responses = list(pool.map(call, range(10)))
+    assert [r.status_code for r in responses] == [200] * 10
+    assert http.get("/cold").json() == {"loads": 1}
+
+
+def test_slow_load_does_not_delay_another_model(
+    tmp_path: Path, deploy: Any, http: httpx.Client, serve_url: str
+) -> None:
+    project(tmp_path, {"slow/1/model.txt": "slow 4", "fast/1/model.txt": "fast"})
+    deploy(tmp_path, [api("nonblocking", {"dir": "models", "cache_size": 2, "disk_cache_size": 2})])
+    assert http.post("/nonblocking", json={"model": "fast"}).status_code == 200
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(httpx.post, f"{serve_url}/nonblocking", json={"model": "slow"}, timeout=60)
+        time.sleep(1.0)
+        started = time.perf_counter()
+        fast = http.post("/nonblocking", json={"model": "fast"})
+        elapsed = time.perf_counter() - started
+        assert fast.status_code == 200
+        assert not slow.done(), "the slow load should still be running"
+        assert elapsed < 2.0, f"a warm model waited {elapsed:.1f}s behind a slow load"
+        assert slow.result().json() == {"model": "slow 4", "version": 1}
+
+
+@pytest.mark.s3
+def test_models_on_the_s3_server(
+    tmp_path: Path, deploy: Any, http: httpx.Client, s3_server: Any, s3_bucket: str
+) -> None:
+    write_handler(tmp_path, HANDLER)
+    s3_server.put_tree(s3_bucket, "models", {"m/1/model.txt": "m1", "m/3/model.txt": "m3"})
+    env = s3_server.env()
+    deploy(tmp_path, [api("from-s3", {"dir": f"s3://{s3_bucket}/models/"}, env=env)])
+    assert http.post("/from-s3", json={"model": "m"}).json() == {"model": "m3", "version": 3}
+    assert http.post("/from-s3", json={"model": "m", "version": 1}).json() == {"model": "m1", "version": 1}
+
+
+def test_inferentia_replica_is_scheduled_on_neuron_cores(
+    tmp_path: Path, deploy: Any, http: httpx.Client
+) -> None:
+    import ray
+
+    write_handler(
+        tmp_path,
+        """
+        import os
+
+        class Handler:
+            def handle_get(self):
+                import ray
+                return {"neuron_cores": ray.get_runtime_context().get_assigned_resources().get("neuron_cores")}
+        """,
+    )
+    before = ray.available_resources().get("neuron_cores", 0)
+    spec = {
+        "name": "inf",
+        "kind": "RealtimeAPI",
+        "handler": {"type": "python", "path": "handler.py"},
+        "compute": {"inf": 1, "cpu": "100m"},
+    }
+    deploy(tmp_path, [spec])
+    assert http.get("/inf").json() == {"neuron_cores": 1.0}
+    assert ray.available_resources().get("neuron_cores", 0) == before - 1
