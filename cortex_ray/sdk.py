@@ -73,6 +73,8 @@ def start(host: str = "127.0.0.1", port: int = 8000, **ray_init: Any) -> str:
     if not ray.is_initialized():
         if "address" not in ray_init and host in ("127.0.0.1", "localhost"):
             ray_init.setdefault("_node_ip_address", "127.0.0.1")
+            # Ray's agents then take the loopback address as the node's too
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         ray_init.setdefault("include_dashboard", False)
         ray.init(**ray_init)
     serve.start(http_options={"host": host, "port": port}, logging_config={"enable_access_log": False})

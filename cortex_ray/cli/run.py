@@ -39,8 +39,11 @@ def run_serve(spec_path: str, host: str, port: int) -> int:
         print(f"\nreceived {signal.Signals(signum).name}, stopping", file=sys.stderr, flush=True)
         stop.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    def install() -> None:
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+
+    install()
     try:
         try:
             handles = sdk.deploy(spec_path, host=host, port=port)
@@ -51,6 +54,7 @@ def run_serve(spec_path: str, host: str, port: int) -> int:
         except Exception as exc:
             print(f"error: deploying failed: {exc}", file=sys.stderr)
             return 1
+        install()  # ray.init installs handlers of its own: take SIGINT/SIGTERM back
         for name, handle in handles.items():
             print(f"{name}: {handle.url}", flush=True)
         print("serving; press Ctrl-C to stop", flush=True)

@@ -26,7 +26,7 @@ def ray_serve() -> Iterator[dict[str, Any]]:
     import ray
     from ray import serve
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # agents bind 127.0.0.1 too
     metrics_port = free_port()
     ray.init(
         _node_ip_address="127.0.0.1",

@@ -1,0 +1,142 @@
+"""`cortex-ray build-config`: the Serve config for CPU, GPU and Inferentia specs (no Ray cluster)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from cortex_ray.errors import SpecErrors
+from cortex_ray.serving.config import serve_config
+from cortex_ray.spec import load_spec
+
+
+def write_spec(tmp_path: Path, apis: list[dict[str, Any]]) -> Path:
+    (tmp_path / "handler.py").write_text(
+        "class Handler:\n    def handle_post(self, payload):\n        return payload\n"
+    )
+    spec = tmp_path / "cortex.yaml"
+    spec.write_text(yaml.safe_dump(apis))
+    return spec
+
+
+def api(name: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": "RealtimeAPI",
+        "handler": {"type": "python", "path": "handler.py"},
+        **fields,
+    }
+
+
+def build(tmp_path: Path, *apis: dict[str, Any]) -> dict[str, Any]:
+    spec = write_spec(tmp_path, list(apis))
+    result = subprocess.run(
+        [sys.executable, "-m", "cortex_ray", "build-config", str(spec), "-o", str(tmp_path / "serve.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load((tmp_path / "serve.yaml").read_text())
+    ServeDeploySchema.model_validate(config)  # what `serve run` / `serve deploy` accept
+    return config  # type: ignore[no-any-return]
+
+
+def test_cpu_api(tmp_path: Path) -> None:
+    config = build(
+        tmp_path,
+        api(
+            "iris",
+            compute={"cpu": "500m", "mem": "1Gi"},
+            autoscaling={
+                "min_replicas": 2,
+                "max_replicas": 5,
+                "init_replicas": 3,
+                "target_replica_concurrency": 4,
+                "max_replica_concurrency": 64,
+                "window": "30s",
+                "upscale_stabilization_period": "10s",
+                "downscale_stabilization_period": "2m",
+            },
+        ),
+    )
+    assert config["http_options"] == {"host": "127.0.0.1", "port": 8000}
+    (app,) = config["applications"]
+    assert app["name"] == "iris" and app["route_prefix"] == "/iris"
+    assert app["import_path"] == "cortex_ray.app:build"
+    assert app["args"] == {"spec": str(tmp_path / "cortex.yaml"), "api": "iris"}
+    (dep,) = app["deployments"]
+    assert dep["ray_actor_options"] == {"num_cpus": 0.5, "memory": 1024**3}
+    assert dep["max_ongoing_requests"] == 64
+    assert dep["autoscaling_config"] == {
+        "min_replicas": 2,
+        "max_replicas": 5,
+        "initial_replicas": 3,
+        "target_ongoing_requests": 4,
+        "look_back_period_s": 30.0,
+        "upscale_delay_s": 10.0,
+        "downscale_delay_s": 120.0,
+    }
+
+
+def test_gpu_and_inferentia_apis_and_custom_endpoint(tmp_path: Path) -> None:
+    config = build(
+        tmp_path,
+        api("gpu-api", compute={"gpu": 1, "cpu": 2}),
+        api("inf-api", compute={"inf": 2}, networking={"endpoint": "/v1/inf"}),
+    )
+    gpu, inf = config["applications"]
+    assert gpu["deployments"][0]["ray_actor_options"] == {"num_cpus": 2.0, "num_gpus": 1.0}
+    assert inf["deployments"][0]["ray_actor_options"] == {"num_cpus": 0.2, "resources": {"neuron_cores": 2}}
+    assert inf["route_prefix"] == "/v1/inf"
+
+
+def test_default_target_concurrency_is_threads(tmp_path: Path) -> None:
+    config = build(
+        tmp_path, api("t", handler={"type": "python", "path": "handler.py", "threads_per_process": 8})
+    )
+    assert config["applications"][0]["deployments"][0]["autoscaling_config"]["target_ongoing_requests"] == 8
+
+
+def test_what_cannot_map_is_refused(tmp_path: Path) -> None:
+    spec = write_spec(
+        tmp_path,
+        [api("multi-proc", handler={"type": "python", "path": "handler.py", "processes_per_replica": 4})],
+    )
+    with pytest.raises(SpecErrors) as info:
+        serve_config(load_spec(spec), str(spec))
+    assert (
+        "api 'multi-proc' (#0): handler.processes_per_replica: processes_per_replica (4) cannot map"
+        in str(info.value)
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "cortex_ray", "build-config", str(spec)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1 and "cannot map to Ray Serve" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unmapped_autoscaling_fields_warn(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, [api("w", autoscaling={"max_upscale_factor": 3})])
+    warnings: list[str] = []
+    serve_config(load_spec(spec), str(spec), warnings=warnings)
+    assert warnings == [
+        "api 'w': autoscaling.max_upscale_factor (3) has no Ray Serve equivalent and is ignored"
+    ]
+
+
+def test_committed_example_config_matches_the_spec() -> None:
+    root = Path(__file__).resolve().parents[3]
+    committed = yaml.safe_load((root / "deployments" / "serve_config.yaml").read_text())
+    fresh = serve_config(load_spec(root / "deployments" / "cortex.yaml"), "deployments/cortex.yaml")
+    assert committed == fresh
+    ServeDeploySchema.model_validate(committed)
