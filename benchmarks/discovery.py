@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import gc
 import io
 import os
 import platform
@@ -107,16 +108,46 @@ class Row:
     times: list[float] = field(default_factory=list)
     items: int = 0
     pages: int | None = None
+    gc_times: list[float] = field(default_factory=list)
 
     @property
     def median(self) -> float:
         return statistics.median(self.times)
 
+    @property
+    def gc_median(self) -> float | None:
+        return statistics.median(self.gc_times) if self.gc_times else None
 
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+
+class GcClock:
+    """Seconds spent in Python's cyclic garbage collector (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self._start = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.total += time.perf_counter() - self._start
+
+
+GC_CLOCK: GcClock | None = None
+
+
+def timed(fn: Callable[[], Any], row: Row | None = None) -> tuple[float, Any]:
+    """Run ``fn``; append its wall time (and the GC time within it) to ``row``."""
+    gc_before = GC_CLOCK.total if GC_CLOCK else 0.0
     start = time.perf_counter()
     result = fn()
-    return time.perf_counter() - start, result
+    seconds = time.perf_counter() - start
+    if row is not None:
+        row.times.append(seconds)
+        if GC_CLOCK:
+            row.gc_times.append(GC_CLOCK.total - gc_before)
+    return seconds, result
 
 
 def bench_backend(
@@ -146,29 +177,24 @@ def bench_backend(
     tree: ModelTree | None = None
     for i in range(repeat):
         print(f"  [{backend}] run {i + 1}/{repeat}: raw", end="", flush=True)
-        seconds, (count, pages) = timed(raw)
-        rows["raw"].times.append(seconds)
+        _, (count, pages) = timed(raw, rows["raw"])
         rows["raw"].items, rows["raw"].pages = count, pages
 
         print(", open", end="", flush=True)
-        seconds, storage = timed(lambda: _opened(uri, prepare))
-        rows["open"].times.append(seconds)
+        _, storage = timed(lambda: _opened(uri, prepare), rows["open"])
 
         print(", list", end="", flush=True)
         pages_of = count_pages(storage) if count_pages else None
-        seconds, listing = timed(storage.list)
-        rows["list"].times.append(seconds)
+        _, listing = timed(storage.list, rows["list"])
         rows["list"].items = len(listing)
         rows["list"].pages = pages_of() if pages_of else None
 
         print(", tree", end="", flush=True)
-        seconds, _ = timed(partial(tree_from_listing, spec, uri, listing))
-        rows["tree"].times.append(seconds)
+        timed(partial(tree_from_listing, spec, uri, listing), rows["tree"])
         rows["tree"].items = len(listing)
 
         print(", discover", end="", flush=True)
-        seconds, tree = timed(lambda: discover_models(spec, "python"))
-        rows["discover"].times.append(seconds)
+        _, tree = timed(lambda: discover_models(spec, "python"), rows["discover"])
         rows["discover"].items = sum(len(v.files) for m in tree.models.values() for v in m.versions.values())
         print(f" ({rows['raw'].times[-1]:.3f}s / {rows['discover'].times[-1]:.3f}s)", flush=True)
         if rows["list"].items != objects or rows["raw"].items != objects or rows["discover"].items != objects:
@@ -186,8 +212,7 @@ def bench_backend(
     diff.items = sum(len(m.versions) for m in tree.models.values())
     changes: list[Any] = []
     for _ in range(repeat):
-        seconds, changes = timed(lambda: diff_trees(tree, tree2))
-        diff.times.append(seconds)
+        _, changes = timed(lambda: diff_trees(tree, tree2), diff)
     if [c.kind for c in changes] != ["version_changed"]:
         raise RuntimeError(f"{backend}: expected one version_changed, got {[str(c) for c in changes]}")
     return [*rows.values(), diff]
@@ -367,8 +392,8 @@ def run_s3(args: argparse.Namespace, server: Any) -> tuple[list[Row], str, float
 
 def print_table(rows: list[Row]) -> None:
     raw = {r.backend: r.median for r in rows if r.step == "raw"}
-    columns = ("backend", "step", "items", "pages", "median s", "items/s", "x raw")
-    header = "{:<8} {:<9} {:>8} {:>5} {:>9} {:>10} {:>6}  what".format(*columns)
+    columns = ("backend", "step", "items", "pages", "median s", "gc s", "items/s", "x raw")
+    header = "{:<8} {:<9} {:>8} {:>5} {:>9} {:>6} {:>10} {:>6}  what".format(*columns)
     print(header)
     print("-" * len(header))
     for r in rows:
@@ -376,11 +401,12 @@ def print_table(rows: list[Row]) -> None:
         per_s = f"{r.items / r.median:,.0f}" if r.items and r.median > 0 else ""
         ratio = "" if r.step in ("raw", "open", "diff") else f"{r.median / raw[r.backend]:.2f}"
         pages = "" if r.pages is None else str(r.pages)
-        cells = (r.backend, r.step, items, pages, f"{r.median:.4f}", per_s, ratio, r.what)
-        print("{:<8} {:<9} {:>8} {:>5} {:>9} {:>10} {:>6}  {}".format(*cells))
+        gc_s = "" if r.gc_median is None else f"{r.gc_median:.3f}"
+        cells = (r.backend, r.step, items, pages, f"{r.median:.4f}", gc_s, per_s, ratio, r.what)
+        print("{:<8} {:<9} {:>8} {:>5} {:>9} {:>6} {:>10} {:>6}  {}".format(*cells))
     print(
-        "items: objects listed (diff: versions compared); pages: ListObjectsV2 requests; "
-        "x raw: median / the raw baseline's median"
+        "items: objects listed (diff: versions compared); pages: ListObjectsV2 requests; gc s: median "
+        "time in Python's cyclic GC within the step; x raw: median / the raw baseline's median"
     )
 
 
@@ -416,7 +442,9 @@ def _raise_interrupt(signum: int, _frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global GC_CLOCK
     args = parse_args(argv)
+    GC_CLOCK = GcClock()
     signal.signal(signal.SIGTERM, _raise_interrupt)
     print(
         f"cortex-ray discovery benchmark: {args.models:,} models x {args.versions} versions x "

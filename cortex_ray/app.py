@@ -13,10 +13,14 @@ The spec is validated where the builder runs, before any replica starts.
 
 from typing import Any
 
+import ray
 from pydantic import BaseModel, ConfigDict
 from ray import serve
 from ray.serve import Application
+from ray.serve.config import DeploymentActorConfig
 
+from cortex_ray.reload.reloader import ModelReloader
+from cortex_ray.reload.subscriber import RELOADER_ACTOR
 from cortex_ray.serving.options import check_servable, deployment_options
 from cortex_ray.serving.replica import ApiReplica
 from cortex_ray.spec import ApiSpec, load_spec
@@ -48,6 +52,17 @@ def build(args: BuildArgs) -> Application:
     return build_api(api)
 
 
+def reloader_actor(api: ApiSpec) -> DeploymentActorConfig:
+    """The API's reloader, a deployment-scoped actor: created before the replicas, restarted if it
+    dies, deleted with the application."""
+    return DeploymentActorConfig(
+        name=RELOADER_ACTOR,
+        actor_class=ray.remote(ModelReloader),
+        init_args=(api,),
+        actor_options={"num_cpus": 0, "max_concurrency": 10000},
+    )
+
+
 def build_api(api: ApiSpec, **overrides: Any) -> Application:
     """The Serve application of one validated API.
 
@@ -55,6 +70,8 @@ def build_api(api: ApiSpec, **overrides: Any) -> Application:
     merged key by key into the spec's (e.g. a smaller ``num_cpus`` in tests).
     """
     options = deployment_options(api)
+    if api.handler.model_spec is not None:
+        options["deployment_actors"] = [reloader_actor(api)]
     actor = {**options["ray_actor_options"], **overrides.pop("ray_actor_options", {})}
     options = {**options, **overrides, "ray_actor_options": actor}
     deployment: Any = serve.deployment(ApiReplica)

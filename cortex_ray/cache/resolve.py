@@ -14,10 +14,10 @@ from cortex_ray.errors import (
     ModelNotFoundError,
     VersionNotFoundError,
 )
-from cortex_ray.models.tree import ModelTree, VersionInfo
+from cortex_ray.models.tree import ModelInfo, ModelTree, VersionInfo
 from cortex_ray.spec.models import SINGLE_MODEL_NAME
 
-__all__ = ["parse_version", "resolve_version"]
+__all__ = ["parse_version", "resolve_model", "resolve_version"]
 
 
 def parse_version(version: str | int | None) -> int | None:
@@ -38,11 +38,8 @@ def parse_version(version: str | int | None) -> int | None:
     )
 
 
-def resolve_version(
-    tree: ModelTree, name: str | None, version: str | int | None = "latest"
-) -> tuple[str, VersionInfo]:
-    """The model name and the version that serve a request for ``name``/``version``."""
-    wanted = parse_version(version)
+def resolve_model(tree: ModelTree, name: str | None) -> tuple[str, ModelInfo]:
+    """The model a request names, if it has at least one version that can be served."""
     if set(tree.models) == {SINGLE_MODEL_NAME}:
         name = SINGLE_MODEL_NAME  # single `path` mode: the name is ignored, as in Cortex
     available = ", ".join(n for n in tree.names if n != SINGLE_MODEL_NAME) or "none"
@@ -53,23 +50,38 @@ def resolve_version(
         raise ModelNotFoundError(
             f"'{name}' model wasn't found in the list of available models: {available}",
             model=name,
-            available=tree.names,
+            available=[n for n in tree.names if n != SINGLE_MODEL_NAME],
         )
     if model.error:
         raise ModelLoadError(f"model '{name}' cannot be served: {model.error}", model=name)
-    if wanted is None:
-        latest = model.latest
-        if latest is None:
-            if model.versions:
-                raise ModelLoadError(
-                    f"model '{name}' has no version that can be served: {'; '.join(model.problems)}",
-                    model=name,
-                )
-            raise ModelNotFoundError(
-                f"'{name}' model's versions have been removed; add at least a version to the model",
+    if model.latest is None:
+        if model.versions:
+            raise ModelLoadError(
+                f"model '{name}' has no version that can be served: {'; '.join(model.problems)}",
                 model=name,
             )
-        return name, model.versions[latest]
+        raise ModelNotFoundError(
+            f"'{name}' model's versions have been removed; add at least a version to the model",
+            model=name,
+        )
+    return name, model
+
+
+def resolve_version(
+    tree: ModelTree, name: str | None, version: str | int | None = "latest"
+) -> tuple[str, VersionInfo]:
+    """The model name and the version that serve a request for ``name``/``version``."""
+    wanted = parse_version(version)
+    if wanted is None:
+        name, model = resolve_model(tree, name)
+        assert model.latest is not None
+        return name, model.versions[model.latest]
+    if set(tree.models) == {SINGLE_MODEL_NAME}:
+        name = SINGLE_MODEL_NAME
+    if name is None or name not in tree.models:
+        resolve_model(tree, name)  # raises the right error
+    assert name is not None
+    model = tree.models[name]
     info = model.versions.get(wanted)
     if info is None:
         versions = ", ".join(str(v) for v in sorted(model.versions)) or "none"

@@ -25,7 +25,8 @@ from starlette.responses import JSONResponse, Response
 
 from cortex_ray.cache import ModelCache
 from cortex_ray.errors import CortexRayError, MethodNotAllowedError, UserHandlerError
-from cortex_ray.models import ModelTree, discover_models, layout_for
+from cortex_ray.models import ModelTree, diff_trees
+from cortex_ray.reload.subscriber import Subscriber
 from cortex_ray.serving.http import decode_payload, encode_response, error_response
 from cortex_ray.serving.info import model_info
 from cortex_ray.serving.metrics import MetricsClient
@@ -66,13 +67,13 @@ class ApiReplica:
         self._disk_root = tempfile.mkdtemp(prefix=f"cortex-ray-{api.name}-")
         self.cache: ModelCache | None = None
         available: dict[str, Any] = {"config": handler.config, "metrics_client": MetricsClient(api.name)}
+        self.subscriber: Subscriber | None = None
         if models is not None:
-            tree = await asyncio.to_thread(
-                discover_models, models, layout_for(handler.type, api.compute.inf > 0)
-            )
+            self.subscriber = Subscriber(api.name, self.update_models)
+            tree = await self.subscriber.initial_tree()
             self.cache = ModelCache(
                 loader=self._load_model,
-                root=self._disk_root,  # type: ignore[arg-type]
+                root=self._disk_root,
                 memory_limit=models.cache_size,
                 disk_limit=models.disk_cache_size,
                 tree=tree,
@@ -80,6 +81,7 @@ class ApiReplica:
             if not models.caching_enabled:
                 await self.cache.download_all()
             available["model_client"] = ModelClient(self.cache, self._loop, self._slots)
+            self.subscriber.start()
         self._handler_cls = cls
         self._handler: Any = None
         self._handler = await self._loop.run_in_executor(self._loader_pool, construct_handler, cls, available)
@@ -101,7 +103,7 @@ class ApiReplica:
         sub = path[len(root) :] if root and path.startswith(root) else path
         try:
             if sub.rstrip("/") == "/info" and request.method == "GET":
-                return JSONResponse(self.info())
+                return JSONResponse(await self.info())
             return await self._handle(request)
         except Exception as exc:
             return error_response(exc)
@@ -164,12 +166,22 @@ class ApiReplica:
     # --- models ------------------------------------------------------------
 
     def update_models(self, tree: ModelTree) -> None:
-        """Take a new model tree (the live reloader pushes these)."""
-        if self.cache is not None:
-            self.cache.set_tree(tree)
+        """Take a new model tree (the reloader publishes these)."""
+        if self.cache is None:
+            return
+        changes = diff_trees(self.cache.tree, tree)
+        self.cache.set_tree(tree)
+        for change in changes:
+            log.info("api %s: %s", self.api.name, change)
 
-    def info(self) -> dict[str, Any]:
-        return model_info(self.cache) if self.cache else {}
+    async def info(self) -> dict[str, Any]:
+        if self.cache is None:
+            return {}
+        body = model_info(self.cache)
+        if self.subscriber is not None:
+            body["reloader"] = await self.subscriber.reloader_status()
+            body["replica"] = self.subscriber.info()
+        return body
 
     def __del__(self) -> None:
         root = getattr(self, "_disk_root", None)

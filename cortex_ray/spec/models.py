@@ -96,6 +96,9 @@ class MultiModelsSpec(_Spec):
     disk_cache_size: int | None = Field(default=None, gt=0)
     poll_interval: Duration = Field(default=5.0, gt=0)
     """cortex-ray addition: how often the reloader lists storage (seconds or ``10s``)."""
+    settle_time: Duration | None = Field(default=None, ge=0)
+    """cortex-ray addition: how long a new or changed version's files must stay unchanged
+    before it is served (default: ``poll_interval``, i.e. unchanged across two polls)."""
 
     @field_validator("path", "dir")
     @classmethod

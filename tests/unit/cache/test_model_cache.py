@@ -62,6 +62,15 @@ class Loader:
         return data.decode()
 
 
+async def settle(cache: ModelCache) -> None:
+    """Wait for the cache's background loads."""
+    for _ in range(200):
+        if not cache._tasks and not cache._loading:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("background loads did not finish")
+
+
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
@@ -175,6 +184,10 @@ def test_failed_load_is_reported_and_retried(tmp_path: Path) -> None:
         assert info.value.status_code == 503
         assert cache.state("a", 1)["state"] == "failed"
         loader.fail_on = set()
+        with pytest.raises(ModelLoadError):  # backing off: no new attempt for a second
+            await cache.get("a")
+        assert len(loader.calls) == 1
+        await asyncio.sleep(1.1)
         assert (await cache.get("a")).model == "bad"
         assert cache.state("a", 1)["state"] == "available"
 
@@ -193,10 +206,12 @@ def test_new_tree_drops_removed_versions_and_reloads_changed_ones(tmp_path: Path
         s.delete("a/1/model.bin")
         s.upload("a/2/model.bin", b"a2-new")
         cache.set_tree(discover_models(MultiModelsSpec(dir="mem://cache/models/"), "python"))
-        assert cache.in_memory == [] and cache.on_disk == []
+        assert cache.in_memory == [("a", 2)]  # version 1 removed and freed; 2 reloads in the background
         with pytest.raises(VersionNotFoundError):
             await cache.get("a", 1)
+        await settle(cache)
         assert (await cache.get("a")).model == "a2-new"
+        assert cache.on_disk == [("a", 2)]
 
     run(main())
 
@@ -237,3 +252,99 @@ def test_single_path_ignores_the_name() -> None:
     tree = discover_models(MultiModelsSpec(path="mem://single/m/"), "python")
     assert resolve_version(tree, None)[0] == "_cortex_default"
     assert resolve_version(tree, "anything")[0] == "_cortex_default"
+
+
+def test_in_place_update_keeps_serving_the_old_object_until_the_new_one_loaded(tmp_path: Path) -> None:
+    tree = store({"a/1/model.bin": b"old"})
+    loader = Loader()
+
+    async def main() -> None:
+        cache = ModelCache(loader, tmp_path, tree=tree)
+        assert (await cache.get("a")).model == "old"
+        open_storage("mem://cache/models/").upload("a/1/model.bin", b"new")
+        loader.gate = threading.Event()
+        cache.set_tree(discover_models(MultiModelsSpec(dir="mem://cache/models/"), "python"))
+        for _ in range(3):  # no request waits on the swap
+            assert (await asyncio.wait_for(cache.get("a"), 0.5)).model == "old"
+        assert cache.state("a", 1)["state"] == "loading"
+        loader.gate.set()
+        await settle(cache)
+        assert (await cache.get("a")).model == "new"
+        assert len(list((tmp_path / "a").iterdir())) == 1  # the old files were deleted
+
+    run(main())
+
+
+def test_new_version_becomes_latest_only_once_loaded(tmp_path: Path) -> None:
+    tree = store({"a/1/model.bin": b"v1"})
+    loader = Loader()
+
+    async def main() -> None:
+        cache = ModelCache(loader, tmp_path, tree=tree)
+        assert (await cache.get("a")).version == 1
+        open_storage("mem://cache/models/").upload("a/2/model.bin", b"v2")
+        loader.gate = threading.Event()
+        cache.set_tree(discover_models(MultiModelsSpec(dir="mem://cache/models/"), "python"))
+        assert (await asyncio.wait_for(cache.get("a"), 0.5)).version == 1
+        loader.gate.set()
+        await settle(cache)
+        assert (await cache.get("a")).version == 2
+        assert cache.state("a", 2)["serving_latest"] is True
+
+    run(main())
+
+
+def test_failing_new_version_never_replaces_the_serving_one(tmp_path: Path) -> None:
+    tree = store({"a/1/model.bin": b"v1"})
+    loader = Loader()
+    loader.fail_on = {b"broken"}
+
+    async def main() -> None:
+        cache = ModelCache(loader, tmp_path, tree=tree)
+        await cache.get("a")
+        s = open_storage("mem://cache/models/")
+        s.upload("a/2/model.bin", b"broken")
+        cache.set_tree(discover_models(MultiModelsSpec(dir="mem://cache/models/"), "python"))
+        await settle(cache)
+        assert (await cache.get("a")).version == 1
+        state = cache.state("a", 2)
+        assert state["state"] == "failed" and "cannot load b'broken'" in state["reason"]
+        # fixed files are retried at once, and then served
+        s.upload("a/2/model.bin", b"fixed")
+        cache.set_tree(discover_models(MultiModelsSpec(dir="mem://cache/models/"), "python"))
+        await cache.get("a")
+        await settle(cache)
+        loaded = await cache.get("a")
+        assert (loaded.version, loaded.model) == (2, "fixed")
+
+    run(main())
+
+
+def test_cold_latest_falls_back_to_the_previous_version(tmp_path: Path) -> None:
+    tree = store({"a/1/model.bin": b"v1", "a/2/model.bin": b"broken"})
+    loader = Loader()
+    loader.fail_on = {b"broken"}
+
+    async def main() -> None:
+        cache = ModelCache(loader, tmp_path, tree=tree)
+        loaded = await cache.get("a")
+        assert (loaded.version, loaded.model) == (1, "v1")
+        with pytest.raises(ModelLoadError):  # an explicit request for 2 fails honestly
+            await cache.get("a", 2)
+
+    run(main())
+
+
+def test_removed_latest_falls_back_and_is_freed(tmp_path: Path) -> None:
+    tree = store({"a/1/model.bin": b"v1", "a/2/model.bin": b"v2"})
+    loader = Loader()
+
+    async def main() -> None:
+        cache = ModelCache(loader, tmp_path, tree=tree)
+        assert (await cache.get("a")).version == 2
+        open_storage("mem://cache/models/").delete("a/2/model.bin")
+        cache.set_tree(discover_models(MultiModelsSpec(dir="mem://cache/models/"), "python"))
+        assert ("a", 2) not in cache.in_memory and ("a", 2) not in cache.on_disk
+        assert (await cache.get("a")).version == 1
+
+    run(main())

@@ -1,0 +1,115 @@
+"""Decide which observed model versions are published to replicas.
+
+The reloader lists storage every ``poll_interval``; this turns each listing
+(the *observed* tree) into the *published* tree, the one replicas serve from:
+
+* **Settling.** A version that is new, or whose files changed, is published only
+  once its listing (keys, sizes, ETags, times) has stayed the same for
+  ``settle_time`` seconds, checked at each poll (default: one poll interval, so
+  "unchanged across two consecutive polls"). A version still being uploaded
+  keeps changing and is not published half-written. Until then the previous
+  files of a changed version stay published.
+* **Never worse.** New files that fail the layout check never replace a valid
+  version that was published; a model whose folder turns invalid (e.g. mixed
+  layout while being restructured) keeps its published versions. The problem is
+  reported, not served.
+* **Removal** is published at once, and only ever from a successful listing
+  (a failed listing never reaches this class).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from cortex_ray.models.tree import ModelInfo, ModelTree, VersionInfo
+
+__all__ = ["Problem", "Publisher"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    model: str
+    version: int | None
+    reason: str
+
+
+@dataclass
+class _Pending:
+    fingerprint: str
+    since: float
+
+
+class Publisher:
+    def __init__(self, settle_time: float) -> None:
+        self.settle_time = settle_time
+        self.published: ModelTree | None = None
+        self.problems: list[Problem] = []
+        self.published_at: dict[tuple[str, int], float] = {}
+        """When each version's current files were published."""
+        self._pending: dict[tuple[str, int], _Pending] = {}
+
+    def observe(self, observed: ModelTree, now: float | None = None) -> ModelTree:
+        """The tree to publish after this listing (also kept as ``published``)."""
+        now = time.time() if now is None else now
+        previous = self.published
+        self.problems = []
+        if previous is None:  # the first listing is published as it is
+            self.published = observed
+            for name, model in observed.models.items():
+                for v in model.versions:
+                    self.published_at[(name, v)] = now
+            return observed
+        models: dict[str, ModelInfo] = {}
+        for name, seen in observed.models.items():
+            before = previous.models.get(name)
+            if seen.error:
+                self.problems.append(Problem(name, None, seen.error))
+                if before is not None and before.versions:
+                    models[name] = before  # keep serving what was published
+                else:
+                    models[name] = seen
+                continue
+            versions: dict[int, VersionInfo] = {}
+            for v, info in seen.versions.items():
+                old = before.versions.get(v) if before else None
+                chosen = self._version(name, v, info, old, now)
+                if chosen is not None:
+                    versions[v] = chosen
+            models[name] = ModelInfo(
+                name, seen.uri, seen.versioned, versions, signature_key=seen.signature_key
+            )
+        live = {(n, v) for n, m in models.items() for v in m.versions}
+        self._pending = {k: p for k, p in self._pending.items() if k[0] in observed.models}
+        self.published_at = {k: t for k, t in self.published_at.items() if k in live}
+        self.published = ModelTree(models, warnings=observed.warnings)
+        return self.published
+
+    def _version(
+        self, name: str, v: int, info: VersionInfo, old: VersionInfo | None, now: float
+    ) -> VersionInfo | None:
+        key = (name, v)
+        if old is not None and old.fingerprint == info.fingerprint and old.uri == info.uri:
+            self._pending.pop(key, None)
+            return info
+        pending = self._pending.get(key)
+        if pending is None or pending.fingerprint != info.fingerprint:
+            pending = self._pending[key] = _Pending(info.fingerprint, now)
+        settled = now - pending.since >= self.settle_time
+        if not settled:
+            waited = now - pending.since
+            what = "new files" if old is not None else "new version"
+            self.problems.append(
+                Problem(
+                    name, v, f"{what} not published yet: waiting for the upload to settle ({waited:.0f}s)"
+                )
+            )
+            return old
+        self._pending.pop(key, None)
+        if info.error and old is not None and old.valid:
+            self.problems.append(
+                Problem(name, v, f"new files are invalid ({info.error}); still serving the previous files")
+            )
+            return old
+        self.published_at[key] = now
+        return info

@@ -1,0 +1,152 @@
+"""The reloader: one per API, the only thing that lists model storage.
+
+It runs as a Serve deployment-scoped actor (Serve creates it before the
+replicas, health-checks it, recreates it if it dies and deletes it with the
+application). Every ``poll_interval`` it lists storage, turns the listing into
+the published tree (:class:`~cortex_ray.reload.publisher.Publisher`) and, when
+that changed, bumps its version and wakes every replica waiting in
+:meth:`ModelReloader.snapshot` (a long poll). Storage requests therefore do not
+grow with the number of replicas. A failed listing changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from typing import Any
+
+from cortex_ray.models import diff_trees, discover_models, layout_for
+from cortex_ray.models.tree import ModelTree
+from cortex_ray.reload.publisher import Publisher
+from cortex_ray.spec import ApiSpec
+from cortex_ray.storage import Storage, open_storage
+
+__all__ = ["RELOADER_NAME", "ModelReloader"]
+
+log = logging.getLogger("cortex_ray.reloader")
+RELOADER_NAME = "cortex-ray-reloader"
+
+
+class ModelReloader:
+    """Plain class; :mod:`cortex_ray.app` wraps it with ``ray.remote`` for Serve."""
+
+    def __init__(self, api: ApiSpec) -> None:
+        spec = api.handler.model_spec
+        if spec is None:
+            raise ValueError(f"api {api.name!r} has no models to watch")
+        os.environ.update(api.handler.env)  # credentials, endpoints: as in the replicas
+        self.api_name = api.name
+        self._spec = spec
+        self._layout = layout_for(api.handler.type, api.compute.inf > 0)
+        self.interval = spec.poll_interval
+        self._publisher = Publisher(spec.settle_time if spec.settle_time is not None else spec.poll_interval)
+        self.epoch = uuid.uuid4().hex[:12]
+        self.version = 0
+        self.tree: ModelTree | None = None
+        self._changed: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.poll_count = 0
+        self.list_calls = 0
+        self.failed_polls = 0
+        self.last_success: float | None = None
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self.started_at = time.time()
+        self.removed: dict[str, float] = {}
+
+    # --- called by replicas ------------------------------------------------
+
+    async def snapshot(self, epoch: str | None, known: int, timeout: float = 30.0) -> dict[str, Any] | None:
+        """The published tree once it differs from ``(epoch, known)``, else ``None`` after ``timeout``."""
+        self._start()
+        assert self._changed is not None
+        deadline = time.monotonic() + timeout
+        while self.tree is None or (epoch == self.epoch and known == self.version):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            changed = self._changed
+            try:
+                await asyncio.wait_for(changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                return None
+        return {"epoch": self.epoch, "version": self.version, "tree": self.tree}
+
+    async def status(self) -> dict[str, Any]:
+        self._start()
+        return {
+            "epoch": self.epoch,
+            "version": self.version,
+            "poll_interval": self.interval,
+            "settle_time": self._publisher.settle_time,
+            "poll_count": self.poll_count,
+            "failed_polls": self.failed_polls,
+            "list_calls": self.list_calls,
+            "last_successful_poll": self.last_success,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+            "problems": [
+                {"model": p.model, "version": p.version, "reason": p.reason} for p in self._publisher.problems
+            ],
+            "published_at": {f"{m}:{v}": t for (m, v), t in self._publisher.published_at.items()},
+            "removed": dict(self.removed),
+        }
+
+    async def poll_now(self) -> int:
+        """Poll at once (tests, benchmarks); returns the published version after it."""
+        self._start()
+        await self._poll_once()
+        return self.version
+
+    # --- the poll loop -----------------------------------------------------
+
+    def _start(self) -> None:
+        if self._task is None:
+            self._changed = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                await self._poll_once()
+            except Exception:  # never let the loop die
+                log.exception("reloader %s: poll failed unexpectedly", self.api_name)
+            delay = max(0.0, self.interval - (time.monotonic() - started))
+            await asyncio.sleep(delay)
+
+    def _opener(self, uri: str) -> Storage:
+        self.list_calls += 1  # discover_models lists each storage it opens exactly once
+        return open_storage(uri)
+
+    async def _poll_once(self) -> None:
+        self.poll_count += 1
+        try:
+            observed = await asyncio.to_thread(discover_models, self._spec, self._layout, self._opener)
+        except Exception as exc:
+            self.failed_polls += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.last_error_at = time.time()
+            log.warning("api %s: listing models failed, keeping what is served: %s", self.api_name, exc)
+            return
+        now = time.time()
+        self.last_success = now
+        published = self._publisher.observe(observed, now)
+        if self.tree is not None:
+            changes = diff_trees(self.tree, published)
+            if not changes:
+                return
+            for change in changes:
+                log.info("api %s: %s", self.api_name, change)
+                if change.kind == "version_removed":
+                    self.removed[f"{change.model}:{change.version}"] = now
+                elif change.kind == "version_added":
+                    self.removed.pop(f"{change.model}:{change.version}", None)
+        self.tree = published
+        self.version += 1
+        assert self._changed is not None
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()

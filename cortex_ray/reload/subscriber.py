@@ -1,0 +1,128 @@
+"""A replica's subscription to its API's reloader.
+
+At start the replica pulls the published tree (waiting for the reloader's first
+listing); then a background task long-polls the reloader and hands every new
+tree to the cache. If the reloader dies, the replica keeps serving what it
+holds, resolves the (recreated) actor again and catches up at once: a new
+reloader has a new epoch, so the first long poll returns immediately.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from cortex_ray.errors import DeploymentError
+from cortex_ray.models.tree import ModelTree
+
+__all__ = ["RELOADER_ACTOR", "Subscriber"]
+
+log = logging.getLogger("cortex_ray.subscriber")
+RELOADER_ACTOR = "reloader"
+LONG_POLL_TIMEOUT = 30.0
+
+
+class Subscriber:
+    def __init__(self, api_name: str, on_tree: Callable[[ModelTree], None]) -> None:
+        self.api_name = api_name
+        self._on_tree = on_tree
+        self._actor: Any = None
+        self.epoch: str | None = None
+        self.version = -1
+        self.updates = 0
+        self.last_update: float | None = None
+        self.connected = False
+        self.last_error: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def initial_tree(self, timeout: float = 120.0) -> ModelTree:
+        """The first published tree (the reloader's first listing must have succeeded)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                actor = await self._resolve(deadline)
+                snap = await actor.snapshot.remote(None, -1, min(10.0, max(0.1, deadline - time.monotonic())))
+            except Exception as exc:  # the actor may be starting or restarting
+                snap = None
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self._actor = None
+            if snap is not None:
+                self._take(snap, initial=True)
+                return snap["tree"]
+            if time.monotonic() >= deadline:
+                status = await self.reloader_status()
+                reason = status.get("last_error") or self.last_error or "no listing finished in time"
+                raise DeploymentError(f"api {self.api_name!r}: cannot list its models: {reason}")
+            await asyncio.sleep(0.5)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def reloader_status(self) -> dict[str, Any]:
+        try:
+            actor = await self._resolve(time.monotonic() + 2)
+            return await asyncio.wait_for(actor.status.remote(), 5)
+        except Exception as exc:
+            return {"error": f"reloader unavailable: {type(exc).__name__}: {exc}"}
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "tree_version": self.version,
+            "updates": self.updates,
+            "last_update": self.last_update,
+            "connected": self.connected,
+            "last_error": self.last_error,
+        }
+
+    async def _watch(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                actor = await self._resolve(time.monotonic() + 30)
+                snap = await actor.snapshot.remote(self.epoch, self.version, LONG_POLL_TIMEOUT)
+                self.connected = True
+                backoff = 0.2
+                if snap is not None:
+                    self._take(snap)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.connected = False
+                self._actor = None
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("api %s: reloader unreachable, serving what is held: %s", self.api_name, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _resolve(self, deadline: float) -> Any:
+        if self._actor is not None:
+            return self._actor
+        from ray import serve
+
+        while True:
+            try:
+                self._actor = serve.get_deployment_actor(RELOADER_ACTOR)
+                return self._actor
+            except ValueError:
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.25)
+
+    def _take(self, snap: dict[str, Any], initial: bool = False) -> None:
+        restarted = self.epoch is not None and snap["epoch"] != self.epoch
+        self.epoch, self.version = snap["epoch"], snap["version"]
+        self.updates += 1
+        self.last_update = time.time()
+        self.last_error = None
+        if restarted:
+            log.info("api %s: reloader restarted, resubscribed", self.api_name)
+        if not initial:
+            self._on_tree(snap["tree"])
