@@ -175,7 +175,8 @@ def test_inferentia_replica_is_scheduled_on_neuron_cores(
         class Handler:
             def handle_get(self):
                 import ray
-                return {"neuron_cores": ray.get_runtime_context().get_assigned_resources().get("neuron_cores")}
+                assigned = ray.get_runtime_context().get_assigned_resources()
+                return {"neuron_cores": assigned.get("neuron_cores")}
         """,
     )
     before = ray.available_resources().get("neuron_cores", 0)
