@@ -180,13 +180,32 @@ class ApiReplica:
         body = model_info(self.cache)
         if self.subscriber is not None:
             body["reloader"] = await self.subscriber.reloader_status()
-            body["replica"] = self.subscriber.info()
+            body["replica"] = {**self.subscriber.info(), **_whereabouts(), "disk_cache": self._disk_root}
         return body
 
     def __del__(self) -> None:
         root = getattr(self, "_disk_root", None)
         if root:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _whereabouts() -> dict[str, Any]:
+    try:
+        import ray
+
+        context = ray.get_runtime_context()
+        return {"node_id": context.get_node_id(), "replica_id": serve_replica_id()}
+    except Exception:  # noqa: BLE001 - outside Ray (unit use): nothing to report
+        return {}
+
+
+def serve_replica_id() -> str | None:
+    from ray import serve
+
+    try:
+        return str(serve.get_replica_context().replica_id.unique_id)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _tree_summary(tree: ModelTree | None) -> str:
