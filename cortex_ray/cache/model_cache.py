@@ -240,6 +240,9 @@ class ModelCache(Tiers):
         else:
             out["state"] = "available"
         if held is not None:
+            metadata = getattr(held.model, "cortex_metadata", None)
+            if isinstance(metadata, dict):
+                out.update(metadata)
             out["loaded_at"] = held.loaded_at
             out["load_seconds"] = round(held.load_seconds, 3)
             if info is not None and held.fingerprint != info.fingerprint:

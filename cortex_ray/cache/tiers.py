@@ -32,7 +32,8 @@ log = logging.getLogger("cortex_ray.cache")
 
 Key = tuple[str, int]
 Flight = tuple[str, int, str]
-Loader = Callable[[str], Any]
+Loader = Callable[[str, str, int], Any]
+"""``loader(local_path, model_name, version)`` -> the model object."""
 
 
 @dataclass
@@ -120,7 +121,7 @@ class Tiers:
             try:
                 started = time.perf_counter()
                 try:
-                    obj = await asyncio.to_thread(self._loader, str(path))
+                    obj = await asyncio.to_thread(self._loader, str(path), name, info.version)
                 except Exception as exc:
                     raise ModelLoadError(
                         f"failed loading model {name!r} of version {info.version}: "

@@ -45,10 +45,6 @@ def check_servable(api: ApiSpec, file: str | None = None, index: int | None = No
                 "replica is one process: use autoscaling replicas (and threads_per_process) instead",
             )
         )
-    if h.type == "tensorflow":
-        problems.append(
-            ("handler.type", "the tensorflow handler is not served by this version of cortex-ray yet")
-        )
     if api.kind == "AsyncAPI":
         problems.append(("kind", "AsyncAPI is not served by this version of cortex-ray yet"))
     if problems:

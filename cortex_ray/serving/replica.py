@@ -40,6 +40,7 @@ from cortex_ray.serving.user_code import (
     load_handler_class,
 )
 from cortex_ray.spec import ApiSpec
+from cortex_ray.tensorflow.client import TensorFlowClient
 
 __all__ = ["VERSION_HEADER", "ApiReplica"]
 
@@ -62,8 +63,12 @@ class ApiReplica:
         )
         self._loader_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{api.name}-init")
         cls = load_handler_class(handler.path, handler.python_path)
+        self._handler_cls = cls
+        self._handler: Any = None
         models = handler.model_spec
-        check_handler(cls, has_models=models is not None, client_arg="model_client", kind=api.kind)
+        tensorflow = handler.type == "tensorflow"
+        client_arg = "tensorflow_client" if tensorflow else "model_client"
+        check_handler(cls, has_models=models is not None, client_arg=client_arg, kind=api.kind)
         self._disk_root = tempfile.mkdtemp(prefix=f"cortex-ray-{api.name}-")
         self.cache: ModelCache | None = None
         available: dict[str, Any] = {"config": handler.config, "metrics_client": MetricsClient(api.name)}
@@ -72,7 +77,7 @@ class ApiReplica:
             self.subscriber = Subscriber(api.name, self.update_models)
             tree = await self.subscriber.initial_tree()
             self.cache = ModelCache(
-                loader=self._load_model,
+                loader=self._load_saved_model if tensorflow else self._load_model,
                 root=self._disk_root,
                 memory_limit=models.cache_size,
                 disk_limit=models.disk_cache_size,
@@ -80,14 +85,21 @@ class ApiReplica:
             )
             if not models.caching_enabled:
                 await self.cache.download_all()
-            available["model_client"] = ModelClient(self.cache, self._loop, self._slots)
+            model_client = ModelClient(self.cache, self._loop, self._slots)
+            available[client_arg] = TensorFlowClient(model_client) if tensorflow else model_client
             self.subscriber.start()
-        self._handler_cls = cls
-        self._handler: Any = None
         self._handler = await self._loop.run_in_executor(self._loader_pool, construct_handler, cls, available)
         log.info("api %s ready (%s)", api.name, _tree_summary(self.cache.tree if self.cache else None))
 
-    def _load_model(self, path: str) -> Any:
+    def _load_saved_model(self, path: str, name: str, version: int) -> Any:
+        """The cache's loader for the TensorFlow handler."""
+        from cortex_ray.tensorflow import SavedModel
+
+        assert self.cache is not None
+        model = self.cache.tree.models.get(name)
+        return SavedModel(path, name, version, model.signature_key if model else None)
+
+    def _load_model(self, path: str, name: str, version: int) -> Any:
         """The cache's loader: the user's ``load_model`` (also usable during ``__init__``)."""
         target = self._handler if self._handler is not None else None
         try:
@@ -195,7 +207,7 @@ def _whereabouts() -> dict[str, Any]:
 
         context = ray.get_runtime_context()
         return {"node_id": context.get_node_id(), "replica_id": serve_replica_id()}
-    except Exception:  # noqa: BLE001 - outside Ray (unit use): nothing to report
+    except Exception:
         return {}
 
 
@@ -204,7 +216,7 @@ def serve_replica_id() -> str | None:
 
     try:
         return str(serve.get_replica_context().replica_id.unique_id)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
 
 

@@ -49,7 +49,7 @@ class Loader:
         self.observed: list[int] = []
         self.cache: ModelCache | None = None
 
-    def __call__(self, path: str) -> str:
+    def __call__(self, path: str, name: str = "", version: int = 0) -> str:
         with self.lock:
             self.calls.append(path)
         if self.cache is not None:

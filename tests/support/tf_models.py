@@ -1,0 +1,85 @@
+"""Real TensorFlow SavedModels, built on the spot for tests and benchmarks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["save_classifier", "save_cortex_iris", "save_multi_signature", "save_text_model"]
+
+
+def _tf() -> Any:
+    import tensorflow as tf
+
+    return tf
+
+
+def save_classifier(path: Path, scale: float = 1.0) -> Path:
+    """``x: float32[None, 4]`` -> ``scores: float32[None, 3]``, ``label: int64[None]``."""
+    tf = _tf()
+
+    class Classifier(tf.Module):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            weights = tf.reshape(tf.range(12, dtype=tf.float32), (4, 3)) * scale
+            self.w = tf.Variable(weights)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+        def serve(self, x: Any) -> dict[str, Any]:
+            scores = tf.matmul(x, self.w)
+            return {"scores": scores, "label": tf.argmax(scores, axis=1)}
+
+    module = Classifier()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+def save_cortex_iris(path: Path) -> Path:
+    """Cortex's iris example: four ``float32[None]`` inputs, fed scalars by its handler."""
+    tf = _tf()
+    names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
+    class Iris(tf.Module):  # type: ignore[misc, name-defined]
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name=n) for n in names])
+        def predict(self, sepal_length: Any, sepal_width: Any, petal_length: Any, petal_width: Any) -> Any:
+            total = sepal_length + sepal_width + petal_length + petal_width
+            return {"class_ids": tf.cast(total > 10.0, tf.int64), "total": total}
+
+    module = Iris()
+    tf.saved_model.save(module, str(path), signatures={"predict": module.predict})
+    return path
+
+
+def save_multi_signature(path: Path, with_predict: bool = False) -> Path:
+    """Two signatures (``double``, ``triple``), plus ``predict`` when asked."""
+    tf = _tf()
+
+    class Multi(tf.Module):  # type: ignore[misc, name-defined]
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="v")])
+        def double(self, v: Any) -> Any:
+            return {"out": v * 2}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="v")])
+        def triple(self, v: Any) -> Any:
+            return {"out": v * 3}
+
+    module = Multi()
+    signatures = {"double": module.double, "triple": module.triple}
+    if with_predict:
+        signatures["predict"] = module.double
+    tf.saved_model.save(module, str(path), signatures=signatures)
+    return path
+
+
+def save_text_model(path: Path) -> Path:
+    """``text: string[None]`` -> ``length: int32[None]``, ``upper: string[None]``."""
+    tf = _tf()
+
+    class Text(tf.Module):  # type: ignore[misc, name-defined]
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+        def serve(self, text: Any) -> Any:
+            return {"length": tf.strings.length(text), "upper": tf.strings.upper(text)}
+
+    module = Text()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
