@@ -7,15 +7,16 @@ small files, then times, as the median of ``--repeat`` runs:
   (``os.walk`` + ``os.stat`` of every file locally; a plain boto3
   ``list_objects_v2`` paginator loop on S3): the baseline every ratio is taken
   against, so that the figures mean something on any machine;
-* ``list``: ``open_storage(uri).list()`` alone;
+* ``open``: ``open_storage(uri)`` (with its boto3 client on S3);
+* ``list``: ``storage.list()`` alone, on the opened storage;
 * ``tree``: building the :class:`ModelTree` alone, i.e. ``discover_models`` fed
   a listing taken beforehand (an opener whose storage returns it);
-* ``discover``: ``discover_models(MultiModelsSpec(dir=uri), "python")``, both;
+* ``discover``: ``discover_models(MultiModelsSpec(dir=uri), "python")``: all three;
 * ``diff``: ``diff_trees(tree, tree2)`` after one file changed.
 
 The S3 part runs against the moto test server of ``tests/support/s3_server.py``
-(a subprocess on 127.0.0.1), which is slow to seed (about 200 uploads per
-second): ``--s3-models`` uploads fewer models there, ``--skip-s3`` skips it.
+(a subprocess on 127.0.0.1), which is slow to seed (170-190 uploads per
+second on 2 cores): ``--s3-models`` uploads fewer models there, ``--skip-s3`` skips it.
 
 Run from the repository root::
 
@@ -324,9 +325,12 @@ def upload_tree(client: Any, models: int, versions: int, files: int, threads: in
         progress.tick()
 
     start = time.monotonic()
-    with ThreadPoolExecutor(max_workers=threads) as pool:
+    pool = ThreadPoolExecutor(max_workers=threads)
+    try:
         for future in [pool.submit(put, item) for item in items]:
             future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # on Ctrl-C: drop the queued uploads
     return time.monotonic() - start
 
 

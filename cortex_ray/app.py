@@ -19,9 +19,12 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.config import DeploymentActorConfig
 
+from cortex_ray.asyncapi.dispatcher import DISPATCHER_ACTOR, Dispatcher, worker_name
+from cortex_ray.asyncapi.gateway import AsyncGateway
+from cortex_ray.asyncapi.worker import AsyncWorker
 from cortex_ray.reload.reloader import ModelReloader
 from cortex_ray.reload.subscriber import RELOADER_ACTOR
-from cortex_ray.serving.options import check_servable, deployment_options
+from cortex_ray.serving.options import check_servable, deployment_options, gateway_options
 from cortex_ray.serving.replica import ApiReplica
 from cortex_ray.spec import ApiSpec, load_spec
 
@@ -72,7 +75,27 @@ def build_api(api: ApiSpec, **overrides: Any) -> Application:
     options = deployment_options(api)
     if api.handler.model_spec is not None:
         options["deployment_actors"] = [reloader_actor(api)]
-    actor = {**options["ray_actor_options"], **overrides.pop("ray_actor_options", {})}
+    actor = {**options["ray_actor_options"], **overrides.get("ray_actor_options", {})}
     options = {**options, **overrides, "ray_actor_options": actor}
+    if api.kind == "AsyncAPI":
+        return _build_async(api, options)
     deployment: Any = serve.deployment(ApiReplica)
     return deployment.options(**options).bind(api)
+
+
+def _build_async(api: ApiSpec, worker_options: dict[str, Any]) -> Application:
+    """An AsyncAPI: the gateway (ingress, with the dispatcher) and the workers."""
+    as_deployment: Any = serve.deployment
+    worker = as_deployment(AsyncWorker).options(**{**worker_options, "name": worker_name(api.name)})
+    gateway = as_deployment(AsyncGateway).options(
+        **gateway_options(api),
+        deployment_actors=[
+            DeploymentActorConfig(
+                name=DISPATCHER_ACTOR,
+                actor_class=ray.remote(Dispatcher),
+                init_args=(api, api.workloads.store if api.workloads else None),
+                actor_options={"num_cpus": 0, "max_concurrency": 10000},
+            )
+        ],
+    )
+    return gateway.bind(api, worker.bind(api))

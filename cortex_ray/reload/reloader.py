@@ -56,6 +56,7 @@ class ModelReloader:
         self.last_error_at: float | None = None
         self.started_at = time.time()
         self.removed: dict[str, float] = {}
+        self._storages: dict[str, Storage] = {}
 
     # --- called by replicas ------------------------------------------------
 
@@ -120,7 +121,10 @@ class ModelReloader:
 
     def _opener(self, uri: str) -> Storage:
         self.list_calls += 1  # discover_models lists each storage it opens exactly once
-        return open_storage(uri)
+        storage = self._storages.get(uri)
+        if storage is None:  # one client per location, kept across polls
+            storage = self._storages[uri] = open_storage(uri)
+        return storage
 
     async def _poll_once(self) -> None:
         self.poll_count += 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cortex_ray.serving.options import check_servable, deployment_options, option_warnings
+from cortex_ray.serving.options import all_deployment_options, check_servable, option_warnings
 from cortex_ray.spec import Spec
 
 __all__ = ["IMPORT_PATH", "serve_config"]
@@ -36,7 +36,7 @@ def serve_config(
                 "route_prefix": api.endpoint,
                 "import_path": IMPORT_PATH,
                 "args": {"spec": spec_path, "api": api.name},
-                "deployments": [deployment_options(api)],
+                "deployments": all_deployment_options(api),
             }
         )
     return {

@@ -23,7 +23,13 @@ from typing import Any
 from cortex_ray.errors import SpecError, SpecErrors
 from cortex_ray.spec import ApiSpec
 
-__all__ = ["check_servable", "deployment_options", "option_warnings"]
+__all__ = [
+    "all_deployment_options",
+    "check_servable",
+    "deployment_options",
+    "gateway_options",
+    "option_warnings",
+]
 
 _UNMAPPED_DEFAULTS = {
     "max_downscale_factor": 0.75,
@@ -45,8 +51,6 @@ def check_servable(api: ApiSpec, file: str | None = None, index: int | None = No
                 "replica is one process: use autoscaling replicas (and threads_per_process) instead",
             )
         )
-    if api.kind == "AsyncAPI":
-        problems.append(("kind", "AsyncAPI is not served by this version of cortex-ray yet"))
     if problems:
         raise SpecErrors(
             [SpecError(m, file=file, api_name=api.name, api_index=index, field=f) for f, m in problems]
@@ -64,9 +68,11 @@ def deployment_options(api: ApiSpec) -> dict[str, Any]:
     if c.inf:
         actor["resources"] = {"neuron_cores": c.inf}
     target = a.target_replica_concurrency or h.processes_per_replica * h.threads_per_process
+    asynchronous = api.kind == "AsyncAPI"
     return {
-        "name": api.name,
-        "max_ongoing_requests": a.max_replica_concurrency,
+        "name": f"{api.name}-worker" if asynchronous else api.name,
+        # an AsyncAPI worker runs one workload at a time, as Cortex's did
+        "max_ongoing_requests": 1 if asynchronous else a.max_replica_concurrency,
         "ray_actor_options": actor,
         "autoscaling_config": {
             "min_replicas": a.min_replicas,
@@ -78,6 +84,27 @@ def deployment_options(api: ApiSpec) -> dict[str, Any]:
             "downscale_delay_s": a.downscale_stabilization_period,
         },
     }
+
+
+def gateway_options(api: ApiSpec) -> dict[str, Any]:
+    """The AsyncAPI gateway (HTTP ingress): light, I/O bound, scales on requests."""
+    return {
+        "name": api.name,
+        "max_ongoing_requests": 1000,
+        "ray_actor_options": {"num_cpus": 0.1},
+        "autoscaling_config": {
+            "min_replicas": 1,
+            "max_replicas": max(1, api.autoscaling.max_replicas // 4),
+            "target_ongoing_requests": 100,
+        },
+    }
+
+
+def all_deployment_options(api: ApiSpec) -> list[dict[str, Any]]:
+    """Every deployment of the API's application (the config's ``deployments``)."""
+    if api.kind == "AsyncAPI":
+        return [gateway_options(api), deployment_options(api)]
+    return [deployment_options(api)]
 
 
 def option_warnings(api: ApiSpec) -> list[str]:

@@ -39,6 +39,7 @@ __all__ = [
     "NetworkingSpec",
     "ServerSideBatchingSpec",
     "UpdateStrategySpec",
+    "WorkloadsSpec",
 ]
 
 SINGLE_MODEL_NAME = "_cortex_default"
@@ -224,6 +225,23 @@ class UpdateStrategySpec(_Spec):
     max_unavailable: int | str = "25%"
 
 
+class WorkloadsSpec(_Spec):
+    """cortex-ray addition, AsyncAPI only: where workloads live and for how long."""
+
+    store: str | None = None
+    """``s3://bucket/prefix/`` or a local folder; default: ``.cortex-ray/workloads/<api>/``
+    beside the spec file (one machine only: use S3 on a multi-node cluster)."""
+    result_ttl: Duration = Field(default=7 * 86400.0, gt=0)
+    """How long finished workloads (and their results) are kept (default 7 days, as Cortex)."""
+    max_attempts: int = Field(default=3, ge=1)
+    """How many times a workload is tried when its worker dies before it is marked failed."""
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else resolve_model_uri(value, _base_dir(info))
+
+
 class ApiSpec(_Spec):
     name: str
     kind: str
@@ -232,6 +250,7 @@ class ApiSpec(_Spec):
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
     networking: NetworkingSpec = Field(default_factory=NetworkingSpec)
     update_strategy: UpdateStrategySpec | None = None
+    workloads: WorkloadsSpec | None = None
 
     @field_validator("name")
     @classmethod
@@ -259,9 +278,15 @@ class ApiSpec(_Spec):
         return value
 
     @model_validator(mode="after")
-    def _defaults(self) -> ApiSpec:
+    def _defaults(self, info: ValidationInfo) -> ApiSpec:
         if self.networking.endpoint is None:
             self.networking.endpoint = f"/{self.name}"
+        if self.kind == "AsyncAPI":
+            if self.workloads is None:
+                self.workloads = WorkloadsSpec()
+            if self.workloads.store is None:
+                base = _base_dir(info) or Path.cwd()
+                self.workloads.store = resolve_model_uri(f".cortex-ray/workloads/{self.name}", base)
         return self
 
     @property

@@ -94,6 +94,8 @@ def _handler(api: ApiSpec) -> Iterator[Problem]:
             "handler.server_side_batching",
             "server_side_batching is not supported by cortex-ray yet",
         )
+    if api.kind != "AsyncAPI" and api.workloads is not None:
+        yield "workloads", "workloads is only supported for the AsyncAPI kind"
     if api.kind == "AsyncAPI":
         for key in ("processes_per_replica", "threads_per_process"):
             value = getattr(h, key)
