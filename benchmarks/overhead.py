@@ -18,6 +18,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -40,7 +41,11 @@ class Handler:
 """
 
 
-async def load(url: str, seconds: float, concurrency: int) -> tuple[int, list[float], int]:
+async def load(
+    url: str, seconds: float, concurrency: int, body: Any = None, expect: Any = BODY
+) -> tuple[int, list[float], int]:
+    """POST ``body`` from ``concurrency`` connections for ``seconds``; (count, latencies, errors)."""
+    payload = body if body is not None else {"x": [5.1, 3.5, 1.4, 0.2]}
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
@@ -51,8 +56,8 @@ async def load(url: str, seconds: float, concurrency: int) -> tuple[int, list[fl
             nonlocal errors
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
-                r = await client.post(url, json={"x": [5.1, 3.5, 1.4, 0.2]})
-                if r.status_code != 200 or r.json() != BODY:
+                r = await client.post(url, json=payload)
+                if r.status_code != 200 or (expect is not None and r.json() != expect):
                     errors += 1
                 latencies.append(time.perf_counter() - started)
 

@@ -27,6 +27,7 @@ from cortex_ray.cache import ModelCache
 from cortex_ray.errors import CortexRayError, MethodNotAllowedError, UserHandlerError
 from cortex_ray.models import ModelTree, diff_trees
 from cortex_ray.reload.subscriber import Subscriber
+from cortex_ray.serving.affinity import Affinity
 from cortex_ray.serving.http import decode_payload, encode_response, error_response
 from cortex_ray.serving.info import model_info
 from cortex_ray.serving.metrics import MetricsClient
@@ -73,6 +74,7 @@ class ApiReplica:
         self.cache: ModelCache | None = None
         available: dict[str, Any] = {"config": handler.config, "metrics_client": MetricsClient(api.name)}
         self.subscriber: Subscriber | None = None
+        self._affinity: Affinity | None = None
         if models is not None:
             self.subscriber = Subscriber(api.name, self.update_models)
             tree = await self.subscriber.initial_tree()
@@ -88,6 +90,7 @@ class ApiReplica:
             model_client = ModelClient(self.cache, self._loop, self._slots)
             available[client_arg] = TensorFlowClient(model_client) if tensorflow else model_client
             self.subscriber.start()
+            self._affinity = Affinity(models.cache_size)
         self._handler = await self._loop.run_in_executor(self._loader_pool, construct_handler, cls, available)
         log.info("api %s ready (%s)", api.name, _tree_summary(self.cache.tree if self.cache else None))
 
@@ -116,6 +119,8 @@ class ApiReplica:
         try:
             if sub.rstrip("/") == "/info" and request.method == "GET":
                 return JSONResponse(await self.info())
+            if self._affinity is not None:
+                await self._affinity.note()
             return await self._handle(request)
         except Exception as exc:
             return error_response(exc)
