@@ -1,0 +1,85 @@
+"""The publishing rules of the reloader: settling, never worse, removal (pure, no Ray)."""
+
+from __future__ import annotations
+
+from cortex_ray.models import ModelTree, build_model
+from cortex_ray.reload.publisher import Publisher
+from cortex_ray.storage import ObjectInfo
+
+
+def obj(key: str, etag: str = "e", size: int = 1) -> ObjectInfo:
+    return ObjectInfo(key, size, etag, 1.0)
+
+
+def tree(layout: str = "python", **models: list[ObjectInfo]) -> ModelTree:
+    return ModelTree({n: build_model(n, f"mem://b/{n}/", objs, layout) for n, objs in models.items()})  # type: ignore[arg-type]
+
+
+def versions(t: ModelTree, name: str) -> dict[int, str]:
+    return {v: i.fingerprint for v, i in t.models[name].versions.items()}
+
+
+def test_first_listing_is_published_as_is() -> None:
+    p = Publisher(settle_time=5)
+    first = tree(a=[obj("1/f")])
+    assert p.observe(first, now=0) is first
+
+
+def test_a_new_version_waits_until_its_listing_settles() -> None:
+    p = Publisher(settle_time=5)
+    p.observe(tree(a=[obj("1/f")]), now=0)
+    uploading = tree(a=[obj("1/f"), obj("2/f")])
+    assert list(p.observe(uploading, now=1).models["a"].versions) == [1]
+    assert any(pr.version == 2 and "settle" in pr.reason for pr in p.problems)
+    grown = tree(a=[obj("1/f"), obj("2/f"), obj("2/g")])  # still uploading: the clock restarts
+    assert list(p.observe(grown, now=4).models["a"].versions) == [1]
+    assert list(p.observe(grown, now=8).models["a"].versions) == [1]
+    assert list(p.observe(grown, now=9).models["a"].versions) == [1, 2]
+    assert p.problems == []
+
+
+def test_a_changed_version_keeps_its_old_files_until_the_new_ones_settle() -> None:
+    p = Publisher(settle_time=2)
+    old = tree(a=[obj("1/f", etag="old")])
+    p.observe(old, now=0)
+    new = tree(a=[obj("1/f", etag="new")])
+    assert versions(p.observe(new, now=1), "a") == versions(old, "a")
+    assert versions(p.observe(new, now=3), "a") == versions(new, "a")
+
+
+def test_invalid_new_files_never_replace_a_valid_version() -> None:
+    p = Publisher(settle_time=0)
+    good = tree(
+        "tensorflow",
+        m=[
+            obj("1/saved_model.pb"),
+            obj("1/variables/variables.index"),
+            obj("1/variables/variables.data-00000-of-00001"),
+        ],
+    )
+    p.observe(good, now=0)
+    broken = tree("tensorflow", m=[obj("1/saved_model.pb", etag="x")])
+    published = p.observe(broken, now=1)
+    assert versions(published, "m") == versions(good, "m")
+    assert published.models["m"].versions[1].valid
+    assert any("still serving the previous files" in pr.reason for pr in p.problems)
+
+
+def test_a_model_turning_mixed_keeps_its_published_versions() -> None:
+    p = Publisher(settle_time=0)
+    before = tree(b=[obj("model.bin")])
+    p.observe(before, now=0)
+    mixed = tree(b=[obj("model.bin"), obj("1/model.bin")])  # mid-restructuring
+    published = p.observe(mixed, now=1)
+    assert versions(published, "b") == versions(before, "b")
+    assert p.problems and "mixes integer version folders" in p.problems[0].reason
+    done = tree(b=[obj("1/model.bin"), obj("2/model.bin")])
+    assert sorted(p.observe(done, now=2).models["b"].versions) == [1, 2]
+
+
+def test_removal_is_published_at_once() -> None:
+    p = Publisher(settle_time=60)
+    p.observe(tree(a=[obj("1/f"), obj("2/f")], b=[obj("f")]), now=0)
+    published = p.observe(tree(a=[obj("1/f")]), now=1)
+    assert list(published.models) == ["a"]
+    assert list(published.models["a"].versions) == [1]
