@@ -18,7 +18,7 @@ import logging
 import os
 from typing import Any
 
-from cortex_ray.asyncapi.store import WorkloadStore
+from cortex_ray.asyncapi.store import FINAL, WorkloadStore
 from cortex_ray.spec import ApiSpec
 
 __all__ = ["DISPATCHER_ACTOR", "Dispatcher", "worker_name"]
@@ -68,16 +68,23 @@ class Dispatcher:
     async def _start(self) -> None:
         if self._started is None:
             self._started = asyncio.get_running_loop().create_task(self._resume())
-        await asyncio.shield(self._started)
 
     async def _resume(self) -> None:
-        unfinished = await asyncio.to_thread(self.store.unfinished)
-        for workload_id, _status in unfinished:
+        asyncio.get_running_loop().create_task(self._housekeeping())
+        delay = 0.5
+        while True:  # storage may be down at start: keep trying, never give up on what was acknowledged
+            try:
+                unfinished = await asyncio.to_thread(self.store.unfinished)
+                break
+            except Exception as exc:
+                log.warning("api %s: cannot scan the workload store yet: %s", self.api_name, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        for workload_id in unfinished:
             self.resumed += 1
             self._dispatch(workload_id)
         if unfinished:
             log.info("api %s: resumed %d unfinished workloads", self.api_name, len(unfinished))
-        asyncio.get_running_loop().create_task(self._housekeeping())
 
     def _dispatch(self, workload_id: str) -> None:
         if workload_id in self._running:
@@ -87,7 +94,14 @@ class Dispatcher:
         task.add_done_callback(lambda _: self._running.pop(workload_id, None))
 
     async def _process(self, workload_id: str) -> None:
-        meta = await asyncio.to_thread(self.store.meta, workload_id)
+        try:
+            status = await asyncio.to_thread(self.store.status, workload_id)
+            if status is not None and status["status"] in FINAL:
+                return  # finished meanwhile (seen unfinished by a scan)
+            meta = await asyncio.to_thread(self.store.meta, workload_id)
+        except Exception as exc:  # storage trouble: the next rescan dispatches it again
+            log.warning("api %s: workload %s not dispatched yet: %s", self.api_name, workload_id, exc)
+            return
         attempts = int(meta.get("attempts", 0))
         while True:
             self.dispatched += 1
@@ -125,7 +139,7 @@ class Dispatcher:
         while True:
             await asyncio.sleep(RESCAN_EVERY)
             try:
-                for workload_id, _status in await asyncio.to_thread(self.store.unfinished):
+                for workload_id in await asyncio.to_thread(self.store.unfinished):
                     self._dispatch(workload_id)
                 if loop_time() - last_expiry >= min(EXPIRY_EVERY, max(1.0, self.result_ttl / 2)):
                     last_expiry = loop_time()

@@ -29,7 +29,7 @@ __all__ = ["FINAL", "STATUSES", "WorkloadStore", "new_workload_id", "valid_workl
 
 STATUSES = ("in_queue", "in_progress", "completed", "failed")
 FINAL = ("completed", "failed")
-_ID = re.compile(r"^[0-9]{14}-[0-9a-f]{20}$")
+_ID = re.compile(r"[0-9]{14}-[0-9a-f]{20}")
 
 
 def new_workload_id() -> str:
@@ -38,7 +38,7 @@ def new_workload_id() -> str:
 
 
 def valid_workload_id(value: str) -> bool:
-    return bool(_ID.match(value))
+    return bool(_ID.fullmatch(value))
 
 
 def rfc3339(ts: float) -> str:
@@ -116,14 +116,14 @@ class WorkloadStore:
             out["timestamp"] = rfc3339(status["updated_at"])
         return out
 
-    def unfinished(self) -> list[tuple[str, str]]:
-        """``(id, status)`` of every workload not completed or failed, oldest first."""
-        out = []
-        for workload_id in self._ids():
-            status = self.status(workload_id)
-            if status is not None and status["status"] not in FINAL:
-                out.append((workload_id, status["status"]))
-        return out
+    def unfinished(self) -> list[str]:
+        """Every workload not completed or failed, oldest first: one listing, no reads.
+
+        A workload's payload is deleted when it ends, so the ids that still hold one
+        are exactly the unfinished ones.
+        """
+        ids = {obj.key.split("/", 1)[0] for obj in self.storage.list() if obj.key.endswith("/payload")}
+        return sorted(i for i in ids if valid_workload_id(i))
 
     def expire(self, ttl: float) -> int:
         """Delete finished workloads older than ``ttl`` seconds; returns how many."""

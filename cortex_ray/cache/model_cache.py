@@ -125,7 +125,11 @@ class ModelCache(Tiers):
                 self._delete(key)  # removed: free memory and disk
             elif key in self._memory and self._memory[key].fingerprint != info.fingerprint:
                 self._background(key[0], info)  # changed in place: reload, keep serving the old
-            elif key not in self._memory and self._disk[key].fingerprint != info.fingerprint:
+            elif (
+                key not in self._memory
+                and self._disk[key].fingerprint != info.fingerprint
+                and not any(f[:2] == key for f in self._loading)  # never under a running load
+            ):
                 self._delete(key)
         self._failures = {k: f for k, f in self._failures.items() if self._fingerprint(k) == f.fingerprint}
         for name, pointer in list(self._latest.items()):
@@ -171,8 +175,8 @@ class ModelCache(Tiers):
     async def _quiet(self, awaitable: Any) -> None:
         try:
             await awaitable
-        except Exception as exc:  # recorded in _failures and logged by the load itself
-            log.debug("background load: %s", exc)
+        except Exception as exc:  # loads record themselves in _failures; downloads only log
+            log.warning("background load or download failed: %s", exc)
 
     def _ensure_retry_loop(self) -> None:
         if self._retry_task is None or self._retry_task.done():

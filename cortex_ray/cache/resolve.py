@@ -42,6 +42,8 @@ def resolve_model(tree: ModelTree, name: str | None) -> tuple[str, ModelInfo]:
     """The model a request names, if it has at least one version that can be served."""
     if set(tree.models) == {SINGLE_MODEL_NAME}:
         name = SINGLE_MODEL_NAME  # single `path` mode: the name is ignored, as in Cortex
+    if name is not None and not isinstance(name, str):
+        raise BadRequestError(f"model_name must be a string, got {type(name).__name__}")
     available = ", ".join(n for n in tree.names if n != SINGLE_MODEL_NAME) or "none"
     if name is None:
         raise BadRequestError(f"model_name was not specified, choose one of the following: {available}")
@@ -72,6 +74,8 @@ def resolve_version(
 ) -> tuple[str, VersionInfo]:
     """The model name and the version that serve a request for ``name``/``version``."""
     wanted = parse_version(version)
+    if name is not None and not isinstance(name, str):
+        raise BadRequestError(f"model_name must be a string, got {type(name).__name__}")
     if wanted is None:
         name, model = resolve_model(tree, name)
         assert model.latest is not None

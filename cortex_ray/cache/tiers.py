@@ -117,7 +117,9 @@ class Tiers:
         key = (name, info.version)
         try:
             path = await self.ensure_on_disk(name, info)
-            await self._reserve("memory", self._memory, self.memory_limit, self._unload)
+            swap = key in self._memory  # the new object takes the old one's slot
+            if not swap:
+                await self._reserve("memory", self._memory, self.memory_limit, self._unload)
             try:
                 started = time.perf_counter()
                 try:
@@ -142,7 +144,8 @@ class Tiers:
                         "%s model %s version %s in %.2fs", action, name, info.version, loaded.load_seconds
                     )
             finally:
-                self._reserved["memory"] -= 1
+                if not swap:
+                    self._reserved["memory"] -= 1
                 await self._notify()
             self._on_loaded(loaded)
             done.set_result(loaded)
@@ -168,7 +171,10 @@ class Tiers:
 
     async def _download(self, name: str, info: VersionInfo) -> Path:
         key = (name, info.version)
-        await self._reserve("disk", self._disk, self.disk_limit, self._delete_files)
+        # a version already on disk (older files) is replaced in its own slot: no new one needed
+        reserve = key not in self._disk
+        if reserve:
+            await self._reserve("disk", self._disk, self.disk_limit, self._delete_files)
         try:
             dest = self._root / name.replace("/", "_") / f"{info.version}-{info.fingerprint[:12]}"
             started = time.perf_counter()
@@ -180,6 +186,9 @@ class Tiers:
                     model=name,
                     version=info.version,
                 ) from exc
+            if not self._is_current(key, info.fingerprint):  # removed or changed while downloading
+                self._remove_folder(dest)
+                return dest
             old = self._disk.pop(key, None)
             if old is not None and old.path != dest:
                 self._stale_paths.setdefault(key, []).append(old.path)
@@ -191,7 +200,8 @@ class Tiers:
             )
             return dest
         finally:
-            self._reserved["disk"] -= 1
+            if reserve:
+                self._reserved["disk"] -= 1
             await self._notify()
 
     # --- limits and eviction -------------------------------------------------
@@ -232,11 +242,18 @@ class Tiers:
     def _delete_files(self, key: Key) -> None:
         entry = self._disk.pop(key, None)
         if entry is not None:
-            shutil.rmtree(entry.path, ignore_errors=True)
+            self._remove_folder(entry.path)
         self._drop_stale_paths(key)
 
     def _drop_stale_paths(self, key: Key) -> None:
         for path in self._stale_paths.pop(key, []):
+            self._remove_folder(path)
+
+    def _remove_folder(self, path: Path) -> None:
+        """Delete a model folder in a thread (model folders can be gigabytes)."""
+        try:
+            asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, path, True)
+        except RuntimeError:  # no running loop (shutdown): do it here
             shutil.rmtree(path, ignore_errors=True)
 
     def _delete(self, key: Key) -> None:

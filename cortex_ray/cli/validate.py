@@ -81,7 +81,8 @@ def _print_tree(tree: ModelTree, out: TextIO) -> bool:
     for warning in tree.warnings:
         print(f"  warning: {warning}", file=out)
     if not tree.models:
-        print("  no models found", file=out)
+        print("  error: no models found: the folder is empty or absent", file=out)
+        return False
     for name in tree.names:
         model = tree.models[name]
         size = sum(v.size for v in model.versions.values())

@@ -60,12 +60,13 @@ def _from_dir(uri: str, layout: Layout, signature_key: str | None, opener: Opene
                 False,
                 error=f"{SINGLE_MODEL_NAME}: is a reserved name; please specify a different model name",
             )
-        elif not _MODEL_NAME.match(name):
+        elif not _MODEL_NAME.match(name) or name.startswith("."):
             models[name] = ModelInfo(
                 name,
                 model_uri,
                 False,
-                error=f"{name!r} is not a valid model name: use letters, digits, '.', '-' and '_'",
+                error=f"{name!r} is not a valid model name: use letters, digits, '.', '-' and '_' "
+                "(not starting with '.')",
             )
         else:
             models[name] = build_model(name, model_uri, groups[name], layout, signature_key)

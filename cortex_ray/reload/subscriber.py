@@ -118,11 +118,11 @@ class Subscriber:
 
     def _take(self, snap: dict[str, Any], initial: bool = False) -> None:
         restarted = self.epoch is not None and snap["epoch"] != self.epoch
+        if not initial:
+            self._on_tree(snap["tree"])  # applied first: a tree that failed to apply is fetched again
         self.epoch, self.version = snap["epoch"], snap["version"]
         self.updates += 1
         self.last_update = time.time()
         self.last_error = None
         if restarted:
             log.info("api %s: reloader restarted, resubscribed", self.api_name)
-        if not initial:
-            self._on_tree(snap["tree"])

@@ -11,6 +11,7 @@ Serve's router reads.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 __all__ = ["Affinity"]
@@ -25,10 +26,10 @@ class Affinity:
 
         self._record: Any = serve.multiplexed(max_num_models_per_replica=capacity or -1)(record)
 
-    async def note(self) -> None:
-        """Record the model this request names (if it names one) as held here."""
+    async def note(self, known: Collection[str]) -> None:
+        """Record the model this request names as held here (only names of models that exist)."""
         from ray import serve
 
         model_id = serve.get_multiplexed_model_id()
-        if model_id:
+        if model_id and model_id in known:
             await self._record(model_id)

@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
@@ -60,7 +61,10 @@ class ApiReplica:
         self._loop = asyncio.get_running_loop()
         self._slots = HandlerSlots(handler.threads_per_process)
         self._pool = ThreadPoolExecutor(
-            max_workers=handler.threads_per_process + 32, thread_name_prefix=f"{api.name}-handler"
+            # threads waiting for a cold model give their slot back but keep their thread: allow as
+            # many threads as requests a replica takes (created only when needed)
+            max_workers=handler.threads_per_process + api.autoscaling.max_replica_concurrency,
+            thread_name_prefix=f"{api.name}-handler",
         )
         self._loader_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{api.name}-init")
         cls = load_handler_class(handler.path, handler.python_path)
@@ -70,7 +74,7 @@ class ApiReplica:
         tensorflow = handler.type == "tensorflow"
         client_arg = "tensorflow_client" if tensorflow else "model_client"
         check_handler(cls, has_models=models is not None, client_arg=client_arg, kind=api.kind)
-        self._disk_root = tempfile.mkdtemp(prefix=f"cortex-ray-{api.name}-")
+        self._disk_root = disk_cache_root(api.name)
         self.cache: ModelCache | None = None
         available: dict[str, Any] = {"config": handler.config, "metrics_client": MetricsClient(api.name)}
         self.subscriber: Subscriber | None = None
@@ -119,8 +123,8 @@ class ApiReplica:
         try:
             if sub.rstrip("/") == "/info" and request.method == "GET":
                 return JSONResponse(await self.info())
-            if self._affinity is not None:
-                await self._affinity.note()
+            if self._affinity is not None and self.cache is not None:
+                await self._affinity.note(self.cache.tree.models)
             return await self._handle(request)
         except Exception as exc:
             return error_response(exc)
@@ -204,6 +208,20 @@ class ApiReplica:
         root = getattr(self, "_disk_root", None)
         if root:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def disk_cache_root(api_name: str) -> str:
+    """This replica's disk cache folder; folders left by replicas that died are removed."""
+    base = Path(tempfile.gettempdir()) / "cortex-ray" / api_name
+    base.mkdir(parents=True, exist_ok=True)
+    for folder in base.glob("pid-*"):
+        pid = folder.name.removeprefix("pid-")
+        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+    mine = base / f"pid-{os.getpid()}"
+    shutil.rmtree(mine, ignore_errors=True)
+    mine.mkdir()
+    return str(mine)
 
 
 def _whereabouts() -> dict[str, Any]:

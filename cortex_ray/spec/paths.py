@@ -33,7 +33,7 @@ def resolve_model_uri(value: str, base_dir: Path | None) -> str:
         return "file://" + os.path.normpath(local).rstrip("/") + "/"
     if "://" in text:
         raise ValueError(f"{value!r}: path must be an S3 path (e.g. s3://bucket/my-dir/) or a local folder")
-    path = Path(text).expanduser()
+    path = _expand(text)
     if not path.is_absolute():
         path = (base_dir or Path.cwd()) / path
     return "file://" + os.path.normpath(path).rstrip("/") + "/"
@@ -41,10 +41,17 @@ def resolve_model_uri(value: str, base_dir: Path | None) -> str:
 
 def resolve_local_file(value: str, base_dir: Path | None) -> Path:
     """An absolute path for a handler file or folder named relative to the spec."""
-    path = Path(value).expanduser()
+    path = _expand(value)
     if not path.is_absolute():
         path = (base_dir or Path.cwd()) / path
     return Path(os.path.normpath(path))
+
+
+def _expand(value: str) -> Path:
+    try:
+        return Path(value).expanduser()
+    except RuntimeError as exc:  # ~unknownuser/...
+        raise ValueError(f"{value!r}: {exc}") from exc
 
 
 def is_local_uri(uri: str) -> bool:

@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cortex_ray.errors import StorageError
+
 __all__ = ["ObjectInfo", "Storage", "join_key"]
 
 
@@ -101,6 +103,12 @@ class Storage(abc.ABC):
         final = Path(dest)
         final.parent.mkdir(parents=True, exist_ok=True)
         listing = list(objects) if objects is not None else self.list(prefix)
+        unsafe = [obj.key for obj in listing if not _safe_key(obj.key)]
+        if unsafe:
+            raise StorageError(
+                f"{self.describe(prefix)}: refusing keys that would leave the download folder: "
+                + ", ".join(unsafe[:5])
+            )
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
         try:
             for folder in sorted({obj.key.rpartition("/")[0] for obj in listing} - {""}):
@@ -134,3 +142,9 @@ class Storage(abc.ABC):
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return final
+
+
+def _safe_key(key: str) -> bool:
+    """A relative key without empty, ``.`` or ``..`` segments (never leaves its folder)."""
+    parts = key.split("/")
+    return bool(key) and not key.startswith("/") and all(p not in ("", ".", "..") for p in parts)

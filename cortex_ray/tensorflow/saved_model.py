@@ -98,7 +98,7 @@ def _convert(tf: Any, value: Any, spec: Any, key: str, where: str) -> Any:
     expected = f"{spec.dtype.name} of shape {_shape(spec.shape)}"
     try:
         array = np.asarray(value, dtype=spec.dtype.as_numpy_dtype if spec.dtype != tf.string else object)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise BadRequestError(f"{where}: key '{key}' expected {expected}: {exc}") from exc
     rank = spec.shape.rank
     if rank is not None and array.ndim == rank - 1 and rank > 0 and spec.shape[0] is None:

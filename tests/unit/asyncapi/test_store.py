@@ -23,9 +23,9 @@ def test_lifecycle_of_a_workload(tmp_path: Path) -> None:
     store.submit(wid, b'{"a": 1}', "application/json")
     assert store.describe(wid) == {"id": wid, "status": "in_queue"}
     assert store.payload(wid) == (b'{"a": 1}', "application/json")
-    assert store.unfinished() == [(wid, "in_queue")]
+    assert store.unfinished() == [wid]
     store.set_status(wid, "in_progress", attempts=1)
-    assert store.unfinished() == [(wid, "in_progress")]
+    assert store.unfinished() == [wid]
     store.complete(wid, {"answer": 42})
     done = store.describe(wid)
     assert done is not None and done["status"] == "completed" and done["result"] == {"answer": 42}

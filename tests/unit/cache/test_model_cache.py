@@ -348,3 +348,29 @@ def test_removed_latest_falls_back_and_is_freed(tmp_path: Path) -> None:
         assert (await cache.get("a")).version == 1
 
     run(main())
+
+
+def test_in_place_update_with_full_tiers_reloads_without_deadlock(tmp_path: Path) -> None:
+    tree = store({"a/1/model.bin": b"a-old", "b/1/model.bin": b"b"})
+    loader = Loader()
+
+    async def main() -> None:
+        cache = ModelCache(loader, tmp_path, memory_limit=1, disk_limit=1, tree=tree)
+        assert (await cache.get("a")).model == "a-old"
+        open_storage("mem://cache/models/").upload("a/1/model.bin", b"a-new")
+        cache.set_tree(discover_models(MultiModelsSpec(dir="mem://cache/models/"), "python"))
+        assert (await asyncio.wait_for(cache.get("a"), 1)).model == "a-old"  # the old object serves
+        await asyncio.wait_for(settle(cache), 5)
+        assert (await cache.get("a")).model == "a-new"
+        assert (await asyncio.wait_for(cache.get("b"), 5)).model == "b"  # the tiers still turn over
+        assert cache.in_memory == [("b", 1)] and cache.on_disk == [("b", 1)]
+
+    run(main())
+
+
+def test_a_non_string_model_name_is_a_bad_request() -> None:
+    tree = store({"a/1/model.bin": b"a1", "b/1/model.bin": b"b1"})
+    with pytest.raises(BadRequestError, match="model_name must be a string, got list"):
+        resolve_version(tree, ["a"], "1")  # type: ignore[arg-type]
+    with pytest.raises(BadRequestError, match="model_name must be a string, got dict"):
+        resolve_version(tree, {"a": 1})  # type: ignore[arg-type]

@@ -216,3 +216,24 @@ def test_dir_with_many_models(tmp_path: Path) -> None:
     tree = discover_models(spec(dir=str(tmp_path / "d")), "python")
     assert len(tree.models) == 200
     assert {m.latest for m in tree.models.values()} == {2}
+
+
+def test_dot_model_names_are_refused() -> None:
+    from cortex_ray.storage.memory import MemoryStorage
+
+    bucket = MemoryStorage.bucket("dots")
+    bucket.clear()
+    store = open_storage_for_test("mem://dots/models/")
+    store.upload("../1/model.bin", b"x")
+    store.upload(".hidden/1/model.bin", b"x")
+    store.upload("ok/1/model.bin", b"x")
+    tree = discover_models(spec(dir="mem://dots/models/"), "python")
+    assert tree.models["ok"].latest == 1
+    assert "not a valid model name" in (tree.models[".."].error or "")
+    assert "not a valid model name" in (tree.models[".hidden"].error or "")
+
+
+def open_storage_for_test(uri: str):  # type: ignore[no-untyped-def]
+    from cortex_ray.storage import open_storage
+
+    return open_storage(uri)

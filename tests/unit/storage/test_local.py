@@ -231,3 +231,17 @@ def test_download_of_a_vanished_object_fails_cleanly(store: LocalStorage, tmp_pa
     with pytest.raises(StorageNotFoundError, match=r"models/iris/2/model\.bin"):
         store.download("models/iris", tmp_path / "out" / "iris", objects=listing)
     assert os.listdir(tmp_path / "out") == []
+
+
+def test_download_refuses_keys_that_leave_the_folder(tmp_path: Path) -> None:
+    from cortex_ray.errors import StorageError
+    from cortex_ray.storage import ObjectInfo, open_storage
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f").write_text("x")
+    storage = open_storage(str(tmp_path / "src"))
+    evil = [ObjectInfo("../../escape.txt", 1, "e", 1.0)]
+    with pytest.raises(StorageError, match="refusing keys that would leave the download folder"):
+        storage.download("", tmp_path / "dest", objects=evil)
+    assert not (tmp_path / "escape.txt").exists()
+    assert not (tmp_path / "dest").exists()
