@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -53,11 +54,14 @@ def spec(name: str, models: dict[str, Any], env: dict[str, str], replicas: int =
     }
 
 
-def swaps(url: str, store: Path, count: int) -> list[float]:
+def swaps(url: str, store: Path, count: int, poll_interval: float) -> list[float]:
     latencies = []
+    rng = random.Random(7)
     with httpx.Client(timeout=30) as client:
         version = client.post(url, json={}).json()["version"]
         for _ in range(count):
+            # write at a random moment of the poll cycle (else the writes lock onto its phase)
+            time.sleep(rng.uniform(0, poll_interval))
             version += 1
             folder = store / "m" / str(version)
             folder.mkdir(parents=True)
@@ -102,7 +106,7 @@ def main() -> None:
             api = parse_spec([spec(name, {"dir": str(store), **models}, {})], base_dir=project).apis[0]
             run_api(api, ray_actor_options={"num_cpus": 0.2})
             print(f"{label}: {args.swaps} swaps", flush=True)
-            results[label] = swaps(f"{base}/{name}", store, args.swaps)
+            results[label] = swaps(f"{base}/{name}", store, args.swaps, models.get("poll_interval", 5.0))
             serve.delete(name)
 
         bucket = s3.create_bucket("reload-bench")
