@@ -28,6 +28,7 @@ __all__ = ["RELOADER_NAME", "ModelReloader"]
 
 log = logging.getLogger("cortex_ray.reloader")
 RELOADER_NAME = "cortex-ray-reloader"
+SEED_GRACE = 1.0
 
 
 class ModelReloader:
@@ -96,6 +97,23 @@ class ModelReloader:
             "removed": dict(self.removed),
         }
 
+    async def seed(self, tree: ModelTree) -> bool:
+        """A replica's tree from before this reloader (re)started: the baseline of its first poll.
+
+        With it, a restarted reloader applies the settle and never-worse rules to its first
+        listing as to any other (an upload in progress at the restart is not published).
+        Returns whether the seed was taken (only before anything was published).
+        """
+        self._start()
+        if self.tree is not None or self._publisher.published is not None:
+            return False
+        self._publisher.published = tree
+        for name, model in tree.models.items():
+            for v in model.versions:
+                self._publisher.published_at[(name, v)] = time.time()
+        log.info("api %s: reloader seeded with a replica's tree (%d models)", self.api_name, len(tree.models))
+        return True
+
     async def poll_now(self) -> int:
         """Poll at once (tests, benchmarks); returns the published version after it."""
         self._start()
@@ -110,6 +128,8 @@ class ModelReloader:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def _loop(self) -> None:
+        # let replicas that outlived a previous reloader seed their tree before the first listing
+        await asyncio.sleep(SEED_GRACE)
         while True:
             started = time.monotonic()
             try:

@@ -26,9 +26,15 @@ LONG_POLL_TIMEOUT = 30.0
 
 
 class Subscriber:
-    def __init__(self, api_name: str, on_tree: Callable[[ModelTree], None]) -> None:
+    def __init__(
+        self,
+        api_name: str,
+        on_tree: Callable[[ModelTree], None],
+        current_tree: Callable[[], ModelTree | None] = lambda: None,
+    ) -> None:
         self.api_name = api_name
         self._on_tree = on_tree
+        self._current_tree = current_tree
         self._actor: Any = None
         self.epoch: str | None = None
         self.version = -1
@@ -86,7 +92,11 @@ class Subscriber:
         backoff = 0.2
         while True:
             try:
+                fresh = self._actor is None
                 actor = await self._resolve(time.monotonic() + 30)
+                tree = self._current_tree()
+                if fresh and self.epoch is not None and tree is not None:
+                    await actor.seed.remote(tree)  # the reloader may have restarted: give it our baseline
                 snap = await actor.snapshot.remote(self.epoch, self.version, LONG_POLL_TIMEOUT)
                 self.connected = True
                 backoff = 0.2

@@ -80,7 +80,9 @@ class ApiReplica:
         self.subscriber: Subscriber | None = None
         self._affinity: Affinity | None = None
         if models is not None:
-            self.subscriber = Subscriber(api.name, self.update_models)
+            self.subscriber = Subscriber(
+                api.name, self.update_models, lambda: self.cache.tree if self.cache else None
+            )
             tree = await self.subscriber.initial_tree()
             self.cache = ModelCache(
                 loader=self._load_saved_model if tensorflow else self._load_model,
