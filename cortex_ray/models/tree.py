@@ -117,14 +117,7 @@ def build_model(
             error=f"{uri}: no files found (the folder is empty or absent)",
             signature_key=signature_key,
         )
-    groups: dict[str, list[ObjectInfo]] = {}
-    top_files: list[str] = []
-    for obj in objects:
-        head, sep, rest = obj.key.partition("/")
-        if sep:
-            groups.setdefault(head, []).append(ObjectInfo(rest, obj.size, obj.etag, obj.mtime))
-        else:
-            top_files.append(head)
+    groups, top_files = split_dir_listing(objects)
     integer = sorted((g for g in groups if _INTEGER.match(g)), key=int)
     others = sorted([f"{g}/" for g in groups if not _INTEGER.match(g)] + top_files)
     if integer and not others:
