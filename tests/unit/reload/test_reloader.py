@@ -69,7 +69,7 @@ def test_a_failed_listing_changes_nothing(tmp_path: Path, monkeypatch: pytest.Mo
         def broken(*_: Any, **__: Any) -> Any:
             raise ConnectionError("storage down")
 
-        monkeypatch.setattr(reloader_module, "discover_models", broken)
+        monkeypatch.setattr(r, "_opener", broken)  # every storage the reloader opens is down
         await r.poll_now()
         assert r.tree is first["tree"] and r.version == first["version"]
         status = await r.status()
