@@ -168,7 +168,12 @@ def test_the_four_events_and_version_changes_under_traffic(
     assert ("a2", 2) not in bodies(traffic.since(updated, "a"))
     assert bodies(traffic.since(fell_back, "a")) == {("a1", 1)}
     assert bodies(traffic.since(restructured, "b")) == {("b-v2", 2)}
-    assert bodies([a for a in traffic.answers if a.model == "b"]) <= {("b-unversioned", 1), ("b-v2", 2)}
+    # while "latest" moves to 2, version 1 may already serve its new files (b-v1): both are published
+    assert bodies([a for a in traffic.answers if a.model == "b"]) <= {
+        ("b-unversioned", 1),
+        ("b-v1", 1),
+        ("b-v2", 2),
+    }
     assert len(traffic.answers) > 50
 
 
