@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import os
 import statistics
 import sys
 import tempfile
@@ -59,18 +58,11 @@ def main() -> None:
     parser.add_argument("--max-workers", type=int, default=2)
     args = parser.parse_args()
 
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    import ray
-    from ray import serve
-
-    from cortex_ray.sdk import run_api
+    from cortex_ray.sdk import run_api, shutdown, start
     from cortex_ray.spec import parse_spec
     from tests.support.s3_server import free_port
 
-    port = free_port()
-    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=8, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"enable_access_log": False})
-    base = f"http://127.0.0.1:{port}"
+    base = start(port=free_port(), num_cpus=8, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)
         (project / "handler.py").write_text(textwrap.dedent(HANDLER))
@@ -121,8 +113,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 client.post(f"{base}/realtime", json={"sample": i}).raise_for_status()
                 realtime.append(time.perf_counter() - t0)
-        serve.shutdown()
-        ray.shutdown()
+        shutdown()
 
     latencies.sort()
     print(f"\nAsyncAPI, trivial handler, local store, workers autoscaling 1..{args.max_workers}, 2 cores")

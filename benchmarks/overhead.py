@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import tempfile
 import textwrap
@@ -80,12 +79,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="HTTP port (default: a free one)")
     args = parser.parse_args()
 
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    import ray
     from ray import serve
     from starlette.requests import Request
 
-    from cortex_ray.sdk import run_api
+    from cortex_ray.sdk import run_api, shutdown, start
     from cortex_ray.spec import parse_spec
     from tests.support.s3_server import free_port
 
@@ -95,9 +92,7 @@ def main() -> None:
             await request.json()
             return BODY
 
-    port = args.port or free_port()
-    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=4, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"enable_access_log": False})
+    base = start(port=args.port or free_port(), num_cpus=4, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)
         (project / "handler.py").write_text(textwrap.dedent(HANDLER))
@@ -121,7 +116,6 @@ def main() -> None:
         )
         run_api(spec.apis[0])
         serve.run(Bare.bind(), name="bare", route_prefix="/bare")
-        base = f"http://127.0.0.1:{port}"
         targets = {"bare Ray Serve": f"{base}/bare", "cortex-ray": f"{base}/cortex"}
         for url in targets.values():  # warm up: connections, the cached model
             asyncio.run(load(url, 2.0, args.concurrency))
@@ -129,8 +123,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, url in targets.items():
                 results[name].append(asyncio.run(load(url, args.seconds, args.concurrency)))
-        serve.shutdown()
-        ray.shutdown()
+        shutdown()
 
     print(f"\n{args.rounds} rounds x {args.seconds:g}s, {args.concurrency} concurrent connections, HTTP POST")
     print(f"{'target':<16}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")

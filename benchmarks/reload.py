@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
 import sys
@@ -82,18 +81,13 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=60.0, help="seconds of list counting per case")
     args = parser.parse_args()
 
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    import ray
     from ray import serve
 
-    from cortex_ray.sdk import run_api
+    from cortex_ray.sdk import run_api, shutdown, start
     from cortex_ray.spec import parse_spec
     from tests.support.s3_server import S3TestServer, free_port
 
-    port = free_port()
-    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=8, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"enable_access_log": False})
-    base = f"http://127.0.0.1:{port}"
+    base = start(port=free_port(), num_cpus=8, log_to_driver=False)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp, S3TestServer() as s3:
         project = Path(tmp)
@@ -123,8 +117,7 @@ def main() -> None:
             after = s3.log_path.read_text(errors="replace").count(f"GET /{bucket}?list-type=2")
             counts[replicas] = (after - lines) * 60.0 / args.window
             print(f"{replicas} replica(s): {counts[replicas]:.1f} list requests/minute", flush=True)
-        serve.shutdown()
-        ray.shutdown()
+        shutdown()
 
     print("\nswap latency: last file written -> first answer from the new version")
     print(f"{'case':<22}{'median s':>10}{'max s':>10}{'n':>5}")

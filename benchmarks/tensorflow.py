@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import gc
 import itertools
-import os
 import statistics
 import sys
 import tempfile
@@ -102,20 +101,12 @@ def main() -> None:
         print("direct loop", flush=True)
         direct = direct_loop(model_path, args.seconds)
 
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        import ray
-        from ray import serve
-
-        from cortex_ray.sdk import run_api
+        from cortex_ray.sdk import run_api, shutdown, start
         from cortex_ray.spec import parse_spec
         from tests.support.s3_server import free_port
 
         (project / "handler.py").write_text(textwrap.dedent(HANDLER))
-        port = free_port()
-        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=4, log_to_driver=False)
-        serve.start(
-            http_options={"host": "127.0.0.1", "port": port}, logging_config={"enable_access_log": False}
-        )
+        base = start(port=free_port(), num_cpus=4, log_to_driver=False)
         api = parse_spec(
             [
                 {
@@ -132,11 +123,10 @@ def main() -> None:
             base_dir=project,
         ).apis[0]
         run_api(api)
-        url = f"http://127.0.0.1:{port}/tf"
+        url = f"{base}/tf"
         asyncio.run(load(url, 2.0, args.concurrency, body=X, expect=None))
         count, latencies, errors = asyncio.run(load(url, args.seconds, args.concurrency, body=X, expect=None))
-        serve.shutdown()
-        ray.shutdown()
+        shutdown()
 
     served = count / args.seconds
     print(f"\none SavedModel (4 float inputs -> 3 scores), {args.seconds:g}s each, 2 cores")

@@ -8,6 +8,7 @@ cortex_ray.delete("iris")
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -128,13 +129,9 @@ def run_api(api: ApiSpec, **overrides: Any) -> None:
         serve.run(build_api(api, **overrides), name=api.name, route_prefix=api.endpoint)
     except RuntimeError as exc:
         detail = ""
-        try:
-            detail = serve.status().applications[api.name].message
-            for dep in serve.status().applications[api.name].deployments.values():
-                if dep.message:
-                    detail += "\n" + dep.message
-        except Exception:
-            pass
+        with contextlib.suppress(Exception):  # status is best effort; the original error stands
+            app = serve.status().applications[api.name]
+            detail = "\n".join([app.message, *(d.message for d in app.deployments.values() if d.message)])
         raise DeploymentError(f"api {api.name!r} failed to deploy: {exc}\n{detail}".rstrip()) from exc
 
 

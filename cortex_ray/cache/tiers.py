@@ -74,13 +74,14 @@ class Tiers:
     # --- hooks -------------------------------------------------------------
 
     def _is_current(self, key: Key, fingerprint: str) -> bool:
+        """Whether these files are still the ones published for ``key`` (subclasses know the tree)."""
         return True
 
     def _on_loaded(self, loaded: LoadedModel) -> None:
-        pass
+        """Called after every successful load (the subclass moves "latest" there)."""
 
     def _on_failed(self, name: str, info: VersionInfo, reason: str) -> None:
-        pass
+        """Called after every failed download or load (the subclass records it and retries)."""
 
     # --- loading -----------------------------------------------------------
 

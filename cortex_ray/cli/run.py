@@ -58,8 +58,8 @@ def run_serve(spec_path: str, host: str, port: int) -> int:
         for name, handle in handles.items():
             print(f"{name}: {handle.url}", flush=True)
         print("serving; press Ctrl-C to stop", flush=True)
-        while not stop.wait(0.5):
-            pass
+        while not stop.is_set():  # short waits: signal handlers run between them
+            stop.wait(0.5)
         return 0
     finally:
         sdk.shutdown()

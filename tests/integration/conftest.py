@@ -7,7 +7,6 @@ be scheduled without hardware (Ray resources are logical).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,28 +22,20 @@ SERVE_HOST = "127.0.0.1"
 
 @pytest.fixture(scope="session")
 def ray_serve() -> Iterator[dict[str, Any]]:
-    import ray
-    from ray import serve
+    from cortex_ray import sdk
 
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # agents bind 127.0.0.1 too
     metrics_port = free_port()
-    ray.init(
-        _node_ip_address="127.0.0.1",
-        include_dashboard=False,
+    url = sdk.start(  # the product's own local start: Ray and Serve on 127.0.0.1
+        host=SERVE_HOST,
+        port=free_port(),
         num_cpus=8,
         resources={"neuron_cores": 2},
         _metrics_export_port=metrics_port,
         configure_logging=False,
         log_to_driver=True,
     )
-    port = free_port()
-    serve.start(
-        http_options={"host": SERVE_HOST, "port": port},
-        logging_config={"enable_access_log": False},
-    )
-    yield {"url": f"http://{SERVE_HOST}:{port}", "metrics_port": metrics_port}
-    serve.shutdown()
-    ray.shutdown()
+    yield {"url": url, "metrics_port": metrics_port}
+    sdk.shutdown()
 
 
 @pytest.fixture(scope="session")
