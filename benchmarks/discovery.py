@@ -26,6 +26,7 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import builtins
 import contextlib
 import cProfile
 import gc
@@ -94,7 +95,13 @@ class PrefetchedStorage(Storage):
     def delete(self, key: str) -> None:
         raise NotImplementedError
 
-    def _download_object(self, key: str, dest: Path, size: int) -> None:
+    def create(self, key: str, data: bytes, content_type: str | None = None) -> bool:
+        raise NotImplementedError
+
+    def list_folders(self, prefix: str = "") -> builtins.list[str]:
+        raise NotImplementedError
+
+    def _download_object(self, key: str, dest: Path, expected: ObjectInfo) -> None:
         raise NotImplementedError
 
 

@@ -38,6 +38,10 @@ class BuildArgs(BaseModel):
     """Path of the spec file (cortex.yaml)."""
     api: str | None = None
     """The API to serve; may be left out when the spec holds one API."""
+    info_details: bool = False
+    """Whether ``GET <endpoint>/info`` shows the operator's view (states, reasons, storage
+    errors, nodes, paths) to any HTTP client; Cortex's fields are always shown.
+    ``build-config`` sets it for a loopback host."""
 
 
 def build(args: BuildArgs) -> Application:
@@ -52,7 +56,7 @@ def build(args: BuildArgs) -> Application:
     else:
         api = spec.api(args.api)
     check_servable(api, file=spec.file, index=spec.apis.index(api))
-    return build_api(api)
+    return build_api(api, info_details=args.info_details)
 
 
 def reloader_actor(api: ApiSpec) -> DeploymentActorConfig:
@@ -66,7 +70,7 @@ def reloader_actor(api: ApiSpec) -> DeploymentActorConfig:
     )
 
 
-def build_api(api: ApiSpec, **overrides: Any) -> Application:
+def build_api(api: ApiSpec, info_details: bool = False, **overrides: Any) -> Application:
     """The Serve application of one validated API.
 
     ``overrides`` are extra deployment options; ``ray_actor_options`` in them is
@@ -80,7 +84,7 @@ def build_api(api: ApiSpec, **overrides: Any) -> Application:
     if api.kind == "AsyncAPI":
         return _build_async(api, options)
     deployment: Any = serve.deployment(ApiReplica)
-    return deployment.options(**options).bind(api)
+    return deployment.options(**options).bind(api, info_details)
 
 
 def _build_async(api: ApiSpec, worker_options: dict[str, Any]) -> Application:

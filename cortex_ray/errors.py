@@ -23,6 +23,7 @@ __all__ = [
     "SpecError",
     "SpecErrors",
     "StorageAccessDeniedError",
+    "StorageChangedError",
     "StorageError",
     "StorageNotFoundError",
     "StorageUnreachableError",
@@ -119,6 +120,13 @@ class StorageAccessDeniedError(StorageError):
 class StorageUnreachableError(StorageError):
     status_code = 503
     error_type = "storage_unreachable"
+
+
+class StorageChangedError(StorageError):
+    """An object no longer holds the bytes it was listed with (it changed since the listing)."""
+
+    status_code = 503
+    error_type = "storage_changed"
 
 
 # --- models ----------------------------------------------------------------

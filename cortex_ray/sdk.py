@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cortex_ray.errors import DeploymentError
+from cortex_ray.serving.config import is_loopback
 from cortex_ray.serving.options import check_servable
 from cortex_ray.spec import ApiSpec, Spec, load_spec, parse_spec
 
@@ -79,7 +80,13 @@ def start(host: str = "127.0.0.1", port: int = 8000, **ray_init: Any) -> str:
         ray_init.setdefault("include_dashboard", False)
         ray.init(**ray_init)
     serve.start(http_options={"host": host, "port": port}, logging_config={"enable_access_log": False})
+    global _http_host
+    _http_host = host
     return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+
+
+_http_host: str | None = None
+"""The HTTP host :func:`start` gave Serve in this process (``None``: not started here)."""
 
 
 def _load(spec: str | os.PathLike[str] | Mapping[str, Any] | list[Any], base_dir: str | None) -> Spec:
@@ -114,8 +121,11 @@ def deploy(
     return handles
 
 
-def run_api(api: ApiSpec, **overrides: Any) -> None:
+def run_api(api: ApiSpec, info_details: bool | None = None, **overrides: Any) -> None:
     """Serve one validated API as its own application (Serve must be running).
+
+    ``info_details``: whether HTTP ``/info`` shows the operator's view; by default only
+    when this process started Serve on a loopback host.
 
     When a replica cannot start (an error importing ``handler.py`` or in
     ``Handler.__init__``), raises :class:`DeploymentError` carrying the
@@ -125,8 +135,10 @@ def run_api(api: ApiSpec, **overrides: Any) -> None:
 
     from cortex_ray.app import build_api
 
+    if info_details is None:
+        info_details = _http_host is not None and is_loopback(_http_host)
     try:
-        serve.run(build_api(api, **overrides), name=api.name, route_prefix=api.endpoint)
+        serve.run(build_api(api, info_details, **overrides), name=api.name, route_prefix=api.endpoint)
     except RuntimeError as exc:
         detail = ""
         with contextlib.suppress(Exception):  # status is best effort; the original error stands

@@ -1,32 +1,40 @@
-"""The dispatcher: hands every acknowledged workload to the workers until it ends.
+"""The dispatcher: hands every acknowledged workload to a free worker until it ends.
 
-One per AsyncAPI (a deployment-scoped actor of the API's gateway). Each queued
-workload becomes one request to the worker deployment; Serve queues those
-requests and its autoscaler scales the workers with their number (queued plus
-running), within the spec's bounds. When a worker dies mid-workload the request
-fails, and the workload is queued again, up to ``max_attempts``, then marked
-failed with the reason. On start (first deploy, a restart of the application, or
-of this actor) it scans the store and resumes every workload not yet finished,
-so nothing acknowledged is ever lost. Finished workloads expire after
-``result_ttl``.
+One per AsyncAPI (a deployment-scoped actor of the API's gateway). It keeps the queued
+workloads in memory, oldest first, and has at most ``window`` of them out with the
+workers at once (the most workers the API may have: each takes one workload at a time),
+so that a restart with a million queued workloads creates a handful of tasks, not a
+million. The requests waiting for a free worker are what Serve's autoscaler sees, so the
+workers scale with the queue, within the spec's bounds.
+
+A worker that dies mid-workload fails its request, and the workload is tried again, up
+to ``max_attempts``, then marked failed with the reason. A workload whose lease is fresh
+(a worker still runs it, e.g. one dispatched before this dispatcher restarted) is left
+alone until it finishes or its lease goes stale, so a dispatcher restart does not run it
+twice. It starts by itself when Serve recreates it: the gateway pings it every few
+seconds, and the first ping (or submit, or status) scans ``queue/`` and resumes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
+import time
 from typing import Any
 
-from cortex_ray.asyncapi.store import FINAL, WorkloadStore
+from cortex_ray.asyncapi.store import LEASE_TTL, WorkloadStore
 from cortex_ray.spec import ApiSpec
 
-__all__ = ["DISPATCHER_ACTOR", "Dispatcher", "worker_name"]
+__all__ = ["BUSY", "DISPATCHER_ACTOR", "Dispatcher", "worker_name"]
 
 log = logging.getLogger("cortex_ray.dispatcher")
 DISPATCHER_ACTOR = "dispatcher"
-EXPIRY_EVERY = 3600.0
 RESCAN_EVERY = 30.0
+EXPIRY_EVERY = 3600.0
+BUSY = "busy"
+"""A worker's answer when it did not run the workload (running elsewhere, or itself unhealthy)."""
 
 
 def worker_name(api_name: str) -> str:
@@ -38,93 +46,173 @@ class Dispatcher:
 
     def __init__(self, api: ApiSpec, store_uri: str) -> None:
         os.environ.update(api.handler.env)
-        self.api_name = api.name
-        self.store = WorkloadStore(store_uri)
         assert api.workloads is not None
+        self.api_name = api.name
+        self.store = WorkloadStore(store_uri, api.workloads.result_ttl)
         self.max_attempts = api.workloads.max_attempts
-        self.result_ttl = api.workloads.result_ttl
-        self._running: dict[str, asyncio.Task[None]] = {}
-        self._started: asyncio.Task[None] | None = None
+        self.window = max(1, api.autoscaling.max_replicas)
+        self._queue: collections.deque[str] = collections.deque()
+        self._known: set[str] = set()
+        """Queued or out with a worker: dispatched at most once at a time."""
+        self._out = 0
+        self._wake: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._handle: Any = None
+        self.started_at: float | None = None
         self.resumed = 0
         self.dispatched = 0
         self.retried = 0
 
+    # --- called by the gateway -------------------------------------------
+
+    async def ensure_running(self) -> bool:
+        """Start (scan the store and resume) if not yet started; the gateway calls it often."""
+        self._start()
+        return True
+
     async def submit(self, workload_id: str) -> None:
-        """A new workload was stored (status ``in_queue``): process it."""
-        await self._start()
-        self._dispatch(workload_id)
+        """A new workload was stored: queue it."""
+        self._start()
+        self._enqueue(workload_id)
 
     async def status(self) -> dict[str, Any]:
-        await self._start()
+        self._start()
         return {
-            "running_or_queued": len(self._running),
+            "queued": len(self._queue),
+            "with_workers": self._out,
+            "window": self.window,
             "dispatched": self.dispatched,
             "resumed_after_restart": self.resumed,
             "retried_after_worker_failure": self.retried,
             "max_attempts": self.max_attempts,
+            "started_at": self.started_at,
         }
 
-    async def _start(self) -> None:
-        if self._started is None:
-            self._started = asyncio.get_running_loop().create_task(self._resume())
+    # --- the loops ---------------------------------------------------------
 
-    async def _resume(self) -> None:
-        asyncio.get_running_loop().create_task(self._housekeeping())
-        delay = 0.5
-        while True:  # storage may be down at start: keep trying, never give up on what was acknowledged
+    def _start(self) -> None:
+        if self._wake is not None:
+            return
+        self._wake = asyncio.Event()
+        self.started_at = time.time()
+        for loop in (self._pump(), self._rescan(), self._expire()):
+            self._spawn(loop)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _enqueue(self, workload_id: str) -> bool:
+        if workload_id in self._known:
+            return False
+        self._known.add(workload_id)
+        self._queue.append(workload_id)
+        assert self._wake is not None
+        self._wake.set()
+        return True
+
+    async def _pump(self) -> None:
+        assert self._wake is not None
+        while True:
+            while self._queue and self._out < self.window:
+                workload_id = self._queue.popleft()
+                self._out += 1
+                self._spawn(self._run(workload_id))
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def _rescan(self) -> None:
+        """At start, then every ``RESCAN_EVERY``: queue what the store holds unfinished (a
+        restart, or a submit whose call to this actor was lost)."""
+        delay, first = 0.5, True
+        while True:
             try:
                 unfinished = await asyncio.to_thread(self.store.unfinished)
-                break
-            except Exception as exc:
+            except Exception as exc:  # storage down: keep trying, never give up on what was acknowledged
                 log.warning("api %s: cannot scan the workload store yet: %s", self.api_name, exc)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-        for workload_id in unfinished:
-            self.resumed += 1
-            self._dispatch(workload_id)
-        if unfinished:
-            log.info("api %s: resumed %d unfinished workloads", self.api_name, len(unfinished))
+                delay = min(delay * 2, RESCAN_EVERY)
+                continue
+            added = sum(self._enqueue(i) for i in unfinished)
+            if first and added:
+                self.resumed += added
+                log.info("api %s: resumed %d unfinished workloads", self.api_name, added)
+            first, delay = False, 0.5
+            await asyncio.sleep(RESCAN_EVERY)
 
-    def _dispatch(self, workload_id: str) -> None:
-        if workload_id in self._running:
-            return
-        task = asyncio.get_running_loop().create_task(self._process(workload_id))
-        self._running[workload_id] = task
-        task.add_done_callback(lambda _: self._running.pop(workload_id, None))
-
-    async def _process(self, workload_id: str) -> None:
-        try:
-            status = await asyncio.to_thread(self.store.status, workload_id)
-            if status is not None and status["status"] in FINAL:
-                return  # finished meanwhile (seen unfinished by a scan)
-            meta = await asyncio.to_thread(self.store.meta, workload_id)
-        except Exception as exc:  # storage trouble: the next rescan dispatches it again
-            log.warning("api %s: workload %s not dispatched yet: %s", self.api_name, workload_id, exc)
-            return
-        attempts = int(meta.get("attempts", 0))
+    async def _expire(self) -> None:
+        every = min(EXPIRY_EVERY, max(1.0, self.store.result_ttl / 10))
         while True:
+            await asyncio.sleep(every)
+            try:
+                removed = await asyncio.to_thread(self.store.expire)
+                if removed:
+                    log.info("api %s: %d finished workloads expired", self.api_name, removed)
+            except Exception as exc:  # storage trouble: try again next time
+                log.warning("api %s: workload expiry failed: %s", self.api_name, exc)
+
+    # --- one workload --------------------------------------------------------
+
+    async def _run(self, workload_id: str) -> None:
+        requeue_after: float | None = None
+        try:
+            requeue_after = await self._process(workload_id)
+        except Exception as exc:  # storage trouble: the next rescan queues it again
+            log.warning("api %s: workload %s not dispatched yet: %s", self.api_name, workload_id, exc)
+        finally:
+            self._out -= 1
+            self._known.discard(workload_id)
+            assert self._wake is not None
+            self._wake.set()
+        if requeue_after is not None:
+            await asyncio.sleep(requeue_after)
+            self._enqueue(workload_id)
+
+    async def _process(self, workload_id: str) -> float | None:
+        """Run one workload to its end; returns a delay when it must be looked at again later."""
+        state = await asyncio.to_thread(self.store.state, workload_id)
+        if state.final is not None:  # finished, but not tidied (a crash right after)
+            await asyncio.to_thread(self.store.tidy, workload_id, state.final)
+            return None
+        if state.problem is not None:
+            log.error("api %s: workload %s cannot run: %s", self.api_name, workload_id, state.problem)
+            await asyncio.to_thread(
+                self.store.finish,
+                workload_id,
+                "failed",
+                error={"type": "CorruptWorkload", "message": state.problem},
+            )
+            return None
+        if state.lease_fresh():  # a worker runs it now (dispatched before a restart)
+            return LEASE_TTL / 2
+        attempts = state.attempts
+        while True:
+            attempts += 1
+            await asyncio.to_thread(self.store.set_attempts, workload_id, attempts)
             self.dispatched += 1
             try:
-                await self._worker().process.remote(workload_id, attempts + 1)
-                return
-            except Exception as exc:  # the worker died or could not be reached: retry
-                attempts += 1
-                reason = (
-                    f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-                )
-                await asyncio.to_thread(self.store.set_attempts, workload_id, attempts)
+                answer = await self._worker().process.remote(workload_id, attempts)
+            except Exception as exc:  # the worker died, timed out, or could not be reached
+                reason = _first_line(exc)
                 if attempts >= self.max_attempts:
-                    message = f"the worker failed {attempts} times; last: {reason}"
+                    message = f"the workload failed {attempts} times; last: {reason}"
                     log.error("api %s: workload %s failed: %s", self.api_name, workload_id, message)
-                    await asyncio.to_thread(self.store.fail, workload_id, "WorkerFailure", message)
-                    return
+                    await asyncio.to_thread(
+                        self.store.finish,
+                        workload_id,
+                        "failed",
+                        error={"type": _error_type(exc), "message": message},
+                    )
+                    return None
                 self.retried += 1
-                log.warning(
-                    "api %s: workload %s: worker failed (%s), retrying", self.api_name, workload_id, reason
-                )
-                await asyncio.to_thread(self.store.set_status, workload_id, "in_queue", attempts=attempts)
+                log.warning("api %s: workload %s: %s, retrying", self.api_name, workload_id, reason)
                 await asyncio.sleep(min(5.0, 0.5 * attempts))
+                continue
+            if answer == BUSY:  # not run: it runs elsewhere, or the worker stopped taking work
+                await asyncio.to_thread(self.store.set_attempts, workload_id, attempts - 1)
+                return 1.0
+            return None
 
     def _worker(self) -> Any:
         if self._handle is None:
@@ -133,22 +221,14 @@ class Dispatcher:
             self._handle = serve.get_deployment_handle(worker_name(self.api_name), self.api_name)
         return self._handle
 
-    async def _housekeeping(self) -> None:
-        """Expire old results; pick up any stored workload whose submit call was lost."""
-        last_expiry = 0.0
-        while True:
-            await asyncio.sleep(RESCAN_EVERY)
-            try:
-                for workload_id in await asyncio.to_thread(self.store.unfinished):
-                    self._dispatch(workload_id)
-                if loop_time() - last_expiry >= min(EXPIRY_EVERY, max(1.0, self.result_ttl / 2)):
-                    last_expiry = loop_time()
-                    removed = await asyncio.to_thread(self.store.expire, self.result_ttl)
-                    if removed:
-                        log.info("api %s: %d finished workloads expired", self.api_name, removed)
-            except Exception as exc:  # storage trouble: try again next time
-                log.warning("api %s: workload housekeeping failed: %s", self.api_name, exc)
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    # Ray's task errors put the cause's own message last
+    return f"{_error_type(exc)}: {lines[-1].strip() if lines else ''}"[:500]
 
 
-def loop_time() -> float:
-    return asyncio.get_running_loop().time()
+def _error_type(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None)
+    return type(cause).__name__ if isinstance(cause, BaseException) else type(exc).__name__

@@ -24,6 +24,7 @@ from cortex_ray.spec import ApiSpec
 __all__ = ["AsyncGateway"]
 
 log = logging.getLogger("cortex_ray.gateway")
+DISPATCHER_PING = 3.0
 
 
 class WorkloadNotFoundError(ModelNotFoundError):
@@ -37,18 +38,20 @@ class AsyncGateway:
         os.environ.update(api.handler.env)
         assert api.workloads is not None and api.workloads.store is not None
         self.api = api
-        self.store = WorkloadStore(api.workloads.store)
+        self.store = WorkloadStore(api.workloads.store, api.workloads.result_ttl)
         self._dispatcher: Any = None
-        # wake the dispatcher: on a restart it resumes the unfinished workloads at once
-        self._wake = asyncio.get_running_loop().create_task(self._wake_dispatcher())
+        self._keepalive = asyncio.get_running_loop().create_task(self._keep_dispatcher_running())
 
-    async def _wake_dispatcher(self) -> None:
-        for _ in range(60):
+    async def _keep_dispatcher_running(self) -> None:
+        """Ping the dispatcher for as long as this gateway lives: one that Serve recreated
+        (it died, or its node did) starts and resumes the queued workloads within seconds,
+        whether or not anyone submits."""
+        while True:
             try:
-                await self._dispatcher_call("status")
-                return
-            except Exception:  # not created yet: Serve creates it before the replicas, retry
-                await asyncio.sleep(1.0)
+                await self._dispatcher_call("ensure_running")
+            except Exception as exc:  # being created or recreated by Serve: ask again soon
+                log.debug("dispatcher not reachable yet: %s", exc)
+            await asyncio.sleep(DISPATCHER_PING)
 
     async def __call__(self, request: Request) -> Response:
         path = request.scope.get("path", "/")

@@ -1,16 +1,30 @@
 """Where an AsyncAPI's workloads live: a local folder (default) or an S3 prefix.
 
-One folder per workload, named by its server-generated id::
+Layout below the store's root::
 
-    <id>/payload        the request body, as received
-    <id>/meta.json      content type, submission time, attempts
-    <id>/status.json    {"status": in_queue | in_progress | completed | failed, ...}
-    <id>/result.json    the handler's result (completed workloads)
+    queue/<id>                     one per unfinished workload: {"attempts": n}
+    workloads/<id>/payload         the request body, as received
+    workloads/<id>/meta.json       content type, size, submission time
+    workloads/<id>/lease.json      the worker running it: attempt, heartbeat time
+    workloads/<id>/final.json      completed (with the result) or failed (with the error)
+    done/<bucket>/<id>             finished workloads, by finishing time, for expiry
 
-Every object is written whole (S3 PUT, or a local temp file renamed into place),
-so a reader never sees half an object. Ids have one fixed form; anything else is
-refused before the store is touched, so a GET can never reach outside the API's
-prefix.
+The rules that keep acknowledged work safe:
+
+* A workload is acknowledged only once its payload, metadata and queue entry are written
+  durably (local folders: fsync of the file and its folder; S3: a completed PUT).
+* ``final.json`` is written with a **create-only** write (S3 ``If-None-Match: *``, a hard
+  link locally), so a final status is never overwritten: whichever run finishes first
+  wins, later ones find it and stop. Nothing else decides the status: ``queue/`` and the
+  lease only say whether it waits or runs.
+* A pass over the store touches only what it is about: ``queue/`` holds just the
+  unfinished workloads, and expiry lists the folder names under ``done/`` and then only
+  the buckets whose time has come.
+* A file that cannot be read (empty after a power loss, corrupt) fails that workload with
+  a reason saying so, and never stops the others.
+
+Ids have one fixed form; anything else is refused before the store is touched, so a GET
+can never reach outside the API's prefix.
 """
 
 from __future__ import annotations
@@ -19,17 +33,20 @@ import json
 import re
 import secrets
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from cortex_ray.errors import StorageNotFoundError
+from cortex_ray.errors import StorageError, StorageNotFoundError
 from cortex_ray.storage import Storage, open_storage
 
-__all__ = ["FINAL", "STATUSES", "WorkloadStore", "new_workload_id", "valid_workload_id"]
+__all__ = ["FINAL", "STATUSES", "WorkloadState", "WorkloadStore", "new_workload_id", "valid_workload_id"]
 
 STATUSES = ("in_queue", "in_progress", "completed", "failed")
 FINAL = ("completed", "failed")
 _ID = re.compile(r"[0-9]{14}-[0-9a-f]{20}")
+LEASE_TTL = 20.0
+"""A lease not renewed for this long belongs to a worker that died: the workload may run again."""
 
 
 def new_workload_id() -> str:
@@ -45,9 +62,30 @@ def rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+class Unreadable(StorageError):
+    """A store file exists but cannot be read as what it should hold."""
+
+
+@dataclass
+class WorkloadState:
+    """What the dispatcher needs to decide about one queued workload."""
+
+    final: dict[str, Any] | None
+    attempts: int
+    lease: dict[str, Any] | None
+    problem: str | None = None
+    """Why the workload cannot run (unreadable metadata, truncated payload), if it cannot."""
+
+    def lease_fresh(self, now: float | None = None) -> bool:
+        if self.lease is None:
+            return False
+        return (now or time.time()) - float(self.lease.get("heartbeat_at", 0)) < LEASE_TTL
+
+
 class WorkloadStore:
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, result_ttl: float = 7 * 86400) -> None:
         self.uri = uri
+        self.result_ttl = result_ttl
         self._storage: Storage | None = None
 
     @property
@@ -57,91 +95,183 @@ class WorkloadStore:
         return self._storage
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"uri": self.uri, "_storage": None}
+        return {"uri": self.uri, "result_ttl": self.result_ttl, "_storage": None}
 
-    # --- writing -----------------------------------------------------------
+    # --- submitting ----------------------------------------------------------
 
     def submit(self, workload_id: str, body: bytes, content_type: str) -> None:
+        """Store a new workload durably; it is acknowledged once this returns."""
         now = time.time()
-        self.storage.upload(f"{workload_id}/payload", body, content_type)
-        self._put_json(
-            f"{workload_id}/meta.json", {"content_type": content_type, "submitted_at": now, "attempts": 0}
-        )
-        self.set_status(workload_id, "in_queue")
+        self.storage.upload(f"workloads/{workload_id}/payload", body, content_type)
+        meta = {"content_type": content_type, "submitted_at": now, "size": len(body)}
+        self._put(f"workloads/{workload_id}/meta.json", meta)
+        self._put(f"queue/{workload_id}", {"attempts": 0})
 
-    def set_status(self, workload_id: str, status: str, **extra: Any) -> None:
-        self._put_json(f"{workload_id}/status.json", {"status": status, "updated_at": time.time(), **extra})
+    # --- running -----------------------------------------------------------
+
+    def state(self, workload_id: str) -> WorkloadState:
+        final = self._final(workload_id)
+        if final is not None:
+            return WorkloadState(final, 0, None)
+        problem = None
+        try:
+            attempts = int(self._get(f"queue/{workload_id}").get("attempts", 0))
+        except (Unreadable, StorageNotFoundError, ValueError, TypeError):
+            attempts = 0  # the count is lost, not the workload
+        try:
+            self._meta(workload_id)
+        except Unreadable as exc:
+            problem = str(exc)
+        except StorageNotFoundError:
+            problem = "the workload's metadata is missing from the store"
+        return WorkloadState(None, attempts, self.lease(workload_id), problem)
 
     def set_attempts(self, workload_id: str, attempts: int) -> None:
-        meta = self.meta(workload_id)
-        meta["attempts"] = attempts
-        self._put_json(f"{workload_id}/meta.json", meta)
+        self._put(f"queue/{workload_id}", {"attempts": attempts})
 
-    def complete(self, workload_id: str, result: dict[str, Any]) -> None:
-        self._put_json(f"{workload_id}/result.json", result)
-        self.set_status(workload_id, "completed")
-        self.storage.delete(f"{workload_id}/payload")
+    def payload(self, workload_id: str) -> tuple[bytes, str]:
+        """The body and its content type; :class:`Unreadable` when either is damaged."""
+        meta = self._meta(workload_id)
+        try:
+            body = self.storage.read(f"workloads/{workload_id}/payload")
+        except StorageNotFoundError as exc:
+            raise Unreadable(f"workload {workload_id}: its payload is missing from the store") from exc
+        size = meta.get("size")
+        if isinstance(size, int) and size != len(body):
+            raise Unreadable(
+                f"workload {workload_id}: its payload is truncated in the store ({len(body)} of {size} bytes)"
+            )
+        return body, str(meta["content_type"])
 
-    def fail(self, workload_id: str, error_type: str, message: str) -> None:
-        self.set_status(workload_id, "failed", error={"type": error_type, "message": message})
-        self.storage.delete(f"{workload_id}/payload")
+    def lease(self, workload_id: str) -> dict[str, Any] | None:
+        try:
+            return self._get(f"workloads/{workload_id}/lease.json")
+        except StorageNotFoundError:
+            return None
+        except Unreadable:
+            return {"heartbeat_at": 0}  # a lease nobody can read is a stale one
+
+    def renew_lease(self, workload_id: str, attempt: int, holder: str) -> None:
+        lease = {"attempt": attempt, "holder": holder, "heartbeat_at": time.time()}
+        self._put(f"workloads/{workload_id}/lease.json", lease)
+
+    def finish(self, workload_id: str, status: str, **body: Any) -> dict[str, Any]:
+        """Record the final status once: returns the final document that stands (this one, or
+        the one another run wrote first), then tidies up (idempotent)."""
+        assert status in FINAL
+        final = {"status": status, "finished_at": time.time(), **body}
+        data = json.dumps(final).encode()
+        if not self.storage.create(f"workloads/{workload_id}/final.json", data, "application/json"):
+            final = self._final(workload_id) or final
+        self.tidy(workload_id, final)
+        return final
+
+    def tidy(self, workload_id: str, final: dict[str, Any]) -> None:
+        """After the final status: index it for expiry, drop the payload and the queue entry."""
+        finished = float(final.get("finished_at", time.time()))
+        self.storage.upload(f"done/{_bucket(finished, self.result_ttl)}/{workload_id}", b"")
+        for key in (f"workloads/{workload_id}/payload", f"workloads/{workload_id}/lease.json"):
+            self.storage.delete(key)
+        self.storage.delete(f"queue/{workload_id}")
 
     # --- reading -----------------------------------------------------------
 
-    def payload(self, workload_id: str) -> tuple[bytes, str]:
-        meta = self.meta(workload_id)
-        return self.storage.read(f"{workload_id}/payload"), str(meta["content_type"])
-
-    def meta(self, workload_id: str) -> dict[str, Any]:
-        return self._get_json(f"{workload_id}/meta.json")
-
-    def status(self, workload_id: str) -> dict[str, Any] | None:
-        """The status document, or ``None`` when the id is unknown."""
-        try:
-            return self._get_json(f"{workload_id}/status.json")
-        except StorageNotFoundError:
-            return None
-
     def describe(self, workload_id: str) -> dict[str, Any] | None:
-        """The GET reply: ``{"id", "status"}`` plus result and timestamp, or the error."""
-        status = self.status(workload_id)
-        if status is None:
-            return None
-        out: dict[str, Any] = {"id": workload_id, "status": status["status"]}
-        if status["status"] == "completed":
-            out["result"] = self._get_json(f"{workload_id}/result.json")
-            out["timestamp"] = rfc3339(status["updated_at"])
-        elif status["status"] == "failed":
-            out["error"] = status.get("error", {})
-            out["timestamp"] = rfc3339(status["updated_at"])
-        return out
+        """The GET reply: ``{"id", "status"}`` plus the result or the error and a timestamp."""
+        final = self._final(workload_id)
+        if final is not None:
+            out: dict[str, Any] = {"id": workload_id, "status": final["status"]}
+            if final["status"] == "completed":
+                out["result"] = final.get("result")
+            else:
+                out["error"] = final.get("error", {})
+            out["timestamp"] = rfc3339(float(final.get("finished_at", 0)))
+            return out
+        if self.lease(workload_id) is not None:
+            return {"id": workload_id, "status": "in_progress"}
+        if self._exists(f"queue/{workload_id}"):
+            return {"id": workload_id, "status": "in_queue"}
+        return None
 
     def unfinished(self) -> list[str]:
-        """Every workload not completed or failed, oldest first: one listing, no reads.
+        """Every workload not yet finished, oldest first: one listing of ``queue/`` alone."""
+        return sorted(o.key for o in self.storage.list("queue") if valid_workload_id(o.key))
 
-        A workload's payload is deleted when it ends, so the ids that still hold one
-        are exactly the unfinished ones.
-        """
-        ids = {obj.key.split("/", 1)[0] for obj in self.storage.list() if obj.key.endswith("/payload")}
-        return sorted(i for i in ids if valid_workload_id(i))
-
-    def expire(self, ttl: float) -> int:
-        """Delete finished workloads older than ``ttl`` seconds; returns how many."""
+    def expire(self, now: float | None = None) -> int:
+        """Delete finished workloads older than the TTL; touches only the buckets now due."""
+        now = time.time() if now is None else now
+        ttl = self.result_ttl
         removed = 0
-        cutoff = time.time() - ttl
-        for workload_id in self._ids():
-            status = self.status(workload_id)
-            if status is not None and status["status"] in FINAL and status["updated_at"] < cutoff:
-                self.storage.delete_prefix(workload_id)
-                removed += 1
+        for bucket in self.storage.list_folders("done"):
+            end = _bucket_end(bucket)
+            if end is None or end + ttl > now:
+                continue
+            for marker in self.storage.list(f"done/{bucket}"):
+                if valid_workload_id(marker.key):
+                    self.storage.delete_prefix(f"workloads/{marker.key}")
+                    removed += 1
+            self.storage.delete_prefix(f"done/{bucket}")
         return removed
 
-    def _ids(self) -> list[str]:
-        ids = {obj.key.split("/", 1)[0] for obj in self.storage.list() if obj.key.endswith("/status.json")}
-        return sorted(i for i in ids if valid_workload_id(i))
+    # --- helpers -----------------------------------------------------------
 
-    def _put_json(self, key: str, value: Any) -> None:
+    def _final(self, workload_id: str) -> dict[str, Any] | None:
+        try:
+            final = self._get(f"workloads/{workload_id}/final.json")
+        except StorageNotFoundError:
+            return None
+        except Unreadable as exc:
+            return {
+                "status": "failed",
+                "error": {"type": "CorruptWorkload", "message": str(exc)},
+                "finished_at": time.time(),
+            }
+        if final.get("status") not in FINAL:
+            return {
+                "status": "failed",
+                "error": {"type": "CorruptWorkload", "message": f"workload {workload_id}: bad final status"},
+                "finished_at": float(final.get("finished_at", 0) or 0),
+            }
+        return final
+
+    def _meta(self, workload_id: str) -> dict[str, Any]:
+        meta = self._get(f"workloads/{workload_id}/meta.json")
+        if not isinstance(meta.get("content_type"), str):
+            raise Unreadable(f"workload {workload_id}: its metadata names no content type")
+        return meta
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self.storage.read(key)
+        except StorageNotFoundError:
+            return False
+        return True
+
+    def _put(self, key: str, value: Any) -> None:
         self.storage.upload(key, json.dumps(value).encode(), "application/json")
 
-    def _get_json(self, key: str) -> dict[str, Any]:
-        return json.loads(self.storage.read(key))
+    def _get(self, key: str) -> dict[str, Any]:
+        data = self.storage.read(key)
+        try:
+            value = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            what = "empty" if not data else "not valid JSON"
+            raise Unreadable(f"{self.storage.describe(key)} is unreadable ({what})") from exc
+        if not isinstance(value, dict):
+            raise Unreadable(f"{self.storage.describe(key)} is unreadable (not a JSON object)")
+        return value
+
+
+def _bucket(finished_at: float, ttl: float) -> str:
+    """The expiry bucket of a workload finished at ``finished_at``: about a hundredth of the TTL
+    wide (1 s to 1 h), so a bucket is deleted at most that late and a pass lists few folders."""
+    width = int(min(3600, max(1, ttl // 100)))
+    start = int(finished_at // width * width)
+    return f"{start:012d}-{width}"
+
+
+def _bucket_end(name: str) -> float | None:
+    start, _, width = name.partition("-")
+    if not (start.isdigit() and width.isdigit()):
+        return None
+    return float(int(start) + int(width))

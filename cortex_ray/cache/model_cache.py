@@ -1,16 +1,16 @@
-"""A replica's model cache: memory and disk tiers, LRU, one load per version, live swaps.
+"""A replica's model cache: what to serve, what to load, what a new tree changes.
 
-All bookkeeping runs on the replica's event loop (no locks); downloads and the
-user's ``load_model`` run in threads. Limits count model versions and are
-enforced at the moment of each load, in-flight loads included (see
-:mod:`cortex_ray.cache.tiers`).
+The tiers (:mod:`cortex_ray.cache.tiers`) hold the slots and run downloads and loads;
+this class decides which version serves a request and reconciles with each tree the
+reloader publishes (an idempotent :meth:`ModelCache.set_tree`).
 
-Live reloading (:meth:`ModelCache.set_tree`) never makes a request wait on a
-swap: a version whose files changed keeps serving its loaded object while the
-new files load in the background; "latest" moves to a new version only once
-that version loaded; a request for "latest" that must load falls back to lower
-versions when the highest fails. Failed loads are retried with backoff, and at
-once when their files change again.
+Live reloading never makes a request wait on a swap: a version whose files changed
+keeps serving its loaded object while the new files load in the background; "latest"
+moves to a new version only once that version loaded (its load takes over the memory
+slot of the version it replaces, so nothing is evicted for it); a request for "latest"
+that must load falls back to lower versions when the highest fails. Failed loads are
+retried with backoff, and at once when their files change again. The event loop's
+``try_get`` and the awaiting ``get`` follow the same rules.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cortex_ray.cache.resolve import resolve_model, resolve_version
-from cortex_ray.cache.tiers import Key, LoadedModel, Loader, Tiers
+from cortex_ray.cache.resolve import parse_version, resolve_model, resolve_version
+from cortex_ray.cache.tiers import Key, LoadedModel, Loader, Superseded, Tiers
 from cortex_ray.errors import ModelLoadError
 from cortex_ray.models.tree import ModelInfo, ModelTree, VersionInfo
 
@@ -56,56 +56,74 @@ class ModelCache(Tiers):
         self.tree = tree or ModelTree()
         self._latest: dict[str, int] = {}
         self._failures: dict[Key, _Failure] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._retry_task: asyncio.Task[None] | None = None
 
     # --- requests ----------------------------------------------------------
 
+    def try_get(self, name: str | None, version: str | int | None = "latest") -> LoadedModel | None:
+        """What serves ``name``/``version`` right now without waiting, or ``None`` when that
+        needs a load. Raises the request's 4xx/503 errors. Starts background swaps."""
+        wanted = parse_version(version)
+        if wanted is None:
+            model_name, model = resolve_model(self.tree, name)
+            return self._serving_latest(model_name, model)
+        model_name, info = resolve_version(self.tree, name, wanted)
+        held = self.held((model_name, info.version))
+        if held is None:
+            return None
+        self.touch((model_name, info.version))
+        if held.fingerprint != info.fingerprint:
+            self._background(model_name, info)  # serve the old files while the new ones load
+        return held
+
     async def get(self, name: str | None, version: str | int | None = "latest") -> LoadedModel:
         """The loaded model for ``name``/``version`` (loading it if needed)."""
-        if version is None or version == "latest":
-            model_name, model = resolve_model(self.tree, name)
-            return await self._get_latest(model_name, model)
-        model_name, info = resolve_version(self.tree, name, version)
-        return await self._get_exact(model_name, info)
-
-    async def _get_exact(self, name: str, info: VersionInfo) -> LoadedModel:
-        held = self._memory.get((name, info.version))
-        if held is not None:
-            self.touch((name, info.version))
-            if held.fingerprint != info.fingerprint:
-                self._background(name, info)  # serve the old files while the new ones load
-            return held
-        self._raise_if_backing_off(name, info)
-        return await self.load(name, info)
-
-    async def _get_latest(self, name: str, model: ModelInfo) -> LoadedModel:
-        candidates = sorted(model.valid_versions, reverse=True)
-        top = model.versions[candidates[0]]
-        pointer = self._latest.get(name)
-        held = self._memory.get((name, pointer)) if pointer is not None else None
-        if held is not None and pointer in model.versions:
-            self.touch((name, held.version))
-            if pointer != top.version or held.fingerprint != top.fingerprint:
-                self._background(name, top)
-            if held.fingerprint != model.versions[held.version].fingerprint:
-                self._background(name, model.versions[held.version])
-            return held
-        error: BaseException | None = None
-        for v in candidates:  # load the highest version that loads
-            info = model.versions[v]
-            current = self._memory.get((name, v))
-            if current is not None and current.fingerprint == info.fingerprint:
-                self._latest[name] = v
-                return current
+        for _ in range(5):  # a new tree may land while a load runs: resolve again
+            held = self.try_get(name, version)
+            if held is not None:
+                return held
             try:
-                self._raise_if_backing_off(name, info)
-                loaded = await self.load(name, info)
+                return await self._load_for(name, version)
+            except Superseded:
+                continue
+        raise ModelLoadError(f"model {name!r} kept changing while it was being loaded; try again")
+
+    def _serving_latest(self, name: str, model: ModelInfo) -> LoadedModel | None:
+        pointer = self._latest.get(name)
+        held = self.held((name, pointer)) if pointer is not None else None
+        if held is None or pointer not in model.versions:
+            return None
+        assert pointer is not None and model.latest is not None
+        self.touch((name, pointer))
+        top = model.versions[model.latest]
+        if pointer != top.version:
+            self._background(name, top, replaces=(name, pointer))  # "latest" moves once it loaded
+        elif held.fingerprint != top.fingerprint:
+            self._background(name, top)
+        return held
+
+    async def _load_for(self, name: str | None, version: str | int | None) -> LoadedModel:
+        wanted = parse_version(version)
+        if wanted is not None:
+            model_name, info = resolve_version(self.tree, name, wanted)
+            self._raise_if_backing_off(model_name, info)
+            return await self.load(model_name, info)
+        model_name, model = resolve_model(self.tree, name)
+        error: ModelLoadError | None = None
+        for v in model.candidates:  # the highest version that loads
+            info = model.versions[v]
+            try:
+                held = self.peek(model_name, info)
+                if held is None:
+                    self._raise_if_backing_off(model_name, info)
+                    held = await self.load(model_name, info)
+            except Superseded:
+                raise
             except ModelLoadError as exc:
                 error = error or exc
                 continue
-            self._latest[name] = v
-            return loaded
+            self._latest[model_name] = v
+            return held
         assert error is not None
         raise error
 
@@ -119,29 +137,28 @@ class ModelCache(Tiers):
     def set_tree(self, tree: ModelTree) -> None:
         """Reconcile with a newly published tree (idempotent)."""
         self.tree = tree
-        for key in list(self._memory) + list(self._disk):
+        for key in {*self.in_memory, *self.on_disk}:
             info = self._info(key)
+            held = self.held(key)
             if info is None or not info.valid:
-                self._delete(key)  # removed: free memory and disk
-            elif key in self._memory and self._memory[key].fingerprint != info.fingerprint:
+                self.remove(key)  # removed: free memory and disk (loads running are discarded)
+            elif held is not None and held.fingerprint != info.fingerprint:
                 self._background(key[0], info)  # changed in place: reload, keep serving the old
-            elif (
-                key not in self._memory
-                and self._disk[key].fingerprint != info.fingerprint
-                and not any(f[:2] == key for f in self._loading)  # never under a running load
-            ):
-                self._delete(key)
+            elif held is None:
+                entry = self._entries.get(key)
+                if entry is not None and entry.folder and entry.folder.fingerprint != info.fingerprint:
+                    self.drop_stale_folder(key)  # deleted once no load reads it
         self._failures = {k: f for k, f in self._failures.items() if self._fingerprint(k) == f.fingerprint}
         for name, pointer in list(self._latest.items()):
             model = tree.models.get(name)
             if model is None or pointer not in model.versions:
                 del self._latest[name]
-            elif model.latest is not None and (name, pointer) in self._memory:
-                self._background(name, model.versions[model.latest])  # the holder loads the new latest
+            elif model.latest is not None and model.latest != pointer and self.held((name, pointer)):
+                self._background(name, model.versions[model.latest], replaces=(name, pointer))
         if self.memory_limit is None:  # no cache limits: keep every version on disk, as Cortex did
             for name, model in tree.models.items():
                 for info in model.versions.values():
-                    if info.valid and (name, info.version) not in self._disk:
+                    if info.valid and (name, info.version) not in self._disk_lru:
                         self._spawn(self._quiet(self.ensure_on_disk(name, info)))
 
     async def download_all(self) -> None:
@@ -158,19 +175,14 @@ class ModelCache(Tiers):
 
     # --- background loads and retries -----------------------------------------
 
-    def _background(self, name: str, info: VersionInfo) -> None:
+    def _background(self, name: str, info: VersionInfo, replaces: Key | None = None) -> None:
         if self.in_flight(name, info):
             return
         failure = self._failures.get((name, info.version))
         if failure and failure.fingerprint == info.fingerprint and time.monotonic() < failure.retry_at:
             self._ensure_retry_loop()
             return
-        self._spawn(self._quiet(self.load(name, info)))
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._quiet(self.load(name, info, replaces)))
 
     async def _quiet(self, awaitable: Any) -> None:
         try:
@@ -187,19 +199,21 @@ class ModelCache(Tiers):
             await asyncio.sleep(1.0)
             for key, failure in list(self._failures.items()):
                 info = self._info(key)
-                if info is None or info.fingerprint != failure.fingerprint:
+                due = time.monotonic() >= failure.retry_at
+                if info is None or info.fingerprint != failure.fingerprint or not due:
                     continue
-                wanted = key in self._memory or (
-                    key[0] in self._latest and self.tree.models[key[0]].latest == key[1]
-                )
-                if wanted and time.monotonic() >= failure.retry_at:
-                    self._spawn(self._quiet(self.load(key[0], info)))
+                name, version = key
+                pointer = self._latest.get(name)
+                model = self.tree.models.get(name)
+                if self.held(key) is not None:
+                    self._background(name, info)
+                elif pointer is not None and model is not None and model.latest == version:
+                    self._background(name, info, replaces=(name, pointer))
 
     # --- hooks called by Tiers ---------------------------------------------
 
     def _on_loaded(self, loaded: LoadedModel) -> None:
-        key = (loaded.name, loaded.version)
-        self._failures.pop(key, None)
+        self._failures.pop((loaded.name, loaded.version), None)
         model = self.tree.models.get(loaded.name)
         if model is not None and model.latest == loaded.version and loaded.name in self._latest:
             if self._latest[loaded.name] != loaded.version:
@@ -212,7 +226,7 @@ class ModelCache(Tiers):
         attempts = previous.attempts + 1 if previous and previous.fingerprint == info.fingerprint else 1
         self._failures[key] = _Failure(info.fingerprint, reason, attempts)
         log.error("model %s version %s failed (attempt %d): %s", name, info.version, attempts, reason)
-        if key in self._memory or name in self._latest:
+        if self.held(key) is not None or name in self._latest:
             self._ensure_retry_loop()
 
     def _is_current(self, key: Key, fingerprint: str) -> bool:
@@ -220,7 +234,8 @@ class ModelCache(Tiers):
 
     def _info(self, key: Key) -> VersionInfo | None:
         model = self.tree.models.get(key[0])
-        return model.versions.get(key[1]) if model else None
+        info = model.versions.get(key[1]) if model else None
+        return info if info is not None and info.valid else None
 
     def _fingerprint(self, key: Key) -> str | None:
         info = self._info(key)
@@ -231,9 +246,11 @@ class ModelCache(Tiers):
     def state(self, name: str, version: int) -> dict[str, Any]:
         """What this replica knows of one version (for ``/info``)."""
         key = (name, version)
-        info = self._info(key)
-        held = self._memory.get(key)
-        out: dict[str, Any] = {"in_memory": held is not None, "on_disk": key in self._disk}
+        model = self.tree.models.get(name)
+        info = model.versions.get(version) if model else None
+        held = self.held(key)
+        memory, disk = self.entry_states(key)
+        out: dict[str, Any] = {"in_memory": held is not None, "on_disk": key in self._disk_lru}
         failure = self._failures.get(key)
         if info is not None and info.error:
             out.update(state="failed", reason=info.error)
@@ -243,6 +260,7 @@ class ModelCache(Tiers):
             out.update(state="failed", reason=failure.reason, failed_at=failure.at, attempts=failure.attempts)
         else:
             out["state"] = "available"
+        out["cache_state"] = {"memory": memory, "disk": disk}
         if held is not None:
             metadata = getattr(held.model, "cortex_metadata", None)
             if isinstance(metadata, dict):
@@ -256,5 +274,6 @@ class ModelCache(Tiers):
         return out
 
     async def close(self) -> None:
-        for task in [*self._tasks, *([self._retry_task] if self._retry_task else [])]:
+        for task in [*self._work, *([self._retry_task] if self._retry_task else [])]:
             task.cancel()
+        self.reclaimer.close()

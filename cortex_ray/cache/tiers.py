@@ -1,57 +1,43 @@
-"""The two cache tiers (memory, disk) and single-flight loading.
+"""The two cache tiers (memory, disk): slots, single-flight downloads and loads.
 
-Limits count model versions. A load first takes a slot in each tier it needs,
-evicting the least recently used entries; slots taken by loads still running
-count as used, and when every slot is taken by such loads the new load waits.
-So neither tier ever holds more than its limit, in-flight loads included.
-Disk folders are named by the files' fingerprint, so a version being reloaded
-keeps its old folder until its new object has replaced the old one.
+Every model version is an :class:`~cortex_ray.cache.entry.Entry` whose state says which
+slots it holds (see that module). A download or load first takes its slot: when the tier
+is full it evicts the least recently used entry that can go now, and when none can (every
+slot is held by something in flight or being read) it waits for one to be freed. So
+neither tier ever holds more than its limit, in-flight work included. One download and
+one load per version at a time, however many callers ask. Folders are named by the
+files' fingerprint and are deleted only once no load reads them. All bookkeeping runs on
+the replica's event loop (no locks); downloads and the user's ``load_model`` run in
+threads, and unloaded objects are reclaimed off the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import shutil
-import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cortex_ray.errors import ModelLoadError
+from cortex_ray.cache.entry import Entry, Folder, Key, LoadedModel
+from cortex_ray.cache.reclaim import Reclaimer
+from cortex_ray.errors import CortexRayError, ModelLoadError
 from cortex_ray.models.tree import VersionInfo
 from cortex_ray.storage import open_storage
 
-__all__ = ["Key", "LoadedModel", "Loader", "Tiers"]
+__all__ = ["Key", "LoadedModel", "Loader", "Superseded", "Tiers"]
 
 log = logging.getLogger("cortex_ray.cache")
 
-Key = tuple[str, int]
-Flight = tuple[str, int, str]
 Loader = Callable[[str, str, int], Any]
 """``loader(local_path, model_name, version)`` -> the model object."""
 
 
-@dataclass
-class LoadedModel:
-    """A model version held in memory."""
-
-    name: str
-    version: int
-    fingerprint: str
-    model: Any
-    loaded_at: float = field(default_factory=time.time)
-    load_seconds: float = 0.0
-
-
-@dataclass
-class _OnDisk:
-    path: Path
-    fingerprint: str
+class Superseded(ModelLoadError):
+    """The files a download or load was for stopped being the published ones while it ran."""
 
 
 class Tiers:
@@ -62,13 +48,12 @@ class Tiers:
         self._root = root
         self.memory_limit = memory_limit
         self.disk_limit = disk_limit
-        self._memory: OrderedDict[Key, LoadedModel] = OrderedDict()
-        self._disk: OrderedDict[Key, _OnDisk] = OrderedDict()
-        self._stale_paths: dict[Key, list[Path]] = {}
-        self._loading: dict[Flight, asyncio.Future[LoadedModel]] = {}
-        self._downloads: dict[Flight, asyncio.Future[Path]] = {}
-        self._reserved = {"memory": 0, "disk": 0}
-        self._slot_freed = asyncio.Condition()
+        self._entries: dict[Key, Entry] = {}
+        self._memory_lru: OrderedDict[Key, None] = OrderedDict()
+        self._disk_lru: OrderedDict[Key, None] = OrderedDict()
+        self._freed = asyncio.Event()
+        self._work: set[asyncio.Future[Any]] = set()
+        self.reclaimer = Reclaimer()
         self.load_count = 0
 
     # --- hooks -------------------------------------------------------------
@@ -78,194 +63,329 @@ class Tiers:
         return True
 
     def _on_loaded(self, loaded: LoadedModel) -> None:
-        """Called after every successful load (the subclass moves "latest" there)."""
+        """Called after every load that was installed (the subclass moves "latest" there)."""
 
     def _on_failed(self, name: str, info: VersionInfo, reason: str) -> None:
         """Called after every failed download or load (the subclass records it and retries)."""
 
-    # --- loading -----------------------------------------------------------
+    # --- queries -----------------------------------------------------------
 
-    def in_flight(self, name: str, info: VersionInfo) -> bool:
-        return (name, info.version, info.fingerprint) in self._loading
-
-    def touch(self, key: Key) -> None:
-        self._memory.move_to_end(key)
-        if key in self._disk:
-            self._disk.move_to_end(key)
+    def held(self, key: Key) -> LoadedModel | None:
+        """The object in memory for ``key``, whatever files it came from."""
+        entry = self._entries.get(key)
+        return entry.loaded if entry is not None else None
 
     def peek(self, name: str, info: VersionInfo) -> LoadedModel | None:
         """The loaded model if it is in memory with these files, without loading it."""
-        held = self._memory.get((name, info.version))
+        held = self.held((name, info.version))
         if held is None or held.fingerprint != info.fingerprint:
             return None
         self.touch((name, info.version))
         return held
 
-    async def load(self, name: str, info: VersionInfo) -> LoadedModel:
-        """Load ``info`` (once, however many callers ask at the same time)."""
-        held = self.peek(name, info)
-        if held is not None:
-            return held
-        flight = (name, info.version, info.fingerprint)
-        pending = self._loading.get(flight)
-        if pending is None:
-            pending = asyncio.get_running_loop().create_future()
-            self._loading[flight] = pending
-            asyncio.get_running_loop().create_task(self._load(name, info, pending))
-        return await asyncio.shield(pending)
+    def in_flight(self, name: str, info: VersionInfo) -> bool:
+        entry = self._entries.get((name, info.version))
+        return entry is not None and entry.load is not None and entry.load_fp == info.fingerprint
 
-    async def _load(self, name: str, info: VersionInfo, done: asyncio.Future[LoadedModel]) -> None:
-        key = (name, info.version)
-        try:
-            path = await self.ensure_on_disk(name, info)
-            swap = key in self._memory  # the new object takes the old one's slot
-            if not swap:
-                await self._reserve("memory", self._memory, self.memory_limit, self._unload)
-            try:
-                started = time.perf_counter()
-                try:
-                    obj = await asyncio.to_thread(self._loader, str(path), name, info.version)
-                except Exception as exc:
-                    raise ModelLoadError(
-                        f"failed loading model {name!r} of version {info.version}: "
-                        f"{type(exc).__name__}: {exc}",
-                        model=name,
-                        version=info.version,
-                    ) from exc
-                loaded = LoadedModel(name, info.version, info.fingerprint, obj)
-                loaded.load_seconds = time.perf_counter() - started
-                self.load_count += 1
-                if self._is_current(key, info.fingerprint):
-                    replaced = key in self._memory
-                    self._unload(key, quiet=True)
-                    self._memory[key] = loaded
-                    self._drop_stale_paths(key)
-                    action = "reloaded" if replaced else "loaded"
-                    log.info(
-                        "%s model %s version %s in %.2fs", action, name, info.version, loaded.load_seconds
-                    )
-            finally:
-                if not swap:
-                    self._reserved["memory"] -= 1
-                await self._notify()
-            self._on_loaded(loaded)
-            done.set_result(loaded)
-        except Exception as exc:
-            self._on_failed(name, info, str(exc))
-            done.set_exception(exc)
-            done.exception()  # retrieved: background loads need no awaiting caller
-        finally:
-            self._loading.pop((name, info.version, info.fingerprint), None)
-
-    async def ensure_on_disk(self, name: str, info: VersionInfo) -> Path:
-        entry = self._disk.get((name, info.version))
-        if entry is not None and entry.fingerprint == info.fingerprint and entry.path.exists():
-            self._disk.move_to_end((name, info.version))
-            return entry.path
-        flight = (name, info.version, info.fingerprint)
-        pending = self._downloads.get(flight)
-        if pending is None:
-            pending = asyncio.ensure_future(self._download(name, info))
-            self._downloads[flight] = pending
-            pending.add_done_callback(lambda _: self._downloads.pop(flight, None))
-        return await asyncio.shield(pending)
-
-    async def _download(self, name: str, info: VersionInfo) -> Path:
-        key = (name, info.version)
-        # a version already on disk (older files) is replaced in its own slot: no new one needed
-        reserve = key not in self._disk
-        if reserve:
-            await self._reserve("disk", self._disk, self.disk_limit, self._delete_files)
-        try:
-            dest = self._root / name.replace("/", "_") / f"{info.version}-{info.fingerprint[:12]}"
-            started = time.perf_counter()
-            try:
-                await asyncio.to_thread(open_storage(info.uri).download, "", dest, info.files)
-            except Exception as exc:
-                raise ModelLoadError(
-                    f"failed downloading model {name!r} of version {info.version} from {info.uri}: {exc}",
-                    model=name,
-                    version=info.version,
-                ) from exc
-            if not self._is_current(key, info.fingerprint):  # removed or changed while downloading
-                self._remove_folder(dest)
-                return dest
-            old = self._disk.pop(key, None)
-            if old is not None and old.path != dest:
-                self._stale_paths.setdefault(key, []).append(old.path)
-                if key not in self._memory:
-                    self._drop_stale_paths(key)
-            self._disk[key] = _OnDisk(dest, info.fingerprint)
-            log.info(
-                "downloaded model %s version %s in %.2fs", name, info.version, time.perf_counter() - started
-            )
-            return dest
-        finally:
-            if reserve:
-                self._reserved["disk"] -= 1
-            await self._notify()
-
-    # --- limits and eviction -------------------------------------------------
-
-    async def _reserve(
-        self, tier: str, entries: OrderedDict[Key, Any], limit: int | None, evict: Callable[[Key], None]
-    ) -> None:
-        while True:
-            if limit is None or len(entries) + self._reserved[tier] < limit:
-                self._reserved[tier] += 1
-                return
-            busy = {f[:2] for f in self._loading} if tier == "disk" else set()
-            victims = [k for k in entries if k not in busy]
-            if tier == "disk":  # prefer copies that are not also in memory
-                victims.sort(key=lambda k: k in self._memory)
-            if victims:
-                log.info("evicting model %s version %s from %s (LRU)", *victims[0], tier)
-                evict(victims[0])
-                continue
-            async with self._slot_freed:
-                await self._slot_freed.wait()
-
-    async def _notify(self) -> None:
-        async with self._slot_freed:
-            self._slot_freed.notify_all()
-
-    def _unload(self, key: Key, quiet: bool = False) -> None:
-        if self._memory.pop(key, None) is None:
-            return
-        if not quiet:
-            log.info("unloaded model %s version %s", *key)
-        self._drop_stale_paths(key)
-        gc.collect()
-        torch = sys.modules.get("torch")
-        if torch is not None and getattr(torch, "cuda", None) and torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-    def _delete_files(self, key: Key) -> None:
-        entry = self._disk.pop(key, None)
-        if entry is not None:
-            self._remove_folder(entry.path)
-        self._drop_stale_paths(key)
-
-    def _drop_stale_paths(self, key: Key) -> None:
-        for path in self._stale_paths.pop(key, []):
-            self._remove_folder(path)
-
-    def _remove_folder(self, path: Path) -> None:
-        """Delete a model folder in a thread (model folders can be gigabytes)."""
-        try:
-            asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, path, True)
-        except RuntimeError:  # no running loop (shutdown): do it here
-            shutil.rmtree(path, ignore_errors=True)
-
-    def _delete(self, key: Key) -> None:
-        self._unload(key)
-        self._delete_files(key)
+    def touch(self, key: Key) -> None:
+        if key in self._memory_lru:
+            self._memory_lru.move_to_end(key)
+        if key in self._disk_lru:
+            self._disk_lru.move_to_end(key)
 
     @property
     def in_memory(self) -> list[Key]:
         """Keys in memory, least recently used first."""
-        return list(self._memory)
+        return list(self._memory_lru)
 
     @property
     def on_disk(self) -> list[Key]:
-        return list(self._disk)
+        return list(self._disk_lru)
+
+    @property
+    def idle(self) -> bool:
+        """No download, load or folder removal is running."""
+        return not self._work and not any(e.load or e.download for e in self._entries.values())
+
+    def memory_used(self) -> int:
+        return sum(1 for e in self._entries.values() if e.holds_memory_slot)
+
+    def disk_used(self) -> int:
+        return sum(1 for e in self._entries.values() if e.holds_disk_slot)
+
+    def entry_states(self, key: Key) -> tuple[str, str]:
+        entry = self._entries.get(key)
+        return (entry.memory_state, entry.disk_state) if entry else ("absent", "absent")
+
+    # --- disk --------------------------------------------------------------
+
+    async def ensure_on_disk(self, name: str, info: VersionInfo) -> Folder:
+        """The version's folder with exactly these files (downloading them once)."""
+        key = (name, info.version)
+        while True:
+            entry = self._entry(key)
+            if entry.folder is not None and entry.folder.fingerprint == info.fingerprint:
+                self._disk_lru.move_to_end(key)
+                return entry.folder
+            if not self._is_current(key, info.fingerprint):
+                raise Superseded(f"model {name!r} version {info.version} changed", model=name)
+            if entry.download is None:
+                entry.download = asyncio.get_running_loop().create_future()
+                entry.download_fp = info.fingerprint
+                self._spawn(self._download(entry, info, entry.download))
+            await _outcome(entry.download, entry.download_fp == info.fingerprint)
+            # loop: the folder is checked again (it may have been evicted meanwhile)
+
+    async def _download(self, entry: Entry, info: VersionInfo, done: asyncio.Future[Folder]) -> None:
+        name, version = entry.key
+        try:
+            await self._reserve_disk(entry)
+            dest = self._root / name.replace("/", "_") / f"{version}-{info.fingerprint[:12]}"
+            started = time.perf_counter()
+            try:
+                await asyncio.to_thread(open_storage(info.uri).download, "", dest, info.files)
+            except CortexRayError as exc:
+                raise ModelLoadError(
+                    f"failed downloading model {name!r} of version {version} from {info.uri}: {exc}",
+                    model=name,
+                    version=version,
+                ) from exc
+            folder = Folder(dest, info.fingerprint)
+            if not self._is_current(entry.key, info.fingerprint):  # removed or changed meanwhile
+                self._delete_folders([folder])
+                raise Superseded(f"model {name!r} version {version} changed while downloading", model=name)
+            if entry.folder is not None:
+                entry.old_folders.append(entry.folder)  # kept while the serving object came from it
+            entry.folder = folder
+            self._disk_lru[entry.key] = None
+            self._disk_lru.move_to_end(entry.key)
+            log.info("downloaded model %s version %s in %.2fs", name, version, time.perf_counter() - started)
+            done.set_result(folder)
+        except Exception as exc:  # the load that asked for it records the failure
+            done.set_exception(exc)
+            done.exception()  # retrieved: background downloads need no awaiting caller
+        finally:
+            entry.download, entry.download_fp, entry.download_slot = None, None, False
+            self._sweep(entry)
+            self._notify()
+
+    async def _reserve_disk(self, entry: Entry) -> None:
+        while True:
+            if entry.holds_disk_slot or self.disk_limit is None or self.disk_used() < self.disk_limit:
+                entry.download_slot = True
+                return
+            victim = self._victim(self._disk_lru, lambda e: e.evictable_from_disk, entry.key, disk=True)
+            if victim is not None:
+                log.info("evicting model %s version %s from disk (LRU)", *victim.key)
+                self._drop_disk(victim)
+                continue
+            await self._wait_for_slot()
+
+    # --- memory ------------------------------------------------------------
+
+    async def load(self, name: str, info: VersionInfo, replaces: Key | None = None) -> LoadedModel:
+        """Load ``info`` (once, however many callers ask at the same time).
+
+        ``replaces``: the version this load will take over from (a new "latest"): the load
+        borrows its memory slot instead of evicting anything, and unloads it when it lands.
+        """
+        key = (name, info.version)
+        while True:
+            held = self.peek(name, info)
+            if held is not None:
+                return held
+            if not self._is_current(key, info.fingerprint):
+                raise Superseded(f"model {name!r} version {info.version} changed", model=name)
+            entry = self._entry(key)
+            if entry.load is None:
+                entry.load = asyncio.get_running_loop().create_future()
+                entry.load_fp = info.fingerprint
+                self._spawn(self._load(entry, info, replaces, entry.load))
+            loaded = await _outcome(entry.load, entry.load_fp == info.fingerprint)
+            if loaded is not None:
+                return loaded  # this caller's load: served even if evicted since it landed
+
+    async def _load(
+        self, entry: Entry, info: VersionInfo, replaces: Key | None, done: asyncio.Future[LoadedModel]
+    ) -> None:
+        name, version = entry.key
+        try:
+            folder = await self.ensure_on_disk(name, info)
+            folder.readers += 1  # never deleted while the load reads it
+            try:
+                await self._reserve_memory(entry, replaces)
+                loaded = await self._run_loader(folder, name, version, info.fingerprint)
+            finally:
+                folder.readers -= 1
+            self.load_count += 1
+            if not self._is_current(entry.key, info.fingerprint):
+                self.reclaimer.release(loaded.model)
+                raise Superseded(f"model {name!r} version {version} changed while loading", model=name)
+            replaced = entry.loaded is not None
+            self._install(entry, loaded, folder)
+            log.info(
+                "%s model %s version %s in %.2fs",
+                "reloaded" if replaced else "loaded",
+                name,
+                version,
+                loaded.load_seconds,
+            )
+            self._on_loaded(loaded)
+            done.set_result(loaded)
+        except Exception as exc:
+            if not isinstance(exc, Superseded):
+                self._on_failed(name, info, str(exc))
+            done.set_exception(exc)
+            done.exception()
+        finally:
+            self._end_load(entry)
+            self._sweep(entry)
+            self._notify()
+
+    async def _run_loader(self, folder: Folder, name: str, version: int, fingerprint: str) -> LoadedModel:
+        started = time.perf_counter()
+        try:
+            obj = await asyncio.to_thread(self._loader, str(folder.path), name, version)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"failed loading model {name!r} of version {version}: {type(exc).__name__}: {exc}",
+                model=name,
+                version=version,
+            ) from exc
+        return LoadedModel(name, version, fingerprint, obj, load_seconds=time.perf_counter() - started)
+
+    async def _reserve_memory(self, entry: Entry, replaces: Key | None) -> None:
+        if entry.loaded is not None:
+            return  # new files of a version in memory: the old object's slot
+        lender = self._entries.get(replaces) if replaces is not None else None
+        if lender is not None and lender.memory_state == "in_memory" and lender.lent_to is None:
+            entry.borrowed_from, lender.lent_to = lender.key, entry.key
+            return
+        while True:
+            if self.memory_limit is None or self.memory_used() < self.memory_limit:
+                entry.load_slot = True
+                return
+            victim = self._victim(self._memory_lru, lambda e: e.evictable_from_memory, entry.key)
+            if victim is not None:
+                log.info("evicting model %s version %s from memory (LRU)", *victim.key)
+                self._drop_memory(victim)
+                continue
+            await self._wait_for_slot()
+
+    def _install(self, entry: Entry, loaded: LoadedModel, folder: Folder) -> None:
+        if entry.borrowed_from is not None:
+            lender = self._entries.get(entry.borrowed_from)
+            entry.borrowed_from = None
+            if lender is not None:
+                lender.lent_to = None
+                log.info("model %s version %s replaced by version %s", *lender.key, loaded.version)
+                self._drop_memory(lender)
+        old = entry.loaded
+        entry.loaded, entry.loaded_from, entry.load_slot = loaded, folder, False
+        self._memory_lru[entry.key] = None
+        self._memory_lru.move_to_end(entry.key)
+        if old is not None:
+            self.reclaimer.release(old.model)
+
+    def _end_load(self, entry: Entry) -> None:
+        entry.load, entry.load_fp, entry.load_slot = None, None, False
+        if entry.borrowed_from is not None:
+            lender = self._entries.get(entry.borrowed_from)
+            if lender is not None:
+                lender.lent_to = None
+            entry.borrowed_from = None
+
+    # --- leaving the tiers -------------------------------------------------
+
+    def _drop_memory(self, entry: Entry) -> None:
+        """Unload: requests holding the object finish with it; its memory is reclaimed after."""
+        if entry.loaded is None:
+            return
+        if entry.lent_to is not None:  # the borrower now needs a slot of its own: it takes this one
+            borrower = self._entries.get(entry.lent_to)
+            if borrower is not None:
+                borrower.borrowed_from, borrower.load_slot = None, True
+            entry.lent_to = None
+        if entry.load is not None and not entry.load_slot:
+            entry.load_slot = True  # a swap in flight keeps the slot until it ends
+        obj = entry.loaded.model
+        entry.loaded, entry.loaded_from = None, None
+        self._memory_lru.pop(entry.key, None)
+        self.reclaimer.release(obj)
+        self._sweep(entry)
+        self._notify()
+
+    def _drop_disk(self, entry: Entry) -> None:
+        """Forget the version's files; each folder is deleted as soon as no load reads it."""
+        if entry.folder is not None:
+            entry.old_folders.append(entry.folder)
+            entry.folder = None
+        entry.loaded_from = None
+        self._disk_lru.pop(entry.key, None)
+        self._sweep(entry)
+        self._notify()
+
+    def drop_stale_folder(self, key: Key) -> None:
+        """The version's files on disk are no longer the published ones (and it is not in memory)."""
+        entry = self._entries.get(key)
+        if entry is not None and entry.folder is not None:
+            self._drop_disk(entry)
+
+    def remove(self, key: Key) -> None:
+        """The version left the tree: free memory and disk (what runs ends and is discarded)."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._drop_memory(entry)
+            self._drop_disk(entry)
+
+    def _sweep(self, entry: Entry) -> None:
+        self._delete_folders(entry.deletable_folders())
+        if entry.idle:
+            self._entries.pop(entry.key, None)
+
+    # --- helpers -----------------------------------------------------------
+
+    def _entry(self, key: Key) -> Entry:
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = Entry(key)
+        return entry
+
+    def _victim(
+        self, lru: OrderedDict[Key, None], can_go: Callable[[Entry], bool], exclude: Key, disk: bool = False
+    ) -> Entry | None:
+        candidates = [self._entries[k] for k in lru if k != exclude and k in self._entries]
+        candidates = [e for e in candidates if can_go(e)]
+        if disk:  # prefer copies whose model is not also in memory
+            candidates.sort(key=lambda e: e.loaded is not None)
+        return candidates[0] if candidates else None
+
+    async def _wait_for_slot(self) -> None:
+        await self._freed.wait()
+
+    def _notify(self) -> None:
+        self._freed.set()
+        self._freed = asyncio.Event()
+
+    def _spawn(self, coro: Any) -> asyncio.Future[Any]:
+        task = asyncio.ensure_future(coro)
+        self._work.add(task)
+        task.add_done_callback(self._work.discard)
+        return task
+
+    def _delete_folders(self, folders: list[Folder]) -> None:
+        """Delete model folders in a thread (model folders can be gigabytes)."""
+        for folder in folders:
+            try:
+                self._spawn(asyncio.to_thread(shutil.rmtree, folder.path, True))
+            except RuntimeError:  # no running loop (shutdown): do it here
+                shutil.rmtree(folder.path, ignore_errors=True)
+
+
+async def _outcome(future: asyncio.Future[Any], mine: bool) -> Any:
+    """Wait for a download or load: its result and error are the caller's when it was for the
+    caller's files; one for other files only makes the caller look again (``None``)."""
+    if mine:
+        return await asyncio.shield(future)
+    await asyncio.wait([future])
+    return None

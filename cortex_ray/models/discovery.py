@@ -3,7 +3,8 @@
 ``path`` gives one model named ``_cortex_default``; ``paths`` the named models;
 ``dir`` one model per top-level folder. A failed listing raises a
 :class:`~cortex_ray.errors.StorageError` and never yields a partial tree, so the
-caller (the reloader) can keep what it had.
+caller (the reloader) can keep what it had. A local ``dir`` that does not exist
+(unmounted, moved away) is such an error too: it never lists as "no models".
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ def discover_models(
 
 
 def _from_dir(uri: str, layout: Layout, signature_key: str | None, opener: Opener) -> ModelTree:
-    groups, loose = split_dir_listing(opener(uri).list())
+    storage = opener(uri)
+    storage.check_root()  # a `dir` that is missing is an error, not a folder without models
+    groups, loose = split_dir_listing(storage.list())
     models: dict[str, ModelInfo] = {}
     for name in sorted(groups):
         model_uri = f"{uri}{name}/"

@@ -11,6 +11,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from cortex_ray.models.layout import Layout, check_layout, describe_tree
 from cortex_ray.storage.base import ObjectInfo
@@ -58,11 +59,18 @@ class ModelInfo:
     error: str | None = None
     signature_key: str | None = None
 
-    @property
-    def valid_versions(self) -> list[int]:
-        return sorted(v for v, info in self.versions.items() if info.valid)
+    # computed once per published tree, never per request (a tree is immutable)
 
-    @property
+    @cached_property
+    def valid_versions(self) -> tuple[int, ...]:
+        return tuple(sorted(v for v, info in self.versions.items() if info.valid))
+
+    @cached_property
+    def candidates(self) -> tuple[int, ...]:
+        """Valid versions, highest first: the order "latest" tries them in."""
+        return self.valid_versions[::-1]
+
+    @cached_property
     def latest(self) -> int | None:
         """The highest valid version, or ``None`` when none is valid."""
         valid = self.valid_versions
@@ -83,9 +91,9 @@ class ModelTree:
     warnings: tuple[str, ...] = ()
     """Things in the listing that belong to no model (served models are unaffected)."""
 
-    @property
-    def names(self) -> list[str]:
-        return sorted(self.models)
+    @cached_property
+    def names(self) -> tuple[str, ...]:
+        return tuple(sorted(self.models))
 
     @property
     def valid(self) -> bool:

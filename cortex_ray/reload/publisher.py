@@ -13,8 +13,11 @@ The reloader lists storage every ``poll_interval``; this turns each listing
   version that was published; a model whose folder turns invalid (e.g. mixed
   layout while being restructured) keeps its published versions. The problem is
   reported, not served.
-* **Removal** is published at once, and only ever from a successful listing
-  (a failed listing never reaches this class).
+* **Removal** settles like any other change: a model or version missing from
+  the listing stays published until it has been missing for ``settle_time``
+  (so a folder briefly moved away, or a ``dir`` swapped with two ``mv``, never
+  unloads every model); and only a successful listing can remove anything (a
+  failed listing, or a local root that does not exist, never reaches this class).
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ class Publisher:
         self.published_at: dict[tuple[str, int], float] = {}
         """When each version's current files were published."""
         self._pending: dict[tuple[str, int], _Pending] = {}
+        self._absent: dict[tuple[str, int | None], float] = {}
+        """Published models (version ``None``) and versions missing from the listing, since when."""
 
     def observe(self, observed: ModelTree, now: float | None = None) -> ModelTree:
         """The tree to publish after this listing (also kept as ``published``)."""
@@ -61,8 +66,14 @@ class Publisher:
                     self.published_at[(name, v)] = now
             return observed
         models: dict[str, ModelInfo] = {}
-        for name, seen in observed.models.items():
-            before = previous.models.get(name)
+        for name in sorted(set(observed.models) | set(previous.models)):
+            seen, before = observed.models.get(name), previous.models.get(name)
+            if seen is None:
+                assert before is not None
+                if before.versions and not self._absence_settled(name, None, now):
+                    models[name] = before  # gone from one listing: not yet removed
+                continue
+            self._absent.pop((name, None), None)
             if seen.error:
                 self.problems.append(Problem(name, None, seen.error))
                 if before is not None and before.versions:
@@ -71,8 +82,15 @@ class Publisher:
                     models[name] = seen
                 continue
             versions: dict[int, VersionInfo] = {}
-            for v, info in seen.versions.items():
-                old = before.versions.get(v) if before else None
+            old_versions = before.versions if before else {}
+            for v in sorted(set(seen.versions) | set(old_versions)):
+                info, old = seen.versions.get(v), old_versions.get(v)
+                if info is None:
+                    assert old is not None
+                    if not self._absence_settled(name, v, now):
+                        versions[v] = old
+                    continue
+                self._absent.pop((name, v), None)
                 chosen = self._version(name, v, info, old, now)
                 if chosen is not None:
                     versions[v] = chosen
@@ -81,9 +99,22 @@ class Publisher:
             )
         live = {(n, v) for n, m in models.items() for v in m.versions}
         self._pending = {k: p for k, p in self._pending.items() if k[0] in observed.models}
+        self._absent = {
+            k: t for k, t in self._absent.items() if (k[0] in models if k[1] is None else k in live)
+        }
         self.published_at = {k: t for k, t in self.published_at.items() if k in live}
         self.published = ModelTree(models, warnings=observed.warnings)
         return self.published
+
+    def _absence_settled(self, name: str, version: int | None, now: float) -> bool:
+        """Whether a published model (``version`` None) or version has been missing from the
+        listings for ``settle_time``: only then is its removal published."""
+        since = self._absent.setdefault((name, version), now)
+        if now - since >= self.settle_time:
+            return True
+        reason = f"removal not published yet: waiting for it to settle ({now - since:.0f}s)"
+        self.problems.append(Problem(name, version, reason))
+        return False
 
     def _version(
         self, name: str, v: int, info: VersionInfo, old: VersionInfo | None, now: float

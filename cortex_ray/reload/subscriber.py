@@ -23,6 +23,7 @@ __all__ = ["RELOADER_ACTOR", "Subscriber"]
 log = logging.getLogger("cortex_ray.subscriber")
 RELOADER_ACTOR = "reloader"
 LONG_POLL_TIMEOUT = 30.0
+STATUS_TTL = 2.0
 
 
 class Subscriber:
@@ -43,6 +44,8 @@ class Subscriber:
         self.connected = False
         self.last_error: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._status: tuple[float, dict[str, Any]] | None = None
+        self._status_call: asyncio.Future[dict[str, Any]] | None = None
 
     async def initial_tree(self, timeout: float = 120.0) -> ModelTree:
         """The first published tree (the reloader's first listing must have succeeded)."""
@@ -72,9 +75,20 @@ class Subscriber:
             self._task.cancel()
 
     async def reloader_status(self) -> dict[str, Any]:
+        """The reloader's status, at most ``STATUS_TTL`` old (and never older than the tree this
+        replica serves): ``/info`` calls share one round trip instead of making one each."""
+        if self._status is not None and time.monotonic() - self._status[0] < STATUS_TTL:
+            return self._status[1]
+        if self._status_call is None or self._status_call.done():
+            self._status_call = asyncio.ensure_future(self._fetch_status())
+        status = await asyncio.shield(self._status_call)
+        self._status = (time.monotonic(), status)
+        return status
+
+    async def _fetch_status(self) -> dict[str, Any]:
         try:
             actor = await self._resolve(time.monotonic() + 2)
-            return await asyncio.wait_for(actor.status.remote(), 5)
+            return dict(await asyncio.wait_for(actor.status.remote(), 5))
         except Exception as exc:
             return {"error": f"reloader unavailable: {type(exc).__name__}: {exc}"}
 
@@ -131,6 +145,7 @@ class Subscriber:
         if not initial:
             self._on_tree(snap["tree"])  # applied first: a tree that failed to apply is fetched again
         self.epoch, self.version = snap["epoch"], snap["version"]
+        self._status = None  # a new tree: the reloader's status changed too
         self.updates += 1
         self.last_update = time.time()
         self.last_error = None

@@ -12,7 +12,13 @@ from typing import Any
 from cortex_ray.serving.options import all_deployment_options, check_servable, option_warnings
 from cortex_ray.spec import Spec
 
-__all__ = ["IMPORT_PATH", "serve_config"]
+
+def is_loopback(host: str) -> bool:
+    """Only this machine can reach a server bound to ``host``."""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+__all__ = ["IMPORT_PATH", "is_loopback", "serve_config"]
 
 IMPORT_PATH = "cortex_ray.app:build"
 
@@ -35,7 +41,7 @@ def serve_config(
                 "name": api.name,
                 "route_prefix": api.endpoint,
                 "import_path": IMPORT_PATH,
-                "args": {"spec": spec_path, "api": api.name},
+                "args": {"spec": spec_path, "api": api.name, "info_details": is_loopback(host)},
                 "deployments": all_deployment_options(api),
             }
         )

@@ -17,7 +17,7 @@ import contextvars
 import threading
 from typing import Any
 
-from cortex_ray.cache import ModelCache, resolve_version
+from cortex_ray.cache import ModelCache
 from cortex_ray.errors import CortexRayError
 from cortex_ray.serving.slots import HandlerSlots
 
@@ -46,13 +46,11 @@ class ModelClient:
     ) -> tuple[Any, int]:
         """Like :meth:`get_model`, plus the version that was actually used."""
         if threading.get_ident() == self._loop_thread:
-            name, info = resolve_version(self._cache.tree, model_name, model_version)
-            held = self._cache.peek(name, info)
+            held = self._cache.try_get(model_name, model_version)  # the same rules as get_model_async
             if held is None:
                 raise CortexRayError(
-                    f"model {name!r} version {info.version} is not loaded yet and get_model() was "
-                    "called on the event loop: use `await model_client.get_model_async(...)` in "
-                    "async handlers"
+                    f"model {model_name!r} is not loaded yet and get_model() was called on the event "
+                    "loop: use `await model_client.get_model_async(...)` in async handlers"
                 )
         else:
             future = asyncio.run_coroutine_threadsafe(self._cache.get(model_name, model_version), self._loop)
@@ -82,7 +80,7 @@ class ModelClient:
     @property
     def models(self) -> dict[str, list[int]]:
         """Every servable model and its versions, as this replica knows them now."""
-        return {name: m.valid_versions for name, m in self._cache.tree.models.items()}
+        return {name: list(m.valid_versions) for name, m in self._cache.tree.models.items()}
 
 
 def _record(name: str, version: int) -> None:

@@ -71,9 +71,9 @@ def deployment_options(api: ApiSpec) -> dict[str, Any]:
     asynchronous = api.kind == "AsyncAPI"
     return {
         "name": f"{api.name}-worker" if asynchronous else api.name,
-        # an AsyncAPI worker runs one workload at a time, as Cortex's did; a few more wait inside
-        # the replica, so that Serve's router does not back off between workloads
-        "max_ongoing_requests": 4 if asynchronous else a.max_replica_concurrency,
+        # an AsyncAPI worker runs one workload at a time, as Cortex's did, and is sent one only
+        # when it is free (no workload waits behind a long one while another worker idles)
+        "max_ongoing_requests": 1 if asynchronous else a.max_replica_concurrency,
         "ray_actor_options": actor,
         "autoscaling_config": {
             "min_replicas": a.min_replicas,

@@ -16,21 +16,20 @@ import inspect
 import logging
 import os
 import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from cortex_ray.cache import ModelCache
+from cortex_ray.cache.root import private_cache_root
 from cortex_ray.errors import CortexRayError, MethodNotAllowedError, UserHandlerError
 from cortex_ray.models import ModelTree, diff_trees
 from cortex_ray.reload.subscriber import Subscriber
 from cortex_ray.serving.affinity import Affinity
 from cortex_ray.serving.http import decode_payload, encode_response, error_response
-from cortex_ray.serving.info import model_info
+from cortex_ray.serving.info import api_info
 from cortex_ray.serving.metrics import MetricsClient
 from cortex_ray.serving.model_client import ModelClient, served_versions_var
 from cortex_ray.serving.slots import HandlerSlots
@@ -53,8 +52,10 @@ VERSION_HEADER = "X-Cortex-Model-Version"
 class ApiReplica:
     """The class behind every API's Serve deployment (see :mod:`cortex_ray.serving.app`)."""
 
-    async def __init__(self, api: ApiSpec) -> None:  # type: ignore[misc]  # Serve awaits async constructors
+    async def __init__(self, api: ApiSpec, info_details: bool = False) -> None:  # type: ignore[misc]
+        # (Serve awaits async constructors)
         self.api = api
+        self._info_details = info_details
         handler = api.handler
         os.environ.update(handler.env)
         logging.getLogger("cortex_ray").setLevel(handler.log_level.upper())
@@ -74,7 +75,7 @@ class ApiReplica:
         tensorflow = handler.type == "tensorflow"
         client_arg = "tensorflow_client" if tensorflow else "model_client"
         check_handler(cls, has_models=models is not None, client_arg=client_arg, kind=api.kind)
-        self._disk_root = disk_cache_root(api.name)
+        self._disk_root = private_cache_root(api.name)
         self.cache: ModelCache | None = None
         available: dict[str, Any] = {"config": handler.config, "metrics_client": MetricsClient(api.name)}
         self.subscriber: Subscriber | None = None
@@ -124,7 +125,7 @@ class ApiReplica:
         sub = path[len(root) :] if root and path.startswith(root) else path
         try:
             if sub.rstrip("/") == "/info" and request.method == "GET":
-                return JSONResponse(await self.info())
+                return JSONResponse(await self.info(self._info_details))
             if self._affinity is not None and self.cache is not None:
                 await self._affinity.note(self.cache.tree.models)
             return await self._handle(request)
@@ -197,14 +198,11 @@ class ApiReplica:
         for change in changes:
             log.info("api %s: %s", self.api.name, change)
 
-    async def info(self) -> dict[str, Any]:
+    async def info(self, details: bool = True) -> dict[str, Any]:
+        """The ``/info`` body; ``details``: the operator's view (states, reasons, reloader)."""
         if self.cache is None:
             return {}
-        body = model_info(self.cache)
-        if self.subscriber is not None:
-            body["reloader"] = await self.subscriber.reloader_status()
-            body["replica"] = {**self.subscriber.info(), **_whereabouts(), "disk_cache": self._disk_root}
-        return body
+        return await api_info(self.cache, self.subscriber, self._disk_root, details)
 
     def __del__(self) -> None:
         root = getattr(self, "_disk_root", None)
@@ -212,43 +210,10 @@ class ApiReplica:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def disk_cache_root(api_name: str) -> str:
-    """This replica's disk cache folder; folders left by replicas that died are removed."""
-    base = Path(tempfile.gettempdir()) / "cortex-ray" / api_name
-    base.mkdir(parents=True, exist_ok=True)
-    for folder in base.glob("pid-*"):
-        pid = folder.name.removeprefix("pid-")
-        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(folder, ignore_errors=True)
-    mine = base / f"pid-{os.getpid()}"
-    shutil.rmtree(mine, ignore_errors=True)
-    mine.mkdir()
-    return str(mine)
-
-
-def _whereabouts() -> dict[str, Any]:
-    try:
-        import ray
-
-        context = ray.get_runtime_context()
-        return {"node_id": context.get_node_id(), "replica_id": serve_replica_id()}
-    except Exception:
-        return {}
-
-
-def serve_replica_id() -> str | None:
-    from ray import serve
-
-    try:
-        return str(serve.get_replica_context().replica_id.unique_id)
-    except Exception:
-        return None
-
-
 def _tree_summary(tree: ModelTree | None) -> str:
     if tree is None:
         return "no models configured"
     return (
         f"{len(tree.models)} model(s): "
-        + ", ".join(f"{n} {m.valid_versions}" for n, m in sorted(tree.models.items()))[:500]
+        + ", ".join(f"{n} {list(m.valid_versions)}" for n, m in sorted(tree.models.items()))[:500]
     )

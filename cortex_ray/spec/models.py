@@ -234,7 +234,10 @@ class WorkloadsSpec(_Spec):
     result_ttl: Duration = Field(default=7 * 86400.0, gt=0)
     """How long finished workloads (and their results) are kept (default 7 days, as Cortex)."""
     max_attempts: int = Field(default=3, ge=1)
-    """How many times a workload is tried when its worker dies before it is marked failed."""
+    """How many times a workload is tried (its worker died, or it timed out) before it fails."""
+    timeout: Duration = Field(default=3600.0, gt=0)
+    """How long ``handle_async`` may run for one attempt (default 1h); past it the attempt fails
+    and is retried (a sync handler's worker is then replaced: its thread cannot be stopped)."""
 
     @field_validator("store")
     @classmethod

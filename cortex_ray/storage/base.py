@@ -9,6 +9,7 @@ names a folder (with or without its trailing ``/``).
 from __future__ import annotations
 
 import abc
+import builtins
 import os
 import shutil
 import tempfile
@@ -68,8 +69,29 @@ class Storage(abc.ABC):
         """Delete one object; deleting an absent object is not an error."""
 
     @abc.abstractmethod
-    def _download_object(self, key: str, dest: Path, size: int) -> None:
-        """Write one object to the local file ``dest`` (its folder exists)."""
+    def create(self, key: str, data: bytes, content_type: str | None = None) -> bool:
+        """Create one object only if it does not exist yet, atomically; ``False`` when it existed.
+
+        Two writers racing to create the same key: exactly one gets ``True``.
+        """
+
+    @abc.abstractmethod
+    def list_folders(self, prefix: str = "") -> builtins.list[str]:
+        """The names of the folders directly below ``prefix`` (one level, sorted)."""
+
+    @abc.abstractmethod
+    def _download_object(self, key: str, dest: Path, expected: ObjectInfo) -> None:
+        """Write one object to the local file ``dest`` (its folder exists).
+
+        The bytes written must be those ``expected`` (an entry of a listing) describes:
+        when the object no longer matches it (rewritten since it was listed), raise
+        :class:`~cortex_ray.errors.StorageChangedError` instead of writing other bytes.
+        """
+
+    def check_root(self) -> None:  # noqa: B027  (a hook with a default: nothing to check)
+        """Raise :class:`~cortex_ray.errors.StorageNotFoundError` when the root itself is
+        absent (a local folder that does not exist or is not mounted). Backends without
+        folders (S3, memory) have nothing to check: an absent prefix is an empty one."""
 
     def content_type(self, key: str) -> str | None:
         """The content type stored with an object, where the backend keeps one."""
@@ -96,7 +118,11 @@ class Storage(abc.ABC):
         Files land in a temporary sibling folder first and are renamed into
         place at the end, so ``dest`` is either absent/old or complete, never
         half-written. Files are fetched in parallel. ``objects`` (a listing of
-        ``prefix`` taken earlier) pins exactly which files are fetched.
+        ``prefix`` taken earlier) pins exactly which files are fetched, and which bytes:
+        a file rewritten since that listing raises
+        :class:`~cortex_ray.errors.StorageChangedError` (S3: ``If-Match`` with the listed
+        ETag; local folders: size and modification time checked around the copy), so a
+        download never mixes files of two uploads.
         """
         from concurrent.futures import ThreadPoolExecutor
 
@@ -115,7 +141,7 @@ class Storage(abc.ABC):
                 (tmp / folder).mkdir(parents=True, exist_ok=True)
 
             def fetch(obj: ObjectInfo) -> None:
-                self._download_object(join_key(prefix, obj.key), tmp / obj.key, obj.size)
+                self._download_object(join_key(prefix, obj.key), tmp / obj.key, obj)
 
             if listing:
                 workers = max(1, min(max_workers, len(listing)))

@@ -15,6 +15,7 @@ files and folders are followed (a link cycle is visited once).
 
 from __future__ import annotations
 
+import builtins
 import errno
 import mimetypes
 import os
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from cortex_ray.errors import (
     StorageAccessDeniedError,
+    StorageChangedError,
     StorageError,
     StorageNotFoundError,
 )
@@ -117,21 +119,68 @@ class LocalStorage(Storage):
             return self._path(key).read_bytes()
 
     def upload(self, key: str, data: bytes, content_type: str | None = None) -> None:
-        """Write ``data`` atomically (temp file then rename); ``content_type`` is not kept."""
-        path = self._path(key)
-        if path == self.root:
-            raise ValueError(f"{self.describe(key)}: an object key may not be empty")
+        """Write ``data`` durably and atomically (temp file, fsync, rename, fsync of the folder);
+        ``content_type`` is not kept."""
+        path = self._object_path(key)
         with self._boundary(key):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+            tmp = self._write_temp(path, data)
             try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
                 os.replace(tmp, path)
             except BaseException:
                 with suppress(FileNotFoundError):
                     os.unlink(tmp)
                 raise
+            _fsync_folder(path.parent)
+
+    def create(self, key: str, data: bytes, content_type: str | None = None) -> bool:
+        """Create-only write: a hard link of a complete temp file, which fails if the key exists."""
+        path = self._object_path(key)
+        with self._boundary(key):
+            tmp = self._write_temp(path, data)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            finally:
+                with suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            _fsync_folder(path.parent)
+            return True
+
+    def _object_path(self, key: str) -> Path:
+        path = self._path(key)
+        if path == self.root:
+            raise ValueError(f"{self.describe(key)}: an object key may not be empty")
+        return path
+
+    def _write_temp(self, path: Path, data: bytes) -> str:
+        """A complete, fsynced temp file beside ``path`` (whose folders are created durably)."""
+        _make_folders(path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return tmp
+
+    def list_folders(self, prefix: str = "") -> builtins.list[str]:
+        base = self._path(prefix)
+        with self._boundary(prefix):
+            if not base.is_dir():
+                return []
+            return sorted(e.name for e in os.scandir(base) if e.is_dir())
+
+    def check_root(self) -> None:
+        if not self.root.is_dir():
+            raise StorageNotFoundError(
+                f"{self.uri}: the folder does not exist (moved, deleted or not mounted); "
+                "nothing is changed until it is back"
+            )
 
     def delete(self, key: str) -> None:
         with self._boundary(key):
@@ -154,9 +203,51 @@ class LocalStorage(Storage):
                 raise FileNotFoundError(errno.ENOENT, "no such file", key)
         return mimetypes.guess_type(key)[0]
 
-    def _download_object(self, key: str, dest: Path, size: int) -> None:
+    def _download_object(self, key: str, dest: Path, expected: ObjectInfo) -> None:
+        """Copy one file, checking its size and modification time (its ``etag``) before and
+        after, so a file rewritten since it was listed, or during the copy, is refused."""
+        source = self._path(key)
         with self._boundary(key):
-            shutil.copyfile(self._path(key), dest)
+            self._check_unchanged(key, source, expected)
+            shutil.copyfile(source, dest)
+            self._check_unchanged(key, source, expected)
+
+    def _check_unchanged(self, key: str, source: Path, expected: ObjectInfo) -> None:
+        st = os.stat(source)
+        if f"{st.st_size}-{st.st_mtime_ns}" != expected.etag:
+            raise StorageChangedError(
+                f"{self.describe(key)}: the file changed since it was listed "
+                f"(size {expected.size} -> {st.st_size} or a newer modification time)"
+            )
+
+
+def _make_folders(folder: Path) -> None:
+    """``mkdir -p`` that fsyncs the parent of every folder it creates (a power loss keeps them)."""
+    missing: list[Path] = []
+    current = folder
+    while not current.is_dir():
+        missing.append(current)
+        current = current.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a folder's entries (a rename, a new file) durable."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on folders; the data itself was synced
+        pass
+    finally:
+        os.close(fd)
 
 
 def _by_key(obj: ObjectInfo) -> str:

@@ -10,13 +10,14 @@ clears them all.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cortex_ray.errors import StorageNotFoundError
+from cortex_ray.errors import StorageChangedError, StorageNotFoundError
 from cortex_ray.storage.base import ObjectInfo, Storage, join_key
 
 __all__ = ["MemoryObject", "MemoryStorage", "reset_memory_storage"]
@@ -98,6 +99,30 @@ class MemoryStorage(Storage):
         mtime: float | None = None,
     ) -> None:
         """Store ``data``; ``mtime`` (tests only) overrides the time of upload."""
+        full, obj = self._new(key, data, content_type, mtime)
+        with _LOCK:
+            self.bucket(self.name)[full] = obj
+
+    def create(self, key: str, data: bytes, content_type: str | None = None) -> bool:
+        full, obj = self._new(key, data, content_type, None)
+        with _LOCK:
+            bucket = self.bucket(self.name)
+            if full in bucket:
+                return False
+            bucket[full] = obj
+            return True
+
+    def list_folders(self, prefix: str = "") -> builtins.list[str]:
+        base = self._full(prefix)
+        start = f"{base}/" if base else ""
+        with _LOCK:
+            keys = list(self.bucket(self.name))
+        below = [k[len(start) :] for k in keys if k.startswith(start)]
+        return sorted({rest.split("/", 1)[0] for rest in below if "/" in rest})
+
+    def _new(
+        self, key: str, data: bytes, content_type: str | None, mtime: float | None
+    ) -> tuple[str, MemoryObject]:
         full = self._full(key)
         if not full:
             raise ValueError(f"{self.describe(key)}: an object key may not be empty")
@@ -107,8 +132,7 @@ class MemoryStorage(Storage):
             mtime=time.time() if mtime is None else mtime,
             content_type=content_type,
         )
-        with _LOCK:
-            self.bucket(self.name)[full] = obj
+        return full, obj
 
     def delete(self, key: str) -> None:
         with _LOCK:
@@ -117,8 +141,11 @@ class MemoryStorage(Storage):
     def content_type(self, key: str) -> str | None:
         return self._get(key).content_type
 
-    def _download_object(self, key: str, dest: Path, size: int) -> None:
-        dest.write_bytes(self._get(key).data)
+    def _download_object(self, key: str, dest: Path, expected: ObjectInfo) -> None:
+        obj = self._get(key)
+        if obj.etag != expected.etag:
+            raise StorageChangedError(f"{self.describe(key)}: the object changed since it was listed")
+        dest.write_bytes(obj.data)
 
 
 def _by_key(obj: ObjectInfo) -> str:

@@ -13,8 +13,10 @@ boto3 error is translated into the project's errors by :func:`translate_error`.
 
 from __future__ import annotations
 
+import builtins
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,9 +27,11 @@ import boto3.exceptions
 import botocore.exceptions as bce
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
+from s3transfer.subscribers import BaseSubscriber
 
 from cortex_ray.errors import (
     StorageAccessDeniedError,
+    StorageChangedError,
     StorageError,
     StorageNotFoundError,
     StorageUnreachableError,
@@ -124,6 +128,8 @@ def translate_error(exc: BaseException, *, bucket: str, key: str, endpoint: str)
             )
         if code in _NOT_FOUND_CODES or status == 404:
             return StorageNotFoundError(f"{where}: no such object")
+        if code == "PreconditionFailed" or status == 412:
+            return StorageChangedError(f"{where}: the object changed since it was listed (ETag differs)")
         if code in _ACCESS_CODES or status == 403:
             hint = _CREDENTIALS_HINT.format(bucket=bucket)
             return StorageAccessDeniedError(f"{where}: access denied ({detail}); {hint}")
@@ -260,11 +266,53 @@ class S3Storage(Storage):
         value = response.get("ContentType")
         return str(value) if value else None
 
-    def _download_object(self, key: str, dest: Path, size: int) -> None:
-        """Small objects in one GET; from ``multipart_threshold`` on, in parallel parts."""
+    def create(self, key: str, data: bytes, content_type: str | None = None) -> bool:
+        """``PutObject`` with ``If-None-Match: *``: S3 refuses it (412) when the key exists."""
+        extra = {"ContentType": content_type} if content_type else {}
+        for attempt in range(4):
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self._full(key), Body=data, IfNoneMatch="*", **extra
+                )
+                return True
+            except bce.ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if code == "PreconditionFailed" or status == 412:
+                    return False
+                if (code == "ConditionalRequestConflict" or status == 409) and attempt < 3:
+                    time.sleep(0.1 * (attempt + 1))  # a concurrent create of the same key: ask again
+                    continue
+                raise translate_error(
+                    exc, bucket=self.bucket, key=self._full(key), endpoint=self.endpoint_url
+                ) from exc
+            except _BOTO_ERRORS as exc:
+                raise translate_error(
+                    exc, bucket=self.bucket, key=self._full(key), endpoint=self.endpoint_url
+                ) from exc
+        return False
+
+    def list_folders(self, prefix: str = "") -> builtins.list[str]:
+        base = self._full(prefix)
+        start = f"{base}/" if base else ""
+        found: builtins.list[str] = []
+        with self._boundary(prefix):
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=start, Delimiter="/"):
+                for item in page.get("CommonPrefixes", []):
+                    name = item["Prefix"][len(start) :].rstrip("/")
+                    if name:
+                        found.append(name)
+        return sorted(found)
+
+    def _download_object(self, key: str, dest: Path, expected: ObjectInfo) -> None:
+        """Exactly the listed object: every GET carries ``If-Match`` with the listed ETag, so an
+        object rewritten since the listing fails with 412 instead of giving other bytes. Small
+        objects in one GET; from ``multipart_threshold`` on, in parallel ranged GETs."""
+        etag = f'"{expected.etag}"'
         with self._boundary(key):
-            if size < self.transfer_config.multipart_threshold:
-                response = self.client.get_object(Bucket=self.bucket, Key=self._full(key))
+            if expected.size < self.transfer_config.multipart_threshold:
+                response = self.client.get_object(Bucket=self.bucket, Key=self._full(key), IfMatch=etag)
                 body = response["Body"]
                 try:
                     with open(dest, "wb") as fh:
@@ -273,9 +321,35 @@ class S3Storage(Storage):
                 finally:
                     body.close()
             else:
-                self.client.download_file(
-                    self.bucket, self._full(key), str(dest), Config=self.transfer_config
-                )
+                from s3transfer.exceptions import S3DownloadFailedError
+                from s3transfer.manager import TransferManager
+
+                with TransferManager(self.client, self.transfer_config) as manager:
+                    future = manager.download(
+                        self.bucket, self._full(key), str(dest), subscribers=[_Pinned(expected.size, etag)]
+                    )
+                    try:
+                        future.result()
+                    except S3DownloadFailedError as exc:
+                        if "ETag" not in str(exc):
+                            raise StorageError(f"s3://{self.bucket}/{self._full(key)}: {exc}") from exc
+                        raise StorageChangedError(
+                            f"s3://{self.bucket}/{self._full(key)}: the object changed since it was "
+                            "listed (ETag differs)"
+                        ) from exc
+
+
+class _Pinned(BaseSubscriber):
+    """Gives the transfer the listed size and ETag, so no HEAD is made and every ranged GET
+    carries ``If-Match`` with the ETag of the listing."""
+
+    def __init__(self, size: int, etag: str) -> None:
+        self._size = size
+        self._etag = etag
+
+    def on_queued(self, future: Any, **kwargs: Any) -> None:
+        future.meta.provide_transfer_size(self._size)
+        future.meta.provide_object_etag(self._etag)
 
 
 def _client_config() -> Config:

@@ -30,6 +30,9 @@ class Handler:
                 return [1, 2, 3]
             if payload.get("sleep"):
                 time.sleep(payload["sleep"])
+            if payload.get("gate"):
+                while not os.path.exists(payload["gate"]):
+                    time.sleep(0.05)
             if payload.get("die_once"):
                 marker = payload["die_once"]
                 if not os.path.exists(marker):
@@ -151,24 +154,66 @@ def test_a_worker_killed_mid_workload_still_completes(
 def test_the_application_restarted_with_workloads_queued(
     tmp_path: Path, deploy: Any, http: httpx.Client
 ) -> None:
+    """Deterministic: the workloads wait on a gate file, so the application is deleted while
+    one runs and the rest are queued, whatever the machine's speed."""
     from ray import serve
 
     write_handler(tmp_path, HANDLER)
-    deploy(
-        tmp_path,
-        [async_api("restartable", autoscaling={"min_replicas": 1, "max_replicas": 1})],
-        graceful_shutdown_timeout_s=1,
-    )
-    ids = [http.post("/restartable", json={"sleep": 2, "n": i}).json()["id"] for i in range(12)]
-    time.sleep(1.0)
+    gate = tmp_path / "gate"
+    spec = async_api("restartable", autoscaling={"min_replicas": 1, "max_replicas": 1})
+    deploy(tmp_path, [spec], graceful_shutdown_timeout_s=1)
+    ids = [http.post("/restartable", json={"gate": str(gate), "n": i}).json()["id"] for i in range(6)]
+    deadline = time.time() + 60
+    while http.get(f"/restartable/{ids[0]}").json()["status"] != "in_progress":
+        assert time.time() < deadline, "the first workload never started"
+        time.sleep(0.1)
     serve.delete("restartable")  # gateway, dispatcher and workers all go away mid-work
-    statuses = {
-        p.name: p.read_text() for p in (tmp_path / ".cortex-ray/workloads/restartable").glob("*/status.json")
-    }
-    assert any('"in_queue"' in s or '"in_progress"' in s for s in statuses.values())
-    deploy(tmp_path, [async_api("restartable", autoscaling={"min_replicas": 1, "max_replicas": 1})])
+    store = tmp_path / ".cortex-ray/workloads/restartable"
+    assert sorted(p.name for p in (store / "queue").iterdir()) == sorted(ids)  # all still unfinished
+    gate.touch()
+    deploy(tmp_path, [spec])
     results = [wait_done(http, "/restartable", i, timeout=180) for i in ids]
-    assert [r["status"] for r in results] == ["completed"] * 12
+    assert [r["status"] for r in results] == ["completed"] * 6
+    assert sorted(r["result"]["payload"]["n"] for r in results) == list(range(6))
+
+
+def test_a_killed_dispatcher_resumes_by_itself(tmp_path: Path, deploy: Any, http: httpx.Client) -> None:
+    """Only GETs after the kill: nothing submits, and the queued workloads still complete."""
+    import ray
+
+    write_handler(tmp_path, HANDLER)
+    gate = tmp_path / "gate"
+    deploy(tmp_path, [async_api("resumes", autoscaling={"min_replicas": 1, "max_replicas": 1})])
+    ids = [http.post("/resumes", json={"gate": str(gate), "n": i}).json()["id"] for i in range(4)]
+    before = http.get("/resumes/info").json()["started_at"]
+    ray.kill(_dispatcher_actor("resumes"), no_restart=True)  # Serve recreates it
+    gate.touch()
+    results = [wait_done(http, "/resumes", i, timeout=120) for i in ids]
+    assert [r["status"] for r in results] == ["completed"] * 4
+    assert http.get("/resumes/info").json()["started_at"] != before  # a new dispatcher did it
+
+
+def test_a_long_workload_does_not_hold_up_the_others(tmp_path: Path, deploy: Any, http: httpx.Client) -> None:
+    write_handler(tmp_path, HANDLER)
+    deploy(tmp_path, [async_api("no-hol", autoscaling={"min_replicas": 2, "max_replicas": 2})])
+    long_id = http.post("/no-hol", json={"sleep": 20}).json()["id"]
+    deadline = time.time() + 60
+    while http.get(f"/no-hol/{long_id}").json()["status"] != "in_progress":
+        assert time.time() < deadline
+        time.sleep(0.1)
+    short = [http.post("/no-hol", json={"n": i}).json()["id"] for i in range(3)]
+    results = [wait_done(http, "/no-hol", i, timeout=15) for i in short]  # well before the long one
+    assert [r["status"] for r in results] == ["completed"] * 3
+    assert http.get(f"/no-hol/{long_id}").json()["status"] == "in_progress"
+
+
+def _dispatcher_actor(app: str) -> Any:
+    import ray
+
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if f"{app}::{app}::" in actor["name"] and actor["name"].endswith("::dispatcher"):
+            return ray.get_actor(actor["name"], namespace=actor["namespace"])
+    raise AssertionError(f"no dispatcher actor for {app}: {ray.util.list_named_actors(True)}")
 
 
 @pytest.mark.s3
@@ -183,5 +228,6 @@ def test_workloads_on_the_s3_server(
     done = wait_done(http, "/jobs-s3", workload_id)
     assert done["result"]["payload"] == {"on": "s3"}
     keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=s3_bucket)["Contents"]]
-    assert f"workloads/{workload_id}/result.json" in keys
-    assert f"workloads/{workload_id}/payload" not in keys  # deleted once done, as Cortex did
+    assert f"workloads/workloads/{workload_id}/final.json" in keys
+    assert f"workloads/workloads/{workload_id}/payload" not in keys  # deleted once done, as Cortex did
+    assert not any(k.startswith("workloads/queue/") for k in keys)

@@ -43,6 +43,27 @@ class Handler:
 """
 
 
+def start_serve(port: int) -> int:
+    """Serve's proxy on ``port``; another free port if that one was taken meanwhile (the port was
+    free when the test chose it, but the cluster's own processes bind ports as they start)."""
+    from tests.support.s3_server import free_port
+
+    for attempt in range(5):
+        try:
+            serve.start(
+                proxy_location="HeadOnly",
+                http_options={"host": "127.0.0.1", "port": port},
+                logging_config={"enable_access_log": False},
+            )
+            return port
+        except Exception as exc:
+            if "Failed to bind" not in str(exc) or attempt == 4:
+                raise
+            serve.shutdown()
+            port = free_port()
+    raise AssertionError("unreachable")
+
+
 def main() -> None:
     port = int(sys.argv[1])
     report: dict[str, object] = {}
@@ -50,11 +71,7 @@ def main() -> None:
     cluster.add_node(num_cpus=2, resources={"node_b": 1})
     try:
         ray.init(address=cluster.address, log_to_driver=False)
-        serve.start(
-            proxy_location="HeadOnly",
-            http_options={"host": "127.0.0.1", "port": port},
-            logging_config={"enable_access_log": False},
-        )
+        port = start_serve(port)
         with tempfile.TemporaryDirectory() as tmp:
             project = Path(tmp)
             (project / "handler.py").write_text(textwrap.dedent(HANDLER))

@@ -189,3 +189,20 @@ def test_inferentia_replica_is_scheduled_on_neuron_cores(
     deploy(tmp_path, [spec])
     assert http.get("/inf").json() == {"neuron_cores": 1.0}
     assert ray.available_resources().get("neuron_cores", 0) == before - 1
+
+
+def test_info_shows_only_cortex_fields_unless_the_operator_view_is_on(
+    tmp_path: Path, deploy: Any, http: httpx.Client
+) -> None:
+    from ray import serve
+
+    project(tmp_path, {"a/1/model.txt": "broken", "a/2/model.txt": "a2"})
+    deploy(tmp_path, [api("quiet", {"dir": "models"})], info_details=False)  # as on --host 0.0.0.0
+    assert http.post("/quiet", json={"model": "a", "version": "1"}).status_code == 503
+    public = http.get("/quiet/info").json()
+    assert set(public) == {"model_metadata"}
+    assert set(public["model_metadata"]["a"]) == {"versions", "timestamps"}  # no reasons, no paths
+    assert "cannot parse" not in str(public)
+    full = serve.get_app_handle("quiet").info.remote().result()  # the operator, through Ray
+    assert "cannot parse" in full["model_metadata"]["a"]["details"]["1"]["reason"]
+    assert full["replica"]["disk_cache"].startswith("/")

@@ -16,6 +16,7 @@ from botocore.config import Config
 
 from cortex_ray.errors import (
     StorageAccessDeniedError,
+    StorageChangedError,
     StorageNotFoundError,
     StorageUnreachableError,
 )
@@ -236,3 +237,40 @@ def test_a_pickled_storage_makes_its_own_client(seeded: S3Storage) -> None:
     copy = pickle.loads(pickle.dumps(seeded))
     assert copy._client is None
     assert copy.read("iris/2/saved_model.pb") == b"pb-two"
+
+
+def test_an_object_rewritten_since_the_listing_is_refused(seeded: S3Storage, tmp_path: Path) -> None:
+    listing = seeded.list("iris/1")
+    seeded.upload("iris/1/saved_model.pb", b"pb-one-rewritten")
+    with pytest.raises(StorageChangedError, match="changed since it was listed"):
+        seeded.download("iris/1", tmp_path / "v1", listing)
+    assert not (tmp_path / "v1").exists()
+    fresh = seeded.list("iris/1")
+    assert (seeded.download("iris/1", tmp_path / "v1", fresh) / "saved_model.pb").read_bytes() == (
+        b"pb-one-rewritten"
+    )
+
+
+def test_a_large_object_rewritten_since_the_listing_is_refused_in_parts(
+    s3_server: S3TestServer, s3_bucket: str, tmp_path: Path
+) -> None:
+    s3_server.put_tree(s3_bucket, "big", {"weights.bin": os.urandom(12 * MiB)})
+    config = TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=4 * MiB, max_concurrency=4)
+    store = S3Storage(s3_bucket, "big", transfer_config=config)
+    listing = store.list()
+    heads: list[str] = []
+    store.client.meta.events.register("before-call.s3.HeadObject", lambda **_: heads.append("head"))
+    assert (store.download("", tmp_path / "ok", listing) / "weights.bin").stat().st_size == 12 * MiB
+    assert heads == []  # size and ETag came from the listing: no HEAD
+    store.upload("weights.bin", os.urandom(12 * MiB))
+    with pytest.raises(StorageChangedError):
+        store.download("", tmp_path / "changed", listing)
+    assert not (tmp_path / "changed").exists()
+
+
+def test_create_only_and_folders_on_s3(seeded: S3Storage) -> None:
+    assert seeded.create("w/1/final.json", b"first") is True
+    assert seeded.create("w/1/final.json", b"second") is False
+    assert seeded.read("w/1/final.json") == b"first"
+    assert seeded.list_folders() == ["iris", "iris2", "w"]
+    assert seeded.list_folders("iris") == ["1", "2"]

@@ -65,7 +65,7 @@ class Loader:
 async def settle(cache: ModelCache) -> None:
     """Wait for the cache's background loads."""
     for _ in range(200):
-        if not cache._tasks and not cache._loading:
+        if cache.idle:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("background loads did not finish")

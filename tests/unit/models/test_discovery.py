@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from cortex_ray.models import Change, ModelTree, build_model, check_layout, diff_trees, discover_models
 from cortex_ray.spec import MultiModelsSpec
 from cortex_ray.storage import ObjectInfo
@@ -32,7 +34,7 @@ def tf_version(prefix: str) -> dict[str, str]:
 def test_single_path_unversioned_is_version_1(tmp_path: Path) -> None:
     write(tmp_path, {"iris/model.pkl": "m", "iris/labels.txt": "l"})
     tree = discover_models(spec(path=str(tmp_path / "iris")), "python")
-    assert tree.names == ["_cortex_default"]
+    assert list(tree.names) == ["_cortex_default"]
     model = tree.models["_cortex_default"]
     assert not model.versioned
     assert list(model.versions) == [1] and model.latest == 1
@@ -61,7 +63,7 @@ def test_paths_give_named_models(tmp_path: Path) -> None:
         ),
         "python",
     )
-    assert tree.names == ["alpha", "beta"]
+    assert list(tree.names) == ["alpha", "beta"]
     assert tree.models["alpha"].latest == 1 and tree.models["alpha"].versioned
     assert tree.models["beta"].latest == 1 and not tree.models["beta"].versioned
 
@@ -77,7 +79,7 @@ def test_dir_gives_one_model_per_folder(tmp_path: Path) -> None:
         },
     )
     tree = discover_models(spec(dir=str(tmp_path / "models")), "python")
-    assert tree.names == ["sentiment-analyzer", "text-generator"]
+    assert list(tree.names) == ["sentiment-analyzer", "text-generator"]
     assert tree.models["sentiment-analyzer"].latest == 26234288
     assert tree.models["text-generator"].latest == 1
     assert tree.warnings and "README.md" in tree.warnings[0]
@@ -237,3 +239,12 @@ def open_storage_for_test(uri: str):  # type: ignore[no-untyped-def]
     from cortex_ray.storage import open_storage
 
     return open_storage(uri)
+
+
+def test_a_missing_local_dir_is_an_error_not_an_empty_tree(tmp_path: Path) -> None:
+    from cortex_ray.errors import StorageNotFoundError
+
+    with pytest.raises(StorageNotFoundError, match="does not exist"):
+        discover_models(spec(dir=str(tmp_path / "unmounted")), "python")
+    (tmp_path / "unmounted").mkdir()
+    assert discover_models(spec(dir=str(tmp_path / "unmounted")), "python").models == {}

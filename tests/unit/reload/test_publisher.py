@@ -77,9 +77,30 @@ def test_a_model_turning_mixed_keeps_its_published_versions() -> None:
     assert sorted(p.observe(done, now=2).models["b"].versions) == [1, 2]
 
 
-def test_removal_is_published_at_once() -> None:
-    p = Publisher(settle_time=60)
+def test_removal_settles_like_any_other_change() -> None:
+    p = Publisher(settle_time=5)
     p.observe(tree(a=[obj("1/f"), obj("2/f")], b=[obj("f")]), now=0)
-    published = p.observe(tree(a=[obj("1/f")]), now=1)
+    gone = tree(a=[obj("1/f")])
+    published = p.observe(gone, now=1)  # seen missing once: still published
+    assert sorted(published.models) == ["a", "b"] and sorted(published.models["a"].versions) == [1, 2]
+    assert {pr.model for pr in p.problems if "removal not published yet" in pr.reason} == {"a", "b"}
+    published = p.observe(gone, now=6)  # missing for the settle time: removed
     assert list(published.models) == ["a"]
     assert list(published.models["a"].versions) == [1]
+    assert p.problems == []
+
+
+def test_a_dir_emptied_then_refilled_removes_nothing() -> None:
+    """`mv models models.old; mv new models`, seen between the two moves."""
+    p = Publisher(settle_time=5)
+    full = tree(a=[obj("1/f")], b=[obj("1/f")])
+    p.observe(full, now=0)
+    assert sorted(p.observe(ModelTree({}), now=5).models) == ["a", "b"]
+    assert sorted(p.observe(full, now=10).models) == ["a", "b"]
+    assert sorted(p.observe(ModelTree({}), now=11).models) == ["a", "b"]  # the clock restarted
+
+
+def test_removal_with_no_settle_time_is_immediate() -> None:
+    p = Publisher(settle_time=0)
+    p.observe(tree(a=[obj("1/f")], b=[obj("f")]), now=0)
+    assert list(p.observe(tree(a=[obj("1/f")]), now=1).models) == ["a"]

@@ -92,3 +92,23 @@ def test_a_restarted_reloader_seeded_by_a_replica_does_not_publish_a_half_upload
         assert await r.seed(held) is False  # only before anything was published
 
     asyncio.run(main())
+
+
+def test_a_local_dir_moved_away_changes_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    (root / "a" / "1").mkdir(parents=True)
+    (root / "a" / "1" / "m").write_bytes(b"1")
+
+    async def main() -> None:
+        r = ModelReloader(api(tmp_path, dir=str(root), settle_time=0))
+        first = await r.snapshot(None, -1, timeout=5)
+        assert first is not None and list(first["tree"].models) == ["a"]
+        root.rename(tmp_path / "models.old")  # unmounted, or the first half of a swap with two mv
+        await r.poll_now()
+        assert r.version == first["version"] and list(r.tree.models) == ["a"]  # type: ignore[union-attr]
+        assert "does not exist" in (await r.status())["last_error"]
+        (tmp_path / "models.old").rename(root)
+        await r.poll_now()
+        assert r.version == first["version"]  # back as it was: nothing to publish
+
+    asyncio.run(main())

@@ -70,7 +70,7 @@ def test_cpu_api(tmp_path: Path) -> None:
     (app,) = config["applications"]
     assert app["name"] == "iris" and app["route_prefix"] == "/iris"
     assert app["import_path"] == "cortex_ray.app:build"
-    assert app["args"] == {"spec": str(tmp_path / "cortex.yaml"), "api": "iris"}
+    assert app["args"] == {"spec": str(tmp_path / "cortex.yaml"), "api": "iris", "info_details": True}
     (dep,) = app["deployments"]
     assert dep["ray_actor_options"] == {"num_cpus": 0.5, "memory": 1024**3}
     assert dep["max_ongoing_requests"] == 64
@@ -140,3 +140,11 @@ def test_committed_example_config_matches_the_spec() -> None:
     fresh = serve_config(load_spec(root / "deployments" / "cortex.yaml"), "deployments/cortex.yaml")
     assert committed == fresh
     ServeDeploySchema.model_validate(committed)
+
+
+def test_info_details_are_on_only_for_a_loopback_host(tmp_path: Path) -> None:
+    spec = load_spec(write_spec(tmp_path, [api("iris")]))
+    local = serve_config(spec, "cortex.yaml", host="127.0.0.1")
+    exposed = serve_config(spec, "cortex.yaml", host="0.0.0.0")
+    assert local["applications"][0]["args"]["info_details"] is True
+    assert exposed["applications"][0]["args"]["info_details"] is False

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cortex_ray.errors import StorageNotFoundError
+from cortex_ray.errors import StorageChangedError, StorageNotFoundError
 from cortex_ray.storage import LocalStorage, ObjectInfo
 
 
@@ -199,11 +199,11 @@ def test_download_of_an_empty_prefix_gives_an_empty_folder(store: LocalStorage, 
 class FailingStorage(LocalStorage):
     """Writes half of one file, then fails."""
 
-    def _download_object(self, key: str, dest: Path, size: int) -> None:
+    def _download_object(self, key: str, dest: Path, expected: ObjectInfo) -> None:
         if key.endswith("vocab.txt"):
             dest.write_bytes(b"half")
             raise OSError("disk on fire")
-        super()._download_object(key, dest, size)
+        super()._download_object(key, dest, expected)
 
 
 def test_failed_download_leaves_no_partial_folder(store: LocalStorage, tmp_path: Path) -> None:
@@ -245,3 +245,48 @@ def test_download_refuses_keys_that_leave_the_folder(tmp_path: Path) -> None:
         storage.download("", tmp_path / "dest", objects=evil)
     assert not (tmp_path / "escape.txt").exists()
     assert not (tmp_path / "dest").exists()
+
+
+# --- exactly the listed bytes, create-only writes, folders, a missing root ----------
+
+
+def test_a_file_rewritten_since_it_was_listed_is_not_downloaded(store: LocalStorage, tmp_path: Path) -> None:
+    listing = store.list("models/iris/2")
+    time.sleep(0.01)
+    (store.root / "models/iris/2/model.bin").write_bytes(b"TWO!")  # same size, newer mtime
+    with pytest.raises(StorageChangedError, match="changed since it was listed"):
+        store.download("models/iris/2", tmp_path / "out", listing)
+    assert not (tmp_path / "out").exists()  # nothing half-new was left behind
+    fresh = store.list("models/iris/2")
+    assert (store.download("models/iris/2", tmp_path / "out", fresh) / "model.bin").read_bytes() == b"TWO!"
+
+
+def test_create_only_writes_once(store: LocalStorage) -> None:
+    assert store.create("w/final.json", b"first") is True
+    assert store.create("w/final.json", b"second") is False
+    assert store.read("w/final.json") == b"first"
+    assert [p.name for p in (store.root / "w").iterdir()] == ["final.json"]  # no temp file left
+
+
+def test_concurrent_creates_have_exactly_one_winner(store: LocalStorage) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(lambda i: store.create("race/key", str(i).encode()), range(32)))
+    assert won.count(True) == 1
+    assert store.read("race/key") == str(won.index(True)).encode()
+
+
+def test_list_folders_lists_one_level(store: LocalStorage) -> None:
+    assert store.list_folders("models") == ["empty", "iris", "iris2"]
+    assert store.list_folders("models/iris") == ["1", "2"]
+    assert store.list_folders("nothing/here") == []
+
+
+def test_a_missing_root_is_an_error_not_an_empty_folder(tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path / "unmounted")
+    assert store.list() == []  # a missing prefix lists as empty...
+    with pytest.raises(StorageNotFoundError, match="does not exist"):
+        store.check_root()  # ...but the root itself being absent is reported
+    (tmp_path / "unmounted").mkdir()
+    store.check_root()

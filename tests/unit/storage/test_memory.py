@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cortex_ray.errors import StorageNotFoundError
-from cortex_ray.storage import MemoryStorage, open_storage, reset_memory_storage
+from cortex_ray.errors import StorageChangedError, StorageNotFoundError
+from cortex_ray.storage import MemoryStorage, ObjectInfo, open_storage, reset_memory_storage
 
 
 @pytest.fixture(autouse=True)
@@ -122,11 +122,11 @@ def test_download_replaces_an_existing_folder(store: MemoryStorage, tmp_path: Pa
 
 
 class HalfWayFailure(MemoryStorage):
-    def _download_object(self, key: str, dest: Path, size: int) -> None:
+    def _download_object(self, key: str, dest: Path, expected: ObjectInfo) -> None:
         if key.endswith("model.bin"):
             dest.write_bytes(b"partial")
             raise ConnectionError("network dropped")
-        super()._download_object(key, dest, size)
+        super()._download_object(key, dest, expected)
 
 
 def test_failed_download_is_atomic(store: MemoryStorage, tmp_path: Path) -> None:
@@ -147,7 +147,7 @@ def test_failed_download_is_atomic(store: MemoryStorage, tmp_path: Path) -> None
 class CountingFailure(MemoryStorage):
     calls = 0
 
-    def _download_object(self, key: str, dest: Path, size: int) -> None:
+    def _download_object(self, key: str, dest: Path, expected: ObjectInfo) -> None:
         type(self).calls += 1
         time.sleep(0.05)
         raise ConnectionError("endpoint down")
@@ -161,3 +161,23 @@ def test_a_failed_download_stops_fetching_the_rest(tmp_path: Path) -> None:
         store.download("v", tmp_path / "v", max_workers=2)
     assert CountingFailure.calls <= 10  # 2 or 3 in practice; not all 50
     assert os.listdir(tmp_path) == []
+
+
+def test_downloads_refuse_objects_changed_since_the_listing(tmp_path: Path) -> None:
+    store = MemoryStorage("chg", "m")
+    store.upload("1/model.bin", b"old")
+    listing = store.list("1")
+    store.upload("1/model.bin", b"new")
+    with pytest.raises(StorageChangedError):
+        store.download("1", tmp_path / "v1", listing)
+    assert not (tmp_path / "v1").exists()
+
+
+def test_create_and_list_folders() -> None:
+    store = MemoryStorage("cr", "p")
+    assert store.create("a/x", b"1") and not store.create("a/x", b"2")
+    assert store.read("a/x") == b"1"
+    store.upload("b/c/d", b"")
+    store.upload("top", b"")
+    assert store.list_folders() == ["a", "b"]
+    assert store.list_folders("b") == ["c"]

@@ -1,0 +1,145 @@
+"""One model version in a replica's cache, as an explicit state machine.
+
+Each version (``name``, ``version``) has a disk side and a memory side::
+
+    disk:    absent -> queued -> downloading -> on_disk ----------> absent
+                                      ^            | new files      (evicted, removed:
+                                      +------------+                 folders go once unread)
+
+    memory:  absent -> queued -> loading -> in_memory -> swapping -> in_memory
+                                    |          |         (new files, or the version that
+                                    v          v          replaces it as latest, loading)
+                                  absent     absent (evicted, removed: drained by refcount,
+                                                     then reclaimed off the event loop)
+
+Slot accounting is a function of the state, nothing else:
+
+* a **memory slot** is held by ``loading``, ``in_memory`` and ``swapping``; a load that
+  replaces the version serving "latest" of the same model *borrows* that version's slot
+  (it holds none of its own) and takes it over when it lands, so a swap never evicts the
+  version serving, and retries of a broken version never do either;
+* a **disk slot** is held by ``downloading`` and while the version has any folder on disk:
+  its current files, or older ones that a running load still reads (deleted once unread).
+
+``queued`` means waiting for a slot (every slot is held by something that cannot be
+evicted now: loads in flight, folders being read). So the limits hold at every step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Entry", "Folder", "Key", "LoadedModel"]
+
+Key = tuple[str, int]
+
+
+@dataclass
+class LoadedModel:
+    """A model version held in memory."""
+
+    name: str
+    version: int
+    fingerprint: str
+    model: Any
+    loaded_at: float = field(default_factory=time.time)
+    load_seconds: float = 0.0
+
+
+@dataclass(eq=False)
+class Folder:
+    """One downloaded copy of a version's files."""
+
+    path: Path
+    fingerprint: str
+    readers: int = 0
+    """Loads reading these files right now: the folder is never deleted under them."""
+
+
+@dataclass(eq=False)
+class Entry:
+    key: Key
+    folder: Folder | None = None
+    """The newest complete download."""
+    old_folders: list[Folder] = field(default_factory=list)
+    """Folders replaced or evicted, deleted as soon as nothing reads them (they keep the slot)."""
+    download: asyncio.Future[Folder] | None = None
+    download_fp: str | None = None
+    download_slot: bool = False
+    """Whether the running download holds a disk slot (``False`` while queued for one)."""
+    loaded: LoadedModel | None = None
+    loaded_from: Folder | None = None
+    load: asyncio.Future[LoadedModel] | None = None
+    load_fp: str | None = None
+    load_slot: bool = False
+    """Whether the running load holds a memory slot of its own (``False`` while queued, or
+    while it borrows the slot of ``borrowed_from``)."""
+    borrowed_from: Key | None = None
+    lent_to: Key | None = None
+
+    # --- states ------------------------------------------------------------
+
+    @property
+    def disk_state(self) -> str:
+        if self.download is not None:
+            return "downloading" if self.download_slot else "queued"
+        return "on_disk" if self.folder is not None else "absent"
+
+    @property
+    def memory_state(self) -> str:
+        if self.load is not None:
+            if self.loaded is not None:
+                return "swapping"
+            return "loading" if self.load_slot or self.borrowed_from else "queued"
+        return "in_memory" if self.loaded is not None else "absent"
+
+    # --- slots -------------------------------------------------------------
+
+    @property
+    def holds_memory_slot(self) -> bool:
+        return self.loaded is not None or self.load_slot
+
+    @property
+    def holds_disk_slot(self) -> bool:
+        return self.download_slot or self.folder is not None or bool(self.old_folders)
+
+    @property
+    def evictable_from_memory(self) -> bool:
+        """Evicting it frees a slot now (nothing of it is in flight, nothing borrows it)."""
+        return self.loaded is not None and self.load is None and self.lent_to is None
+
+    @property
+    def evictable_from_disk(self) -> bool:
+        """Its files can be deleted now: no download or load of it running, nothing reads them."""
+        folders = [*self.old_folders, *([self.folder] if self.folder else [])]
+        return (
+            self.folder is not None
+            and self.download is None
+            and self.load is None
+            and not any(f.readers for f in folders)
+        )
+
+    @property
+    def idle(self) -> bool:
+        """Holds nothing and runs nothing: the entry can be forgotten."""
+        return not (
+            self.holds_memory_slot
+            or self.holds_disk_slot
+            or self.download is not None
+            or self.load is not None
+            or self.lent_to is not None
+            or self.borrowed_from is not None
+        )
+
+    def deletable_folders(self) -> list[Folder]:
+        """Old folders nothing reads or serves from any more (removed from ``old_folders``)."""
+        keep: list[Folder] = []
+        gone: list[Folder] = []
+        for f in self.old_folders:
+            (keep if f.readers or f is self.loaded_from else gone).append(f)
+        self.old_folders = keep
+        return gone
