@@ -11,7 +11,7 @@
 The spec is validated where the builder runs, before any replica starts.
 """
 
-from typing import Any
+from typing import Any, Literal
 
 import ray
 from pydantic import BaseModel, ConfigDict
@@ -42,6 +42,12 @@ class BuildArgs(BaseModel):
     """Whether ``GET <endpoint>/info`` shows the operator's view (states, reasons, storage
     errors, nodes, paths) to any HTTP client; Cortex's fields are always shown.
     ``build-config`` sets it for a loopback host."""
+    ingress: Literal["fast", "proxy"] = "proxy"
+    """``fast``: replicas serve HTTP themselves, behind cortex-ray's balancer (started on the
+    node that builds the application, listening on ``host``:``port``, if it does not run
+    yet); ``proxy``: Serve's own proxy."""
+    host: str = "127.0.0.1"
+    port: int = 8000
 
 
 def build(args: BuildArgs) -> Application:
@@ -56,7 +62,11 @@ def build(args: BuildArgs) -> Application:
     else:
         api = spec.api(args.api)
     check_servable(api, file=spec.file, index=spec.apis.index(api))
-    return build_api(api, info_details=args.info_details)
+    if args.ingress == "fast":
+        from cortex_ray.ingress.control import start_ingress
+
+        start_ingress(args.host, args.port)
+    return build_api(api, info_details=args.info_details, ingress=args.ingress)
 
 
 def reloader_actor(api: ApiSpec) -> DeploymentActorConfig:
@@ -70,29 +80,31 @@ def reloader_actor(api: ApiSpec) -> DeploymentActorConfig:
     )
 
 
-def build_api(api: ApiSpec, info_details: bool = False, **overrides: Any) -> Application:
+def build_api(
+    api: ApiSpec, info_details: bool = False, ingress: str = "proxy", **overrides: Any
+) -> Application:
     """The Serve application of one validated API.
 
     ``overrides`` are extra deployment options; ``ray_actor_options`` in them is
     merged key by key into the spec's (e.g. a smaller ``num_cpus`` in tests).
     """
-    options = deployment_options(api)
+    options = deployment_options(api, ingress)
     if api.handler.model_spec is not None:
         options["deployment_actors"] = [reloader_actor(api)]
     actor = {**options["ray_actor_options"], **overrides.get("ray_actor_options", {})}
     options = {**options, **overrides, "ray_actor_options": actor}
     if api.kind == "AsyncAPI":
-        return _build_async(api, options)
+        return _build_async(api, options, ingress)
     deployment: Any = serve.deployment(ApiReplica)
-    return deployment.options(**options).bind(api, info_details)
+    return deployment.options(**options).bind(api, info_details, ingress)
 
 
-def _build_async(api: ApiSpec, worker_options: dict[str, Any]) -> Application:
+def _build_async(api: ApiSpec, worker_options: dict[str, Any], ingress: str) -> Application:
     """An AsyncAPI: the gateway (ingress, with the dispatcher) and the workers."""
     as_deployment: Any = serve.deployment
     worker = as_deployment(AsyncWorker).options(**{**worker_options, "name": worker_name(api.name)})
     gateway = as_deployment(AsyncGateway).options(
-        **gateway_options(api),
+        **gateway_options(api, ingress),
         deployment_actors=[
             DeploymentActorConfig(
                 name=DISPATCHER_ACTOR,
@@ -102,4 +114,4 @@ def _build_async(api: ApiSpec, worker_options: dict[str, Any]) -> Application:
             )
         ],
     )
-    return gateway.bind(api, worker.bind(api))
+    return gateway.bind(api, worker.bind(api), ingress)

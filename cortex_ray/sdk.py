@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cortex_ray.errors import DeploymentError
+from cortex_ray.ingress.control import DEFAULT_INGRESS, INGRESS_MODES
 from cortex_ray.serving.config import is_loopback
 from cortex_ray.serving.options import check_servable
 from cortex_ray.spec import ApiSpec, Spec, load_spec, parse_spec
@@ -64,14 +65,25 @@ class ApiHandle:
         return f"ApiHandle({self.name!r}, url={self.url!r})"
 
 
-def start(host: str = "127.0.0.1", port: int = 8000, **ray_init: Any) -> str:
+def start(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    ingress: str = DEFAULT_INGRESS,
+    proxy_port: int | None = None,
+    **ray_init: Any,
+) -> str:
     """Start (or join) a local Ray and Serve; returns the HTTP base URL.
 
-    A local Ray binds 127.0.0.1 only unless ``host`` says otherwise.
+    A local Ray binds 127.0.0.1 only unless ``host`` says otherwise. ``ingress``: ``fast``
+    (replicas serve HTTP themselves behind cortex-ray's balancer on ``host:port``; Serve's
+    proxy is not started) or ``proxy`` (Serve's proxy on ``host:port``). With ``fast``,
+    ``proxy_port`` also starts Serve's proxy there, for APIs deployed with ``ingress="proxy"``.
     """
     import ray
     from ray import serve
 
+    if ingress not in INGRESS_MODES:
+        raise ValueError(f"ingress must be one of {', '.join(INGRESS_MODES)}, got {ingress!r}")
     if not ray.is_initialized():
         if "address" not in ray_init and host in ("127.0.0.1", "localhost"):
             ray_init.setdefault("_node_ip_address", "127.0.0.1")
@@ -79,14 +91,26 @@ def start(host: str = "127.0.0.1", port: int = 8000, **ray_init: Any) -> str:
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         ray_init.setdefault("include_dashboard", False)
         ray.init(**ray_init)
-    serve.start(http_options={"host": host, "port": port}, logging_config={"enable_access_log": False})
-    global _http_host
-    _http_host = host
+    logging_config = {"enable_access_log": False}
+    if ingress == "fast":
+        if proxy_port is None:
+            serve.start(proxy_location="Disabled", logging_config=logging_config)
+        else:
+            serve.start(http_options={"host": host, "port": proxy_port}, logging_config=logging_config)
+        from cortex_ray.ingress.control import start_ingress
+
+        start_ingress(host, port)
+    else:
+        serve.start(http_options={"host": host, "port": port}, logging_config=logging_config)
+    global _http_host, _ingress
+    _http_host, _ingress = host, ingress
     return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
 
 
 _http_host: str | None = None
 """The HTTP host :func:`start` gave Serve in this process (``None``: not started here)."""
+_ingress: str = DEFAULT_INGRESS
+"""The ingress :func:`start` chose in this process."""
 
 
 def _load(spec: str | os.PathLike[str] | Mapping[str, Any] | list[Any], base_dir: str | None) -> Spec:
@@ -102,18 +126,20 @@ def deploy(
     base_dir: str | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
+    ingress: str = DEFAULT_INGRESS,
     **overrides: Any,
 ) -> dict[str, ApiHandle]:
     """Deploy every API of a spec (a file, or a dict/list), or just ``api``.
 
-    Each API becomes its own Serve application at its endpoint. ``overrides``
-    are extra deployment options (e.g. ``ray_actor_options``).
+    Each API becomes its own Serve application at its endpoint, served on the ``fast``
+    ingress (default) or Serve's ``proxy``. ``overrides`` are extra deployment options
+    (e.g. ``ray_actor_options``).
     """
     loaded = _load(spec, base_dir)
     apis = [loaded.api(api)] if api else loaded.apis
     for a in apis:
         check_servable(a, file=loaded.file, index=loaded.apis.index(a))
-    base = start(host=host, port=port)
+    base = start(host=host, port=port, ingress=ingress)
     handles = {}
     for a in apis:
         run_api(a, **overrides)
@@ -121,11 +147,15 @@ def deploy(
     return handles
 
 
-def run_api(api: ApiSpec, info_details: bool | None = None, **overrides: Any) -> None:
+def run_api(
+    api: ApiSpec, info_details: bool | None = None, ingress: str | None = None, **overrides: Any
+) -> None:
     """Serve one validated API as its own application (Serve must be running).
 
     ``info_details``: whether HTTP ``/info`` shows the operator's view; by default only
-    when this process started Serve on a loopback host.
+    when this process started Serve on a loopback host. ``ingress``: by default the one
+    :func:`start` chose. Returns once the API answers HTTP (on the fast path: once the
+    balancer routes to its replicas).
 
     When a replica cannot start (an error importing ``handler.py`` or in
     ``Handler.__init__``), raises :class:`DeploymentError` carrying the
@@ -137,8 +167,12 @@ def run_api(api: ApiSpec, info_details: bool | None = None, **overrides: Any) ->
 
     if info_details is None:
         info_details = _http_host is not None and is_loopback(_http_host)
+    ingress = ingress or _ingress
     try:
-        serve.run(build_api(api, info_details, **overrides), name=api.name, route_prefix=api.endpoint)
+        application = build_api(api, info_details, ingress, **overrides)
+        serve.run(application, name=api.name, route_prefix=api.endpoint)
+        if ingress == "fast":
+            _wait_routed(api)
     except RuntimeError as exc:
         detail = ""
         with contextlib.suppress(Exception):  # status is best effort; the original error stands
@@ -147,14 +181,33 @@ def run_api(api: ApiSpec, info_details: bool | None = None, **overrides: Any) ->
         raise DeploymentError(f"api {api.name!r} failed to deploy: {exc}\n{detail}".rstrip()) from exc
 
 
+def _wait_routed(api: ApiSpec) -> None:
+    from ray import serve
+
+    from cortex_ray.ingress.control import wait_routed
+
+    ingress_deployment = serve.status().applications[api.name].deployments.get(api.name)
+    states = ingress_deployment.replica_states if ingress_deployment is not None else {}
+    running = sum(n for state, n in states.items() if str(state).endswith("RUNNING"))
+    replicas = max(1, running)
+    if not wait_routed(api.name, replicas):
+        raise RuntimeError(f"api {api.name!r}: its replicas did not register with the fast ingress in time")
+
+
 def get_api(name: str) -> ApiHandle:
     return ApiHandle(name)
 
 
 def delete(name: str) -> None:
+    import ray
     from ray import serve
 
+    from cortex_ray.ingress.control import get_ingress
+
     serve.delete(name)
+    ingress = get_ingress()
+    if ingress is not None:
+        ray.get(ingress.remove_api.remote(name))
 
 
 def shutdown() -> None:
@@ -163,5 +216,8 @@ def shutdown() -> None:
     from ray import serve
 
     if ray.is_initialized():
+        from cortex_ray.ingress.control import stop_ingress
+
+        stop_ingress()
         serve.shutdown()
         ray.shutdown()

@@ -5,7 +5,7 @@ Layout below the store's root::
     queue/<id>                     one per unfinished workload: {"attempts": n}
     workloads/<id>/payload         the request body, as received
     workloads/<id>/meta.json       content type, size, submission time
-    workloads/<id>/lease.json      the worker running it: attempt, heartbeat time
+    workloads/<id>/lease-<n>.json  the worker running it (the highest n): attempt, heartbeat
     workloads/<id>/final.json      completed (with the result) or failed (with the error)
     done/<bucket>/<id>             finished workloads, by finishing time, for expiry
 
@@ -17,6 +17,8 @@ The rules that keep acknowledged work safe:
   link locally), so a final status is never overwritten: whichever run finishes first
   wins, later ones find it and stop. Nothing else decides the status: ``queue/`` and the
   lease only say whether it waits or runs.
+* A run takes a lease first, also with a create-only write (lease ``n+1`` after a stale
+  lease ``n``), so of two workers handed the same workload at once exactly one runs it.
 * A pass over the store touches only what it is about: ``queue/`` holds just the
   unfinished workloads, and expiry lists the folder names under ``done/`` and then only
   the buckets whose time has come.
@@ -144,16 +146,42 @@ class WorkloadStore:
         return body, str(meta["content_type"])
 
     def lease(self, workload_id: str) -> dict[str, Any] | None:
+        """The workload's current lease (the highest numbered one), or ``None``."""
+        number = self._lease_number(workload_id)
+        if number == 0:
+            return None
         try:
-            return self._get(f"workloads/{workload_id}/lease.json")
+            return {**self._get(_lease_key(workload_id, number)), "number": number}
         except StorageNotFoundError:
             return None
         except Unreadable:
-            return {"heartbeat_at": 0}  # a lease nobody can read is a stale one
+            return {"heartbeat_at": 0, "number": number}  # a lease nobody can read is a stale one
 
-    def renew_lease(self, workload_id: str, attempt: int, holder: str) -> None:
+    def acquire_lease(self, workload_id: str, attempt: int, holder: str) -> int | None:
+        """Take the workload for one run: the number of the new lease, or ``None`` when another
+        worker holds a fresh one, or won the race for it. Atomic: each lease is a new object
+        made with a create-only write, so of two workers taking it at once exactly one wins."""
+        current = self.lease(workload_id)
+        fresh = current is not None and time.time() - float(current.get("heartbeat_at", 0)) < LEASE_TTL
+        if fresh and current is not None and current.get("holder") != holder:
+            return None
+        number = (current or {}).get("number", 0) + 1
         lease = {"attempt": attempt, "holder": holder, "heartbeat_at": time.time()}
-        self._put(f"workloads/{workload_id}/lease.json", lease)
+        if not self.storage.create(_lease_key(workload_id, number), json.dumps(lease).encode()):
+            return None
+        return int(number)
+
+    def renew_lease(self, workload_id: str, number: int, attempt: int, holder: str) -> None:
+        lease = {"attempt": attempt, "holder": holder, "heartbeat_at": time.time()}
+        self._put(_lease_key(workload_id, number), lease)
+
+    def _lease_number(self, workload_id: str) -> int:
+        numbers = [
+            int(o.key[6:-5])
+            for o in self.storage.list(f"workloads/{workload_id}")
+            if o.key.startswith("lease-") and o.key.endswith(".json") and o.key[6:-5].isdigit()
+        ]
+        return max(numbers, default=0)
 
     def finish(self, workload_id: str, status: str, **body: Any) -> dict[str, Any]:
         """Record the final status once: returns the final document that stands (this one, or
@@ -162,7 +190,10 @@ class WorkloadStore:
         final = {"status": status, "finished_at": time.time(), **body}
         data = json.dumps(final).encode()
         if not self.storage.create(f"workloads/{workload_id}/final.json", data, "application/json"):
-            final = self._final(workload_id) or final
+            standing = self._final(workload_id)
+            if standing is None:  # refused, yet nothing readable there: never tidy on a guess
+                raise StorageError(f"workload {workload_id}: its final status could not be written")
+            final = standing
         self.tidy(workload_id, final)
         return final
 
@@ -170,8 +201,9 @@ class WorkloadStore:
         """After the final status: index it for expiry, drop the payload and the queue entry."""
         finished = float(final.get("finished_at", time.time()))
         self.storage.upload(f"done/{_bucket(finished, self.result_ttl)}/{workload_id}", b"")
-        for key in (f"workloads/{workload_id}/payload", f"workloads/{workload_id}/lease.json"):
-            self.storage.delete(key)
+        self.storage.delete(f"workloads/{workload_id}/payload")
+        for number in range(1, self._lease_number(workload_id) + 1):
+            self.storage.delete(_lease_key(workload_id, number))
         self.storage.delete(f"queue/{workload_id}")
 
     # --- reading -----------------------------------------------------------
@@ -260,6 +292,10 @@ class WorkloadStore:
         if not isinstance(value, dict):
             raise Unreadable(f"{self.storage.describe(key)} is unreadable (not a JSON object)")
         return value
+
+
+def _lease_key(workload_id: str, number: int) -> str:
+    return f"workloads/{workload_id}/lease-{number:06d}.json"
 
 
 def _bucket(finished_at: float, ttl: float) -> str:

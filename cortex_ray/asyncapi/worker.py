@@ -15,7 +15,6 @@ itself unhealthy and Serve replaces it.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
 import uuid
@@ -45,12 +44,13 @@ class AsyncWorker(ApiReplica):
         assert api.workloads is not None and api.workloads.store is not None
         self.store = WorkloadStore(api.workloads.store, api.workloads.result_ttl)
         self.timeout = api.workloads.timeout
-        self._one_at_a_time = asyncio.Semaphore(1)  # one workload at a time per worker, as Cortex
+        self._one_at_a_time: asyncio.Semaphore | None = None  # created on the core loop
         self._holder = uuid.uuid4().hex[:12]
         self._unhealthy: str | None = None
 
     def check_health(self) -> None:
         """Serve calls this periodically; raising makes it replace the replica."""
+        super().check_health()
         if self._unhealthy:
             raise RuntimeError(self._unhealthy)
 
@@ -61,18 +61,23 @@ class AsyncWorker(ApiReplica):
         A workload already finished is never run again. Storage errors before the handler
         runs propagate, so the dispatcher retries.
         """
+        return await self.loop.run(self._process(workload_id, attempt))
+
+    async def _process(self, workload_id: str, attempt: int) -> str:
         if self._unhealthy:
             return BUSY
+        if self._one_at_a_time is None:
+            self._one_at_a_time = asyncio.Semaphore(1)  # one workload at a time, as Cortex
         async with self._one_at_a_time:
             state = await asyncio.to_thread(self.store.state, workload_id)
             if state.final is not None:
                 await asyncio.to_thread(self.store.tidy, workload_id, state.final)
                 return str(state.final["status"])
-            lease = state.lease
-            if lease is not None and state.lease_fresh() and lease.get("holder") != self._holder:
-                return BUSY
-            await asyncio.to_thread(self.store.renew_lease, workload_id, attempt, self._holder)
-            heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(workload_id, attempt))
+            number = await asyncio.to_thread(self.store.acquire_lease, workload_id, attempt, self._holder)
+            if number is None:
+                return BUSY  # another worker runs it (dispatched before a restart), or just took it
+            beat = self._heartbeat(workload_id, number, attempt)
+            heartbeat = asyncio.get_running_loop().create_task(beat)
             try:
                 return await self._run(workload_id)
             finally:
@@ -83,16 +88,18 @@ class AsyncWorker(ApiReplica):
             body, content_type = await asyncio.to_thread(self.store.payload, workload_id)
         except Unreadable as exc:
             return await self._finish(workload_id, "failed", "CorruptWorkload", str(exc))
-        func = self._handler.handle_async
+        method = self.core.methods["ASYNC"]
         try:
             payload = parse_payload(body, content_type)
-            call = self.call_handler(func, {"payload": payload, "request_id": workload_id})
+            call = self.core.call_handler(
+                method, method.kwargs({"payload": payload, "request_id": workload_id})
+            )
             result, _ = await asyncio.wait_for(call, self.timeout)
             _check_result(result)
         except asyncio.TimeoutError:
             message = f"handle_async did not finish within workloads.timeout ({self.timeout:g}s)"
             log.error("workload %s: %s", workload_id, message)
-            if not inspect.iscoroutinefunction(func):  # its thread cannot be stopped: replace us
+            if not method.is_async:  # a sync handler cannot be stopped: replace this worker
                 self._unhealthy = f"a handler thread is stuck ({message})"
             raise WorkloadTimeoutError(message) from None
         except (CortexRayError, TypeError) as exc:
@@ -110,11 +117,11 @@ class AsyncWorker(ApiReplica):
             final = await asyncio.to_thread(self.store.finish, workload_id, "failed", error=error)
         return str(final["status"])  # a duplicate run that finished first stands
 
-    async def _heartbeat(self, workload_id: str, attempt: int) -> None:
+    async def _heartbeat(self, workload_id: str, number: int, attempt: int) -> None:
         while True:
             await asyncio.sleep(LEASE_RENEW)
             try:
-                await asyncio.to_thread(self.store.renew_lease, workload_id, attempt, self._holder)
+                await asyncio.to_thread(self.store.renew_lease, workload_id, number, attempt, self._holder)
             except Exception as exc:  # storage trouble: the lease may go stale, say so
                 log.warning("workload %s: cannot renew its lease: %s", workload_id, exc)
 

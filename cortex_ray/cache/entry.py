@@ -71,6 +71,8 @@ class Entry:
     download_fp: str | None = None
     download_slot: bool = False
     """Whether the running download holds a disk slot (``False`` while queued for one)."""
+    wanted: int = 0
+    """Loads waiting for this version's download to pin its folder (it stays until they have)."""
     loaded: LoadedModel | None = None
     loaded_from: Folder | None = None
     load: asyncio.Future[LoadedModel] | None = None
@@ -114,14 +116,11 @@ class Entry:
 
     @property
     def evictable_from_disk(self) -> bool:
-        """Its files can be deleted now: no download or load of it running, nothing reads them."""
+        """Its files can be deleted now: no download of it running, no load reading them (a load
+        still waiting for a memory slot downloads again once it has one)."""
         folders = [*self.old_folders, *([self.folder] if self.folder else [])]
-        return (
-            self.folder is not None
-            and self.download is None
-            and self.load is None
-            and not any(f.readers for f in folders)
-        )
+        busy = self.download is not None or self.wanted or any(f.readers for f in folders)
+        return self.folder is not None and not busy
 
     @property
     def idle(self) -> bool:
@@ -131,6 +130,7 @@ class Entry:
             or self.holds_disk_slot
             or self.download is not None
             or self.load is not None
+            or self.wanted
             or self.lent_to is not None
             or self.borrowed_from is not None
         )

@@ -97,7 +97,7 @@ class ModelCache(Tiers):
         self.touch((name, pointer))
         top = model.versions[model.latest]
         if pointer != top.version:
-            self._background(name, top, replaces=(name, pointer))  # "latest" moves once it loaded
+            self._background(name, top)  # "latest" moves once it loaded (in this one's slot)
         elif held.fingerprint != top.fingerprint:
             self._background(name, top)
         return held
@@ -154,7 +154,7 @@ class ModelCache(Tiers):
             if model is None or pointer not in model.versions:
                 del self._latest[name]
             elif model.latest is not None and model.latest != pointer and self.held((name, pointer)):
-                self._background(name, model.versions[model.latest], replaces=(name, pointer))
+                self._background(name, model.versions[model.latest])
         if self.memory_limit is None:  # no cache limits: keep every version on disk, as Cortex did
             for name, model in tree.models.items():
                 for info in model.versions.values():
@@ -175,14 +175,15 @@ class ModelCache(Tiers):
 
     # --- background loads and retries -----------------------------------------
 
-    def _background(self, name: str, info: VersionInfo, replaces: Key | None = None) -> None:
-        if self.in_flight(name, info):
-            return
+    def _background(self, name: str, info: VersionInfo) -> None:
+        entry = self._entries.get((name, info.version))
+        if entry is not None and (entry.load is not None or entry.lent_to is not None):
+            return  # loading already, or about to be replaced by the version that borrowed its slot
         failure = self._failures.get((name, info.version))
         if failure and failure.fingerprint == info.fingerprint and time.monotonic() < failure.retry_at:
             self._ensure_retry_loop()
             return
-        self._spawn(self._quiet(self.load(name, info, replaces)))
+        self._spawn(self._quiet(self.load(name, info)))
 
     async def _quiet(self, awaitable: Any) -> None:
         try:
@@ -205,10 +206,10 @@ class ModelCache(Tiers):
                 name, version = key
                 pointer = self._latest.get(name)
                 model = self.tree.models.get(name)
-                if self.held(key) is not None:
+                if self.held(key) is not None or (
+                    pointer is not None and model is not None and model.latest == version
+                ):
                     self._background(name, info)
-                elif pointer is not None and model is not None and model.latest == version:
-                    self._background(name, info, replaces=(name, pointer))
 
     # --- hooks called by Tiers ---------------------------------------------
 
@@ -228,6 +229,18 @@ class ModelCache(Tiers):
         log.error("model %s version %s failed (attempt %d): %s", name, info.version, attempts, reason)
         if self.held(key) is not None or name in self._latest:
             self._ensure_retry_loop()
+
+    def _lender_for(self, key: Key) -> Key | None:
+        name, version = key
+        model = self.tree.models.get(name)
+        pointer = self._latest.get(name)
+        if model is None or model.latest != version or pointer is None or pointer == version:
+            return None
+        return (name, pointer)
+
+    def _on_replaced(self, old: Key, new: LoadedModel) -> None:
+        if self._latest.get(old[0]) == old[1]:
+            self._latest[old[0]] = new.version  # never a pointer to a version no longer held
 
     def _is_current(self, key: Key, fingerprint: str) -> bool:
         return self._fingerprint(key) == fingerprint
@@ -276,4 +289,9 @@ class ModelCache(Tiers):
     async def close(self) -> None:
         for task in [*self._work, *([self._retry_task] if self._retry_task else [])]:
             task.cancel()
+        for entry in self._entries.values():  # nobody awaiting a download or load hangs
+            for future in (entry.load, entry.download):
+                if future is not None and not future.done():
+                    future.set_exception(ModelLoadError("the replica is shutting down"))
+                    future.exception()
         self.reclaimer.close()

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import shutil
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -67,6 +68,14 @@ class Tiers:
 
     def _on_failed(self, name: str, info: VersionInfo, reason: str) -> None:
         """Called after every failed download or load (the subclass records it and retries)."""
+
+    def _lender_for(self, key: Key) -> Key | None:
+        """The version whose memory slot a load of ``key`` takes over (it replaces it as the
+        model's "latest"), or ``None``; asked again at every pass of a reservation."""
+        return None
+
+    def _on_replaced(self, old: Key, new: LoadedModel) -> None:
+        """``new`` took over the slot of ``old``, which is unloaded right after this."""
 
     # --- queries -----------------------------------------------------------
 
@@ -119,28 +128,43 @@ class Tiers:
 
     # --- disk --------------------------------------------------------------
 
-    async def ensure_on_disk(self, name: str, info: VersionInfo) -> Folder:
-        """The version's folder with exactly these files (downloading them once)."""
+    async def ensure_on_disk(self, name: str, info: VersionInfo, pin: bool = False) -> Folder:
+        """Download the version's files once, however many callers ask.
+
+        Without ``pin`` (a prefetch) it returns once a download of these files finished (the
+        folder may be evicted again at once). With ``pin`` it returns the folder with one more
+        reader, which the caller must give back: while such a caller waits, the fresh folder
+        cannot be evicted before it is pinned.
+        """
         key = (name, info.version)
-        while True:
-            entry = self._entry(key)
-            if entry.folder is not None and entry.folder.fingerprint == info.fingerprint:
-                self._disk_lru.move_to_end(key)
-                return entry.folder
-            if not self._is_current(key, info.fingerprint):
-                raise Superseded(f"model {name!r} version {info.version} changed", model=name)
-            if entry.download is None:
-                entry.download = asyncio.get_running_loop().create_future()
-                entry.download_fp = info.fingerprint
-                self._spawn(self._download(entry, info, entry.download))
-            await _outcome(entry.download, entry.download_fp == info.fingerprint)
-            # loop: the folder is checked again (it may have been evicted meanwhile)
+        entry = self._entry(key)
+        if pin:
+            entry.wanted += 1
+        try:
+            while True:
+                if entry.folder is not None and entry.folder.fingerprint == info.fingerprint:
+                    self._disk_lru.move_to_end(key)
+                    if pin:
+                        entry.folder.readers += 1
+                    return entry.folder
+                self._check_current(key, info.fingerprint)
+                if entry.download is None:
+                    entry.download = asyncio.get_running_loop().create_future()
+                    entry.download_fp = info.fingerprint
+                    self._spawn(self._download(entry, info, entry.download))
+                folder = await _outcome(entry.download, entry.download_fp == info.fingerprint)
+                if folder is not None and not pin:
+                    return folder  # loop otherwise: the folder is checked again
+        finally:
+            if pin:
+                entry.wanted -= 1
 
     async def _download(self, entry: Entry, info: VersionInfo, done: asyncio.Future[Folder]) -> None:
         name, version = entry.key
         try:
-            await self._reserve_disk(entry)
-            dest = self._root / name.replace("/", "_") / f"{version}-{info.fingerprint[:12]}"
+            await self._reserve_disk(entry, info.fingerprint)
+            unique = f"{version}-{info.fingerprint[:12]}-{uuid.uuid4().hex[:6]}"  # never a deleted one's path
+            dest = self._root / name.replace("/", "_") / unique
             started = time.perf_counter()
             try:
                 await asyncio.to_thread(open_storage(info.uri).download, "", dest, info.files)
@@ -169,8 +193,9 @@ class Tiers:
             self._sweep(entry)
             self._notify()
 
-    async def _reserve_disk(self, entry: Entry) -> None:
+    async def _reserve_disk(self, entry: Entry, fingerprint: str) -> None:
         while True:
+            self._check_current(entry.key, fingerprint)
             if entry.holds_disk_slot or self.disk_limit is None or self.disk_used() < self.disk_limit:
                 entry.download_slot = True
                 return
@@ -183,37 +208,33 @@ class Tiers:
 
     # --- memory ------------------------------------------------------------
 
-    async def load(self, name: str, info: VersionInfo, replaces: Key | None = None) -> LoadedModel:
-        """Load ``info`` (once, however many callers ask at the same time).
-
-        ``replaces``: the version this load will take over from (a new "latest"): the load
-        borrows its memory slot instead of evicting anything, and unloads it when it lands.
-        """
+    async def load(self, name: str, info: VersionInfo) -> LoadedModel:
+        """Load ``info`` (once, however many callers ask at the same time)."""
         key = (name, info.version)
         while True:
             held = self.peek(name, info)
             if held is not None:
                 return held
-            if not self._is_current(key, info.fingerprint):
-                raise Superseded(f"model {name!r} version {info.version} changed", model=name)
+            self._check_current(key, info.fingerprint)
             entry = self._entry(key)
             if entry.load is None:
                 entry.load = asyncio.get_running_loop().create_future()
                 entry.load_fp = info.fingerprint
-                self._spawn(self._load(entry, info, replaces, entry.load))
+                self._spawn(self._load(entry, info, entry.load))
             loaded = await _outcome(entry.load, entry.load_fp == info.fingerprint)
             if loaded is not None:
                 return loaded  # this caller's load: served even if evicted since it landed
 
-    async def _load(
-        self, entry: Entry, info: VersionInfo, replaces: Key | None, done: asyncio.Future[LoadedModel]
-    ) -> None:
+    async def _load(self, entry: Entry, info: VersionInfo, done: asyncio.Future[LoadedModel]) -> None:
         name, version = entry.key
         try:
-            folder = await self.ensure_on_disk(name, info)
-            folder.readers += 1  # never deleted while the load reads it
+            # download (the model serving stays in memory meanwhile), then take a memory slot,
+            # then pin the files; a load waiting for memory pins nothing, so a swap that needs
+            # its disk slot can take it (no deadlock), and the load downloads again if so
+            await self.ensure_on_disk(name, info)
+            await self._reserve_memory(entry, info.fingerprint)
+            folder = await self.ensure_on_disk(name, info, pin=True)  # never deleted while read
             try:
-                await self._reserve_memory(entry, replaces)
                 loaded = await self._run_loader(folder, name, version, info.fingerprint)
             finally:
                 folder.readers -= 1
@@ -254,14 +275,19 @@ class Tiers:
             ) from exc
         return LoadedModel(name, version, fingerprint, obj, load_seconds=time.perf_counter() - started)
 
-    async def _reserve_memory(self, entry: Entry, replaces: Key | None) -> None:
-        if entry.loaded is not None:
-            return  # new files of a version in memory: the old object's slot
-        lender = self._entries.get(replaces) if replaces is not None else None
-        if lender is not None and lender.memory_state == "in_memory" and lender.lent_to is None:
-            entry.borrowed_from, lender.lent_to = lender.key, entry.key
-            return
+    async def _reserve_memory(self, entry: Entry, fingerprint: str) -> None:
+        """Take a memory slot for a load: the old object's (new files of a version in memory),
+        the slot of the version this one replaces as "latest" (borrowed, nothing evicted), a
+        free one, or one freed by evicting the least recently used model that can go now.
+        Looked at again after every wait, and only while these files are still published."""
         while True:
+            self._check_current(entry.key, fingerprint)
+            if entry.loaded is not None or entry.load_slot:
+                return
+            lender = self._entries.get(self._lender_for(entry.key) or ("", -1))
+            if lender is not None and lender is not entry and lender.evictable_from_memory:
+                entry.borrowed_from, lender.lent_to = lender.key, entry.key  # in memory, not lent
+                return
             if self.memory_limit is None or self.memory_used() < self.memory_limit:
                 entry.load_slot = True
                 return
@@ -279,6 +305,7 @@ class Tiers:
             if lender is not None:
                 lender.lent_to = None
                 log.info("model %s version %s replaced by version %s", *lender.key, loaded.version)
+                self._on_replaced(lender.key, loaded)
                 self._drop_memory(lender)
         old = entry.loaded
         entry.loaded, entry.loaded_from, entry.load_slot = loaded, folder, False
@@ -286,6 +313,10 @@ class Tiers:
         self._memory_lru.move_to_end(entry.key)
         if old is not None:
             self.reclaimer.release(old.model)
+
+    def _check_current(self, key: Key, fingerprint: str) -> None:
+        if not self._is_current(key, fingerprint):
+            raise Superseded(f"model {key[0]!r} version {key[1]} changed", model=key[0])
 
     def _end_load(self, entry: Entry) -> None:
         entry.load, entry.load_fp, entry.load_slot = None, None, False

@@ -7,6 +7,7 @@ import sys
 
 import yaml
 
+from cortex_ray.cli.run import add_ingress_option
 from cortex_ray.errors import SpecErrors
 from cortex_ray.serving.config import serve_config
 from cortex_ray.spec import load_spec
@@ -23,14 +24,15 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("-o", "--output", help="write here instead of standard output")
     p.add_argument("--host", default="127.0.0.1", help="HTTP host (default 127.0.0.1; 0.0.0.0 to expose)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
-    p.set_defaults(func=lambda a: run_build_config(a.spec, a.output, a.host, a.port))
+    add_ingress_option(p)
+    p.set_defaults(func=lambda a: run_build_config(a.spec, a.output, a.host, a.port, a.ingress))
 
 
-def run_build_config(spec_path: str, output: str | None, host: str, port: int) -> int:
+def run_build_config(spec_path: str, output: str | None, host: str, port: int, ingress: str = "fast") -> int:
     warnings: list[str] = []
     try:
         spec = load_spec(spec_path)
-        config = serve_config(spec, spec_path, host=host, port=port, warnings=warnings)
+        config = serve_config(spec, spec_path, host=host, port=port, warnings=warnings, ingress=ingress)
     except SpecErrors as exc:
         for error in exc.errors:
             print(f"error: {error}", file=sys.stderr)

@@ -18,10 +18,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("spec", help="path to the spec file (cortex.yaml)")
     p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1: local only)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
-    p.set_defaults(func=lambda a: run_serve(a.spec, a.host, a.port))
+    add_ingress_option(p)
+    p.set_defaults(func=lambda a: run_serve(a.spec, a.host, a.port, a.ingress))
 
 
-def run_serve(spec_path: str, host: str, port: int) -> int:
+def add_ingress_option(p: argparse.ArgumentParser) -> None:
+    from cortex_ray.ingress.control import DEFAULT_INGRESS, INGRESS_MODES
+
+    p.add_argument(
+        "--ingress",
+        choices=INGRESS_MODES,
+        default=DEFAULT_INGRESS,
+        help="fast: replicas serve HTTP behind cortex-ray's balancer (default); proxy: Ray Serve's proxy",
+    )
+
+
+def run_serve(spec_path: str, host: str, port: int, ingress: str = "fast") -> int:
     from cortex_ray import sdk
     from cortex_ray.spec import load_spec
 
@@ -46,7 +58,7 @@ def run_serve(spec_path: str, host: str, port: int) -> int:
     install()
     try:
         try:
-            handles = sdk.deploy(spec_path, host=host, port=port)
+            handles = sdk.deploy(spec_path, host=host, port=port, ingress=ingress)
         except SpecErrors as exc:
             for error in exc.errors:
                 print(f"error: {error}", file=sys.stderr)

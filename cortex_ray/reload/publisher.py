@@ -18,6 +18,8 @@ The reloader lists storage every ``poll_interval``; this turns each listing
   (so a folder briefly moved away, or a ``dir`` swapped with two ``mv``, never
   unloads every model); and only a successful listing can remove anything (a
   failed listing, or a local root that does not exist, never reaches this class).
+  A listing with no models at all (an empty mount point, an emptied bucket) must
+  also have lasted ``EMPTY_SETTLE`` (60 s) before it removes every model.
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ from dataclasses import dataclass
 
 from cortex_ray.models.tree import ModelInfo, ModelTree, VersionInfo
 
-__all__ = ["Problem", "Publisher"]
+__all__ = ["EMPTY_SETTLE", "Problem", "Publisher"]
+
+EMPTY_SETTLE = 60.0
+"""How long a listing with no models at all must last before every model is removed."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ class Publisher:
         """When each version's current files were published."""
         self._pending: dict[tuple[str, int], _Pending] = {}
         self._absent: dict[tuple[str, int | None], float] = {}
+        self._empty_since: float | None = None
         """Published models (version ``None``) and versions missing from the listing, since when."""
 
     def observe(self, observed: ModelTree, now: float | None = None) -> ModelTree:
@@ -65,12 +71,19 @@ class Publisher:
                 for v in model.versions:
                     self.published_at[(name, v)] = now
             return observed
+        emptied = not observed.models and any(m.versions for m in previous.models.values())
+        if not emptied:
+            self._empty_since = None
+        elif self._empty_since is None:
+            self._empty_since = now
         models: dict[str, ModelInfo] = {}
         for name in sorted(set(observed.models) | set(previous.models)):
             seen, before = observed.models.get(name), previous.models.get(name)
             if seen is None:
                 assert before is not None
-                if before.versions and not self._absence_settled(name, None, now):
+                if before.versions and (
+                    not self._absence_settled(name, None, now) or not self._emptiness_settled(now)
+                ):
                     models[name] = before  # gone from one listing: not yet removed
                 continue
             self._absent.pop((name, None), None)
@@ -105,6 +118,22 @@ class Publisher:
         self.published_at = {k: t for k, t in self.published_at.items() if k in live}
         self.published = ModelTree(models, warnings=observed.warnings)
         return self.published
+
+    def _emptiness_settled(self, now: float) -> bool:
+        """A listing that would remove every model (an empty mount point, an emptied bucket)
+        is published only after it has stayed empty for ``EMPTY_SETTLE`` (or ``settle_time``)."""
+        if self._empty_since is None:
+            return True
+        waited = now - self._empty_since
+        if waited >= max(self.settle_time, EMPTY_SETTLE):
+            return True
+        reason = (
+            f"the listing holds no models at all: nothing is removed before it has stayed so for "
+            f"{max(self.settle_time, EMPTY_SETTLE):.0f}s ({waited:.0f}s so far)"
+        )
+        if not any(p.reason == reason for p in self.problems):
+            self.problems.append(Problem("*", None, reason))
+        return False
 
     def _absence_settled(self, name: str, version: int | None, now: float) -> bool:
         """Whether a published model (``version`` None) or version has been missing from the

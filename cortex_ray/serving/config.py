@@ -29,8 +29,13 @@ def serve_config(
     host: str = "127.0.0.1",
     port: int = 8000,
     warnings: list[str] | None = None,
+    ingress: str = "fast",
 ) -> dict[str, Any]:
-    """The Serve config dict for every API of ``spec`` (validated first)."""
+    """The Serve config dict for every API of ``spec`` (validated first).
+
+    ``ingress="fast"``: no Serve proxy (``proxy_location: Disabled``); the application
+    builder starts cortex-ray's balancer on ``host:port`` if it does not run yet.
+    """
     applications = []
     for index, api in enumerate(spec.apis):
         check_servable(api, file=spec.file, index=index)
@@ -41,13 +46,17 @@ def serve_config(
                 "name": api.name,
                 "route_prefix": api.endpoint,
                 "import_path": IMPORT_PATH,
-                "args": {"spec": spec_path, "api": api.name, "info_details": is_loopback(host)},
-                "deployments": all_deployment_options(api),
+                "args": {
+                    "spec": spec_path,
+                    "api": api.name,
+                    "info_details": is_loopback(host),
+                    **({"ingress": "fast", "host": host, "port": port} if ingress == "fast" else {}),
+                },
+                "deployments": all_deployment_options(api, ingress),
             }
         )
-    return {
-        "proxy_location": "EveryNode",
-        "http_options": {"host": host, "port": port},
-        "logging_config": {"enable_access_log": False},
-        "applications": applications,
-    }
+    if ingress == "fast":
+        proxy: dict[str, Any] = {"proxy_location": "Disabled"}
+    else:
+        proxy = {"proxy_location": "EveryNode", "http_options": {"host": host, "port": port}}
+    return {**proxy, "logging_config": {"enable_access_log": False}, "applications": applications}

@@ -3,23 +3,23 @@
 Payload by Content-Type: JSON to Python objects, ``text/*`` to ``str``,
 anything else to ``bytes``. Responses: dict/list to JSON, ``str`` to text,
 ``bytes`` to octet-stream, a Starlette ``Response`` as it is. Errors become JSON
-bodies through :func:`cortex_ray.errors.to_response_body` and nowhere else.
+bodies through :func:`cortex_ray.serving.requests.error_outgoing` and nowhere else.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import Response, StreamingResponse
 
-from cortex_ray.errors import BadRequestError, CortexRayError, to_response_body
+from cortex_ray.errors import BadRequestError, CortexRayError
+from cortex_ray.serving.requests import JSON, Outgoing
 
-__all__ = ["decode_payload", "encode_response", "error_response", "parse_payload"]
+__all__ = ["encode_result", "parse_payload"]
 
-log = logging.getLogger("cortex_ray.http")
+_TEXT = b"text/plain; charset=utf-8"
+_OCTETS = b"application/octet-stream"
 
 
 def parse_payload(body: bytes, content_type: str | None) -> Any:
@@ -40,32 +40,35 @@ def parse_payload(body: bytes, content_type: str | None) -> Any:
     return body
 
 
-async def decode_payload(request: Request) -> Any:
-    return parse_payload(await request.body(), request.headers.get("content-type"))
-
-
-def encode_response(result: Any) -> Response:
-    if isinstance(result, Response):
-        return result
-    if isinstance(result, (bytes, bytearray, memoryview)):
-        return Response(bytes(result), media_type="application/octet-stream")
+def encode_result(result: Any) -> Outgoing:
+    """What a handler returned, as the response to send."""
+    if isinstance(result, dict | list):
+        return Outgoing(200, [(b"content-type", JSON)], _dumps(result))
     if isinstance(result, str):
-        return PlainTextResponse(result)
+        return Outgoing(200, [(b"content-type", _TEXT)], result.encode())
+    if isinstance(result, bytes | bytearray | memoryview):
+        return Outgoing(200, [(b"content-type", _OCTETS)], bytes(result))
+    if isinstance(result, StreamingResponse):
+        return Outgoing(result.status_code, list(result.raw_headers), stream=_chunks(result))
+    if isinstance(result, Response):
+        return Outgoing(result.status_code, list(result.raw_headers), bytes(result.body))
     if result is None:
-        return Response(status_code=200)
+        return Outgoing(200)
+    return Outgoing(200, [(b"content-type", JSON)], _dumps(result))
+
+
+def _dumps(result: Any) -> bytes:
     try:
-        return Response(json.dumps(result, default=_default), media_type="application/json")
+        return json.dumps(result, default=_default).encode()
     except (TypeError, ValueError) as exc:
         raise CortexRayError(
             f"the handler returned a {type(result).__name__} that cannot be serialized to JSON: {exc}"
         ) from exc
 
 
-def error_response(exc: BaseException, headers: dict[str, str] | None = None) -> JSONResponse:
-    status, body = to_response_body(exc)
-    if status >= 500:
-        log.error("request failed: %s", exc, exc_info=exc)
-    return JSONResponse(body, status_code=status, headers=headers)
+async def _chunks(response: StreamingResponse) -> Any:
+    async for chunk in response.body_iterator:
+        yield chunk if isinstance(chunk, bytes) else str(chunk).encode(response.charset)
 
 
 def _charset(content_type: str | None) -> str | None:

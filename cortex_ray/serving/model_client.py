@@ -19,6 +19,7 @@ from typing import Any
 
 from cortex_ray.cache import ModelCache
 from cortex_ray.errors import CortexRayError
+from cortex_ray.serving.invoke import await_in_handler, in_inline_handler
 from cortex_ray.serving.slots import HandlerSlots
 
 __all__ = ["ModelClient", "served_versions_var"]
@@ -47,6 +48,8 @@ class ModelClient:
         """Like :meth:`get_model`, plus the version that was actually used."""
         if threading.get_ident() == self._loop_thread:
             held = self._cache.try_get(model_name, model_version)  # the same rules as get_model_async
+            if held is None and in_inline_handler():  # a sync handler running inline: suspend it
+                held = await_in_handler(self._cache.get(model_name, model_version))
             if held is None:
                 raise CortexRayError(
                     f"model {model_name!r} is not loaded yet and get_model() was called on the event "

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from cortex_ray.errors import SpecError, SpecErrors
+from cortex_ray.ingress.autoscaling import POLICY
 from cortex_ray.spec import ApiSpec
 
 __all__ = [
@@ -57,8 +58,12 @@ def check_servable(api: ApiSpec, file: str | None = None, index: int | None = No
         )
 
 
-def deployment_options(api: ApiSpec) -> dict[str, Any]:
-    """Options for ``serve.deployment(...)`` / a Serve config's ``deployments[]`` entry."""
+def deployment_options(api: ApiSpec, ingress: str = "proxy") -> dict[str, Any]:
+    """Options for ``serve.deployment(...)`` / a Serve config's ``deployments[]`` entry.
+
+    On the fast ingress the API's HTTP deployment scales on what its replicas report (Serve
+    sees none of those requests): :mod:`cortex_ray.ingress.autoscaling`.
+    """
     c, a, h = api.compute, api.autoscaling, api.handler
     actor: dict[str, Any] = {"num_cpus": c.cpu}
     if c.gpu:
@@ -69,7 +74,13 @@ def deployment_options(api: ApiSpec) -> dict[str, Any]:
         actor["resources"] = {"neuron_cores": c.inf}
     target = a.target_replica_concurrency or h.processes_per_replica * h.threads_per_process
     asynchronous = api.kind == "AsyncAPI"
+    extra: dict[str, Any] = {}
+    scaling_policy = {"policy": {"policy_function": POLICY}} if ingress == "fast" and not asynchronous else {}
+    if asynchronous and api.workloads is not None:
+        # a worker being stopped (downscale, redeploy) finishes the workload it runs first
+        extra["graceful_shutdown_timeout_s"] = api.workloads.timeout + 30
     return {
+        **extra,
         "name": f"{api.name}-worker" if asynchronous else api.name,
         # an AsyncAPI worker runs one workload at a time, as Cortex's did, and is sent one only
         # when it is free (no workload waits behind a long one while another worker idles)
@@ -83,12 +94,14 @@ def deployment_options(api: ApiSpec) -> dict[str, Any]:
             "look_back_period_s": a.window,
             "upscale_delay_s": a.upscale_stabilization_period,
             "downscale_delay_s": a.downscale_stabilization_period,
+            **scaling_policy,
         },
     }
 
 
-def gateway_options(api: ApiSpec) -> dict[str, Any]:
+def gateway_options(api: ApiSpec, ingress: str = "proxy") -> dict[str, Any]:
     """The AsyncAPI gateway (HTTP ingress): light, I/O bound, scales on requests."""
+    scaling_policy = {"policy": {"policy_function": POLICY}} if ingress == "fast" else {}
     return {
         "name": api.name,
         "max_ongoing_requests": 1000,
@@ -97,15 +110,16 @@ def gateway_options(api: ApiSpec) -> dict[str, Any]:
             "min_replicas": 1,
             "max_replicas": max(1, api.autoscaling.max_replicas // 4),
             "target_ongoing_requests": 100,
+            **scaling_policy,
         },
     }
 
 
-def all_deployment_options(api: ApiSpec) -> list[dict[str, Any]]:
+def all_deployment_options(api: ApiSpec, ingress: str = "proxy") -> list[dict[str, Any]]:
     """Every deployment of the API's application (the config's ``deployments``)."""
     if api.kind == "AsyncAPI":
-        return [gateway_options(api), deployment_options(api)]
-    return [deployment_options(api)]
+        return [gateway_options(api, ingress), deployment_options(api, ingress)]
+    return [deployment_options(api, ingress)]
 
 
 def option_warnings(api: ApiSpec) -> list[str]:

@@ -11,13 +11,14 @@ import importlib.util
 import inspect
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cortex_ray.errors import UserHandlerError
 
-__all__ = ["call_with", "check_handler", "construct_handler", "load_handler_class"]
+__all__ = ["Method", "check_handler", "construct_handler", "load_handler_class"]
 
 HTTP_METHODS = ("post", "get", "put", "patch", "delete")
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
@@ -71,7 +72,12 @@ def check_handler(cls: type, *, has_models: bool, client_arg: str, kind: str) ->
 
 def construct_handler(cls: type, available: Mapping[str, Any]) -> Any:
     """``cls(**the arguments its __init__ asks for)``; user errors keep their traceback."""
-    kwargs = _pick(cls.__init__, available, what="Handler.__init__")  # type: ignore[misc]
+    init = cls.__init__  # type: ignore[misc]
+    kwargs = (
+        {}
+        if init is object.__init__
+        else Method.of(init, tuple(available), "Handler.__init__").kwargs(available)
+    )
     try:
         return cls(**kwargs)
     except BaseException as exc:
@@ -80,9 +86,34 @@ def construct_handler(cls: type, available: Mapping[str, Any]) -> Any:
         ) from exc
 
 
-def call_with(func: Any, available: Mapping[str, Any]) -> Any:
-    """Call ``func`` with the subset of ``available`` its signature accepts."""
-    return func(**_pick(func, available, what=getattr(func, "__qualname__", "handler method")))
+@dataclass(frozen=True)
+class Method:
+    """A method of the user's code and the names of the arguments it asks for (worked out once;
+    ``wants`` is ``None`` for a method taking ``**kwargs``, which gets everything)."""
+
+    func: Callable[..., Any]
+    wants: tuple[str, ...] | None
+    is_async: bool
+
+    @classmethod
+    def of(cls, func: Callable[..., Any], known: tuple[str, ...], what: str | None = None) -> Method:
+        params = _params(func)
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return cls(func, None, inspect.iscoroutinefunction(func))
+        names = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        for name in names:
+            if name not in known and params[name].default is inspect.Parameter.empty:
+                what = what or getattr(func, "__qualname__", "handler method")
+                raise UserHandlerError(
+                    f"{what} asks for {name!r}, which cortex-ray cannot give (known: {', '.join(known)})"
+                )
+        return cls(func, tuple(n for n in names if n in known), inspect.iscoroutinefunction(func))
+
+    def kwargs(self, available: Mapping[str, Any]) -> dict[str, Any]:
+        """The arguments of one call (``available`` may compute its values on access)."""
+        if self.wants is None:
+            return dict(available)
+        return {name: available[name] for name in self.wants}
 
 
 def _params(func: Any) -> dict[str, inspect.Parameter]:
@@ -92,24 +123,6 @@ def _params(func: Any) -> dict[str, inspect.Parameter]:
         return {}
     params.pop("self", None)
     return params
-
-
-def _pick(func: Any, available: Mapping[str, Any], what: str) -> dict[str, Any]:
-    if func is object.__init__:  # a Handler without its own __init__
-        return {}
-    params = _params(func)
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return dict(available)
-    kwargs: dict[str, Any] = {}
-    for name, param in params.items():
-        if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
-            continue
-        if name in available:
-            kwargs[name] = available[name]
-        elif param.default is inspect.Parameter.empty:
-            known = ", ".join(available)
-            raise UserHandlerError(f"{what} asks for {name!r}, which cortex-ray cannot give (known: {known})")
-    return kwargs
 
 
 def _user_traceback(exc: BaseException) -> str:

@@ -35,6 +35,7 @@ __all__ = [
     "ComputeSpec",
     "HandlerSpec",
     "ModelPathSpec",
+    "ModelRoutingSpec",
     "MultiModelsSpec",
     "NetworkingSpec",
     "ServerSideBatchingSpec",
@@ -207,16 +208,60 @@ class AutoscalingSpec(_Spec):
         return value
 
 
+_ENDPOINT = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+_ROUTING_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class ModelRoutingSpec(_Spec):
+    """cortex-ray addition: where a request names its model, so that the request goes to the
+    replica that holds that model (exactly one of the four; ``name@version`` names a version)."""
+
+    query: str | None = None
+    """A query parameter, e.g. ``model`` for ``?model=iris``."""
+    header: str | None = None
+    """A request header, e.g. ``x-model``."""
+    json_field: str | None = Field(default=None, alias="json")
+    """A field of a JSON body (dots for nested fields), e.g. ``model`` for ``{"model": "iris"}``."""
+    path: int | None = Field(default=None, ge=0)
+    """A path segment below the endpoint, 0 for the first: ``/<endpoint>/iris``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("query", "header", "json_field")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not _ROUTING_NAME.match(value):
+            raise ValueError(f"{value!r} must be 1-64 letters, digits, '_', '-' or '.'")
+        return value
+
+    @model_validator(mode="after")
+    def _one(self) -> ModelRoutingSpec:
+        given = [k for k in ("query", "header", "json_field", "path") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError('specify exactly one of "query", "header", "json" or "path"')
+        return self
+
+    def as_pair(self) -> tuple[str, str]:
+        for kind, value in (("query", self.query), ("header", self.header), ("json", self.json_field)):
+            if value is not None:
+                return kind, value
+        return "path", str(self.path)
+
+
 class NetworkingSpec(_Spec):
     endpoint: str | None = None
+    model_routing: ModelRoutingSpec | None = None
 
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not value.startswith("/") or " " in value:
-            raise ValueError(f"endpoint must be a URL path starting with '/', got {value!r}")
+        if not _ENDPOINT.match(value):
+            raise ValueError(
+                f"endpoint must be a URL path starting with '/' (letters, digits, '.', '_', '~', '-', '/'), "
+                f"got {value!r}"
+            )
         return "/" + value.strip("/") if value.strip("/") else "/"
 
 

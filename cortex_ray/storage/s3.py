@@ -290,7 +290,7 @@ class S3Storage(Storage):
                 raise translate_error(
                     exc, bucket=self.bucket, key=self._full(key), endpoint=self.endpoint_url
                 ) from exc
-        return False
+        raise AssertionError("unreachable")  # the last attempt returns or raises
 
     def list_folders(self, prefix: str = "") -> builtins.list[str]:
         base = self._full(prefix)

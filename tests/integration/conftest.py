@@ -1,8 +1,10 @@
 """One local Ray cluster and one Serve instance for the whole test session.
 
-Ray binds 127.0.0.1 only and Serve listens on a free port of 127.0.0.1. The
-cluster declares 2 logical ``neuron_cores`` so that an Inferentia replica can
-be scheduled without hardware (Ray resources are logical).
+Ray binds 127.0.0.1 only. The product's default, the fast ingress (HAProxy in front of the
+replicas' own HTTP ports), listens on a free port of 127.0.0.1 (``serve_url``); Serve's
+own proxy listens on another (``proxy_url``) for APIs deployed with ``ingress="proxy"``,
+so both paths are tested in one session. The cluster declares 2 logical
+``neuron_cores`` so that an Inferentia replica can be scheduled without hardware.
 """
 
 from __future__ import annotations
@@ -25,16 +27,19 @@ def ray_serve() -> Iterator[dict[str, Any]]:
     from cortex_ray import sdk
 
     metrics_port = free_port()
+    proxy_port = free_port()
     url = sdk.start(  # the product's own local start: Ray and Serve on 127.0.0.1
         host=SERVE_HOST,
         port=free_port(),
+        ingress="fast",
+        proxy_port=proxy_port,
         num_cpus=8,
         resources={"neuron_cores": 2},
         _metrics_export_port=metrics_port,
         configure_logging=False,
         log_to_driver=True,
     )
-    yield {"url": url, "metrics_port": metrics_port}
+    yield {"url": url, "proxy_url": f"http://{SERVE_HOST}:{proxy_port}", "metrics_port": metrics_port}
     sdk.shutdown()
 
 
@@ -43,9 +48,22 @@ def serve_url(ray_serve: dict[str, Any]) -> str:
     return str(ray_serve["url"])
 
 
+@pytest.fixture(scope="session")
+def proxy_url(ray_serve: dict[str, Any]) -> str:
+    return str(ray_serve["proxy_url"])
+
+
 @pytest.fixture
 def http(serve_url: str) -> Iterator[httpx.Client]:
+    """A client of the fast ingress (the default)."""
     with httpx.Client(base_url=serve_url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture
+def proxy_http(proxy_url: str) -> Iterator[httpx.Client]:
+    """A client of Serve's proxy, for APIs deployed with ``ingress="proxy"``."""
+    with httpx.Client(base_url=proxy_url, timeout=60) as client:
         yield client
 
 
@@ -57,12 +75,10 @@ def deploy(ray_serve: dict[str, Any]) -> Iterator[Deployer]:
     """Deploy APIs from a spec (list of dicts) written into a project folder.
 
     ``deploy(project, apis, **overrides)`` writes ``cortex.yaml`` into
-    ``project``, validates it and serves each API as its own application; the
-    applications are deleted after the test.
+    ``project``, validates it and serves each API as its own application (on the fast
+    ingress unless ``ingress="proxy"``); the applications are deleted after the test.
     """
-    from ray import serve
-
-    from cortex_ray.sdk import run_api
+    from cortex_ray.sdk import delete, run_api
     from cortex_ray.spec import load_spec
 
     deployed: list[str] = []
@@ -80,6 +96,6 @@ def deploy(ray_serve: dict[str, Any]) -> Iterator[Deployer]:
     yield _deploy
     for name in deployed:
         try:
-            serve.delete(name)
+            delete(name)
         except Exception:
             pass

@@ -19,9 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_example_apis_answer_as_the_readme_shows(
     tmp_path: Path, ray_serve: Any, http: httpx.Client
 ) -> None:
-    from ray import serve
-
-    from cortex_ray.sdk import run_api
+    from cortex_ray.sdk import delete, run_api
     from cortex_ray.spec import load_spec
 
     project = tmp_path / "deployments"
@@ -56,4 +54,4 @@ def test_the_example_apis_answer_as_the_readme_shows(
         assert r.status_code == 200 and len(r.json()["positive"]) == 2
     finally:
         for api in spec.apis:
-            serve.delete(api.name)
+            delete(api.name)

@@ -65,9 +65,7 @@ def wait_done(http: httpx.Client, endpoint: str, workload_id: str, timeout: floa
 
 @pytest.fixture(scope="module")
 def async_app(tmp_path_factory: pytest.TempPathFactory, ray_serve: dict[str, Any]) -> Any:
-    from ray import serve
-
-    from cortex_ray.sdk import run_api
+    from cortex_ray.sdk import delete, run_api
     from cortex_ray.spec import parse_spec
 
     project = tmp_path_factory.mktemp("async")
@@ -75,7 +73,7 @@ def async_app(tmp_path_factory: pytest.TempPathFactory, ray_serve: dict[str, Any
     api = parse_spec([async_api("jobs")], base_dir=project).apis[0]
     run_api(api, ray_actor_options={"num_cpus": 0.1})
     yield project
-    serve.delete("jobs")
+    delete("jobs")
 
 
 def test_json_text_and_binary_workloads(async_app: Path, http: httpx.Client) -> None:
@@ -156,7 +154,7 @@ def test_the_application_restarted_with_workloads_queued(
 ) -> None:
     """Deterministic: the workloads wait on a gate file, so the application is deleted while
     one runs and the rest are queued, whatever the machine's speed."""
-    from ray import serve
+    from cortex_ray.sdk import delete
 
     write_handler(tmp_path, HANDLER)
     gate = tmp_path / "gate"
@@ -167,7 +165,7 @@ def test_the_application_restarted_with_workloads_queued(
     while http.get(f"/restartable/{ids[0]}").json()["status"] != "in_progress":
         assert time.time() < deadline, "the first workload never started"
         time.sleep(0.1)
-    serve.delete("restartable")  # gateway, dispatcher and workers all go away mid-work
+    delete("restartable")  # gateway, dispatcher and workers all go away mid-work
     store = tmp_path / ".cortex-ray/workloads/restartable"
     assert sorted(p.name for p in (store / "queue").iterdir()) == sorted(ids)  # all still unfinished
     gate.touch()

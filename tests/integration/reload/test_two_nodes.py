@@ -32,3 +32,4 @@ def test_each_node_keeps_its_own_cache_and_a_change_reaches_both() -> None:
     assert sorted(report["v2_seen_on_nodes_after_s"]) == sorted(report["cluster_nodes"])
     assert {a["version"] for a in report["answers_after"]} == {2}
     assert report["http_before"]["version"] == 1 and report["http_after"]["version"] == 2
+    assert report["http_nodes"] == sorted(report["cluster_nodes"])  # the fast ingress spans both nodes

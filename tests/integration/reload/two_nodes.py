@@ -1,7 +1,7 @@
 """Run by test_two_nodes.py in its own process: a two-node local Ray cluster (both on 127.0.0.1).
 
-Deploys a live-reloading API with one replica on each node, changes a model, and prints a
-JSON report of what it saw (the test asserts on it).
+Deploys a live-reloading API with one replica on each node, behind the fast ingress on the
+head node, changes a model, and prints a JSON report of what it saw (the test asserts on it).
 """
 
 from __future__ import annotations
@@ -44,22 +44,22 @@ class Handler:
 
 
 def start_serve(port: int) -> int:
-    """Serve's proxy on ``port``; another free port if that one was taken meanwhile (the port was
-    free when the test chose it, but the cluster's own processes bind ports as they start)."""
+    """Serve without its proxy, and cortex-ray's fast ingress on ``port`` (on the head node);
+    another free port if that one was taken meanwhile (the port was free when the test chose
+    it, but the cluster's own processes bind ports as they start)."""
+    from cortex_ray.ingress.control import start_ingress, stop_ingress
     from tests.support.s3_server import free_port
 
+    serve.start(proxy_location="Disabled", logging_config={"enable_access_log": False})
     for attempt in range(5):
         try:
-            serve.start(
-                proxy_location="HeadOnly",
-                http_options={"host": "127.0.0.1", "port": port},
-                logging_config={"enable_access_log": False},
-            )
+            start_ingress("127.0.0.1", port)
             return port
         except Exception as exc:
-            if "Failed to bind" not in str(exc) or attempt == 4:
+            if attempt == 4:
                 raise
-            serve.shutdown()
+            print(f"ingress on {port} failed ({exc}); trying another port", flush=True)
+            stop_ingress()
             port = free_port()
     raise AssertionError("unreachable")
 
@@ -96,16 +96,20 @@ def main() -> None:
                 ],
                 base_dir=project,
             )
-            run_api(spec.apis[0], max_replicas_per_node=1, ray_actor_options={"num_cpus": 0.5})
+            run_api(
+                spec.apis[0], ingress="fast", max_replicas_per_node=1, ray_actor_options={"num_cpus": 0.5}
+            )
             url = f"http://127.0.0.1:{port}/two-nodes"
             handle = serve.get_deployment_handle("two-nodes", "two-nodes")
-            # HTTP prefers the replica next to the proxy: ask every replica through a broadcast
+            # ask every replica through a broadcast (not whichever HTTP reaches)
             infos = [i["replica"] for i in handle.broadcast("info").results()]
             report["replica_nodes"] = sorted(i["node_id"] for i in infos)
             report["disk_caches"] = sorted(i["disk_cache"] for i in infos)
             report["cluster_nodes"] = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
             with httpx.Client(timeout=30) as client:
                 report["http_before"] = client.post(url, json={}).json()
+                # the balancer on the head reaches the replica on the other node too
+                report["http_nodes"] = sorted({client.post(url, json={}).json()["node"] for _ in range(20)})
             (project / "store/m/2").mkdir()
             (project / "store/m/2/model.txt").write_text("v2")
             changed = time.time()
@@ -121,6 +125,9 @@ def main() -> None:
                 report["http_after"] = client.post(url, json={}).json()
     finally:
         try:
+            from cortex_ray.ingress.control import stop_ingress
+
+            stop_ingress()
             serve.shutdown()
             ray.shutdown()
         finally:

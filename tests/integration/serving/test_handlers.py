@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -61,23 +62,35 @@ def api(name: str, **handler: object) -> dict[str, object]:
     }
 
 
-@pytest.fixture(scope="module")
-def echo(tmp_path_factory: pytest.TempPathFactory, ray_serve: dict[str, object]) -> str:
-    from ray import serve
-
-    from cortex_ray.app import build_api
+@pytest.fixture(scope="module", params=["fast", "proxy"])
+def echo_api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, ray_serve: Any) -> Any:
+    """The handler contract on both ingress paths: the same API deployed on each."""
+    from cortex_ray.sdk import delete, run_api
     from cortex_ray.spec import parse_spec
 
-    project = tmp_path_factory.mktemp("echo")
+    ingress = request.param
+    project = tmp_path_factory.mktemp(f"echo-{ingress}")
     write_handler(project, HANDLER)
-    spec = parse_spec([api("echo", config={"greeting": "hi"})], base_dir=project)
-    serve.run(build_api(spec.apis[0], ray_actor_options={"num_cpus": 0.1}), name="echo", route_prefix="/echo")
-    yield "/echo"
-    serve.delete("echo")
+    spec = parse_spec([api(f"echo-{ingress}", config={"greeting": "hi"})], base_dir=project)
+    run_api(spec.apis[0], ingress=ingress, ray_actor_options={"num_cpus": 0.1})
+    base = ray_serve["url"] if ingress == "fast" else ray_serve["proxy_url"]
+    with httpx.Client(base_url=base, timeout=60) as client:
+        yield client, f"/echo-{ingress}"
+    delete(f"echo-{ingress}")
 
 
-def test_json_payload_and_injected_arguments(http: httpx.Client, echo: str) -> None:
-    r = http.post(echo, json={"a": [1, 2]}, params={"q": "1"}, headers={"x-test": "hdr"})
+@pytest.fixture
+def echo_http(echo_api: Any) -> httpx.Client:
+    return echo_api[0]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def echo(echo_api: Any) -> str:
+    return echo_api[1]  # type: ignore[no-any-return]
+
+
+def test_json_payload_and_injected_arguments(echo_http: httpx.Client, echo: str) -> None:
+    r = echo_http.post(echo, json={"a": [1, 2]}, params={"q": "1"}, headers={"x-test": "hdr"})
     assert r.status_code == 200
     assert r.headers["content-type"] == "application/json"
     assert r.json() == {
@@ -89,47 +102,47 @@ def test_json_payload_and_injected_arguments(http: httpx.Client, echo: str) -> N
     }
 
 
-def test_text_and_binary_payloads(http: httpx.Client, echo: str) -> None:
-    r = http.post(echo, content="héllo", headers={"content-type": "text/plain; charset=utf-8"})
+def test_text_and_binary_payloads(echo_http: httpx.Client, echo: str) -> None:
+    r = echo_http.post(echo, content="héllo", headers={"content-type": "text/plain; charset=utf-8"})
     assert r.json()["type"] == "str" and r.json()["payload"] == "héllo"
-    r = http.post(echo, content=b"\x00\xff", headers={"content-type": "application/octet-stream"})
+    r = echo_http.post(echo, content=b"\x00\xff", headers={"content-type": "application/octet-stream"})
     assert r.json()["type"] == "bytes" and r.json()["payload"] == "00ff"
-    r = http.post(echo, content=b"\x01", headers={"content-type": "image/png"})
+    r = echo_http.post(echo, content=b"\x01", headers={"content-type": "image/png"})
     assert r.json()["type"] == "bytes"
 
 
-def test_response_types(http: httpx.Client, echo: str) -> None:
-    r = http.post(echo, json={}, params={"reply": "text"})
+def test_response_types(echo_http: httpx.Client, echo: str) -> None:
+    r = echo_http.post(echo, json={}, params={"reply": "text"})
     assert r.text == "plain text" and r.headers["content-type"].startswith("text/plain")
-    r = http.post(echo, json={}, params={"reply": "bytes"})
+    r = echo_http.post(echo, json={}, params={"reply": "bytes"})
     assert r.content == b"\x00\x01raw" and r.headers["content-type"] == "application/octet-stream"
-    r = http.post(echo, json={}, params={"reply": "response"})
+    r = echo_http.post(echo, json={}, params={"reply": "response"})
     assert (r.status_code, r.text, r.headers["x-custom"]) == (201, "custom", "yes")
 
 
-def test_each_method(http: httpx.Client, echo: str) -> None:
-    assert http.get(echo, params={"x": "1"}).json() == {"get": {"x": "1"}}
-    assert http.put(echo, json=[1]).json() == {"put": [1], "async": True}
-    assert http.delete(echo).json() == {"deleted": True}
+def test_each_method(echo_http: httpx.Client, echo: str) -> None:
+    assert echo_http.get(echo, params={"x": "1"}).json() == {"get": {"x": "1"}}
+    assert echo_http.put(echo, json=[1]).json() == {"put": [1], "async": True}
+    assert echo_http.delete(echo).json() == {"deleted": True}
 
 
-def test_missing_method_is_405(http: httpx.Client, echo: str) -> None:
-    r = http.patch(echo, json={})
+def test_missing_method_is_405(echo_http: httpx.Client, echo: str) -> None:
+    r = echo_http.patch(echo, json={})
     assert r.status_code == 405
     body = r.json()
     assert body["error"] == "method_not_allowed"
     assert set(body["allowed"]) == {"POST", "GET", "PUT", "DELETE"}
 
 
-def test_malformed_json_is_400(http: httpx.Client, echo: str) -> None:
-    r = http.post(echo, content=b"{not json", headers={"content-type": "application/json"})
+def test_malformed_json_is_400(echo_http: httpx.Client, echo: str) -> None:
+    r = echo_http.post(echo, content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400
     assert r.json()["error"] == "bad_request"
     assert "malformed JSON" in r.json()["message"]
 
 
-def test_handler_exception_is_500_with_type_and_message(http: httpx.Client, echo: str) -> None:
-    r = http.post(echo, json={}, params={"reply": "fail"})
+def test_handler_exception_is_500_with_type_and_message(echo_http: httpx.Client, echo: str) -> None:
+    r = echo_http.post(echo, json={}, params={"reply": "fail"})
     assert r.status_code == 500
     body = r.json()
     assert body["error"] == "handler_error"
@@ -138,33 +151,34 @@ def test_handler_exception_is_500_with_type_and_message(http: httpx.Client, echo
     assert "Traceback" not in r.text
 
 
-def test_reserved_metric_name_is_refused(http: httpx.Client, echo: str) -> None:
-    r = http.post(echo, json={}, params={"reply": "metric"})
+def test_reserved_metric_name_is_refused(echo_http: httpx.Client, echo: str) -> None:
+    r = echo_http.post(echo, json={}, params={"reply": "metric"})
     assert r.status_code == 500
     assert "cortex exclusive prefix" in r.json()["message"]
 
 
 def test_custom_metric_reaches_prometheus(
-    http: httpx.Client, echo: str, ray_serve: dict[str, object]
+    echo_http: httpx.Client, echo: str, ray_serve: dict[str, object]
 ) -> None:
     for _ in range(3):
-        assert http.post(echo, json={"n": 1}).status_code == 200
+        assert echo_http.post(echo, json={"n": 1}).status_code == 200
     url = f"http://127.0.0.1:{ray_serve['metrics_port']}/metrics"
     deadline = time.time() + 60
+    lines: list[str] = []
     text = ""
     while time.time() < deadline:
         try:
             text = httpx.get(url, timeout=5).text
         except httpx.HTTPError:
             text = ""
-        if "handled_posts" in text:
+        lines = [
+            line
+            for line in text.splitlines()
+            if line.startswith("ray_handled_posts") and f'api_name="{echo[1:]}"' in line
+        ]
+        if lines:
             break
         time.sleep(2)
-    lines = [
-        line
-        for line in text.splitlines()
-        if line.startswith("ray_handled_posts") and 'api_name="echo"' in line
-    ]
     assert lines, text[-2000:]
     assert any('kind="dict"' in line for line in lines)
 

@@ -86,7 +86,7 @@ def test_a_second_dispatch_of_a_running_workload_does_not_run_it_again(tmp_path:
         while not runs(tmp_path):
             await asyncio.sleep(0.01)
         assert await b.process(wid, 2) == BUSY  # a fresh lease: another worker runs it
-        gate = a._handler.handle_async.__globals__["GATE"]
+        gate = a.core.handler.handle_async.__globals__["GATE"]
         gate.set()
         assert await first == "completed"
         assert await b.process(wid, 3) == "completed"  # finished: never run again
@@ -193,7 +193,7 @@ def test_a_restarted_dispatcher_leaves_a_leased_workload_to_its_worker(
     store = WorkloadStore(spec.workloads.store)
     wid = new_workload_id()
     store.submit(wid, b"{}", "application/json")
-    store.renew_lease(wid, 1, "a worker the old dispatcher sent it to")
+    assert store.acquire_lease(wid, 1, "a worker the old dispatcher sent it to") == 1
     monkeypatch.setattr(dispatcher_module, "LEASE_TTL", 0.4)  # look again soon
 
     async def main() -> None:

@@ -28,7 +28,7 @@ def test_lifecycle_of_a_workload(tmp_path: Path) -> None:
     assert store.describe(wid) == {"id": wid, "status": "in_queue"}
     assert store.payload(wid) == (b'{"a": 1}', "application/json")
     assert store.unfinished() == [wid]
-    store.renew_lease(wid, 1, "worker-a")
+    assert store.acquire_lease(wid, 1, "worker-a") == 1
     assert store.describe(wid) == {"id": wid, "status": "in_progress"}
     assert store.state(wid).lease_fresh()
     final = store.finish(wid, "completed", result={"answer": 42})
@@ -48,7 +48,7 @@ def test_a_final_status_is_never_overwritten(tmp_path: Path) -> None:
     first = store.finish(wid, "completed", result={"run": "A"})
     second = store.finish(wid, "failed", error={"type": "WorkerFailure", "message": "B lost"})
     assert second == first  # B is told what stands
-    store.renew_lease(wid, 2, "worker-b")  # a late in-progress write changes nothing either
+    store.renew_lease(wid, 1, 2, "worker-b")  # a late in-progress write changes nothing either
     described = store.describe(wid)
     assert (
         described is not None and described["status"] == "completed" and described["result"] == {"run": "A"}
@@ -169,6 +169,48 @@ def test_a_stale_lease_is_not_fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     store = WorkloadStore(f"file://{tmp_path}/")
     wid = new_workload_id()
     store.submit(wid, b"x", "text/plain")
-    store.renew_lease(wid, 1, "w")
+    assert store.acquire_lease(wid, 1, "w") == 1
     later: Any = time.time() + LEASE_TTL + 1
     assert store.state(wid).lease_fresh() and not store.state(wid).lease_fresh(later)
+
+
+def test_of_two_workers_taking_a_workload_at_once_exactly_one_runs_it(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = WorkloadStore(f"file://{tmp_path}/")
+    wid = new_workload_id()
+    store.submit(wid, b"x", "text/plain")
+    with ThreadPoolExecutor(8) as pool:
+        taken = list(pool.map(lambda i: store.acquire_lease(wid, 1, f"worker-{i}"), range(16)))
+    assert sum(t is not None for t in taken) == 1
+
+
+def test_a_stale_lease_is_taken_over_with_the_next_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cortex_ray.asyncapi import store as store_module
+
+    store = WorkloadStore(f"file://{tmp_path}/")
+    wid = new_workload_id()
+    store.submit(wid, b"x", "text/plain")
+    assert store.acquire_lease(wid, 1, "died") == 1
+    assert store.acquire_lease(wid, 2, "other") is None  # fresh: not taken
+    monkeypatch.setattr(store_module, "LEASE_TTL", 0.0)
+    assert store.acquire_lease(wid, 2, "other") == 2
+    assert store.lease(wid)["holder"] == "other"  # type: ignore[index]
+    store.finish(wid, "completed", result={})
+    assert sorted(p.name for p in (tmp_path / "workloads" / wid).iterdir()) == ["final.json", "meta.json"]
+
+
+def test_a_refused_final_write_with_nothing_readable_is_an_error_not_a_loss(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cortex_ray.errors import StorageError
+
+    store = WorkloadStore(f"file://{tmp_path}/")
+    wid = new_workload_id()
+    store.submit(wid, b"x", "text/plain")
+    monkeypatch.setattr(type(store.storage), "create", lambda self, key, data, content_type=None: False)
+    with pytest.raises(StorageError, match="could not be written"):
+        store.finish(wid, "completed", result={})
+    assert store.unfinished() == [wid]  # still queued: the dispatcher tries again

@@ -352,9 +352,24 @@ def test_valid_versions_parse() -> None:
 # --- every limit at every step -----------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_random_traffic_and_trees_never_break_a_limit(tmp_path: Path, seed: int) -> None:
+SEEDS = int(__import__("os").environ.get("CORTEX_RAY_CACHE_SEEDS", "12"))
+
+
+@pytest.mark.parametrize("seed", range(SEEDS))
+def test_random_traffic_and_trees_never_break_a_limit(
+    tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cortex_ray.storage import memory
+
     rng = random.Random(seed)
+    slow = random.Random(seed + 1000)
+    original = memory.MemoryStorage._download_object
+
+    def download(self: Any, key: str, dest: Path, expected: Any) -> None:
+        time.sleep(slow.random() * 0.01)  # downloads interleave with loads, swaps and new trees
+        original(self, key, dest, expected)
+
+    monkeypatch.setattr(memory.MemoryStorage, "_download_object", download)
     memory_limit, disk_limit = rng.choice([(1, 1), (1, 2), (2, 3), (3, 3)])
     loader = Loader()
     loader.delay = random.Random(seed)
@@ -420,5 +435,172 @@ def test_random_traffic_and_trees_never_break_a_limit(tmp_path: Path, seed: int)
         folders = [v for m in tmp_path.iterdir() for v in m.iterdir() if not v.name.startswith(".")]
         assert len(folders) <= disk_limit
         await cache.close()
+
+    asyncio.run(main())
+
+
+# --- sequences a review found (slow downloads interleaved with swaps) ------------------
+
+
+@pytest.fixture
+def slow_downloads(monkeypatch: pytest.MonkeyPatch) -> dict[bytes, threading.Event]:
+    """Downloads of an object whose content is a key of the returned dict wait for its event."""
+    from cortex_ray.storage import memory
+
+    gates: dict[bytes, threading.Event] = {}
+    original = memory.MemoryStorage._download_object
+
+    def download(self: Any, key: str, dest: Path, expected: Any) -> None:
+        gate = gates.get(self._get(key).data)
+        if gate is not None:
+            gate.wait(10)
+        original(self, key, dest, expected)
+
+    monkeypatch.setattr(memory.MemoryStorage, "_download_object", download)
+    return gates
+
+
+async def until(condition: Any, seconds: float = 5.0) -> None:
+    for _ in range(int(seconds / 0.005)):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("condition never held")
+
+
+def test_the_version_serving_never_swaps_while_a_new_latest_borrows_its_slot(
+    tmp_path: Path, slow_downloads: dict[bytes, threading.Event]
+) -> None:
+    loader = Loader()
+
+    async def main() -> None:
+        cache = ModelCache(
+            loader, tmp_path, memory_limit=1, disk_limit=3, tree=publish({"a/1/model.bin": b"v1"})
+        )
+        await cache.get("a")
+        v2 = loader.hold(b"v2")
+        cache.set_tree(publish({"a/2/model.bin": b"v2"}))
+        await until(lambda: b"v2" in loader.calls)
+        slow_downloads[b"v1-new"] = threading.Event()
+        cache.set_tree(publish({"a/1/model.bin": b"v1-new"}))  # the lender's own files change too
+        v2.set()
+        await until(lambda: cache.held(("a", 2)) is not None)
+        slow_downloads[b"v1-new"].set()
+        for version in ("latest", "2", "1"):  # nothing hangs, the limit holds
+            assert (await asyncio.wait_for(cache.get("a", version), 3)).model in ("v2", "v1-new")
+            assert cache.memory_used() <= 1 and len(cache.in_memory) <= 1
+        await cache.close()
+
+    asyncio.run(main())
+
+
+def test_equal_limits_with_a_swap_and_a_cold_load_do_not_deadlock(
+    tmp_path: Path, slow_downloads: dict[bytes, threading.Event]
+) -> None:
+    loader = Loader()
+
+    async def main() -> None:
+        tree = publish({"y/1/model.bin": b"y", "x/1/model.bin": b"x"})
+        cache = ModelCache(loader, tmp_path, memory_limit=1, disk_limit=1, tree=tree)
+        await cache.get("y")
+        slow_downloads[b"x"] = threading.Event()
+        want_x = asyncio.create_task(cache.get("x"))
+        await asyncio.sleep(0.05)  # x downloading: it holds the only disk slot
+        cache.set_tree(publish({"y/1/model.bin": b"y2"}))  # y swaps: it needs the disk slot too
+        assert cache.try_get("y").model == "y"  # type: ignore[union-attr]
+        slow_downloads[b"x"].set()
+        assert (await asyncio.wait_for(want_x, 5)).model == "x"
+        assert (await asyncio.wait_for(cache.get("y"), 5)).model == "y2"
+        await idle(cache)
+        assert cache.disk_used() <= 1
+        await cache.close()
+
+    asyncio.run(main())
+
+
+def test_two_new_versions_in_a_row_keep_latest_pointing_at_a_held_version(tmp_path: Path) -> None:
+    loader = Loader()
+
+    async def main() -> None:
+        cache = ModelCache(
+            loader, tmp_path, memory_limit=1, disk_limit=3, tree=publish({"a/1/model.bin": b"v1"})
+        )
+        await cache.get("a")
+        v2, v3 = loader.hold(b"v2"), loader.hold(b"v3")
+        cache.set_tree(publish({"a/2/model.bin": b"v2"}))
+        cache.try_get("a")
+        await until(lambda: b"v2" in loader.calls)
+        cache.set_tree(publish({"a/3/model.bin": b"v3"}))
+        v2.set()
+        await until(lambda: cache.held(("a", 2)) is not None)
+        held = cache.try_get("a")  # what a sync get_model on the event loop gets: never None
+        assert held is not None and held.version == 2
+        assert (await quickly(cache.get("a"))).version == 2  # no request waits for v3
+        v3.set()
+        await idle(cache)
+        assert (await quickly(cache.get("a"))).version == 3 and cache.in_memory == [("a", 3)]
+        assert loader.calls.count(b"v1") == 1 and loader.calls.count(b"v2") == 1
+
+    asyncio.run(main())
+
+
+def test_changed_files_and_a_new_version_at_once_never_evict_the_one_serving(tmp_path: Path) -> None:
+    loader = Loader()
+
+    async def main() -> None:
+        cache = ModelCache(
+            loader, tmp_path, memory_limit=1, disk_limit=3, tree=publish({"a/1/model.bin": b"v1"})
+        )
+        await cache.get("a")
+        v1b, v2 = loader.hold(b"v1b"), loader.hold(b"v2")
+        cache.set_tree(publish({"a/1/model.bin": b"v1b", "a/2/model.bin": b"v2"}))
+        cache.try_get("a")
+        await until(lambda: b"v1b" in loader.calls)
+        v1b.set()
+        await until(lambda: b"v2" in loader.calls)
+        assert cache.in_memory == [("a", 1)]  # v2 borrowed v1's slot once v1's swap was done
+        assert (await quickly(cache.get("a"))).model == "v1b"
+        v2.set()
+        await idle(cache)
+        assert (await quickly(cache.get("a"))).version == 2
+
+    asyncio.run(main())
+
+
+def test_a_queued_load_of_a_removed_version_evicts_nothing(tmp_path: Path) -> None:
+    loader = Loader()
+
+    async def main() -> None:
+        tree = publish({"a/1/model.bin": b"a1", "b/1/model.bin": b"b1"})
+        cache = ModelCache(loader, tmp_path, memory_limit=1, disk_limit=3, tree=tree)
+        await cache.get("a")
+        a2 = loader.hold(b"a2")
+        cache.set_tree(publish({"a/1/model.bin": b"a2"}))
+        cache.try_get("a")  # a swaps: its slot is busy
+        want_b = asyncio.create_task(cache.get("b"))  # b queues for the slot
+        await asyncio.sleep(0.05)
+        cache.set_tree(publish({"b/1/model.bin": None}))  # b is removed while it waits
+        a2.set()
+        with pytest.raises(Exception) as info:
+            await asyncio.wait_for(want_b, 5)
+        assert getattr(info.value, "status_code", None) == 404
+        await idle(cache)
+        assert cache.in_memory == [("a", 1)] and b"b1" not in loader.calls
+
+    asyncio.run(main())
+
+
+def test_closing_fails_what_waits_instead_of_hanging(tmp_path: Path) -> None:
+    loader = Loader()
+
+    async def main() -> None:
+        cache = ModelCache(loader, tmp_path, tree=publish({"a/1/model.bin": b"a"}))
+        gate = loader.hold(b"a")
+        waiting = asyncio.create_task(cache.get("a"))
+        await until(lambda: bool(loader.calls))
+        await cache.close()
+        with pytest.raises(ModelLoadError, match="shutting down"):
+            await asyncio.wait_for(waiting, 2)
+        gate.set()
 
     asyncio.run(main())

@@ -104,3 +104,13 @@ def test_removal_with_no_settle_time_is_immediate() -> None:
     p = Publisher(settle_time=0)
     p.observe(tree(a=[obj("1/f")], b=[obj("f")]), now=0)
     assert list(p.observe(tree(a=[obj("1/f")]), now=1).models) == ["a"]
+
+
+def test_an_empty_listing_removes_every_model_only_after_a_minute() -> None:
+    """An unmounted volume leaves an empty mount point, which exists: it lists as empty."""
+    p = Publisher(settle_time=5)
+    p.observe(tree(a=[obj("1/f")], b=[obj("1/f")]), now=0)
+    for t in (5, 10, 30, 64):  # first seen empty at 5 s
+        assert sorted(p.observe(ModelTree({}), now=t).models) == ["a", "b"]
+    assert any("no models at all" in pr.reason for pr in p.problems)
+    assert p.observe(ModelTree({}), now=65).models == {}

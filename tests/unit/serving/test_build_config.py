@@ -34,10 +34,11 @@ def api(name: str, **fields: Any) -> dict[str, Any]:
     }
 
 
-def build(tmp_path: Path, *apis: dict[str, Any]) -> dict[str, Any]:
+def build(tmp_path: Path, *apis: dict[str, Any], ingress: str = "proxy") -> dict[str, Any]:
     spec = write_spec(tmp_path, list(apis))
+    out = str(tmp_path / "serve.yaml")
     result = subprocess.run(
-        [sys.executable, "-m", "cortex_ray", "build-config", str(spec), "-o", str(tmp_path / "serve.yaml")],
+        [sys.executable, "-m", "cortex_ray", "build-config", str(spec), "-o", out, "--ingress", ingress],
         capture_output=True,
         text=True,
         timeout=60,
@@ -148,3 +149,21 @@ def test_info_details_are_on_only_for_a_loopback_host(tmp_path: Path) -> None:
     exposed = serve_config(spec, "cortex.yaml", host="0.0.0.0")
     assert local["applications"][0]["args"]["info_details"] is True
     assert exposed["applications"][0]["args"]["info_details"] is False
+
+
+def test_the_fast_ingress_disables_serve_s_proxy_and_scales_on_the_replicas_counts(tmp_path: Path) -> None:
+    config = build(tmp_path, api("iris"), ingress="fast")
+    assert config["proxy_location"] == "Disabled" and "http_options" not in config
+    (app,) = config["applications"]
+    assert app["args"] == {
+        "spec": str(tmp_path / "cortex.yaml"),
+        "api": "iris",
+        "info_details": True,
+        "ingress": "fast",
+        "host": "127.0.0.1",
+        "port": 8000,
+    }
+    (dep,) = app["deployments"]
+    assert dep["autoscaling_config"]["policy"] == {
+        "policy_function": "cortex_ray.ingress.autoscaling:fast_path_policy"
+    }

@@ -1,0 +1,109 @@
+"""A replica's side of the fast path: its own HTTP server, registered with the ingress.
+
+Runs on the API core's loop. The server listens on the node's address (127.0.0.1 on a
+local run) on a port the system picks, and the replica registers it with the cluster's
+ingress, again every ``HEARTBEAT`` seconds. When Serve stops the replica, it deregisters
+first (the balancer stops sending it requests), then finishes what it is serving and
+closes its connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from cortex_ray.ingress.registry import HEARTBEAT
+from cortex_ray.ingress.server import FastServer
+from cortex_ray.serving.loop import CoreLoop
+from cortex_ray.serving.requests import Incoming, Outgoing
+from cortex_ray.spec import ApiSpec
+
+__all__ = ["FastIngress", "start_fast_path", "stop_fast_path"]
+
+log = logging.getLogger("cortex_ray.ingress")
+
+
+class FastIngress:
+    def __init__(
+        self, api: ApiSpec, app: Callable[[Incoming], Awaitable[Outgoing]], limit: int | None
+    ) -> None:
+        self.api = api
+        self.server = FastServer(app, api.endpoint, limit)
+        self.replica = ""
+        self._ingress: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        import ray
+        from ray import serve
+
+        from cortex_ray.ingress.control import get_ingress
+
+        await self.server.start(ray.util.get_node_ip_address())
+        try:
+            self.replica = str(serve.get_replica_context().replica_id.unique_id)
+        except Exception:  # outside Serve (tests): any unique name
+            self.replica = f"{self.server.host}:{self.server.port}"
+        self._ingress = get_ingress()
+        if self._ingress is None:
+            raise RuntimeError(
+                "the fast ingress is not running on this cluster: start it with `cortex-ray run` / "
+                "cortex_ray.deploy(..., ingress='fast'), or deploy with ingress='proxy'"
+            )
+        await self._register()
+        self._task = asyncio.get_running_loop().create_task(self._heartbeat())
+
+    async def _register(self) -> None:
+        routing = self.api.networking.model_routing
+        key = routing.as_pair() if routing is not None else None
+        await self._ingress.register.remote(
+            self.api.name, self.api.endpoint, key, self.replica, self.server.host, self.server.port
+        )
+
+    async def _heartbeat(self) -> None:
+        from cortex_ray.ingress.control import get_ingress
+
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            try:
+                await self._register()
+            except Exception as exc:  # the ingress restarted: find it again
+                log.warning("api %s: cannot reach the ingress: %s", self.api.name, exc)
+                self._ingress = get_ingress() or self._ingress
+
+    def autoscaling_stats(self) -> dict[str, float]:
+        """For Serve's autoscaler: requests in this replica (average since the last call)."""
+        return {"cortex_ray_ongoing": self.server.average_in_flight()}
+
+    async def stop(self, timeout: float) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        try:
+            if self._ingress is not None:
+                await asyncio.wait_for(self._ingress.deregister.remote(self.api.name, self.replica), 5)
+        except Exception as exc:
+            log.warning("api %s: could not deregister from the ingress: %s", self.api.name, exc)
+        await self.server.drain(timeout)
+
+
+async def start_fast_path(
+    loop: CoreLoop, api: ApiSpec, app: Callable[[Incoming], Awaitable[Outgoing]], limit: int | None = None
+) -> FastIngress:
+    """Serve ``app`` on the fast path from this replica (on the core ``loop``)."""
+    fast = FastIngress(api, app, limit if limit is not None else api.autoscaling.max_replica_concurrency)
+    await loop.run(fast.start())
+    return fast
+
+
+def stop_fast_path(replica: Any, timeout: float = 15.0) -> None:
+    """A replica being stopped by Serve (its ``__del__``): off the balancer first, then finish
+    what runs (on the core loop, waited for here)."""
+    fast, loop = getattr(replica, "fast", None), getattr(replica, "loop", None)
+    if fast is None or loop is None or not loop.alive:
+        return
+    try:
+        loop.submit(fast.stop(timeout)).result(timeout + 5)
+    except Exception as exc:  # stopping anyway
+        log.warning("api %s: the fast path did not stop cleanly: %s", replica.api.name, exc)

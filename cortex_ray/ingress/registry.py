@@ -1,0 +1,186 @@
+"""The fast path's control: which replicas serve which API, and the balancer in front.
+
+One :class:`Ingress` per Ray cluster, a detached named actor on the node where the public
+port must listen (the node that started it). Every fast-path replica registers its own
+HTTP port with it when it starts, re-registers every ``HEARTBEAT`` seconds, and
+deregisters when Serve stops it; a replica whose registrations stop (it died) is dropped
+after ``STALE`` seconds, and HAProxy's own health checks take it out within two seconds
+before that. Each change rewrites and reloads HAProxy (at most every ``COALESCE``).
+Serve still decides how many replicas there are and where they run; this only follows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from cortex_ray.ingress.balancer import Backend, Balancer, Server
+
+__all__ = ["HEARTBEAT", "INGRESS_ACTOR", "INGRESS_NAMESPACE", "Ingress"]
+
+log = logging.getLogger("cortex_ray.ingress")
+INGRESS_ACTOR = "cortex-ray-ingress"
+INGRESS_NAMESPACE = "cortex-ray"
+HEARTBEAT = 2.0
+STALE = 10.0
+COALESCE = 0.05
+
+
+@dataclass
+class _Api:
+    endpoint: str
+    model_routing: tuple[str, str] | None
+    servers: dict[str, tuple[str, int, float]] = field(default_factory=dict)
+    """replica id -> (host, port, last registration)."""
+
+
+class Ingress:
+    """Plain class; :func:`cortex_ray.ingress.control.start_ingress` runs it as a Ray actor."""
+
+    def __init__(self, host: str, port: int, threads: int = 1) -> None:
+        workdir = tempfile.mkdtemp(prefix="cortex-ray-ingress-")
+        self.balancer = Balancer(host, port, workdir, threads)
+        self.apis: dict[str, _Api] = {}
+        self.changes = 0
+        self.applied = -1
+        self.last_error: str | None = None
+        self._changed: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.balancer.apply([])  # listen at once: unknown paths get the JSON 404 from the start
+
+    # --- replicas ------------------------------------------------------------
+
+    async def register(
+        self,
+        api: str,
+        endpoint: str,
+        model_routing: tuple[str, str] | None,
+        replica: str,
+        host: str,
+        port: int,
+    ) -> None:
+        self._start()
+        entry = self.apis.get(api)
+        if entry is None or entry.endpoint != endpoint or entry.model_routing != model_routing:
+            entry = self.apis[api] = _Api(endpoint, model_routing, entry.servers if entry else {})
+            self._touch()
+        if entry.servers.get(replica, (None, None, 0))[:2] != (host, port):
+            log.info("api %s: replica %s serves on %s:%d", api, replica, host, port)
+            self._touch()
+        entry.servers[replica] = (host, port, time.monotonic())
+
+    async def deregister(self, api: str, replica: str) -> None:
+        entry = self.apis.get(api)
+        if entry is not None and entry.servers.pop(replica, None) is not None:
+            log.info("api %s: replica %s stopped serving", api, replica)
+            self._touch()
+            await self.wait_applied()
+
+    async def remove_api(self, api: str) -> None:
+        if self.apis.pop(api, None) is not None:
+            self._touch()
+            await self.wait_applied()
+
+    async def wait_ready(self, api: str, replicas: int = 1, timeout: float = 60.0) -> bool:
+        """Whether the balancer routes ``api`` to at least ``replicas`` replicas (waits)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            entry = self.apis.get(api)
+            if entry is not None and len(entry.servers) >= replicas and self.applied == self.changes:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async def wait_applied(self, timeout: float = 10.0) -> bool:
+        target = self.changes
+        deadline = time.monotonic() + timeout
+        while self.applied < target and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return self.applied >= target
+
+    async def status(self) -> dict[str, Any]:
+        return {
+            "listen": f"{self.balancer.host}:{self.balancer.port}",
+            "running": self.balancer.running,
+            "reloads": self.balancer.reloads,
+            "runtime_changes": self.balancer.runtime_changes,
+            "last_error": self.last_error,
+            "apis": {
+                name: {
+                    "endpoint": a.endpoint,
+                    "model_routing": list(a.model_routing) if a.model_routing else None,
+                    "replicas": {r: f"{h}:{p}" for r, (h, p, _) in sorted(a.servers.items())},
+                }
+                for name, a in sorted(self.apis.items())
+            },
+        }
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self.balancer.stop()
+
+    # --- applying changes ------------------------------------------------------
+
+    def _touch(self) -> None:
+        self.changes += 1
+        if self._changed is not None:
+            self._changed.set()
+
+    def _start(self) -> None:
+        if self._task is None:
+            self._changed = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _loop(self) -> None:
+        assert self._changed is not None
+        while True:
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout=1.0)
+            except asyncio.TimeoutError:
+                pass
+            self._changed.clear()
+            self._expire()
+            if not self.balancer.running:  # HAProxy died: start it again with what is known
+                log.error("ingress: haproxy is not running; starting it again")
+                self.applied = -1
+            elif self.applied == self.changes:
+                self.balancer.tidy()
+            if self.applied != self.changes:
+                await asyncio.sleep(COALESCE)  # several registrations at once: one reload
+                target = self.changes
+                try:
+                    # on this (the actor's) thread: HAProxy is told to exit with the thread that
+                    # started it, and this one lives as long as the actor
+                    self.balancer.apply(self._backends())
+                    self.last_error = None
+                except Exception as exc:
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    log.error("ingress: could not apply the balancer configuration: %s", exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                self.applied = target
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for name, entry in self.apis.items():
+            for replica, (_, _, seen) in list(entry.servers.items()):
+                if now - seen > STALE:
+                    log.warning("api %s: replica %s stopped registering: dropped", name, replica)
+                    del entry.servers[replica]
+                    self._touch()
+
+    def _backends(self) -> list[Backend]:
+        return [
+            Backend(
+                name,
+                a.endpoint,
+                a.model_routing,
+                tuple(Server(replica, host, port) for replica, (host, port, _) in a.servers.items()),
+            )
+            for name, a in self.apis.items()
+        ]

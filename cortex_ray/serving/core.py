@@ -1,0 +1,229 @@
+"""One API's serving core in one replica: the user's handler, its models, its requests.
+
+The core lives on its own event loop (:class:`~cortex_ray.serving.loop.CoreLoop`) and
+knows nothing of how requests arrive: Serve's proxy and cortex-ray's fast path both
+call :meth:`ApiCore.handle` with an :class:`~cortex_ray.serving.requests.Incoming`.
+At start it lists the API's models through the reloader (which pushes later trees to
+:meth:`ApiCore.update_models`), builds the model cache, downloads every model before it
+reports ready when no cache limit is set (as Cortex did) and constructs the ``Handler``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from cortex_ray.cache import ModelCache
+from cortex_ray.cache.root import private_cache_root
+from cortex_ray.errors import CortexRayError, MethodNotAllowedError, UserHandlerError
+from cortex_ray.models import ModelTree, diff_trees
+from cortex_ray.reload.subscriber import Subscriber
+from cortex_ray.serving.http import encode_result, parse_payload
+from cortex_ray.serving.info import api_info
+from cortex_ray.serving.invoke import Invoker
+from cortex_ray.serving.metrics import MetricsClient
+from cortex_ray.serving.model_client import ModelClient, served_versions_var
+from cortex_ray.serving.requests import Incoming, Outgoing, error_outgoing, json_outgoing
+from cortex_ray.serving.user_code import (
+    HTTP_METHODS,
+    Method,
+    check_handler,
+    construct_handler,
+    load_handler_class,
+)
+from cortex_ray.spec import ApiSpec
+from cortex_ray.tensorflow.client import TensorFlowClient
+
+__all__ = ["VERSION_HEADER", "ApiCore"]
+
+log = logging.getLogger("cortex_ray.replica")
+VERSION_HEADER = "X-Cortex-Model-Version"
+_VERSION_HEADER = VERSION_HEADER.lower().encode()
+_HTTP_ARGS = ("payload", "query_params", "headers")
+_ASYNC_ARGS = ("payload", "request_id")
+_WITH_BODY = ("POST", "PUT", "PATCH")
+
+
+class _Available(Mapping[str, Any]):
+    """A request's handler arguments, each built only if the method asks for it."""
+
+    __slots__ = ("_incoming", "_payload")
+
+    def __init__(self, incoming: Incoming, payload: Any) -> None:
+        self._incoming, self._payload = incoming, payload
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "payload":
+            return self._payload
+        if key == "query_params":
+            return self._incoming.query_dict()
+        if key == "headers":
+            return self._incoming.header_dict()
+        raise KeyError(key)
+
+    def __iter__(self) -> Any:
+        return iter(("payload", "query_params", "headers"))
+
+    def __len__(self) -> int:
+        return 3
+
+
+class ApiCore:
+    def __init__(self, api: ApiSpec, info_details: bool = False) -> None:
+        self.api = api
+        self.info_details = info_details
+        handler = api.handler
+        os.environ.update(handler.env)
+        logging.getLogger("cortex_ray").setLevel(handler.log_level.upper())
+        # AsyncAPI workers run sync handlers in a thread: a timeout must be able to fire
+        inline = api.kind != "AsyncAPI"
+        waiting = api.autoscaling.max_replica_concurrency
+        self.invoker = Invoker(handler.threads_per_process, waiting, api.name, inline=inline)
+        self.cache: ModelCache | None = None
+        self.subscriber: Subscriber | None = None
+        self.handler: Any = None
+        self.methods: dict[str, Method] = {}
+        self.disk_root = ""
+
+    async def start(self) -> None:
+        """Load the handler and its models (on the core loop)."""
+        api, handler = self.api, self.api.handler
+        loop = asyncio.get_running_loop()
+        cls = load_handler_class(handler.path, handler.python_path)
+        self._handler_cls = cls
+        models = handler.model_spec
+        tensorflow = handler.type == "tensorflow"
+        client_arg = "tensorflow_client" if tensorflow else "model_client"
+        check_handler(cls, has_models=models is not None, client_arg=client_arg, kind=api.kind)
+        self.disk_root = private_cache_root(api.name)
+        available: dict[str, Any] = {"config": handler.config, "metrics_client": MetricsClient(api.name)}
+        if models is not None:
+            self.subscriber = Subscriber(
+                api.name, self.update_models, lambda: self.cache.tree if self.cache else None
+            )
+            tree = await self.subscriber.initial_tree()
+            self.cache = ModelCache(
+                loader=self._load_saved_model if tensorflow else self._load_model,
+                root=self.disk_root,
+                memory_limit=models.cache_size,
+                disk_limit=models.disk_cache_size,
+                tree=tree,
+            )
+            if not models.caching_enabled:
+                await self.cache.download_all()
+            model_client = ModelClient(self.cache, loop, self.invoker.slots)
+            available[client_arg] = TensorFlowClient(model_client) if tensorflow else model_client
+            self.subscriber.start()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{api.name}-init") as init:
+            self.handler = await loop.run_in_executor(init, construct_handler, cls, available)
+        for name in [*HTTP_METHODS, "async"]:
+            func = getattr(self.handler, f"handle_{name}", None)
+            if callable(func):
+                self.methods[name.upper()] = Method.of(func, _ASYNC_ARGS if name == "async" else _HTTP_ARGS)
+        log.info("api %s ready (%s)", api.name, _tree_summary(self.cache.tree if self.cache else None))
+
+    def _load_saved_model(self, path: str, name: str, version: int) -> Any:
+        """The cache's loader for the TensorFlow handler."""
+        from cortex_ray.tensorflow import SavedModel
+
+        assert self.cache is not None
+        model = self.cache.tree.models.get(name)
+        return SavedModel(path, name, version, model.signature_key if model else None)
+
+    def _load_model(self, path: str, name: str, version: int) -> Any:
+        """The cache's loader: the user's ``load_model`` (also usable during ``__init__``)."""
+        try:
+            return self._handler_cls.load_model(self.handler, path)  # type: ignore[attr-defined]
+        except BaseException as exc:
+            raise UserHandlerError(f"load_model raised {type(exc).__name__}: {exc}") from exc
+
+    # --- requests ----------------------------------------------------------
+
+    async def handle(self, incoming: Incoming) -> Outgoing:
+        """One HTTP request to this API, from either ingress path."""
+        try:
+            if incoming.method == "GET" and incoming.path.rstrip("/") == "/info":
+                return json_outgoing(await self.info(self.info_details))
+            method = self.methods.get(incoming.method) if incoming.method != "ASYNC" else None
+            if method is None:
+                allowed = [m for m in self.methods if m != "ASYNC"]
+                raise MethodNotAllowedError(
+                    f"this API does not handle {incoming.method} requests (it handles {', '.join(allowed)})",
+                    allowed=allowed,
+                )
+            payload = None
+            if incoming.method in _WITH_BODY:
+                payload = parse_payload(incoming.body, incoming.header(b"content-type"))
+            result, used = await self.call_handler(method, method.kwargs(_Available(incoming, payload)))
+            out = encode_result(result)
+            if used:
+                value = ", ".join(f"{n}={v}" for n, v in sorted(used.items()))
+                out.headers.append((_VERSION_HEADER, value.encode()))
+            return out
+        except Exception as exc:
+            return error_outgoing(exc)
+
+    async def call_handler(self, method: Method, kwargs: dict[str, Any]) -> tuple[Any, dict[str, int]]:
+        """Run a handler method; user errors become 500s; returns the result and the versions used."""
+        used: dict[str, int] = {}
+        token = served_versions_var.set(used)
+        try:
+            result = await self.invoker(method, kwargs)
+        except CortexRayError:
+            raise
+        except Exception as exc:
+            raise UserHandlerError(f"{type(exc).__name__}: {exc}", type=type(exc).__name__) from exc
+        finally:
+            served_versions_var.reset(token)
+        return result, used
+
+    async def call(
+        self,
+        method: str = "post",
+        payload: Any = None,
+        query_params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """Call the handler without HTTP (through a Serve handle, e.g. from a notebook)."""
+        found = self.methods.get(method.upper())
+        if found is None or method.upper() == "ASYNC":
+            raise MethodNotAllowedError(f"this API does not handle {method.upper()} requests")
+        available = {"payload": payload, "query_params": query_params or {}, "headers": headers or {}}
+        return (await self.call_handler(found, found.kwargs(available)))[0]
+
+    # --- models ------------------------------------------------------------
+
+    def update_models(self, tree: ModelTree) -> None:
+        """Take a new model tree (the reloader publishes these)."""
+        if self.cache is None:
+            return
+        changes = diff_trees(self.cache.tree, tree)
+        self.cache.set_tree(tree)
+        for change in changes:
+            log.info("api %s: %s", self.api.name, change)
+
+    async def info(self, details: bool = True) -> dict[str, Any]:
+        """The ``/info`` body; ``details``: the operator's view (states, reasons, reloader)."""
+        if self.cache is None:
+            return {}
+        return await api_info(self.cache, self.subscriber, self.disk_root, details)
+
+    async def close(self) -> None:
+        if self.subscriber is not None:
+            await self.subscriber.stop()
+        if self.cache is not None:
+            await self.cache.close()
+        self.invoker.close()
+
+
+def _tree_summary(tree: ModelTree | None) -> str:
+    if tree is None:
+        return "no models configured"
+    return (
+        f"{len(tree.models)} model(s): "
+        + ", ".join(f"{n} {list(m.valid_versions)}" for n, m in sorted(tree.models.items()))[:500]
+    )

@@ -1,0 +1,145 @@
+"""The fast path's HAProxy: its configuration, and real routing to real servers (no Ray)."""
+
+from __future__ import annotations
+
+import collections
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cortex_ray.ingress.balancer import Backend, Balancer, Server, haproxy_binary, render
+from cortex_ray.ingress.server import FastServer
+from cortex_ray.serving.loop import CoreLoop
+from cortex_ray.serving.requests import Incoming, Outgoing, json_outgoing
+from tests.support.s3_server import free_port
+
+
+def check(config: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "check.cfg"
+    path.write_text(config)
+    return subprocess.run([haproxy_binary(), "-c", "-f", str(path)], capture_output=True, text=True)
+
+
+def test_every_kind_of_model_routing_renders_a_valid_configuration(tmp_path: Path) -> None:
+    servers = (Server("r1", "127.0.0.1", 30001), Server("r2", "127.0.0.1", 30002))
+    backends = [
+        Backend("by-query", "/q", ("query", "model"), servers),
+        Backend("by-header", "/h", ("header", "x-model"), servers),
+        Backend("by-json", "/j", ("json", "model.name"), servers),
+        Backend("by-path", "/p/deep", ("path", "0"), servers),
+        Backend("plain", "/", None, ()),
+    ]
+    config = render(backends, "127.0.0.1", 18999, str(tmp_path / "admin.sock"))
+    result = check(config, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "url_param(model)" in config and "req.hdr(x-model)" in config
+    assert "json_query('$.model.name')" in config and "path,field(4,/)" in config
+    assert config.index("use_backend api_by-path") < config.index("use_backend api_plain")  # longest first
+
+
+class Replica:
+    """A fast-path server answering with its own name."""
+
+    def __init__(self, loop: CoreLoop, name: str, endpoint: str) -> None:
+        async def app(incoming: Incoming) -> Outgoing:
+            return json_outgoing({"replica": name, "path": incoming.path})
+
+        self.name = name
+        self.server = FastServer(app, endpoint)
+        loop.submit(self.server.start("127.0.0.1")).result(5)
+
+    @property
+    def entry(self) -> Server:
+        return Server(self.name, "127.0.0.1", self.server.port)
+
+
+@pytest.fixture
+def loop() -> Iterator[CoreLoop]:
+    core = CoreLoop("test-balancer")
+    yield core
+    core.stop()
+
+
+@pytest.fixture
+def balancer(tmp_path: Path) -> Iterator[Balancer]:
+    b = Balancer("127.0.0.1", free_port(), tmp_path / "haproxy")
+    yield b
+    b.stop()
+
+
+def test_requests_naming_a_model_go_to_one_replica_and_reloads_drop_nothing(
+    loop: CoreLoop, balancer: Balancer
+) -> None:
+    replicas = [Replica(loop, f"r{i}", "/api") for i in range(3)]
+    balancer.apply([Backend("api", "/api", ("query", "model"), tuple(r.entry for r in replicas))])
+    url = f"http://127.0.0.1:{balancer.port}"
+    with httpx.Client(base_url=url) as client:
+        owner = {m: client.post(f"/api?model={m}").json()["replica"] for m in "abcdefghij"}
+        assert len(set(owner.values())) > 1  # the models spread over the replicas
+        for m in "abcdefghij":  # ...and each always reaches the same one
+            assert {client.post(f"/api?model={m}").json()["replica"] for _ in range(5)} == {owner[m]}
+        unnamed = collections.Counter(client.post("/api").json()["replica"] for _ in range(30))
+        assert len(unnamed) == 3  # requests naming no model are spread
+        assert client.get("/-/healthz").text == "ok"
+        r = client.get("/nowhere")
+        assert r.status_code == 404 and r.json() == {
+            "error": "not_found",
+            "message": "Path '/nowhere' not found",
+        }
+        # a replica leaves: the balancer reloads, and every request still succeeds
+        balancer.apply([Backend("api", "/api", ("query", "model"), (replicas[0].entry, replicas[1].entry))])
+        answers = [client.post(f"/api?model={m}") for m in "abcdefghij" * 3]
+        assert all(a.status_code == 200 for a in answers)
+        assert {a.json()["replica"] for a in answers} <= {"r0", "r1"}
+    assert balancer.reloads == 0 and balancer.runtime_changes == 1  # a server left without a reload
+
+
+def test_a_busy_replica_spills_a_hot_model_to_another(loop: CoreLoop, balancer: Balancer) -> None:
+    """Bounded-load hashing: one model's requests go to one replica until it is loaded well
+    above the average; then the next replica on the ring takes the excess."""
+    import threading
+
+    gate = threading.Event()
+
+    async def slow(incoming: Incoming) -> Outgoing:
+        import asyncio
+
+        await asyncio.to_thread(gate.wait, 10)
+        return json_outgoing({"replica": incoming.path})
+
+    servers = []
+    for _ in range(2):
+        server = FastServer(slow, "/api")
+        loop.submit(server.start("127.0.0.1")).result(5)
+        servers.append(server)
+    balancer.apply(
+        [
+            Backend(
+                "api",
+                "/api",
+                ("query", "model"),
+                tuple(Server(f"r{i}", "127.0.0.1", s.port) for i, s in enumerate(servers)),
+            )
+        ]
+    )
+    url = f"http://127.0.0.1:{balancer.port}/api?model=hot"
+    results: list[int] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(httpx.post(url, timeout=20).status_code))
+        for _ in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for _ in range(200):
+        if sum(s.in_flight for s in servers) == 8:
+            break
+        threading.Event().wait(0.02)
+    in_flight = [s.in_flight for s in servers]
+    gate.set()
+    for t in threads:
+        t.join()
+    assert results == [200] * 8
+    assert min(in_flight) > 0, in_flight  # both replicas took some of the hot model's requests
