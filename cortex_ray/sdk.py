@@ -87,8 +87,7 @@ def start(
     if not ray.is_initialized():
         if "address" not in ray_init and host in ("127.0.0.1", "localhost"):
             ray_init.setdefault("_node_ip_address", "127.0.0.1")
-            # Ray's agents then take the loopback address as the node's too
-            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            _loopback_node()
         ray_init.setdefault("include_dashboard", False)
         ray.init(**ray_init)
     logging_config = {"enable_access_log": False}
@@ -105,6 +104,18 @@ def start(
     global _http_host, _ingress
     _http_host, _ingress = host, ingress
     return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+
+
+def _loopback_node() -> None:
+    """Make the local Ray node's address 127.0.0.1, so that what Ray and the replicas listen on
+    is reachable from this machine only. Ray takes ``_node_ip_address="127.0.0.1"`` only when
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, which it reads when it is imported: set it for
+    Ray's own processes (they inherit the environment), and for this one, where Ray may have
+    been imported already (a notebook), on the constant it was read into."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 _http_host: str | None = None

@@ -295,3 +295,4 @@ class ModelCache(Tiers):
                     future.set_exception(ModelLoadError("the replica is shutting down"))
                     future.exception()
         self.reclaimer.close()
+        self._threads.shutdown(wait=False, cancel_futures=True)

@@ -2,8 +2,9 @@
 
 Every model version is an :class:`~cortex_ray.cache.entry.Entry` whose state says which
 slots it holds (see that module). A download or load first takes its slot: when the tier
-is full it evicts the least recently used entry that can go now, and when none can (every
-slot is held by something in flight or being read) it waits for one to be freed. So
+is full it evicts the entry that can go now and is least used (a decaying use count, see
+:mod:`cortex_ray.cache.usage`; the least recently used among equals), and when none can
+(every slot is held by something in flight or being read) it waits for one to be freed. So
 neither tier ever holds more than its limit, in-flight work included. One download and
 one load per version at a time, however many callers ask. Folders are named by the
 files' fingerprint and are deleted only once no load reads them. All bookkeeping runs on
@@ -14,17 +15,20 @@ threads, and unloaded objects are reclaimed off the loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import shutil
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from cortex_ray.cache.entry import Entry, Folder, Key, LoadedModel
 from cortex_ray.cache.reclaim import Reclaimer
+from cortex_ray.cache.usage import Usage
 from cortex_ray.errors import CortexRayError, ModelLoadError
 from cortex_ray.models.tree import VersionInfo
 from cortex_ray.storage import open_storage
@@ -55,6 +59,10 @@ class Tiers:
         self._freed = asyncio.Event()
         self._work: set[asyncio.Future[Any]] = set()
         self.reclaimer = Reclaimer()
+        self.usage = Usage()
+        # downloads and loads wait on storage and on the user's load_model: threads of their own,
+        # enough that loads of different models never queue behind each other
+        self._threads = ThreadPoolExecutor(max_workers=32, thread_name_prefix="cortex-ray-cache")
         self.load_count = 0
 
     # --- hooks -------------------------------------------------------------
@@ -97,6 +105,8 @@ class Tiers:
         return entry is not None and entry.load is not None and entry.load_fp == info.fingerprint
 
     def touch(self, key: Key) -> None:
+        """A request used ``key``: most recently used, and one use more."""
+        self.usage.use(key)
         if key in self._memory_lru:
             self._memory_lru.move_to_end(key)
         if key in self._disk_lru:
@@ -167,7 +177,8 @@ class Tiers:
             dest = self._root / name.replace("/", "_") / unique
             started = time.perf_counter()
             try:
-                await asyncio.to_thread(open_storage(info.uri).download, "", dest, info.files)
+                fetch = functools.partial(open_storage(info.uri).download, "", dest, info.files)
+                await asyncio.get_running_loop().run_in_executor(self._threads, fetch)
             except CortexRayError as exc:
                 raise ModelLoadError(
                     f"failed downloading model {name!r} of version {version} from {info.uri}: {exc}",
@@ -266,7 +277,8 @@ class Tiers:
     async def _run_loader(self, folder: Folder, name: str, version: int, fingerprint: str) -> LoadedModel:
         started = time.perf_counter()
         try:
-            obj = await asyncio.to_thread(self._loader, str(folder.path), name, version)
+            load = functools.partial(self._loader, str(folder.path), name, version)
+            obj = await asyncio.get_running_loop().run_in_executor(self._threads, load)
         except Exception as exc:
             raise ModelLoadError(
                 f"failed loading model {name!r} of version {version}: {type(exc).__name__}: {exc}",
@@ -311,6 +323,7 @@ class Tiers:
         entry.loaded, entry.loaded_from, entry.load_slot = loaded, folder, False
         self._memory_lru[entry.key] = None
         self._memory_lru.move_to_end(entry.key)
+        self.usage.use(entry.key)  # the request that loaded it
         if old is not None:
             self.reclaimer.release(old.model)
 
@@ -385,8 +398,8 @@ class Tiers:
     def _victim(
         self, lru: OrderedDict[Key, None], can_go: Callable[[Entry], bool], exclude: Key, disk: bool = False
     ) -> Entry | None:
-        candidates = [self._entries[k] for k in lru if k != exclude and k in self._entries]
-        candidates = [e for e in candidates if can_go(e)]
+        keys = self.usage.order(k for k in lru if k != exclude and k in self._entries)
+        candidates = [e for e in (self._entries[k] for k in keys) if can_go(e)]
         if disk:  # prefer copies whose model is not also in memory
             candidates.sort(key=lambda e: e.loaded is not None)
         return candidates[0] if candidates else None

@@ -30,7 +30,7 @@ from cortex_ray.ingress.haproxy import HAProxy, HAProxyError
 __all__ = ["Backend", "Balancer", "Server", "haproxy_binary", "render"]
 
 log = logging.getLogger("cortex_ray.ingress")
-HASH_BALANCE_FACTOR = 150
+HASH_BALANCE_FACTOR = int(os.environ.get("CORTEX_RAY_HASH_BALANCE_FACTOR", "150"))
 """A replica takes a model's requests until it has 1.5x the average load, then the next one does."""
 
 
@@ -129,7 +129,7 @@ def _backend(b: Backend) -> list[str]:
     lines += [
         "    balance hash var(txn.model)",
         "    hash-type consistent",
-        f"    hash-balance-factor {HASH_BALANCE_FACTOR}",
+        *([f"    hash-balance-factor {HASH_BALANCE_FACTOR}"] if HASH_BALANCE_FACTOR else []),
     ]
     lines += [f"    server {_id('r', s.name)} {s.host}:{s.port}" for s in sorted(b.servers)]
     return lines

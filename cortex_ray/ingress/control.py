@@ -12,13 +12,16 @@ __all__ = ["DEFAULT_INGRESS", "INGRESS_MODES", "get_ingress", "start_ingress", "
 log = logging.getLogger("cortex_ray.ingress")
 INGRESS_MODES = ("fast", "proxy")
 DEFAULT_INGRESS = "fast"
+HEAD_RESOURCE = "node:__internal_head__"
 
 
 def start_ingress(host: str, port: int, threads: int = 1) -> Any:
-    """The cluster's ingress actor, started on this node if it does not run yet.
+    """The cluster's ingress actor, started on the head node if it does not run yet.
 
-    It listens on ``host:port`` (HAProxy) and lives until :func:`stop_ingress` (detached:
-    it outlives the driver that started it, as Serve's own controller does).
+    It listens on ``host:port`` (HAProxy) of the head node (where ``ray start --head`` runs,
+    and where KubeRay's head service points) and lives until :func:`stop_ingress`
+    (detached: it outlives the driver or the build task that started it, as Serve's own
+    controller does).
     """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -26,7 +29,7 @@ def start_ingress(host: str, port: int, threads: int = 1) -> Any:
     found = get_ingress()
     if found is not None:
         return found
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    here = NodeAffinitySchedulingStrategy(_head_node_id(), soft=False)
     remote: Any = ray.remote(Ingress)
     actor = remote.options(
         name=INGRESS_ACTOR,
@@ -40,6 +43,15 @@ def start_ingress(host: str, port: int, threads: int = 1) -> Any:
     ).remote(host, port, threads)
     ray.get(actor.status.remote())  # it listens once its constructor returned
     return actor
+
+
+def _head_node_id() -> str:
+    import ray
+
+    for node in ray.nodes():
+        if node.get("Alive") and HEAD_RESOURCE in node.get("Resources", {}):
+            return str(node["NodeID"])
+    return str(ray.get_runtime_context().get_node_id())
 
 
 def get_ingress() -> Any:

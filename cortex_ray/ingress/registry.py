@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -123,6 +124,7 @@ class Ingress:
         if self._task is not None:
             self._task.cancel()
         self.balancer.stop()
+        shutil.rmtree(self.balancer.workdir, ignore_errors=True)
 
     # --- applying changes ------------------------------------------------------
 

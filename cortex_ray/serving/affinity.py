@@ -31,5 +31,5 @@ class Affinity:
         from ray import serve
 
         model_id = serve.get_multiplexed_model_id()
-        if model_id and model_id in known:
+        if model_id and model_id.partition("@")[0] in known:  # name, or name@version
             await self._record(model_id)

@@ -43,7 +43,7 @@ __all__ = ["VERSION_HEADER", "ApiCore"]
 log = logging.getLogger("cortex_ray.replica")
 VERSION_HEADER = "X-Cortex-Model-Version"
 _VERSION_HEADER = VERSION_HEADER.lower().encode()
-_HTTP_ARGS = ("payload", "query_params", "headers")
+_HTTP_ARGS = ("payload", "query_params", "headers", "path")
 _ASYNC_ARGS = ("payload", "request_id")
 _WITH_BODY = ("POST", "PUT", "PATCH")
 
@@ -63,13 +63,15 @@ class _Available(Mapping[str, Any]):
             return self._incoming.query_dict()
         if key == "headers":
             return self._incoming.header_dict()
+        if key == "path":
+            return self._incoming.path
         raise KeyError(key)
 
     def __iter__(self) -> Any:
-        return iter(("payload", "query_params", "headers"))
+        return iter(_HTTP_ARGS)
 
     def __len__(self) -> int:
-        return 3
+        return len(_HTTP_ARGS)
 
 
 class ApiCore:
@@ -192,7 +194,12 @@ class ApiCore:
         found = self.methods.get(method.upper())
         if found is None or method.upper() == "ASYNC":
             raise MethodNotAllowedError(f"this API does not handle {method.upper()} requests")
-        available = {"payload": payload, "query_params": query_params or {}, "headers": headers or {}}
+        available = {
+            "payload": payload,
+            "query_params": query_params or {},
+            "headers": headers or {},
+            "path": "",
+        }
         return (await self.call_handler(found, found.kwargs(available)))[0]
 
     # --- models ------------------------------------------------------------

@@ -29,7 +29,11 @@ def parse_payload(body: bytes, content_type: str | None) -> Any:
         if not body:
             return None
         try:
-            return json.loads(body)
+            try:
+                text = body.decode()  # UTF-8, nearly always: skips json's encoding detection
+            except UnicodeDecodeError:
+                return json.loads(body)  # UTF-16/32, as RFC 8259 allowed
+            return json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BadRequestError(f"malformed JSON body: {exc}") from exc
     if media.startswith("text/"):
@@ -59,7 +63,7 @@ def encode_result(result: Any) -> Outgoing:
 
 def _dumps(result: Any) -> bytes:
     try:
-        return json.dumps(result, default=_default).encode()
+        return _ENCODER.encode(result).encode()
     except (TypeError, ValueError) as exc:
         raise CortexRayError(
             f"the handler returned a {type(result).__name__} that cannot be serialized to JSON: {exc}"
@@ -88,3 +92,7 @@ def _default(value: Any) -> Any:
     if callable(item):
         return item()
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_ENCODER = json.JSONEncoder(default=_default)
+"""One encoder for every response (``json.dumps(default=...)`` builds one per call)."""

@@ -69,6 +69,7 @@ def model_info(cache: ModelCache) -> dict[str, Any]:
             "disk_limit": cache.disk_limit,
             "in_memory": [f"{n}:{v}" for n, v in cache.in_memory],
             "on_disk": [f"{n}:{v}" for n, v in cache.on_disk],
+            "loads": cache.load_count,
             "reclaim": cache.reclaimer.stats(),
         },
     }

@@ -24,6 +24,9 @@ from cortex_ray.errors import SpecError, SpecErrors
 from cortex_ray.ingress.autoscaling import POLICY
 from cortex_ray.spec import ApiSpec
 
+ROUTER = "cortex_ray.ingress.router:ModelRouter"
+"""Serve's router that reads the model from where the spec says (:mod:`cortex_ray.ingress.router`)."""
+
 __all__ = [
     "all_deployment_options",
     "check_servable",
@@ -76,6 +79,13 @@ def deployment_options(api: ApiSpec, ingress: str = "proxy") -> dict[str, Any]:
     asynchronous = api.kind == "AsyncAPI"
     extra: dict[str, Any] = {}
     scaling_policy = {"policy": {"policy_function": POLICY}} if ingress == "fast" and not asynchronous else {}
+    routing = api.networking.model_routing
+    if ingress == "proxy" and not asynchronous and routing is not None and routing.json_field is None:
+        kind, key = routing.as_pair()  # Serve's proxy: the model id from where the spec says
+        extra["request_router_config"] = {
+            "request_router_class": ROUTER,
+            "request_router_kwargs": {"kind": kind, "key": key, "endpoint": api.endpoint},
+        }
     if asynchronous and api.workloads is not None:
         # a worker being stopped (downscale, redeploy) finishes the workload it runs first
         extra["graceful_shutdown_timeout_s"] = api.workloads.timeout + 30

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -80,20 +81,39 @@ def test_run_serves_every_api_on_loopback_and_stops_on_sigterm(tmp_path: Path) -
         r = httpx.post(f"http://127.0.0.1:{port}/first", json={"x": 1}, timeout=30)
         assert r.json() == {"model": "weights", "echo": {"x": 1}}
         assert httpx.post(f"http://127.0.0.1:{port}/v2/second", json=2, timeout=30).json()["echo"] == 2
+        # the fast ingress: HAProxy and both replicas' own ports, all on 127.0.0.1 only
+        listening = _fast_path_addresses(port)
+        assert len(listening) == 3 and {host for host, _ in listening} == {"127.0.0.1"}, listening
         other = _non_loopback_address()
         if other is not None:  # nothing is exposed on the machine's network address
-            with pytest.raises(httpx.ConnectError):
-                httpx.post(f"http://{other}:{port}/first", json={}, timeout=5)
+            for _, listened in listening:
+                with pytest.raises(httpx.ConnectError):
+                    httpx.post(f"http://{other}:{listened}/first", json={}, timeout=5)
         proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, rest[-3000:]
         assert "stopped" in rest
-        with pytest.raises(httpx.ConnectError):
-            httpx.post(f"http://127.0.0.1:{port}/first", json={}, timeout=5)
+        for _, listened in listening:  # HAProxy and the replicas are gone too
+            with pytest.raises(httpx.ConnectError):
+                httpx.post(f"http://127.0.0.1:{listened}/first", json={}, timeout=5)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def _fast_path_addresses(port: int) -> list[tuple[str, int]]:
+    """What the balancer listens on and sends to, from its own configuration."""
+    import glob
+    import re
+
+    for config in glob.glob(os.path.join(tempfile.gettempdir(), "cortex-ray-ingress-*", "haproxy.cfg")):
+        text = Path(config).read_text()
+        bound = re.search(r"^\s+bind (\S+):(\d+)$", text, re.M)
+        if bound and int(bound.group(2)) == port:
+            servers = re.findall(r"^\s+server \S+ (\S+):(\d+)", text, re.M)
+            return [(bound.group(1), port), *((h, int(p)) for h, p in servers)]
+    raise AssertionError(f"no balancer configuration listens on {port}")
 
 
 def test_run_reports_a_bad_spec_without_starting_ray(tmp_path: Path) -> None:
