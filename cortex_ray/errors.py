@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AtCapacityError",
     "BadRequestError",
     "CortexRayError",
     "DeploymentError",
@@ -170,6 +171,13 @@ class ModelLoadError(CortexRayError):
 class MethodNotAllowedError(CortexRayError):
     status_code = 405
     error_type = "method_not_allowed"
+
+
+class AtCapacityError(CortexRayError):
+    """More requests than the API takes at once (Cortex's ``max_replica_concurrency``)."""
+
+    status_code = 503
+    error_type = "too_many_requests"
 
 
 class UserHandlerError(CortexRayError):

@@ -51,6 +51,7 @@ class Dispatcher:
         self.store = WorkloadStore(store_uri, api.workloads.result_ttl)
         self.max_attempts = api.workloads.max_attempts
         self.window = max(1, api.autoscaling.max_replicas)
+        self.queue_limit = api.autoscaling.max_replica_concurrency * self.window
         self._queue: collections.deque[str] = collections.deque()
         self._known: set[str] = set()
         """Queued or out with a worker: dispatched at most once at a time."""
@@ -70,10 +71,14 @@ class Dispatcher:
         self._start()
         return True
 
-    async def submit(self, workload_id: str) -> None:
-        """A new workload was stored: queue it."""
+    async def submit(self, workload_id: str) -> bool:
+        """A new workload was stored: queue it; ``False`` when the queue is full (Cortex's
+        ``max_replica_concurrency``, per replica the API may have)."""
         self._start()
+        if len(self._queue) + self._out >= self.queue_limit:
+            return False
         self._enqueue(workload_id)
+        return True
 
     async def status(self) -> dict[str, Any]:
         self._start()
@@ -81,6 +86,7 @@ class Dispatcher:
             "queued": len(self._queue),
             "with_workers": self._out,
             "window": self.window,
+            "queue_limit": self.queue_limit,
             "dispatched": self.dispatched,
             "resumed_after_restart": self.resumed,
             "retried_after_worker_failure": self.retried,

@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from cortex_ray.asyncapi.dispatcher import DISPATCHER_ACTOR
 from cortex_ray.asyncapi.store import WorkloadStore, new_workload_id, valid_workload_id
-from cortex_ray.errors import BadRequestError, MethodNotAllowedError, ModelNotFoundError
+from cortex_ray.errors import AtCapacityError, BadRequestError, MethodNotAllowedError, ModelNotFoundError
 from cortex_ray.ingress.attach import start_fast_path, stop_fast_path
 from cortex_ray.serving.loop import CoreLoop
 from cortex_ray.serving.requests import Incoming, Outgoing, error_outgoing, from_starlette, json_outgoing
@@ -85,9 +85,14 @@ class GatewayCore:
         workload_id = new_workload_id()
         await asyncio.to_thread(self.store.submit, workload_id, incoming.body, content_type)
         try:
-            await self._dispatcher_call("submit", workload_id)
+            accepted = await self._dispatcher_call("submit", workload_id)
         except Exception as exc:  # stored: the dispatcher's rescan will pick it up
             log.warning("workload %s stored, dispatcher not reached yet: %s", workload_id, exc)
+            accepted = True
+        if accepted is False:
+            await asyncio.to_thread(self.store.discard, workload_id)
+            limit = self.api.autoscaling.max_replica_concurrency
+            raise AtCapacityError(f"the queue is full ({limit} workloads per replica): try again later")
         return {"id": workload_id}
 
     async def describe(self, workload_id: str) -> dict[str, Any]:

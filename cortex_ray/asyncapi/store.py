@@ -109,6 +109,11 @@ class WorkloadStore:
         self._put(f"workloads/{workload_id}/meta.json", meta)
         self._put(f"queue/{workload_id}", {"attempts": 0})
 
+    def discard(self, workload_id: str) -> None:
+        """Forget a workload that was stored but refused (the queue was full)."""
+        self.storage.delete(f"queue/{workload_id}")
+        self.storage.delete_prefix(f"workloads/{workload_id}")
+
     # --- running -----------------------------------------------------------
 
     def state(self, workload_id: str) -> WorkloadState:

@@ -18,12 +18,13 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from http import HTTPStatus
 from typing import Any
 
 import httptools
 
+from cortex_ray.errors import AtCapacityError
 from cortex_ray.serving.requests import Incoming, Outgoing, error_outgoing, json_outgoing
 
 __all__ = ["MAX_BODY", "FastServer"]
@@ -107,13 +108,8 @@ class _Connection(asyncio.Protocol):
                 {"error": "payload_too_large", "message": f"the body is over {MAX_BODY} bytes"}, 413
             )
         elif server.limit is not None and server.in_flight >= server.limit:
-            item = json_outgoing(
-                {
-                    "error": "too_many_requests",
-                    "message": f"this replica is at its max_replica_concurrency ({server.limit})",
-                },
-                503,
-            )
+            limit = AtCapacityError(f"this replica is at its max_replica_concurrency ({server.limit})")
+            item = error_outgoing(limit)
         else:
             path, _, query = self._url.partition(b"?")
             method = self._parser.get_method().decode("ascii")
@@ -140,6 +136,8 @@ class _Connection(asyncio.Protocol):
                         await self._stream(out)
                     else:
                         self._transport.write(_head(out, len(out.body)) + out.body)
+                    if out.after is not None:
+                        self._server.run_after(out.after)
                 finally:
                     self._server.done(arrived)
                 if not keep_alive and self._transport is not None:
@@ -204,6 +202,7 @@ class FastServer:
         """Requests received and not yet answered (waiting ones included)."""
         self.served = 0
         self._busy_seconds = 0.0
+        self._after: set[asyncio.Future[None]] = set()
         self._window = (time.monotonic(), 0.0)
         self.draining = False
         self._server: asyncio.base_events.Server | None = None
@@ -231,6 +230,11 @@ class FastServer:
                 status, [(b"content-type", b"text/plain")], b"draining" if self.draining else b"ok"
             )
         return json_outgoing({"error": "not_found", "message": f"Path '{path}' not found"}, 404)
+
+    def run_after(self, after: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        task = asyncio.ensure_future(after())
+        self._after.add(task)
+        task.add_done_callback(self._after.discard)
 
     def done(self, arrived: float) -> None:
         self.in_flight -= 1

@@ -13,21 +13,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from starlette.datastructures import Headers, QueryParams
 
 from cortex_ray.cache import ModelCache
 from cortex_ray.cache.root import private_cache_root
 from cortex_ray.errors import CortexRayError, MethodNotAllowedError, UserHandlerError
 from cortex_ray.models import ModelTree, diff_trees
 from cortex_ray.reload.subscriber import Subscriber
-from cortex_ray.serving.http import encode_result, parse_payload
+from cortex_ray.serving.dispatch import HTTP_ARGS, handle_request, is_callback_pair
 from cortex_ray.serving.info import api_info
 from cortex_ray.serving.invoke import Invoker
 from cortex_ray.serving.metrics import MetricsClient
 from cortex_ray.serving.model_client import ModelClient, served_versions_var
-from cortex_ray.serving.requests import Incoming, Outgoing, error_outgoing, json_outgoing
+from cortex_ray.serving.requests import Incoming, Outgoing
 from cortex_ray.serving.user_code import (
     HTTP_METHODS,
     Method,
@@ -42,36 +43,7 @@ __all__ = ["VERSION_HEADER", "ApiCore"]
 
 log = logging.getLogger("cortex_ray.replica")
 VERSION_HEADER = "X-Cortex-Model-Version"
-_VERSION_HEADER = VERSION_HEADER.lower().encode()
-_HTTP_ARGS = ("payload", "query_params", "headers", "path")
 _ASYNC_ARGS = ("payload", "request_id")
-_WITH_BODY = ("POST", "PUT", "PATCH")
-
-
-class _Available(Mapping[str, Any]):
-    """A request's handler arguments, each built only if the method asks for it."""
-
-    __slots__ = ("_incoming", "_payload")
-
-    def __init__(self, incoming: Incoming, payload: Any) -> None:
-        self._incoming, self._payload = incoming, payload
-
-    def __getitem__(self, key: str) -> Any:
-        if key == "payload":
-            return self._payload
-        if key == "query_params":
-            return self._incoming.query_dict()
-        if key == "headers":
-            return self._incoming.header_dict()
-        if key == "path":
-            return self._incoming.path
-        raise KeyError(key)
-
-    def __iter__(self) -> Any:
-        return iter(_HTTP_ARGS)
-
-    def __len__(self) -> int:
-        return len(_HTTP_ARGS)
 
 
 class ApiCore:
@@ -125,7 +97,7 @@ class ApiCore:
         for name in [*HTTP_METHODS, "async"]:
             func = getattr(self.handler, f"handle_{name}", None)
             if callable(func):
-                self.methods[name.upper()] = Method.of(func, _ASYNC_ARGS if name == "async" else _HTTP_ARGS)
+                self.methods[name.upper()] = Method.of(func, _ASYNC_ARGS if name == "async" else HTTP_ARGS)
         log.info("api %s ready (%s)", api.name, _tree_summary(self.cache.tree if self.cache else None))
 
     def _load_saved_model(self, path: str, name: str, version: int) -> Any:
@@ -147,27 +119,7 @@ class ApiCore:
 
     async def handle(self, incoming: Incoming) -> Outgoing:
         """One HTTP request to this API, from either ingress path."""
-        try:
-            if incoming.method == "GET" and incoming.path.rstrip("/") == "/info":
-                return json_outgoing(await self.info(self.info_details))
-            method = self.methods.get(incoming.method) if incoming.method != "ASYNC" else None
-            if method is None:
-                allowed = [m for m in self.methods if m != "ASYNC"]
-                raise MethodNotAllowedError(
-                    f"this API does not handle {incoming.method} requests (it handles {', '.join(allowed)})",
-                    allowed=allowed,
-                )
-            payload = None
-            if incoming.method in _WITH_BODY:
-                payload = parse_payload(incoming.body, incoming.header(b"content-type"))
-            result, used = await self.call_handler(method, method.kwargs(_Available(incoming, payload)))
-            out = encode_result(result)
-            if used:
-                value = ", ".join(f"{n}={v}" for n, v in sorted(used.items()))
-                out.headers.append((_VERSION_HEADER, value.encode()))
-            return out
-        except Exception as exc:
-            return error_outgoing(exc)
+        return await handle_request(self, incoming)
 
     async def call_handler(self, method: Method, kwargs: dict[str, Any]) -> tuple[Any, dict[str, int]]:
         """Run a handler method; user errors become 500s; returns the result and the versions used."""
@@ -196,11 +148,12 @@ class ApiCore:
             raise MethodNotAllowedError(f"this API does not handle {method.upper()} requests")
         available = {
             "payload": payload,
-            "query_params": query_params or {},
-            "headers": headers or {},
+            "query_params": QueryParams(query_params or {}),
+            "headers": Headers(headers or {}),
             "path": "",
         }
-        return (await self.call_handler(found, found.kwargs(available)))[0]
+        result = (await self.call_handler(found, found.kwargs(available)))[0]
+        return result[0] if is_callback_pair(result) else result
 
     # --- models ------------------------------------------------------------
 

@@ -16,7 +16,9 @@ from starlette.responses import Response, StreamingResponse
 from cortex_ray.errors import BadRequestError, CortexRayError
 from cortex_ray.serving.requests import JSON, Outgoing
 
-__all__ = ["encode_result", "parse_payload"]
+__all__ = ["decode_payload", "encode_result", "parse_payload"]
+
+_FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 _TEXT = b"text/plain; charset=utf-8"
 _OCTETS = b"application/octet-stream"
@@ -44,6 +46,36 @@ def parse_payload(body: bytes, content_type: str | None) -> Any:
     return body
 
 
+async def decode_payload(body: bytes, content_type: str | None) -> Any:
+    """A RealtimeAPI request's payload, as Cortex gave it: an empty JSON body is a 400 too, and
+    forms become Starlette ``FormData`` (close it when done)."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media in _FORMS:
+        return await _form(body, content_type or "")
+    if (media == "application/json" or media.endswith("+json")) and not body.strip():
+        raise BadRequestError("the request's JSON body is empty")
+    return parse_payload(body, content_type)
+
+
+async def _form(body: bytes, content_type: str) -> Any:
+    from starlette.requests import Request
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "query_string": b"",
+        "headers": [(b"content-type", content_type.encode("latin-1"))],
+    }
+    try:
+        return await Request(scope, receive).form()
+    except Exception as exc:  # Starlette's form errors: a bad request, said plainly
+        raise BadRequestError(f"the form body cannot be parsed: {exc}") from exc
+
+
 def encode_result(result: Any) -> Outgoing:
     """What a handler returned, as the response to send."""
     if isinstance(result, dict | list):
@@ -56,9 +88,7 @@ def encode_result(result: Any) -> Outgoing:
         return Outgoing(result.status_code, list(result.raw_headers), stream=_chunks(result))
     if isinstance(result, Response):
         return Outgoing(result.status_code, list(result.raw_headers), bytes(result.body))
-    if result is None:
-        return Outgoing(200)
-    return Outgoing(200, [(b"content-type", JSON)], _dumps(result))
+    return Outgoing(200, [(b"content-type", JSON)], _dumps(result))  # None too: JSON null
 
 
 def _dumps(result: Any) -> bytes:

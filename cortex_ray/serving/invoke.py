@@ -78,7 +78,7 @@ class Invoker:
         self.slots = HandlerSlots(threads)
         # threads waiting for a cold model give their slot back but keep their thread: allow as
         # many threads as requests a replica takes (created only when needed)
-        self._pool = ThreadPoolExecutor(
+        self.pool = ThreadPoolExecutor(
             max_workers=threads + max_waiting, thread_name_prefix=f"{name}-handler"
         )
 
@@ -90,7 +90,7 @@ class Invoker:
             return await self._inline(method.func, kwargs)
         ctx = contextvars.copy_context()
         call = functools.partial(ctx.run, self.slots.run, functools.partial(method.func, **kwargs))
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, call)
 
     async def _inline(self, func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
         g = self._idle.pop() if self._idle else None
@@ -113,4 +113,4 @@ class Invoker:
         return value.value
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown(wait=False, cancel_futures=True)

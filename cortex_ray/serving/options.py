@@ -95,6 +95,8 @@ def deployment_options(api: ApiSpec, ingress: str = "proxy") -> dict[str, Any]:
         # an AsyncAPI worker runs one workload at a time, as Cortex's did, and is sent one only
         # when it is free (no workload waits behind a long one while another worker idles)
         "max_ongoing_requests": 1 if asynchronous else a.max_replica_concurrency,
+        # Serve's proxy path: beyond what the replicas take, at most as many again wait, then 503
+        **({} if asynchronous else {"max_queued_requests": a.max_replica_concurrency}),
         "ray_actor_options": actor,
         "autoscaling_config": {
             "min_replicas": a.min_replicas,

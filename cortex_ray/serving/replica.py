@@ -14,6 +14,7 @@ import logging
 import shutil
 from typing import Any
 
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -50,7 +51,16 @@ class ApiReplica:
         if self._affinity is not None and self.core.cache is not None:
             await self._affinity.note(self.core.cache.tree.models)
         incoming = await from_starlette(request)
-        return (await self.loop.run(self.core.handle(incoming))).to_starlette()
+        out = await self.loop.run(self.core.handle(incoming))
+        response = out.to_starlette()
+        if out.after is not None:  # the handler's callback, once the answer is sent
+            after = out.after
+
+            async def after_sent() -> None:
+                await self.loop.run(after())
+
+            response.background = BackgroundTask(after_sent)
+        return response
 
     async def call(
         self,

@@ -10,7 +10,7 @@ the handler call, encoding, errors) is the same code on both paths.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from cortex_ray.errors import CortexRayError, to_response_body
+from cortex_ray.errors import AtCapacityError, CortexRayError, to_response_body
 
 __all__ = ["JSON", "Incoming", "Outgoing", "error_outgoing", "from_starlette", "json_outgoing"]
 
@@ -57,6 +57,8 @@ class Outgoing:
     body: bytes = b""
     stream: AsyncIterator[bytes] | None = None
     """A streamed body (sent chunked on the fast path) instead of ``body``."""
+    after: Callable[[], Coroutine[Any, Any, None]] | None = None
+    """Run on the API's loop once the answer is sent (a handler's ``(result, callback)``)."""
 
     def to_starlette(self) -> Response:
         if self.stream is not None:
@@ -84,7 +86,7 @@ def error_outgoing(exc: BaseException) -> Outgoing:
     status, body = to_response_body(exc)
     if status >= 500 and not isinstance(exc, CortexRayError):
         logging.getLogger("cortex_ray.http").error("request failed: %s", exc, exc_info=exc)
-    elif status >= 500:
+    elif status >= 500 and not isinstance(exc, AtCapacityError):  # overload is no error to log
         logging.getLogger("cortex_ray.http").error("request failed: %s", exc)
     return json_outgoing(body, status)
 

@@ -16,6 +16,8 @@ pytestmark = pytest.mark.ray
 
 HANDLER = """
 import json
+import os
+from starlette.datastructures import FormData
 from starlette.responses import Response
 
 class Handler:
@@ -25,6 +27,30 @@ class Handler:
 
     def handle_post(self, payload, query_params, headers):
         self.metrics.increment("handled_posts", tags={"kind": type(payload).__name__})
+        if query_params.get("reply") == "contract":
+            return {
+                "content_type": headers["Content-Type"],  # Starlette Headers: any case
+                "tags": query_params.getlist("tag"),  # QueryParams: repeated keys
+                "payload": None if isinstance(payload, FormData) else payload,
+            }
+        if isinstance(payload, FormData):
+            upload = payload.get("file")
+            return {
+                "form": {k: v for k, v in payload.items() if isinstance(v, str)},
+                "file": upload.filename if upload is not None and not isinstance(upload, str) else None,
+            }
+        if query_params.get("reply") == "none":
+            return None
+        if query_params.get("reply") == "callback":
+            marker = query_params["marker"]
+
+            def later():
+                with open(marker + ".tmp", "w") as fh:
+                    fh.write("ran after the response")
+                os.rename(marker + ".tmp", marker)
+                raise RuntimeError("a callback error is only logged")
+
+            return {"sent": "first"}, later
         if query_params.get("reply") == "text":
             return "plain text"
         if query_params.get("reply") == "bytes":
@@ -38,13 +64,14 @@ class Handler:
         return {
             "type": type(payload).__name__,
             "payload": payload if not isinstance(payload, bytes) else payload.hex(),
-            "query": query_params,
+            "query": dict(query_params),
             "header": headers.get("x-test"),
             "config": self.config,
         }
 
-    def handle_get(self, query_params):
-        return {"get": query_params}
+    def handle_get(self, query_params, payload):
+        body = payload.hex() if isinstance(payload, bytes) else payload
+        return {"get": dict(query_params), "payload": body}
 
     async def handle_put(self, payload):
         return {"put": payload, "async": True}
@@ -121,7 +148,9 @@ def test_response_types(echo_http: httpx.Client, echo: str) -> None:
 
 
 def test_each_method(echo_http: httpx.Client, echo: str) -> None:
-    assert echo_http.get(echo, params={"x": "1"}).json() == {"get": {"x": "1"}}
+    assert echo_http.get(echo, params={"x": "1"}).json() == {"get": {"x": "1"}, "payload": ""}
+    with_body = echo_http.request("GET", echo, json={"q": 1})  # GET gets a payload too, as in Cortex
+    assert with_body.json() == {"get": {}, "payload": {"q": 1}}
     assert echo_http.put(echo, json=[1]).json() == {"put": [1], "async": True}
     assert echo_http.delete(echo).json() == {"deleted": True}
 
@@ -275,3 +304,25 @@ def test_user_error_in_init_fails_the_deployment(tmp_path: Path, deploy: object)
         deploy(tmp_path, [api("broken-init")])  # type: ignore[operator]
     assert "error in Handler.__init__: KeyError" in str(info.value)
     assert "missing-setting" in str(info.value)
+
+
+def test_cortex_s_handler_contract(echo_http: httpx.Client, echo: str, tmp_path: Path) -> None:
+    """Headers any case, repeated query keys, forms, an empty JSON body, None, a callback."""
+    r = echo_http.post(echo, params=[("reply", "contract"), ("tag", "a"), ("tag", "b")], json={"x": 1})
+    assert r.json() == {"content_type": "application/json", "tags": ["a", "b"], "payload": {"x": 1}}
+    form = echo_http.post(echo, data={"name": "iris", "n": "3"})  # x-www-form-urlencoded
+    assert form.json() == {"form": {"name": "iris", "n": "3"}, "file": None}
+    upload = echo_http.post(echo, data={"name": "iris"}, files={"file": ("w.bin", b"\x00\x01")})  # multipart
+    assert upload.json() == {"form": {"name": "iris"}, "file": "w.bin"}
+    empty = echo_http.post(echo, content=b"", headers={"content-type": "application/json"})
+    assert empty.status_code == 400 and "empty" in empty.json()["message"]
+    none = echo_http.post(echo, json={}, params={"reply": "none"})
+    assert none.status_code == 200 and none.headers["content-type"] == "application/json"
+    assert none.text == "null"
+    marker = tmp_path / "callback-ran"
+    r = echo_http.post(echo, json={}, params={"reply": "callback", "marker": str(marker)})
+    assert r.status_code == 200 and r.json() == {"sent": "first"}  # not a 500 for its error
+    deadline = time.time() + 10
+    while not marker.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert marker.read_text() == "ran after the response"
