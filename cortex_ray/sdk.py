@@ -16,8 +16,10 @@ from typing import Any
 
 from cortex_ray.errors import DeploymentError
 from cortex_ray.ingress.control import DEFAULT_INGRESS, INGRESS_MODES
+from cortex_ray.project import Project
+from cortex_ray.project.check import check_project
+from cortex_ray.project.runtime_env import RuntimeEnvs, runtime_envs
 from cortex_ray.serving.config import is_loopback
-from cortex_ray.serving.options import check_servable
 from cortex_ray.spec import ApiSpec, Spec, load_spec, parse_spec
 
 __all__ = ["ApiHandle", "delete", "deploy", "get_api", "run_api", "shutdown", "start"]
@@ -140,32 +142,41 @@ def deploy(
     ingress: str = DEFAULT_INGRESS,
     **overrides: Any,
 ) -> dict[str, ApiHandle]:
-    """Deploy every API of a spec (a file, or a dict/list), or just ``api``.
+    """Deploy every API of a spec (a file, or a dict/list), or just ``api``, on this machine's Ray.
 
     Each API becomes its own Serve application at its endpoint, served on the ``fast``
-    ingress (default) or Serve's ``proxy``. ``overrides`` are extra deployment options
-    (e.g. ``ray_actor_options``).
+    ingress (default) or Serve's ``proxy``. Its replicas run in the project folder (the
+    folder of the spec file; for a dict, ``base_dir``) with its ``.env``, ``requirements.txt``
+    and ``dependencies.sh``. ``overrides`` are extra deployment options (e.g.
+    ``ray_actor_options``). To send a project to a running cluster: :func:`cortex_ray.cluster.deploy`.
     """
     loaded = _load(spec, base_dir)
     apis = [loaded.api(api)] if api else loaded.apis
-    for a in apis:
-        check_servable(a, file=loaded.file, index=loaded.apis.index(a))
+    project = Project.of(loaded, base_dir)
+    check_project(loaded, base_dir)  # before anything starts
+    envs = {a.name: runtime_envs(a, project) for a in apis}
     base = start(host=host, port=port, ingress=ingress)
     handles = {}
     for a in apis:
-        run_api(a, **overrides)
+        run_api(a, project=project, envs=envs[a.name], **overrides)
         handles[a.name] = ApiHandle(a.name, a.endpoint, base + a.endpoint)
     return handles
 
 
 def run_api(
-    api: ApiSpec, info_details: bool | None = None, ingress: str | None = None, **overrides: Any
+    api: ApiSpec,
+    info_details: bool | None = None,
+    ingress: str | None = None,
+    project: Project | None = None,
+    envs: RuntimeEnvs | None = None,
+    **overrides: Any,
 ) -> None:
     """Serve one validated API as its own application (Serve must be running).
 
     ``info_details``: whether HTTP ``/info`` shows the operator's view; by default only
     when this process started Serve on a loopback host. ``ingress``: by default the one
-    :func:`start` chose. Returns once the API answers HTTP (on the fast path: once the
+    :func:`start` chose. ``project`` / ``envs``: the API's project and runtime_envs (by
+    default: none, and ``handler.env``). Returns once the API answers HTTP (on the fast path: once the
     balancer routes to its replicas).
 
     When a replica cannot start (an error importing ``handler.py`` or in
@@ -180,7 +191,8 @@ def run_api(
         info_details = _http_host is not None and is_loopback(_http_host)
     ingress = ingress or _ingress
     try:
-        application = build_api(api, info_details, ingress, **overrides)
+        envs = envs or runtime_envs(api, project)
+        application = build_api(api, info_details, ingress, project, envs, **overrides)
         serve.run(application, name=api.name, route_prefix=api.endpoint)
         if ingress == "fast":
             _wait_routed(api)

@@ -26,6 +26,7 @@ from typing import Any
 
 from cortex_ray.asyncapi.store import LEASE_TTL, WorkloadStore
 from cortex_ray.spec import ApiSpec
+from cortex_ray.spec.sealed import Sealed, unseal
 
 __all__ = ["BUSY", "DISPATCHER_ACTOR", "Dispatcher", "worker_name"]
 
@@ -44,7 +45,8 @@ def worker_name(api_name: str) -> str:
 class Dispatcher:
     """Plain class; :mod:`cortex_ray.app` wraps it with ``ray.remote`` for Serve."""
 
-    def __init__(self, api: ApiSpec, store_uri: str) -> None:
+    def __init__(self, api: ApiSpec | Sealed, store_uri: str) -> None:
+        api = unseal(api)
         os.environ.update(api.handler.env)
         assert api.workloads is not None
         self.api_name = api.name

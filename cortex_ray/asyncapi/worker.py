@@ -23,6 +23,7 @@ from typing import Any
 from cortex_ray.asyncapi.dispatcher import BUSY
 from cortex_ray.asyncapi.store import Unreadable, WorkloadStore
 from cortex_ray.errors import CortexRayError
+from cortex_ray.project import ProjectRef
 from cortex_ray.serving.http import parse_payload
 from cortex_ray.serving.replica import ApiReplica
 from cortex_ray.spec import ApiSpec
@@ -39,8 +40,8 @@ class WorkloadTimeoutError(CortexRayError):
 
 
 class AsyncWorker(ApiReplica):
-    async def __init__(self, api: ApiSpec) -> None:  # type: ignore[misc]
-        await super().__init__(api)
+    async def __init__(self, api: ApiSpec, project: ProjectRef | None = None) -> None:  # type: ignore[misc]
+        await super().__init__(api, project=project)
         assert api.workloads is not None and api.workloads.store is not None
         self.store = WorkloadStore(api.workloads.store, api.workloads.result_ttl)
         self.timeout = api.workloads.timeout

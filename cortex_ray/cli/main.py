@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from cortex_ray import __version__
-from cortex_ray.cli import build_config, run, validate
+from cortex_ray.cli import build_config, deploy, run, validate
 
 __all__ = ["build_parser", "main"]
 
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_parser(subparsers)
     build_config.add_parser(subparsers)
     run.add_parser(subparsers)
+    deploy.add_parsers(subparsers)
     return parser
 
 

@@ -35,15 +35,17 @@ def add_ingress_option(p: argparse.ArgumentParser) -> None:
 
 def run_serve(spec_path: str, host: str, port: int, ingress: str = "fast") -> int:
     from cortex_ray import sdk
+    from cortex_ray.project.check import check_project
     from cortex_ray.spec import load_spec
 
     try:
         spec = load_spec(spec_path)
+        project_warnings = check_project(spec)
     except SpecErrors as exc:
         for error in exc.errors:
             print(f"error: {error}", file=sys.stderr)
         return 1
-    for warning in spec.warnings:
+    for warning in [*spec.warnings, *project_warnings]:
         print(f"warning: {warning}", file=sys.stderr)
     stop = threading.Event()
 

@@ -8,6 +8,7 @@ from typing import TextIO
 
 from cortex_ray.errors import CortexRayError, SpecErrors
 from cortex_ray.models import ModelTree, discover_models, layout_for
+from cortex_ray.project.check import check_project
 from cortex_ray.spec import ApiSpec, load_spec
 
 __all__ = ["add_parser", "run_validate"]
@@ -32,12 +33,13 @@ def run_validate(path: str, check_models: bool = False, out: TextIO | None = Non
     out = out or sys.stdout
     try:
         spec = load_spec(path)
+        project_warnings = check_project(spec)
     except SpecErrors as exc:
         for error in exc.errors:
             print(f"error: {error}", file=sys.stderr)
         print(f"{path}: invalid ({len(exc.errors)} problem{'s' * (len(exc.errors) != 1)})", file=sys.stderr)
         return 1
-    for warning in spec.warnings:
+    for warning in [*spec.warnings, *project_warnings]:
         print(f"warning: {warning}", file=sys.stderr)
     ok = True
     for api in spec.apis:

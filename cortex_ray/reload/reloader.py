@@ -22,6 +22,7 @@ from cortex_ray.models import diff_trees, discover_models, layout_for
 from cortex_ray.models.tree import ModelTree
 from cortex_ray.reload.publisher import Publisher
 from cortex_ray.spec import ApiSpec
+from cortex_ray.spec.sealed import Sealed, unseal
 from cortex_ray.storage import Storage, open_storage
 
 __all__ = ["RELOADER_NAME", "ModelReloader"]
@@ -34,7 +35,8 @@ SEED_GRACE = 1.0
 class ModelReloader:
     """Plain class; :mod:`cortex_ray.app` wraps it with ``ray.remote`` for Serve."""
 
-    def __init__(self, api: ApiSpec) -> None:
+    def __init__(self, api: ApiSpec | Sealed) -> None:
+        api = unseal(api)
         spec = api.handler.model_spec
         if spec is None:
             raise ValueError(f"api {api.name!r} has no models to watch")

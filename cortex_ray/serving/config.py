@@ -2,14 +2,21 @@
 
 One application per API: ``name`` is the API name, ``route_prefix`` its
 endpoint, ``import_path`` the cortex-ray builder with ``args`` naming the spec
-and the API, and the deployment options that the spec maps to.
+and the API, the deployment options that the spec maps to, and the API's
+``runtime_env``: ``.env`` and ``handler.env`` as ``env_vars`` of the application, the API's
+``requirements.txt`` / ``conda-packages.txt`` on the deployment that runs the handler, and,
+for a project sent to a cluster, its ``working_dir``.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from cortex_ray.serving.options import all_deployment_options, check_servable, option_warnings
+from cortex_ray.project import Project
+from cortex_ray.project.runtime_env import runtime_envs
+from cortex_ray.project.shipping import matcher
+from cortex_ray.serving.options import all_deployment_options
 from cortex_ray.spec import Spec
 
 
@@ -28,33 +35,51 @@ def serve_config(
     spec_path: str,
     host: str = "127.0.0.1",
     port: int = 8000,
-    warnings: list[str] | None = None,
     ingress: str = "fast",
+    working_dir: str | None = None,
+    refresh: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The Serve config dict for every API of ``spec`` (validated first).
+    """The Serve config dict for every API of ``spec`` (a validated spec).
 
     ``ingress="fast"``: no Serve proxy (``proxy_location: Disabled``); the application
     builder starts cortex-ray's balancer on ``host:port`` if it does not run yet.
+    ``working_dir``: the URI of the project as sent to the cluster (the applications find
+    the spec and the handler there); ``None``: the project is where ``spec_path`` says, on every
+    node. ``refresh``: per API, the restart counter ``cortex-ray refresh`` bumps.
     """
+    project = Project.of(spec)
+    shipped = working_dir is not None
+    excluded = matcher(project.excludes(spec)) if shipped else None
     applications = []
-    for index, api in enumerate(spec.apis):
-        check_servable(api, file=spec.file, index=index)
-        if warnings is not None:
-            warnings.extend(option_warnings(api))
-        applications.append(
-            {
-                "name": api.name,
-                "route_prefix": api.endpoint,
-                "import_path": IMPORT_PATH,
-                "args": {
-                    "spec": spec_path,
-                    "api": api.name,
-                    "info_details": is_loopback(host),
-                    **({"ingress": "fast", "host": host, "port": port} if ingress == "fast" else {}),
-                },
-                "deployments": all_deployment_options(api, ingress),
+    for api in spec.apis:
+        envs = runtime_envs(api, project, shipped, (lambda rel: not excluded(rel)) if excluded else None)
+        app_env: dict[str, Any] = {**envs.every, **({"working_dir": working_dir} if shipped else {})}
+        deployments = all_deployment_options(api, ingress)
+        if envs.user_code:  # the deployment running the handler: the last one
+            deployments[-1]["ray_actor_options"]["runtime_env"] = envs.user_code
+        if shipped and project.spec_file is not None:
+            spec_arg: dict[str, Any] = {
+                "spec": os.path.relpath(project.spec_file, project.root),
+                "shipped": True,
+                "project_dir": str(project.root),
             }
-        )
+        else:
+            spec_arg = {"spec": spec_path}
+        application: dict[str, Any] = {
+            "name": api.name,
+            "route_prefix": api.endpoint,
+            "import_path": IMPORT_PATH,
+            **({"runtime_env": app_env} if app_env else {}),
+            "args": {
+                **spec_arg,
+                "api": api.name,
+                "info_details": is_loopback(host),
+                **({"ingress": "fast", "host": host, "port": port} if ingress == "fast" else {}),
+                **({"refresh": refresh[api.name]} if refresh and refresh.get(api.name) else {}),
+            },
+            "deployments": deployments,
+        }
+        applications.append(application)
     if ingress == "fast":
         proxy: dict[str, Any] = {"proxy_location": "Disabled"}
     else:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -22,6 +21,8 @@ from cortex_ray.cache import ModelCache
 from cortex_ray.cache.root import private_cache_root
 from cortex_ray.errors import CortexRayError, MethodNotAllowedError, UserHandlerError
 from cortex_ray.models import ModelTree, diff_trees
+from cortex_ray.project import ProjectRef
+from cortex_ray.project.enter import enter_project
 from cortex_ray.reload.subscriber import Subscriber
 from cortex_ray.serving.dispatch import HTTP_ARGS, handle_request, is_callback_pair
 from cortex_ray.serving.info import api_info
@@ -47,12 +48,11 @@ _ASYNC_ARGS = ("payload", "request_id")
 
 
 class ApiCore:
-    def __init__(self, api: ApiSpec, info_details: bool = False) -> None:
+    def __init__(self, api: ApiSpec, info_details: bool = False, project: ProjectRef | None = None) -> None:
         self.api = api
         self.info_details = info_details
+        self.project = project
         handler = api.handler
-        os.environ.update(handler.env)
-        logging.getLogger("cortex_ray").setLevel(handler.log_level.upper())
         # AsyncAPI workers run sync handlers in a thread: a timeout must be able to fire
         inline = api.kind != "AsyncAPI"
         waiting = api.autoscaling.max_replica_concurrency
@@ -67,7 +67,9 @@ class ApiCore:
         """Load the handler and its models (on the core loop)."""
         api, handler = self.api, self.api.handler
         loop = asyncio.get_running_loop()
-        cls = load_handler_class(handler.path, handler.python_path)
+        # (.env and handler.env are in the environment from the process's start: runtime_env)
+        handler_file = await loop.run_in_executor(None, enter_project, api, self.project)
+        cls = load_handler_class(handler_file)
         self._handler_cls = cls
         models = handler.model_spec
         tensorflow = handler.type == "tensorflow"

@@ -3,63 +3,37 @@
 | Cortex field | Serve option |
 |---|---|
 | compute.cpu / gpu / mem | ray_actor_options.num_cpus / num_gpus / memory |
-| compute.inf | ray_actor_options.resources.neuron_cores |
+| compute.inf (chips) | ray_actor_options.resources.neuron_cores (4 per chip) |
 | autoscaling.min/max/init_replicas | autoscaling_config.min/max/initial_replicas |
 | autoscaling.target_replica_concurrency | autoscaling_config.target_ongoing_requests |
-| autoscaling.max_replica_concurrency | max_ongoing_requests |
+| autoscaling.max_replica_concurrency | max_ongoing_requests (and max_queued_requests) |
 | autoscaling.window | autoscaling_config.look_back_period_s |
 | autoscaling.upscale/downscale_stabilization_period | autoscaling_config.upscale/downscale_delay_s |
 | handler.threads_per_process | threads running sync handler methods in each replica |
+| handler.log_level | logging_config.log_level |
+| update_strategy.max_surge | max_surge_percent (of the initial replicas) |
+| update_strategy.max_unavailable (max_surge 0) | rolling_update_percentage |
 
-Cortex's per-step factors and tolerances have no Serve equivalent: a value
-other than Cortex's default is reported as a warning. ``processes_per_replica``
-above 1 cannot map (a Serve replica is one process): it is refused.
+What cannot map is refused or warned about by the spec's rules (:mod:`cortex_ray.spec.rules`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from cortex_ray.errors import SpecError, SpecErrors
 from cortex_ray.ingress.autoscaling import POLICY
-from cortex_ray.spec import ApiSpec
+from cortex_ray.spec import NEURON_CORES_PER_CHIP, ApiSpec
 
 ROUTER = "cortex_ray.ingress.router:ModelRouter"
 """Serve's router that reads the model from where the spec says (:mod:`cortex_ray.ingress.router`)."""
 
 __all__ = [
     "all_deployment_options",
-    "check_servable",
     "deployment_options",
     "gateway_options",
-    "option_warnings",
+    "logging_config",
+    "rollout_options",
 ]
-
-_UNMAPPED_DEFAULTS = {
-    "max_downscale_factor": 0.75,
-    "max_upscale_factor": 1.5,
-    "downscale_tolerance": 0.05,
-    "upscale_tolerance": 0.05,
-}
-
-
-def check_servable(api: ApiSpec, file: str | None = None, index: int | None = None) -> None:
-    """Refuse, with a clear message, what cortex-ray cannot serve (yet)."""
-    problems: list[tuple[str, str]] = []
-    h = api.handler
-    if h.processes_per_replica > 1:
-        problems.append(
-            (
-                "handler.processes_per_replica",
-                f"processes_per_replica ({h.processes_per_replica}) cannot map to Ray Serve, where a "
-                "replica is one process: use autoscaling replicas (and threads_per_process) instead",
-            )
-        )
-    if problems:
-        raise SpecErrors(
-            [SpecError(m, file=file, api_name=api.name, api_index=index, field=f) for f, m in problems]
-        )
-
 
 def deployment_options(api: ApiSpec, ingress: str = "proxy") -> dict[str, Any]:
     """Options for ``serve.deployment(...)`` / a Serve config's ``deployments[]`` entry.
@@ -74,7 +48,7 @@ def deployment_options(api: ApiSpec, ingress: str = "proxy") -> dict[str, Any]:
     if c.mem is not None:
         actor["memory"] = c.mem
     if c.inf:
-        actor["resources"] = {"neuron_cores": c.inf}
+        actor["resources"] = {"neuron_cores": c.inf * NEURON_CORES_PER_CHIP}
     target = a.target_replica_concurrency or h.processes_per_replica * h.threads_per_process
     asynchronous = api.kind == "AsyncAPI"
     extra: dict[str, Any] = {}
@@ -111,6 +85,23 @@ def deployment_options(api: ApiSpec, ingress: str = "proxy") -> dict[str, Any]:
     }
 
 
+def logging_config(api: ApiSpec) -> dict[str, Any]:
+    """Serve's logging for the API's replicas: the handler's level, no access log."""
+    return {"log_level": api.handler.log_level.upper(), "enable_access_log": False}
+
+
+def rollout_options(api: ApiSpec) -> dict[str, Any]:
+    """How a changed API rolls: Cortex's ``max_surge`` as Serve's surge (replacements start, and
+    are ready, before the replicas they replace stop: no request fails on a one-replica API);
+    with no surge, ``max_unavailable`` as the share replaced at a time."""
+    strategy = api.update_strategy
+    replicas = api.autoscaling.init_replicas or api.autoscaling.min_replicas or 1
+    surge = strategy.percent("max_surge", replicas)
+    if surge > 0:
+        return {"max_surge_percent": surge}
+    return {"rolling_update_percentage": strategy.percent("max_unavailable", replicas) / 100}
+
+
 def gateway_options(api: ApiSpec, ingress: str = "proxy") -> dict[str, Any]:
     """The AsyncAPI gateway (HTTP ingress): light, I/O bound, scales on requests."""
     scaling_policy = {"policy": {"policy_function": POLICY}} if ingress == "fast" else {}
@@ -124,6 +115,8 @@ def gateway_options(api: ApiSpec, ingress: str = "proxy") -> dict[str, Any]:
             "target_ongoing_requests": 100,
             **scaling_policy,
         },
+        **rollout_options(api),
+        "logging_config": logging_config(api),
     }
 
 
@@ -132,12 +125,3 @@ def all_deployment_options(api: ApiSpec, ingress: str = "proxy") -> list[dict[st
     if api.kind == "AsyncAPI":
         return [gateway_options(api, ingress), deployment_options(api, ingress)]
     return [deployment_options(api, ingress)]
-
-
-def option_warnings(api: ApiSpec) -> list[str]:
-    return [
-        f"api {api.name!r}: autoscaling.{k} ({getattr(api.autoscaling, k):g}) has no Ray Serve "
-        "equivalent and is ignored"
-        for k, default in _UNMAPPED_DEFAULTS.items()
-        if getattr(api.autoscaling, k) != default
-    ]

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cortex_ray.ingress.attach import start_fast_path, stop_fast_path
+from cortex_ray.project import ProjectRef
 from cortex_ray.serving.affinity import Affinity
 from cortex_ray.serving.core import VERSION_HEADER, ApiCore
 from cortex_ray.serving.loop import CoreLoop
@@ -34,11 +35,15 @@ class ApiReplica:
     """The class behind every RealtimeAPI's Serve deployment."""
 
     async def __init__(  # type: ignore[misc]  # (Serve awaits async constructors)
-        self, api: ApiSpec, info_details: bool = False, ingress: str = "proxy"
+        self,
+        api: ApiSpec,
+        info_details: bool = False,
+        ingress: str = "proxy",
+        project: ProjectRef | None = None,
     ) -> None:
         self.api = api
         self.loop = CoreLoop(f"{api.name}-core")
-        self.core = ApiCore(api, info_details)
+        self.core = ApiCore(api, info_details, project)
         await self.loop.run(self.core.start())
         models = api.handler.model_spec
         self._affinity = Affinity(models.cache_size) if models is not None else None

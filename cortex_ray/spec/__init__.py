@@ -2,6 +2,7 @@
 
 from cortex_ray.spec.loader import Spec, load_spec, parse_spec
 from cortex_ray.spec.models import (
+    NEURON_CORES_PER_CHIP,
     SINGLE_MODEL_NAME,
     ApiSpec,
     AutoscalingSpec,
@@ -13,6 +14,7 @@ from cortex_ray.spec.models import (
 )
 
 __all__ = [
+    "NEURON_CORES_PER_CHIP",
     "SINGLE_MODEL_NAME",
     "ApiSpec",
     "AutoscalingSpec",

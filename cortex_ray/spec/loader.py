@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from cortex_ray.errors import SpecError, SpecErrors
-from cortex_ray.spec.models import ApiSpec
+from cortex_ray.spec.models import ApiSpec, kind_problem
 from cortex_ray.spec.rules import api_warnings, check_api, check_apis
 
 __all__ = ["Spec", "load_spec", "parse_spec"]
@@ -42,8 +42,9 @@ class Spec:
         raise SpecErrors([SpecError(f"no api named {name!r} (apis: {names})", file=self.file)])
 
 
-def load_spec(path: str | os.PathLike[str]) -> Spec:
-    """Read and validate a spec file; paths in it are relative to its folder."""
+def load_spec(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None) -> Spec:
+    """Read and validate a spec file; paths in it are relative to its folder (local data
+    paths: to ``data_dir`` when given, see :func:`parse_spec`)."""
     file = Path(path)
     label = str(path)
     try:
@@ -57,18 +58,30 @@ def load_spec(path: str | os.PathLike[str]) -> Spec:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecErrors([SpecError(f"{where}YAML syntax error: {problem}", file=label)]) from exc
-    return parse_spec(data, base_dir=file.resolve().parent, file=label)
+    return parse_spec(data, base_dir=file.resolve().parent, file=label, data_dir=data_dir)
 
 
-def parse_spec(data: Any, base_dir: str | os.PathLike[str] | None = None, file: str = "<spec>") -> Spec:
-    """Validate an already-parsed spec (a list of APIs or a single mapping)."""
+def parse_spec(
+    data: Any,
+    base_dir: str | os.PathLike[str] | None = None,
+    file: str = "<spec>",
+    data_dir: str | os.PathLike[str] | None = None,
+) -> Spec:
+    """Validate an already-parsed spec (a list of APIs or a single mapping).
+
+    Project files (the handler, ``python_path``, dependencies) are relative to ``base_dir``;
+    local model folders and workload stores to ``data_dir`` (default: ``base_dir``), which
+    differs when the project was shipped to a cluster without its local data.
+    """
     if isinstance(data, Mapping):
         data = [data]
     if not isinstance(data, list) or not data:
         raise SpecErrors(
             [SpecError(f"a spec must be a list of APIs (or one API mapping), got {_show(data)}", file=file)]
         )
-    context = {"base_dir": Path(base_dir) if base_dir is not None else Path.cwd()}
+    context: dict[str, Any] = {"base_dir": Path(base_dir) if base_dir is not None else Path.cwd()}
+    if data_dir is not None:
+        context["data_dir"] = Path(data_dir)
     errors: list[SpecError] = []
     warnings: list[str] = []
     apis: list[ApiSpec] = []
@@ -80,6 +93,10 @@ def parse_spec(data: Any, base_dir: str | os.PathLike[str] | None = None, file: 
 
         if not isinstance(raw, Mapping):
             errors.append(err(None, f"an API must be a mapping, got {_show(raw)}"))
+            continue
+        problem = kind_problem(raw.get("kind")) if "kind" in raw else None
+        if problem:  # another kind has other fields: say only this
+            errors.append(err("kind", problem))
             continue
         try:
             api = ApiSpec.model_validate(raw, context=context)
@@ -104,6 +121,9 @@ def _from_pydantic(error: Mapping[str, Any]) -> tuple[str | None, str]:
     kind = error.get("type", "")
     if kind == "extra_forbidden":
         key = str(loc[-1]) if loc else "?"
+        other = _OTHER_VERSIONS.get(".".join(str(p) for p in loc if not isinstance(p, int)))
+        if other:
+            return path, f"unknown field {key!r}: {other}"
         choices = _fields_at(loc[:-1])
         near = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
         hint = (
@@ -120,6 +140,25 @@ def _from_pydantic(error: Mapping[str, Any]) -> tuple[str | None, str]:
     if kind.startswith(("value_error", "assertion_error")):
         return path, message
     return path, f"{message[:1].lower()}{message[1:]} (got {_show(value)})"
+
+
+_OTHER_VERSIONS = {
+    "predictor": "Cortex 0.35 calls it 'handler' (and predict() is handle_post())",
+    "networking.max_concurrency": "Cortex 0.35 calls it 'autoscaling.max_replica_concurrency'",
+    "autoscaling.max_concurrency": "Cortex 0.35 calls it 'autoscaling.max_replica_concurrency'",
+    "handler.model_path": (
+        "Cortex 0.35 names models in 'handler.multi_model_reloading.path' (python) or "
+        "'handler.models.path' (tensorflow)"
+    ),
+    "handler.dynamic_model_loading": "Cortex 0.35 calls it 'handler.multi_model_reloading'",
+    "networking.api_gateway": (
+        "a Cortex-on-AWS setting with no cortex-ray equivalent: the API listens where "
+        "'cortex-ray run' / 'deploy' are told (--host)"
+    ),
+    "networking.local_port": "an older Cortex's local setting: use 'cortex-ray run --port'",
+    "pod": "Cortex 0.36+ container APIs are not supported: cortex-ray runs Cortex 0.35 handlers",
+}
+"""Fields of other Cortex versions, and what Cortex 0.35 (which cortex-ray reads) has instead."""
 
 
 def _loc_to_path(loc: Sequence[Any]) -> str | None:

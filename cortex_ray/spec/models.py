@@ -27,12 +27,14 @@ from cortex_ray.spec.paths import resolve_local_file, resolve_model_uri
 from cortex_ray.spec.quantity import parse_cpu, parse_duration, parse_memory
 
 __all__ = [
+    "NEURON_CORES_PER_CHIP",
     "SINGLE_MODEL_NAME",
     "SUPPORTED_KINDS",
     "UNSUPPORTED_KINDS",
     "ApiSpec",
     "AutoscalingSpec",
     "ComputeSpec",
+    "DependenciesSpec",
     "HandlerSpec",
     "ModelPathSpec",
     "ModelRoutingSpec",
@@ -41,9 +43,12 @@ __all__ = [
     "ServerSideBatchingSpec",
     "UpdateStrategySpec",
     "WorkloadsSpec",
+    "kind_problem",
 ]
 
 SINGLE_MODEL_NAME = "_cortex_default"
+NEURON_CORES_PER_CHIP = 4
+"""NeuronCores per Inferentia chip (inf1, the family Cortex ran on)."""
 SUPPORTED_KINDS = ("RealtimeAPI", "AsyncAPI")
 UNSUPPORTED_KINDS = ("BatchAPI", "TaskAPI", "TrafficSplitter")
 
@@ -56,9 +61,19 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 def _base_dir(info: ValidationInfo) -> Path | None:
+    """Where the project's files (handler, python_path) are: the folder of the spec."""
     context = info.context or {}
     base = context.get("base_dir")
     return Path(base) if base is not None else None
+
+
+def _data_dir(info: ValidationInfo) -> Path | None:
+    """Where local data paths (model folders, the workload store) are relative to: the folder
+    of the spec, unless the project was shipped to a cluster without them
+    (:mod:`cortex_ray.cluster`): then the folder it was shipped from."""
+    context = info.context or {}
+    data = context.get("data_dir")
+    return Path(data) if data is not None else _base_dir(info)
 
 
 class _Spec(BaseModel):
@@ -84,7 +99,7 @@ class ModelPathSpec(_Spec):
     @field_validator("path")
     @classmethod
     def _path(cls, value: str, info: ValidationInfo) -> str:
-        return resolve_model_uri(value, _base_dir(info))
+        return resolve_model_uri(value, _data_dir(info))
 
 
 class MultiModelsSpec(_Spec):
@@ -105,7 +120,7 @@ class MultiModelsSpec(_Spec):
     @field_validator("path", "dir")
     @classmethod
     def _uri(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return None if value is None else resolve_model_uri(value, _base_dir(info))
+        return None if value is None else resolve_model_uri(value, _data_dir(info))
 
     @property
     def caching_enabled(self) -> bool:
@@ -115,6 +130,24 @@ class MultiModelsSpec(_Spec):
 class ServerSideBatchingSpec(_Spec):
     max_batch_size: int = Field(ge=2, le=1024)
     batch_interval: Duration = Field(gt=0)
+
+
+class DependenciesSpec(_Spec):
+    """Project files that set up a replica, relative to the project folder (Cortex's names are
+    the defaults; a file named here must exist, a default one may be absent)."""
+
+    pip: str = "requirements.txt"
+    conda: str = "conda-packages.txt"
+    shell: str = "dependencies.sh"
+
+    @field_validator("pip", "conda", "shell")
+    @classmethod
+    def _file(cls, value: str, info: ValidationInfo) -> str:
+        return str(resolve_local_file(value, _base_dir(info)))
+
+    def given(self, key: str) -> bool:
+        """Whether the spec named this file (then it must exist)."""
+        return key in self.model_fields_set
 
 
 class HandlerSpec(_Spec):
@@ -133,7 +166,7 @@ class HandlerSpec(_Spec):
     shm_size: Memory | None = None
     image: str | None = None
     tensorflow_serving_image: str | None = None
-    dependencies: dict[str, str] | None = None
+    dependencies: DependenciesSpec = Field(default_factory=dict)  # type: ignore[assignment]  # (validated: paths resolve in the project)
 
     @field_validator("type", mode="before")
     @classmethod
@@ -156,10 +189,10 @@ class HandlerSpec(_Spec):
     @field_validator("python_path")
     @classmethod
     def _python_path(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A folder put first on ``sys.path`` (the project folder is always on it, as Cortex's
+        default; cortex-ray also takes ``.``, which Cortex refused, meaning that default)."""
         if value is None:
             return None
-        if value.strip() in (".", "./", "./."):
-            raise ValueError(f"{value!r}: python_path must name a sub-folder, not the project root")
         return str(resolve_local_file(value, _base_dir(info)))
 
     @field_validator("env")
@@ -183,6 +216,8 @@ class ComputeSpec(_Spec):
     mem: Memory | None = Field(default=None, ge=20 * 1024 * 1024)
     gpu: float = Field(default=0, ge=0)
     inf: int = Field(default=0, ge=0)
+    """Inferentia chips, as Cortex: each is :data:`NEURON_CORES_PER_CHIP` NeuronCores (inf1),
+    which is what the replica asks Ray for (``neuron_cores``)."""
     node_groups: list[str] | None = None
 
 
@@ -265,9 +300,42 @@ class NetworkingSpec(_Spec):
         return "/" + value.strip("/") if value.strip("/") else "/"
 
 
+_PERCENT = re.compile(r"^(\d{1,3})%$")
+
+
 class UpdateStrategySpec(_Spec):
+    """How a changed API rolls (Cortex's defaults). ``max_surge`` maps to Serve's
+    ``max_surge_percent`` (replacements start before old replicas stop); with ``max_surge: 0``,
+    ``max_unavailable`` maps to Serve's ``rolling_update_percentage``. A replica count is taken
+    relative to the API's initial replica count."""
+
     max_surge: int | str = "25%"
     max_unavailable: int | str = "25%"
+
+    @field_validator("max_surge", "max_unavailable")
+    @classmethod
+    def _amount(cls, value: int | str) -> int | str:
+        if isinstance(value, int):
+            if value < 0:
+                raise ValueError(f"must be a replica count >= 0 or a percentage, got {value}")
+            return value
+        match = _PERCENT.match(value.strip())
+        if not match or int(match.group(1)) > 100:
+            raise ValueError(f"must be a replica count or a percentage between 0% and 100%, got {value!r}")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _not_both_zero(self) -> UpdateStrategySpec:
+        if self.percent("max_surge", 1) == 0 and self.percent("max_unavailable", 1) == 0:
+            raise ValueError("max_surge and max_unavailable cannot both be 0")
+        return self
+
+    def percent(self, field: str, replicas: int) -> int:
+        """``max_surge`` or ``max_unavailable`` as a percentage of ``replicas`` (0-100)."""
+        value = getattr(self, field)
+        if isinstance(value, int):
+            return min(100, -(-100 * value // max(1, replicas)))
+        return int(value[:-1])
 
 
 class WorkloadsSpec(_Spec):
@@ -287,7 +355,17 @@ class WorkloadsSpec(_Spec):
     @field_validator("store")
     @classmethod
     def _store(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return None if value is None else resolve_model_uri(value, _base_dir(info))
+        return None if value is None else resolve_model_uri(value, _data_dir(info))
+
+
+def kind_problem(value: Any) -> str | None:
+    """What is wrong with an API's ``kind`` (``None``: nothing)."""
+    supported = ", ".join(SUPPORTED_KINDS)
+    if value in UNSUPPORTED_KINDS:
+        return f"kind {value!r} is not supported by cortex-ray (supported: {supported})"
+    if value not in SUPPORTED_KINDS:
+        return f"invalid kind {value!r} (supported: {supported})"
+    return None
 
 
 class ApiSpec(_Spec):
@@ -297,7 +375,7 @@ class ApiSpec(_Spec):
     compute: ComputeSpec = Field(default_factory=ComputeSpec)
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
     networking: NetworkingSpec = Field(default_factory=NetworkingSpec)
-    update_strategy: UpdateStrategySpec | None = None
+    update_strategy: UpdateStrategySpec = Field(default_factory=dict)  # type: ignore[assignment]
     workloads: WorkloadsSpec | None = None
 
     @field_validator("name")
@@ -317,12 +395,9 @@ class ApiSpec(_Spec):
     @field_validator("kind")
     @classmethod
     def _kind(cls, value: str) -> str:
-        if value in UNSUPPORTED_KINDS:
-            raise ValueError(
-                f"kind {value!r} is not supported by cortex-ray (supported: {', '.join(SUPPORTED_KINDS)})"
-            )
-        if value not in SUPPORTED_KINDS:
-            raise ValueError(f"invalid kind {value!r} (supported: {', '.join(SUPPORTED_KINDS)})")
+        problem = kind_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -333,7 +408,7 @@ class ApiSpec(_Spec):
             if self.workloads is None:
                 self.workloads = WorkloadsSpec()
             if self.workloads.store is None:
-                base = _base_dir(info) or Path.cwd()
+                base = _data_dir(info) or Path.cwd()
                 self.workloads.store = resolve_model_uri(f".cortex-ray/workloads/{self.name}", base)
         return self
 

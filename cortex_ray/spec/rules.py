@@ -47,22 +47,39 @@ def check_apis(apis: list[ApiSpec]) -> list[tuple[int, Problem]]:
     return problems
 
 
+_UNMAPPED_DEFAULTS = {
+    "max_downscale_factor": 0.75,
+    "max_upscale_factor": 1.5,
+    "downscale_tolerance": 0.05,
+    "upscale_tolerance": 0.05,
+}
+
+
 def api_warnings(api: ApiSpec) -> list[Problem]:
-    """Cortex fields that cortex-ray accepts but ignores (the platform does their job)."""
+    """Cortex fields that cortex-ray accepts but ignores (the platform does their job, or Ray
+    Serve has no equivalent)."""
     h = api.handler
     ignored = {
-        "handler.image": (h.image, "install the handler's dependencies in the Ray environment"),
+        "handler.image": (h.image, "install the handler's dependencies with requirements.txt"),
         "handler.tensorflow_serving_image": (h.tensorflow_serving_image, "TensorFlow runs in-process"),
-        "handler.dependencies": (h.dependencies, "use the Serve config's runtime_env"),
         "handler.shm_size": (h.shm_size, "Ray manages shared memory"),
         "compute.node_groups": (api.compute.node_groups, "use Ray resources or labels"),
-        "update_strategy": (api.update_strategy, "Serve rolls replicas itself"),
     }
-    return [
+    problems = [
         (field, f"accepted but ignored by cortex-ray ({hint})")
         for field, (value, hint) in ignored.items()
         if value is not None
     ]
+    problems += [
+        (
+            f"autoscaling.{key}",
+            f"autoscaling.{key} ({getattr(api.autoscaling, key):g}) has no Ray Serve equivalent "
+            "and is ignored",
+        )
+        for key, default in _UNMAPPED_DEFAULTS.items()
+        if getattr(api.autoscaling, key) != default
+    ]
+    return problems
 
 
 def _handler(api: ApiSpec) -> Iterator[Problem]:
@@ -87,6 +104,18 @@ def _handler(api: ApiSpec) -> Iterator[Problem]:
                 "handler.tensorflow_serving_image",
                 "tensorflow_serving_image is not a supported field for the python handler type",
             )
+    caching = h.model_spec is not None and h.model_spec.caching_enabled
+    # (with caching, or for an AsyncAPI, Cortex's own rules below say it)
+    if h.processes_per_replica > 1 and not caching and api.kind != "AsyncAPI":
+        yield (
+            "handler.processes_per_replica",
+            f"processes_per_replica ({h.processes_per_replica}) cannot map to Ray Serve, where a "
+            "replica is one process: use autoscaling replicas (and threads_per_process) instead",
+        )
+    for key in ("pip", "conda", "shell"):
+        file = getattr(h.dependencies, key)
+        if h.dependencies.given(key) and not os.path.isfile(file):
+            yield f"handler.dependencies.{key}", f"file {file!r} does not exist"
     if h.protobuf_path is not None:
         yield "handler.protobuf_path", "gRPC APIs (protobuf_path) are not supported by cortex-ray"
     if h.server_side_batching is not None:

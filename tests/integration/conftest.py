@@ -3,7 +3,7 @@
 Ray binds 127.0.0.1 only. The product's default, the fast ingress (HAProxy in front of the
 replicas' own HTTP ports), listens on a free port of 127.0.0.1 (``serve_url``); Serve's
 own proxy listens on another (``proxy_url``) for APIs deployed with ``ingress="proxy"``,
-so both paths are tested in one session. The cluster declares 2 logical
+so both paths are tested in one session. The cluster declares 4 logical (one Inferentia chip)
 ``neuron_cores`` so that an Inferentia replica can be scheduled without hardware.
 """
 
@@ -34,7 +34,7 @@ def ray_serve() -> Iterator[dict[str, Any]]:
         ingress="fast",
         proxy_port=proxy_port,
         num_cpus=8,
-        resources={"neuron_cores": 2},
+        resources={"neuron_cores": 4},
         _metrics_export_port=metrics_port,
         configure_logging=False,
         log_to_driver=True,

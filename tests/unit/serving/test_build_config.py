@@ -94,7 +94,8 @@ def test_gpu_and_inferentia_apis_and_custom_endpoint(tmp_path: Path) -> None:
     )
     gpu, inf = config["applications"]
     assert gpu["deployments"][0]["ray_actor_options"] == {"num_cpus": 2.0, "num_gpus": 1.0}
-    assert inf["deployments"][0]["ray_actor_options"] == {"num_cpus": 0.2, "resources": {"neuron_cores": 2}}
+    # 2 Inferentia chips, 4 NeuronCores each
+    assert inf["deployments"][0]["ray_actor_options"] == {"num_cpus": 0.2, "resources": {"neuron_cores": 8}}
     assert inf["route_prefix"] == "/v1/inf"
 
 
@@ -128,10 +129,9 @@ def test_what_cannot_map_is_refused(tmp_path: Path) -> None:
 
 def test_unmapped_autoscaling_fields_warn(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, [api("w", autoscaling={"max_upscale_factor": 3})])
-    warnings: list[str] = []
-    serve_config(load_spec(spec), str(spec), warnings=warnings)
-    assert warnings == [
-        "api 'w': autoscaling.max_upscale_factor (3) has no Ray Serve equivalent and is ignored"
+    assert load_spec(spec).warnings == [
+        f"{spec}: api 'w' (#0): autoscaling.max_upscale_factor: autoscaling.max_upscale_factor (3) "
+        "has no Ray Serve equivalent and is ignored"
     ]
 
 

@@ -1,0 +1,117 @@
+"""``cortex-ray deploy SPEC``, ``cortex-ray delete API...``, ``cortex-ray refresh API``: a running
+Ray cluster (``ray start``, or Ray's usual address resolution), as Cortex's CLI did it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from cortex_ray.errors import CortexRayError, SpecErrors
+
+__all__ = ["add_parsers"]
+
+
+def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from cortex_ray.cli.run import add_ingress_option
+
+    p = subparsers.add_parser(
+        "deploy",
+        help="deploy (or update) a spec's APIs on a running Ray cluster, sending the project folder",
+        description="Deploy every API of SPEC onto a running Ray cluster; exit 0 once all are ready, "
+        "1 naming each API that failed.",
+    )
+    p.add_argument("spec", help="path to the spec file (cortex.yaml)")
+    _address(p)
+    p.add_argument("--host", default="127.0.0.1", help="listen address of the APIs (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    p.add_argument(
+        "--shared-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder every node mounts at the same path: local models and workload stores under "
+        "it are allowed on a cluster of several nodes (repeatable)",
+    )
+    p.add_argument("--timeout", type=float, default=900, help="seconds to wait for the APIs (default 900)")
+    add_ingress_option(p)
+    p.set_defaults(func=_deploy)
+
+    p = subparsers.add_parser("delete", help="delete APIs from the cluster")
+    p.add_argument("apis", nargs="+", metavar="API", help="API names")
+    _address(p)
+    p.set_defaults(func=_delete)
+
+    p = subparsers.add_parser(
+        "refresh", help="restart an API's replicas (new ones start first: no request fails)"
+    )
+    p.add_argument("api", metavar="API", help="the API name")
+    _address(p)
+    p.add_argument("--timeout", type=float, default=900, help="seconds to wait (default 900)")
+    p.set_defaults(func=_refresh)
+
+
+def _address(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--address",
+        help="the cluster (ray://host:10001, host:6379; default: RAY_ADDRESS, then the cluster "
+        "`ray start` started on this machine)",
+    )
+
+
+def _deploy(a: argparse.Namespace) -> int:
+    from cortex_ray.project.check import check_project
+    from cortex_ray.spec import load_spec
+
+    def work() -> None:
+        from cortex_ray import cluster
+
+        spec = load_spec(a.spec)
+        for warning in [*spec.warnings, *check_project(spec)]:
+            print(f"warning: {warning}", file=sys.stderr)
+        cluster.connect(a.address)
+        results = cluster.deploy_apis(
+            spec, host=a.host, port=a.port, ingress=a.ingress, shared_dirs=a.shared_dir, timeout_s=a.timeout
+        )
+        base = f"http://{'127.0.0.1' if a.host in ('0.0.0.0', '::') else a.host}:{a.port}"
+        for item in results:
+            print(f"{item['name']}: {item['status'].lower()} at {base}{item['endpoint'] or ''}")
+
+    return _run(work)
+
+
+def _delete(a: argparse.Namespace) -> int:
+    def work() -> None:
+        from cortex_ray import cluster
+
+        cluster.connect(a.address)
+        cluster.delete(a.apis)
+        for name in a.apis:
+            print(f"deleted {name}")
+
+    return _run(work)
+
+
+def _refresh(a: argparse.Namespace) -> int:
+    def work() -> None:
+        from cortex_ray import cluster
+
+        cluster.connect(a.address)
+        cluster.refresh(a.api, timeout_s=a.timeout)
+        print(f"refreshed {a.api}")
+
+    return _run(work)
+
+
+def _run(work: Callable[[], Any]) -> int:
+    try:
+        work()
+    except SpecErrors as exc:
+        for error in exc.errors:
+            print(f"error: {error}", file=sys.stderr)
+        return 1
+    except CortexRayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,83 @@
+"""Joining a running cluster, and what works across its nodes."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from cortex_ray.errors import DeploymentError, SpecError, SpecErrors
+from cortex_ray.spec import Spec
+from cortex_ray.spec.paths import is_local_uri, local_path_of
+
+__all__ = ["alive_nodes", "check_local_data", "connect"]
+
+
+def connect(address: str | None = None) -> None:
+    """Join the cluster at ``address`` (Ray's resolution when ``None``: ``RAY_ADDRESS``, then the
+    cluster ``ray start`` started on this machine); never starts one."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address is None and os.environ.get("RAY_ADDRESS") is None:
+        address = "auto"
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = address if address not in (None, "auto") else "this machine (RAY_ADDRESS, or `ray start`)"
+        raise DeploymentError(f"no running Ray cluster found at {where}: {exc}") from exc
+
+
+def alive_nodes() -> int:
+    import ray
+
+    return sum(1 for node in ray.nodes() if node.get("Alive"))
+
+
+def check_local_data(spec: Spec, nodes: int, shared_dirs: Sequence[str] = ()) -> None:
+    """On a cluster of several nodes, refuse local model folders and workload stores that are
+    not under a folder the operator says every node shares (``--shared-dir``)."""
+    if nodes <= 1:
+        return
+    shared = [Path(d).resolve() for d in shared_dirs]
+    errors = []
+    for index, api in enumerate(spec.apis):
+        for field, uri in _local_uris(api):
+            path = local_path_of(uri).resolve()
+            if any(path == s or s in path.parents for s in shared):
+                continue
+            errors.append(
+                SpecError(
+                    f"{path} is a folder of this machine, and the cluster has {nodes} nodes: the "
+                    "replicas on the others would not find it. Use S3, or a folder every node "
+                    "mounts at the same path, named with --shared-dir",
+                    file=spec.file,
+                    api_name=api.name,
+                    api_index=index,
+                    field=field,
+                )
+            )
+    if errors:
+        raise SpecErrors(errors)
+
+
+def _local_uris(api: object) -> list[tuple[str, str]]:
+    from cortex_ray.spec import ApiSpec
+
+    assert isinstance(api, ApiSpec)
+    found: list[tuple[str, str]] = []
+    models = api.handler.model_spec
+    key = "multi_model_reloading" if api.handler.type == "python" else "models"
+    if models is not None:
+        for attr in ("path", "dir"):
+            value = getattr(models, attr)
+            if value and is_local_uri(value):
+                found.append((f"handler.{key}.{attr}", value))
+        for i, entry in enumerate(models.paths or []):
+            if is_local_uri(entry.path):
+                found.append((f"handler.{key}.paths[{i}].path", entry.path))
+    if api.workloads is not None and api.workloads.store and is_local_uri(api.workloads.store):
+        found.append(("workloads.store", api.workloads.store))
+    return found

@@ -1,0 +1,86 @@
+"""``import cortex; cortex.client()`` inside a handler: Cortex's Python client over cortex-ray.
+
+``deploy``, ``get_api``, ``list_apis``, ``refresh`` and ``delete`` go to cortex-ray's SDK and
+cluster code (the cluster the replica runs in); the rest of Cortex's client raises
+:class:`NotImplementedError` naming the method.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, NoReturn
+
+__all__ = ["Client", "client"]
+
+
+def client(env_name: str | None = None) -> Client:
+    """Cortex's ``cortex.client(env_name)``; the environment name is ignored (one cluster)."""
+    return Client(env_name)
+
+
+class Client:
+    def __init__(self, env_name: str | None = None) -> None:
+        self.env_name = env_name
+
+    def deploy(
+        self,
+        api_spec: dict[str, Any],
+        project_dir: str | None = None,
+        force: bool = True,
+        wait: bool = False,
+    ) -> dict[str, Any]:
+        """Deploy one API spec (a dict); its paths are relative to ``project_dir`` (default: the
+        working directory, which in a replica is the project)."""
+        from cortex_ray.cluster import deploy_apis
+        from cortex_ray.spec import parse_spec
+
+        spec = parse_spec(api_spec, base_dir=project_dir or os.getcwd(), file="<cortex.client>")
+        results = deploy_apis(spec, wait=wait)
+        return {"api": results[0] if results else None}
+
+    def deploy_from_file(
+        self, config_file: str, force: bool = False, wait: bool = False
+    ) -> dict[str, Any]:
+        from cortex_ray.cluster import deploy_apis
+        from cortex_ray.spec import load_spec
+
+        return {"apis": deploy_apis(load_spec(config_file), wait=wait)}
+
+    def get_api(self, api_name: str) -> dict[str, Any]:
+        from cortex_ray.cluster import describe
+
+        found = describe([api_name])
+        if not found:
+            raise NotFound(f"api {api_name!r} is not deployed")
+        return found[0]
+
+    def list_apis(self) -> list[dict[str, Any]]:
+        from cortex_ray.cluster import describe
+
+        return describe()
+
+    def refresh(self, api_name: str, force: bool = False) -> None:
+        from cortex_ray.cluster import refresh
+
+        refresh(api_name)
+
+    def delete(self, api_name: str, keep_cache: bool = False) -> None:
+        from cortex_ray.cluster import delete
+
+        delete([api_name])
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        def not_implemented(*args: Any, **kwargs: Any) -> NoReturn:
+            raise NotImplementedError(
+                f"cortex.client().{name}() is not implemented by cortex-ray (implemented: deploy, "
+                "deploy_from_file, get_api, list_apis, refresh, delete)"
+            )
+
+        return not_implemented
+
+
+class NotFound(LookupError):
+    """An API that is not deployed."""
