@@ -81,9 +81,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=60.0, help="seconds of list counting per case")
     args = parser.parse_args()
 
-    from ray import serve
-
-    from cortex_ray.sdk import run_api, shutdown, start
+    from cortex_ray.sdk import delete, run_api, shutdown, start
     from cortex_ray.spec import parse_spec
     from tests.support.s3_server import S3TestServer, free_port
 
@@ -101,7 +99,7 @@ def main() -> None:
             run_api(api, ray_actor_options={"num_cpus": 0.2})
             print(f"{label}: {args.swaps} swaps", flush=True)
             results[label] = swaps(f"{base}/{name}", store, args.swaps, models.get("poll_interval", 5.0))
-            serve.delete(name)
+            delete(name)
 
         bucket = s3.create_bucket("reload-bench")
         s3.put_tree(bucket, "models", {"m/1/model.txt": "v1"})

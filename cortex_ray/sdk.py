@@ -140,6 +140,7 @@ def deploy(
     host: str = "127.0.0.1",
     port: int = 8000,
     ingress: str = DEFAULT_INGRESS,
+    address: str | None = None,
     **overrides: Any,
 ) -> dict[str, ApiHandle]:
     """Deploy every API of a spec (a file, or a dict/list), or just ``api``, on this machine's Ray.
@@ -148,8 +149,14 @@ def deploy(
     ingress (default) or Serve's ``proxy``. Its replicas run in the project folder (the
     folder of the spec file; for a dict, ``base_dir``) with its ``.env``, ``requirements.txt``
     and ``dependencies.sh``. ``overrides`` are extra deployment options (e.g.
-    ``ray_actor_options``). To send a project to a running cluster: :func:`cortex_ray.cluster.deploy`.
+    ``ray_actor_options``).
+
+    ``address``: a running cluster instead (``"auto"``: Ray's resolution), as ``cortex-ray
+    deploy`` does it: the spec must be a file; its project folder is sent; returns once every API
+    is ready (:func:`cortex_ray.cluster.deploy_apis`).
     """
+    if address is not None:
+        return _deploy_to_cluster(spec, api, address, host, port, ingress)
     loaded = _load(spec, base_dir)
     apis = [loaded.api(api)] if api else loaded.apis
     project = Project.of(loaded, base_dir)
@@ -161,6 +168,27 @@ def deploy(
         run_api(a, project=project, envs=envs[a.name], **overrides)
         handles[a.name] = ApiHandle(a.name, a.endpoint, base + a.endpoint)
     return handles
+
+
+def _deploy_to_cluster(
+    spec: str | os.PathLike[str] | Mapping[str, Any] | list[Any],
+    api: str | None,
+    address: str,
+    host: str,
+    port: int,
+    ingress: str,
+) -> dict[str, ApiHandle]:
+    from cortex_ray import cluster
+
+    if not isinstance(spec, (str, os.PathLike)):
+        raise DeploymentError("deploying to a cluster takes a spec file (its folder is the project sent)")
+    loaded = load_spec(spec)
+    if api is not None:
+        loaded = Spec(file=loaded.file, apis=[loaded.api(api)], warnings=loaded.warnings)
+    cluster.connect(address)
+    cluster.deploy_apis(loaded, host=host, port=port, ingress=ingress)
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    return {a.name: ApiHandle(a.name, a.endpoint, base + a.endpoint) for a in loaded.apis}
 
 
 def run_api(
@@ -227,10 +255,10 @@ def delete(name: str) -> None:
 
     from cortex_ray.ingress.control import get_ingress
 
-    serve.delete(name)
     ingress = get_ingress()
-    if ingress is not None:
+    if ingress is not None:  # first: its replicas then leave the balancer at once
         ray.get(ingress.remove_api.remote(name))
+    serve.delete(name)
 
 
 def shutdown() -> None:

@@ -100,11 +100,11 @@ def delete(names: Sequence[str]) -> None:
     missing = [n for n in names if n not in known]
     if missing:
         raise DeploymentError(f"no api named {', '.join(map(repr, missing))} is deployed")
-    client.delete_apps(list(names), blocking=True)
     ingress = get_ingress()
-    for name in names:
+    for name in names:  # first: their replicas then leave the balancer at once
         if ingress is not None:
             ray.get(ingress.remove_api.remote(name))
+    client.delete_apps(list(names), blocking=True)
 
 
 def describe(names: Sequence[str] | None = None) -> list[dict[str, Any]]:

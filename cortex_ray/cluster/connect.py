@@ -27,7 +27,13 @@ def connect(address: str | None = None) -> None:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address if address not in (None, "auto") else "this machine (RAY_ADDRESS, or `ray start`)"
-        raise DeploymentError(f"no running Ray cluster found at {where}: {exc}") from exc
+        hint = ""
+        if "InvalidAuthToken" in str(exc) and os.environ.get("RAY_AUTH_MODE") != "token":
+            hint = (
+                " (Ray sends its token only to a cluster it found itself: with an address, set "
+                "RAY_AUTH_MODE=token and give the cluster's token, ~/.ray/auth_token or RAY_AUTH_TOKEN)"
+            )
+        raise DeploymentError(f"no running Ray cluster found at {where}: {exc}{hint}") from exc
 
 
 def alive_nodes() -> int:

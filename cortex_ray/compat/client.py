@@ -38,9 +38,7 @@ class Client:
         results = deploy_apis(spec, wait=wait)
         return {"api": results[0] if results else None}
 
-    def deploy_from_file(
-        self, config_file: str, force: bool = False, wait: bool = False
-    ) -> dict[str, Any]:
+    def deploy_from_file(self, config_file: str, force: bool = False, wait: bool = False) -> dict[str, Any]:
         from cortex_ray.cluster import deploy_apis
         from cortex_ray.spec import load_spec
 

@@ -42,6 +42,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class _StandardError(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when a record comes (Ray may replace it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 logger = logging.getLogger(LOGGER_NAME)
 """The logger handlers import (``cortex_internal.lib.log.logger``)."""
 
@@ -53,7 +65,7 @@ def configure(level: str, labels: dict[str, str] | None = None) -> logging.Logge
     logger.propagate = False
     for old in list(logger.handlers):
         logger.removeHandler(old)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StandardError()
     handler.setFormatter(JsonFormatter(labels))
     logger.addHandler(handler)
     return logger

@@ -3,8 +3,8 @@
 Runs on the API core's loop. The server listens on the node's address (127.0.0.1 on a
 local run) on a port the system picks, and the replica registers it with the cluster's
 ingress, again every ``HEARTBEAT`` seconds. When Serve stops the replica, it deregisters
-first (the balancer stops sending it requests), then finishes what it is serving and
-closes its connections.
+first (the balancer stops sending it requests; the API's last replica waits for its
+replacement to register), then finishes what it is serving and closes its connections.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from cortex_ray.spec import ApiSpec
 __all__ = ["FastIngress", "start_fast_path", "stop_fast_path"]
 
 log = logging.getLogger("cortex_ray.ingress")
+HAND_OVER_S = 12.0
+"""How long an API's last replica keeps serving, while stopping, for its replacement to come up
+(within Serve's default graceful_shutdown_timeout_s of 20 s)."""
 
 
 class FastIngress:
@@ -82,7 +85,8 @@ class FastIngress:
             self._task.cancel()
         try:
             if self._ingress is not None:
-                await asyncio.wait_for(self._ingress.deregister.remote(self.api.name, self.replica), 5)
+                leave = self._ingress.deregister.remote(self.api.name, self.replica, HAND_OVER_S)
+                await asyncio.wait_for(leave, HAND_OVER_S + 5)
         except Exception as exc:
             log.warning("api %s: could not deregister from the ingress: %s", self.api.name, exc)
         await self.server.drain(timeout)

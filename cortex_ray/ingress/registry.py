@@ -49,6 +49,8 @@ class Ingress:
         self.changes = 0
         self.applied = -1
         self.last_error: str | None = None
+        self.retired: set[str] = set()
+        """Replicas of deleted APIs: their heartbeats do not bring the API back."""
         self._changed: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self.balancer.apply([])  # listen at once: unknown paths get the JSON 404 from the start
@@ -65,6 +67,8 @@ class Ingress:
         port: int,
     ) -> None:
         self._start()
+        if replica in self.retired:
+            return
         entry = self.apis.get(api)
         if entry is None or entry.endpoint != endpoint or entry.model_routing != model_routing:
             entry = self.apis[api] = _Api(endpoint, model_routing, entry.servers if entry else {})
@@ -74,15 +78,27 @@ class Ingress:
             self._touch()
         entry.servers[replica] = (host, port, time.monotonic())
 
-    async def deregister(self, api: str, replica: str) -> None:
+    async def deregister(self, api: str, replica: str, hand_over: float = 0.0) -> None:
+        """A replica leaves. The API's last one stays routed up to ``hand_over`` seconds, until
+        another registers: Serve may stop a replica before it starts its replacement (a rolling
+        update without surge, a refresh), and the API must not go without one in between. A
+        deleted API (:meth:`remove_api`) has no entry here, so its replicas leave at once."""
         entry = self.apis.get(api)
-        if entry is not None and entry.servers.pop(replica, None) is not None:
+        if entry is None or replica not in entry.servers:
+            return
+        deadline = time.monotonic() + hand_over
+        while self.apis.get(api) is entry and len(entry.servers) == 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if entry.servers.pop(replica, None) is not None:
             log.info("api %s: replica %s stopped serving", api, replica)
             self._touch()
             await self.wait_applied()
 
     async def remove_api(self, api: str) -> None:
-        if self.apis.pop(api, None) is not None:
+        """The API is being deleted (called before Serve deletes it): no hand-over."""
+        entry = self.apis.pop(api, None)
+        if entry is not None:
+            self.retired.update(entry.servers)
             self._touch()
             await self.wait_applied()
 

@@ -9,6 +9,7 @@ reads in place, and ``.cortexignore`` keeps the rest out.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,11 @@ MAX_PROJECT_BYTES = int(float(os.environ.get("CORTEX_RAY_MAX_PROJECT_MB", "100")
 
 def matcher(excludes: list[str]) -> Callable[[str], bool]:
     """``excluded(rel)`` for paths relative to the project (folders end with ``/``)."""
-    import pathspec
+    from ray._private.thirdparty.pathspec import PathSpec  # the matcher Ray's upload uses
 
-    spec = pathspec.PathSpec.from_lines("gitwildmatch", excludes)
-    return spec.match_file
+    spec = PathSpec.from_lines("gitwildmatch", excludes)
+    match: Callable[[str], bool] = spec.match_file
+    return match
 
 
 def shipped_files(root: Path, excludes: list[str]) -> Iterator[tuple[str, int]]:
@@ -68,9 +70,13 @@ def upload(root: Path, excludes: list[str]) -> str:
     try:
         from ray._private.runtime_env.working_dir import upload_working_dir_if_needed
 
-        env: dict[str, Any] = upload_working_dir_if_needed(
-            {"working_dir": str(root), "excludes": excludes}, include_gitignore=False
-        )
+        # the package is zipped in a scratch folder of our own: by default Ray uses the current
+        # directory, which, run from the project folder, is the folder being zipped (it zips its
+        # own growing zip without end)
+        with tempfile.TemporaryDirectory(prefix="cortex-ray-upload-") as scratch:
+            env: dict[str, Any] = upload_working_dir_if_needed(
+                {"working_dir": str(root), "excludes": excludes}, include_gitignore=False, scratch_dir=scratch
+            )
     except (ImportError, TypeError) as exc:  # Ray moved its helper
         raise DeploymentError(f"this Ray cannot upload a working_dir the way cortex-ray does: {exc}") from exc
     except (OSError, ValueError) as exc:

@@ -35,6 +35,7 @@ __all__ = [
     "rollout_options",
 ]
 
+
 def deployment_options(api: ApiSpec, ingress: str = "proxy") -> dict[str, Any]:
     """Options for ``serve.deployment(...)`` / a Serve config's ``deployments[]`` entry.
 

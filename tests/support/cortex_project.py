@@ -19,7 +19,7 @@ from pathlib import Path
 
 __all__ = ["make_project", "wheel"]
 
-HANDLER = '''
+HANDLER = """
 import json
 import os
 import threading
@@ -88,7 +88,7 @@ class Handler:
     def handle_put(self, payload):
         time.sleep(float(payload.get("sleep", 0)))
         return {"slept": payload.get("sleep", 0)}
-'''
+"""
 
 SPEC = """\
 - name: project
@@ -142,7 +142,9 @@ def make_project(root: Path, marker: Path, extra_autoscaling: str = "") -> Path:
         f"# read before Python starts\nOMP_NUM_THREADS=3\nGREETING='hello there'\nDEPS_MARKER={marker}\n"
     )
     wheel(root / "wheels")
-    (root / "requirements.txt").write_text("# the project's own wheel\n./wheels/tinypkg-0.1-py3-none-any.whl\n")
+    (root / "requirements.txt").write_text(
+        "# the project's own wheel\n./wheels/tinypkg-0.1-py3-none-any.whl\n"
+    )
     (root / "dependencies.sh").write_text(
         'echo "made by dependencies.sh" > generated.txt\necho ran >> "$DEPS_MARKER"\n'
     )
