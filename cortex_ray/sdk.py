@@ -74,7 +74,8 @@ def start(
     proxy_port: int | None = None,
     **ray_init: Any,
 ) -> str:
-    """Start (or join) a local Ray and Serve; returns the HTTP base URL.
+    """Start a local Ray (or join the one ``RAY_ADDRESS`` or ``address=`` names) and Serve;
+    returns the HTTP base URL.
 
     A local Ray binds 127.0.0.1 only unless ``host`` says otherwise. ``ingress``: ``fast``
     (replicas serve HTTP themselves behind cortex-ray's balancer on ``host:port``; Serve's
@@ -87,9 +88,14 @@ def start(
     if ingress not in INGRESS_MODES:
         raise ValueError(f"ingress must be one of {', '.join(INGRESS_MODES)}, got {ingress!r}")
     if not ray.is_initialized():
-        if "address" not in ray_init and host in ("127.0.0.1", "localhost"):
-            ray_init.setdefault("_node_ip_address", "127.0.0.1")
-            _loopback_node()
+        if "address" not in ray_init and not os.environ.get("RAY_ADDRESS"):
+            # a new local Ray: not whatever /tmp/ray/ray_current_cluster names (the last `ray
+            # start`, which may have been stopped without `ray stop`; this run's shutdown must not
+            # stop a cluster it joined). RAY_ADDRESS or address= join a running one.
+            ray_init["address"] = "local"
+            if host in ("127.0.0.1", "localhost"):
+                ray_init.setdefault("_node_ip_address", "127.0.0.1")
+                _loopback_node()
         ray_init.setdefault("include_dashboard", False)
         ray.init(**ray_init)
     logging_config = {"enable_access_log": False}

@@ -29,16 +29,19 @@ class Client:
         force: bool = True,
         wait: bool = False,
     ) -> dict[str, Any]:
-        """Deploy one API spec (a dict); its paths are relative to ``project_dir`` (default: the
-        working directory, which in a replica is the project)."""
-        from cortex_ray.cluster import deploy_apis
-        from cortex_ray.spec import parse_spec
+        """Deploy one API spec (a dict) on the cluster this process runs in; its paths are relative
+        to ``project_dir`` (default: the working directory, which in a replica is the project),
+        read as this node sees them (nothing is sent: a spec file goes through
+        :meth:`deploy_from_file`)."""
+        from cortex_ray import sdk
+        from cortex_ray.cluster import describe
 
-        spec = parse_spec(api_spec, base_dir=project_dir or os.getcwd(), file="<cortex.client>")
-        results = deploy_apis(spec, wait=wait)
-        return {"api": results[0] if results else None}
+        handles = sdk.deploy(api_spec, base_dir=project_dir or os.getcwd())
+        found = describe(list(handles))
+        return {"api": found[0] if found else None}
 
     def deploy_from_file(self, config_file: str, force: bool = False, wait: bool = False) -> dict[str, Any]:
+        """Deploy a spec file, sending its project folder (``cortex-ray deploy``)."""
         from cortex_ray.cluster import deploy_apis
         from cortex_ray.spec import load_spec
 

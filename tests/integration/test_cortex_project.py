@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -69,6 +70,7 @@ def check_the_project(url: str, marker: Path, shipped: bool) -> dict[str, Any]:
         assert got["ignored_shipped"] is (not shipped)  # .cortexignore'd: not sent to a cluster
         assert got["tags"] == ["a", "b"] and got["custom_header"] == "Yes"
         assert got["client"] == "Client" and got["model"] == "weights-v1"
+        assert got["apis"] == ["project"]  # import cortex; cortex.client().list_apis(), in the handler
         assert got["config"] == {"answer": 42}
         assert got["dependency_runs"] == 1  # once for the one replica process
         # the callback runs after the answer is sent
@@ -198,6 +200,11 @@ def cluster() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
+        # what `ray stop` also does: the machine's "latest cluster" file must not name a stopped
+        # one (a later ray.init() without an address would try to join it)
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if current.is_file() and current.read_text().strip() == address:
+            current.unlink()
 
 
 def test_cortex_deploy_sends_the_project_to_a_running_cluster(tmp_path: Path, cluster: str) -> None:

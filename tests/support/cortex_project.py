@@ -65,6 +65,7 @@ class Handler:
             "custom_header": headers.get("X-Custom-Header"),
             "content_type": headers["Content-Type"] if "content-type" in headers else None,
             "client": type(cortex.client()).__name__,
+            "apis": [a["name"] for a in cortex.client().list_apis()],
             "callbacks": list(self.callbacks),
             "model": self.client.get_model("m"),
             "config": self.config,
