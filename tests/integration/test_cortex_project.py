@@ -30,6 +30,8 @@ from tests.support.traffic import Traffic
 
 pytestmark = pytest.mark.ray
 
+RAY = str(Path(sys.executable).with_name("ray"))  # Ray's CLI beside this interpreter (no PATH needed)
+
 
 def _env() -> dict[str, str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
@@ -182,7 +184,7 @@ def cluster() -> Iterator[str]:
         deadline = time.time() + 120
         while time.time() < deadline:
             probe = subprocess.run(
-                ["ray", "status", "--address", address],
+                [RAY, "status", "--address", address],
                 capture_output=True,
                 text=True,
                 env=_env(),
