@@ -161,7 +161,7 @@ def cluster() -> Iterator[str]:
     args = [a for flag, value in ports.items() for a in (flag, str(value))]
     head = subprocess.Popen(
         [
-            "ray",
+            RAY,
             "start",
             "--head",
             "--block",
