@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from cortex_ray.cli.report import print_errors
 from cortex_ray.errors import CortexRayError, SpecErrors
 
 __all__ = ["add_parsers"]
@@ -61,15 +62,11 @@ def _address(p: argparse.ArgumentParser) -> None:
 
 
 def _deploy(a: argparse.Namespace) -> int:
-    from cortex_ray.project.check import check_project
-    from cortex_ray.spec import load_spec
-
     def work() -> None:
         from cortex_ray import cluster
+        from cortex_ray.cli.report import load_checked
 
-        spec = load_spec(a.spec)
-        for warning in [*spec.warnings, *check_project(spec)]:
-            print(f"warning: {warning}", file=sys.stderr)
+        spec = load_checked(a.spec)
         cluster.connect(a.address)
         results = cluster.deploy_apis(
             spec, host=a.host, port=a.port, ingress=a.ingress, shared_dirs=a.shared_dir, timeout_s=a.timeout
@@ -108,9 +105,7 @@ def _run(work: Callable[[], Any]) -> int:
     try:
         work()
     except SpecErrors as exc:
-        for error in exc.errors:
-            print(f"error: {error}", file=sys.stderr)
-        return 1
+        return print_errors(exc)
     except CortexRayError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -35,18 +35,12 @@ def add_ingress_option(p: argparse.ArgumentParser) -> None:
 
 def run_serve(spec_path: str, host: str, port: int, ingress: str = "fast") -> int:
     from cortex_ray import sdk
-    from cortex_ray.project.check import check_project
-    from cortex_ray.spec import load_spec
+    from cortex_ray.cli.report import load_checked, print_errors
 
     try:
-        spec = load_spec(spec_path)
-        project_warnings = check_project(spec)
+        load_checked(spec_path)
     except SpecErrors as exc:
-        for error in exc.errors:
-            print(f"error: {error}", file=sys.stderr)
-        return 1
-    for warning in [*spec.warnings, *project_warnings]:
-        print(f"warning: {warning}", file=sys.stderr)
+        return print_errors(exc)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -62,9 +56,7 @@ def run_serve(spec_path: str, host: str, port: int, ingress: str = "fast") -> in
         try:
             handles = sdk.deploy(spec_path, host=host, port=port, ingress=ingress)
         except SpecErrors as exc:
-            for error in exc.errors:
-                print(f"error: {error}", file=sys.stderr)
-            return 1
+            return print_errors(exc)
         except Exception as exc:
             print(f"error: deploying failed: {exc}", file=sys.stderr)
             return 1

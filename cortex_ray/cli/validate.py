@@ -6,10 +6,10 @@ import argparse
 import sys
 from typing import TextIO
 
+from cortex_ray.cli.report import load_checked, print_errors
 from cortex_ray.errors import CortexRayError, SpecErrors
 from cortex_ray.models import ModelTree, discover_models, layout_for
-from cortex_ray.project.check import check_project
-from cortex_ray.spec import ApiSpec, load_spec
+from cortex_ray.spec import ApiSpec
 
 __all__ = ["add_parser", "run_validate"]
 
@@ -32,15 +32,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def run_validate(path: str, check_models: bool = False, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     try:
-        spec = load_spec(path)
-        project_warnings = check_project(spec)
+        spec = load_checked(path)
     except SpecErrors as exc:
-        for error in exc.errors:
-            print(f"error: {error}", file=sys.stderr)
+        print_errors(exc)
         print(f"{path}: invalid ({len(exc.errors)} problem{'s' * (len(exc.errors) != 1)})", file=sys.stderr)
         return 1
-    for warning in [*spec.warnings, *project_warnings]:
-        print(f"warning: {warning}", file=sys.stderr)
     ok = True
     for api in spec.apis:
         print(_describe_api(api), file=out)

@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from tests.support.cortex_project import make_project
+from tests.support.processes import read_until
 from tests.support.s3_server import free_port
 from tests.support.traffic import Traffic
 
@@ -113,18 +114,8 @@ def test_cortex_run_serves_the_project_unchanged(tmp_path: Path) -> None:
         env=_env(),
         start_new_session=True,
     )
-    lines: list[str] = []
     try:
-        assert proc.stdout is not None
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "serving; press Ctrl-C to stop" in line:
-                break
-        output = "".join(lines)
+        output = read_until(proc, "serving; press Ctrl-C to stop", timeout=300)
         assert "serving; press Ctrl-C" in output, output[-4000:]
         check_the_project(f"http://127.0.0.1:{port}/project", marker, shipped=False)
         proc.send_signal(signal.SIGTERM)

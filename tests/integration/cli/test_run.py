@@ -8,12 +8,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.processes import read_until
 from tests.support.project import write_files, write_handler
 from tests.support.s3_server import free_port
 
@@ -64,18 +64,8 @@ def test_run_serves_every_api_on_loopback_and_stops_on_sigterm(tmp_path: Path) -
         env=env,
         start_new_session=True,
     )
-    lines: list[str] = []
     try:
-        deadline = time.time() + 180
-        assert proc.stdout is not None
-        while time.time() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "serving; press Ctrl-C to stop" in line:
-                break
-        output = "".join(lines)
+        output = read_until(proc, "serving; press Ctrl-C to stop", timeout=180)
         assert f"first: http://127.0.0.1:{port}/first" in output, output[-3000:]
         assert f"second: http://127.0.0.1:{port}/v2/second" in output
         r = httpx.post(f"http://127.0.0.1:{port}/first", json={"x": 1}, timeout=30)

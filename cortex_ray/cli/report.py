@@ -1,0 +1,27 @@
+"""What every sub-command that reads a spec prints the same way: its problems and warnings."""
+
+from __future__ import annotations
+
+import sys
+
+from cortex_ray.errors import SpecErrors
+from cortex_ray.project.check import check_project
+from cortex_ray.spec import Spec, load_spec
+
+__all__ = ["load_checked", "print_errors"]
+
+
+def load_checked(path: str) -> Spec:
+    """The spec and its project, with every check ``validate`` runs; warnings are printed.
+    Raises :class:`SpecErrors` (print them with :func:`print_errors`)."""
+    spec = load_spec(path)
+    for warning in [*spec.warnings, *check_project(spec)]:
+        print(f"warning: {warning}", file=sys.stderr)
+    return spec
+
+
+def print_errors(exc: SpecErrors) -> int:
+    """One line per problem on standard error; returns the exit status, 1."""
+    for error in exc.errors:
+        print(f"error: {error}", file=sys.stderr)
+    return 1
