@@ -8,6 +8,7 @@ cortex_ray.delete("iris")
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import Mapping
@@ -43,7 +44,7 @@ class ApiHandle:
         query_params: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
     ) -> Any:
-        return self._handle.call.remote(method, payload, query_params, headers).result()
+        return _wait(self._handle.call.remote(method, payload, query_params, headers))
 
     def post(self, payload: Any = None, **kw: Any) -> Any:
         return self.call("post", payload, **kw)
@@ -61,10 +62,20 @@ class ApiHandle:
         return self.call("delete", **kw)
 
     def info(self) -> dict[str, Any]:
-        return self._handle.info.remote().result()
+        return dict(_wait(self._handle.info.remote()))
 
     def __repr__(self) -> str:
         return f"ApiHandle({self.name!r}, url={self.url!r})"
+
+
+def _wait(response: Any) -> Any:
+    """A Serve response's result, also from a thread that runs an event loop (a notebook's
+    kernel runs one: waiting there is what a cell does)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return response.result()
+    return response.result(_skip_asyncio_check=True)
 
 
 def start(
@@ -97,7 +108,13 @@ def start(
                 ray_init.setdefault("_node_ip_address", "127.0.0.1")
                 _loopback_node()
         ray_init.setdefault("include_dashboard", False)
-        ray.init(**ray_init)
+        global _local_ray
+        _local_ray = ray_init.get("address") == "local"  # before: a stop while it starts knows
+        try:
+            ray.init(**ray_init)
+        except BaseException:
+            _local_ray = False
+            raise
     logging_config = {"enable_access_log": False}
     if ingress == "fast":
         if proxy_port is None:
@@ -130,6 +147,15 @@ _http_host: str | None = None
 """The HTTP host :func:`start` gave Serve in this process (``None``: not started here)."""
 _ingress: str = DEFAULT_INGRESS
 """The ingress :func:`start` chose in this process."""
+_local_ray = False
+"""Whether :func:`start` started (or is starting) a new local Ray in this process."""
+
+
+def started_local_ray() -> bool:
+    """Whether this process started (or is starting) the local Ray it uses, rather than joining a
+    running one: then Ray's node processes (GCS, raylet, and under it its agents and workers) are
+    this process's descendants, and stopping them stops nothing that was running before."""
+    return _local_ray
 
 
 def _load(spec: str | os.PathLike[str] | Mapping[str, Any] | list[Any], base_dir: str | None) -> Spec:
@@ -278,3 +304,5 @@ def shutdown() -> None:
         stop_ingress()
         serve.shutdown()
         ray.shutdown()
+    global _local_ray
+    _local_ray = False

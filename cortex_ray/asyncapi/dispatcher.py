@@ -24,7 +24,9 @@ import os
 import time
 from typing import Any
 
+from cortex_ray import process_log
 from cortex_ray.asyncapi.store import LEASE_TTL, WorkloadStore
+from cortex_ray.metrics.asyncapi import AsyncMetrics
 from cortex_ray.spec import ApiSpec
 from cortex_ray.spec.sealed import Sealed, unseal
 
@@ -48,6 +50,7 @@ class Dispatcher:
     def __init__(self, api: ApiSpec | Sealed, store_uri: str) -> None:
         api = unseal(api)
         os.environ.update(api.handler.env)
+        process_log.configure(api.handler.log_level)
         assert api.workloads is not None
         self.api_name = api.name
         self.store = WorkloadStore(store_uri, api.workloads.result_ttl)
@@ -65,6 +68,7 @@ class Dispatcher:
         self.resumed = 0
         self.dispatched = 0
         self.retried = 0
+        self._metrics = AsyncMetrics(self.api_name)
 
     # --- called by the gateway -------------------------------------------
 
@@ -79,6 +83,7 @@ class Dispatcher:
         self._start()
         if len(self._queue) + self._out >= self.queue_limit:
             return False
+        self._metrics.submitted(workload_id)
         self._enqueue(workload_id)
         return True
 
@@ -94,6 +99,7 @@ class Dispatcher:
             "retried_after_worker_failure": self.retried,
             "max_attempts": self.max_attempts,
             "started_at": self.started_at,
+            "pid": os.getpid(),
         }
 
     # --- the loops ---------------------------------------------------------
@@ -116,6 +122,7 @@ class Dispatcher:
             return False
         self._known.add(workload_id)
         self._queue.append(workload_id)
+        self._metrics.sizes(len(self._queue), self._out)
         assert self._wake is not None
         self._wake.set()
         return True
@@ -127,6 +134,7 @@ class Dispatcher:
                 workload_id = self._queue.popleft()
                 self._out += 1
                 self._spawn(self._run(workload_id))
+            self._metrics.sizes(len(self._queue), self._out)
             self._wake.clear()
             await self._wake.wait()
 
@@ -170,6 +178,7 @@ class Dispatcher:
             log.warning("api %s: workload %s not dispatched yet: %s", self.api_name, workload_id, exc)
         finally:
             self._out -= 1
+            self._metrics.sizes(len(self._queue), self._out)
             self._known.discard(workload_id)
             assert self._wake is not None
             self._wake.set()
@@ -191,6 +200,7 @@ class Dispatcher:
                 "failed",
                 error={"type": "CorruptWorkload", "message": state.problem},
             )
+            self._metrics.finished(workload_id, "failed")
             return None
         if state.lease_fresh():  # a worker runs it now (dispatched before a restart)
             return LEASE_TTL / 2
@@ -212,14 +222,17 @@ class Dispatcher:
                         "failed",
                         error={"type": _error_type(exc), "message": message},
                     )
+                    self._metrics.finished(workload_id, "failed")
                     return None
                 self.retried += 1
+                self._metrics.retried()
                 log.warning("api %s: workload %s: %s, retrying", self.api_name, workload_id, reason)
                 await asyncio.sleep(min(5.0, 0.5 * attempts))
                 continue
             if answer == BUSY:  # not run: it runs elsewhere, or the worker stopped taking work
                 await asyncio.to_thread(self.store.set_attempts, workload_id, attempts - 1)
                 return 1.0
+            self._metrics.finished(workload_id, str(answer))
             return None
 
     def _worker(self) -> Any:

@@ -140,6 +140,10 @@ class AsyncGateway:
         incoming = await from_starlette(request)
         return (await self.loop.run(self.core.handle(incoming))).to_starlette()
 
+    async def queue_status(self) -> dict[str, Any]:
+        """The dispatcher's status (queued, with workers, retried...): ``cortex-ray get``."""
+        return dict(await self.loop.run(self.core._dispatcher_call("status")))
+
     def check_health(self) -> None:
         if not self.loop.alive:
             raise RuntimeError(f"api {self.api.name}: the gateway's loop stopped")

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cortex_ray.cache.events import CacheEvents
 from cortex_ray.cache.resolve import parse_version, resolve_model, resolve_version
 from cortex_ray.cache.tiers import Key, LoadedModel, Loader, Superseded, Tiers
 from cortex_ray.errors import ModelLoadError
@@ -51,8 +52,11 @@ class ModelCache(Tiers):
         memory_limit: int | None = None,
         disk_limit: int | None = None,
         tree: ModelTree | None = None,
+        events: CacheEvents | None = None,
     ) -> None:
         super().__init__(loader, Path(root), memory_limit, disk_limit)
+        if events is not None:
+            self.events = events
         self.tree = tree or ModelTree()
         self._latest: dict[str, int] = {}
         self._failures: dict[Key, _Failure] = {}
@@ -72,16 +76,19 @@ class ModelCache(Tiers):
         if held is None:
             return None
         self.touch((model_name, info.version))
+        self.events.hit("memory")
         if held.fingerprint != info.fingerprint:
             self._background(model_name, info)  # serve the old files while the new ones load
         return held
 
     async def get(self, name: str | None, version: str | int | None = "latest") -> LoadedModel:
         """The loaded model for ``name``/``version`` (loading it if needed)."""
-        for _ in range(5):  # a new tree may land while a load runs: resolve again
+        for attempt in range(5):  # a new tree may land while a load runs: resolve again
             held = self.try_get(name, version)
             if held is not None:
                 return held
+            if attempt == 0:
+                self.events.miss("memory")
             try:
                 return await self._load_for(name, version)
             except Superseded:
@@ -95,6 +102,7 @@ class ModelCache(Tiers):
             return None
         assert pointer is not None and model.latest is not None
         self.touch((name, pointer))
+        self.events.hit("memory")
         top = model.versions[model.latest]
         if pointer != top.version:
             self._background(name, top)  # "latest" moves once it loaded (in this one's slot)
@@ -255,6 +263,11 @@ class ModelCache(Tiers):
         return info.fingerprint if info is not None else None
 
     # --- introspection -----------------------------------------------------
+
+    @property
+    def failures(self) -> set[Key]:
+        """Versions whose last load failed (retried with backoff)."""
+        return set(self._failures)
 
     def state(self, name: str, version: int) -> dict[str, Any]:
         """What this replica knows of one version (for ``/info``)."""

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cortex_ray.cache.entry import Entry, Folder, Key, LoadedModel
+from cortex_ray.cache.events import CacheEvents
 from cortex_ray.cache.reclaim import Reclaimer
 from cortex_ray.cache.usage import Usage
 from cortex_ray.errors import CortexRayError, ModelLoadError
@@ -64,6 +65,8 @@ class Tiers:
         # enough that loads of different models never queue behind each other
         self._threads = ThreadPoolExecutor(max_workers=32, thread_name_prefix="cortex-ray-cache")
         self.load_count = 0
+        self.events = CacheEvents()
+        """Told of hits, misses, loads, downloads and evictions (metrics)."""
 
     # --- hooks -------------------------------------------------------------
 
@@ -194,9 +197,13 @@ class Tiers:
             entry.folder = folder
             self._disk_lru[entry.key] = None
             self._disk_lru.move_to_end(entry.key)
-            log.info("downloaded model %s version %s in %.2fs", name, version, time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            log.info("downloaded model %s version %s in %.2fs", name, version, elapsed)
+            self.events.downloaded(info.size, elapsed)
             done.set_result(folder)
         except Exception as exc:  # the load that asked for it records the failure
+            if not isinstance(exc, Superseded):
+                self.events.downloaded(info.size, None)
             done.set_exception(exc)
             done.exception()  # retrieved: background downloads need no awaiting caller
         finally:
@@ -213,6 +220,7 @@ class Tiers:
             victim = self._victim(self._disk_lru, lambda e: e.evictable_from_disk, entry.key, disk=True)
             if victim is not None:
                 log.info("evicting model %s version %s from disk (LRU)", *victim.key)
+                self.events.evicted("disk")
                 self._drop_disk(victim)
                 continue
             await self._wait_for_slot()
@@ -242,6 +250,8 @@ class Tiers:
             # download (the model serving stays in memory meanwhile), then take a memory slot,
             # then pin the files; a load waiting for memory pins nothing, so a swap that needs
             # its disk slot can take it (no deadlock), and the load downloads again if so
+            on_disk = entry.folder is not None and entry.folder.fingerprint == info.fingerprint
+            (self.events.hit if on_disk else self.events.miss)("disk")
             await self.ensure_on_disk(name, info)
             await self._reserve_memory(entry, info.fingerprint)
             folder = await self.ensure_on_disk(name, info, pin=True)  # never deleted while read
@@ -263,9 +273,11 @@ class Tiers:
                 loaded.load_seconds,
             )
             self._on_loaded(loaded)
+            self.events.loaded(name, loaded.load_seconds)
             done.set_result(loaded)
         except Exception as exc:
             if not isinstance(exc, Superseded):
+                self.events.loaded(name, None)
                 self._on_failed(name, info, str(exc))
             done.set_exception(exc)
             done.exception()
@@ -306,6 +318,7 @@ class Tiers:
             victim = self._victim(self._memory_lru, lambda e: e.evictable_from_memory, entry.key)
             if victim is not None:
                 log.info("evicting model %s version %s from memory (LRU)", *victim.key)
+                self.events.evicted("memory")
                 self._drop_memory(victim)
                 continue
             await self._wait_for_slot()

@@ -11,7 +11,7 @@ from typing import Any
 from cortex_ray.cli.report import print_errors
 from cortex_ray.errors import CortexRayError, SpecErrors
 
-__all__ = ["add_parsers"]
+__all__ = ["add_parsers", "address_option", "run_work"]
 
 
 def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,7 +24,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         "1 naming each API that failed.",
     )
     p.add_argument("spec", help="path to the spec file (cortex.yaml)")
-    _address(p)
+    address_option(p)
     p.add_argument("--host", default="127.0.0.1", help="listen address of the APIs (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     p.add_argument(
@@ -41,19 +41,19 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
 
     p = subparsers.add_parser("delete", help="delete APIs from the cluster")
     p.add_argument("apis", nargs="+", metavar="API", help="API names")
-    _address(p)
+    address_option(p)
     p.set_defaults(func=_delete)
 
     p = subparsers.add_parser(
         "refresh", help="restart an API's replicas (new ones start first: no request fails)"
     )
     p.add_argument("api", metavar="API", help="the API name")
-    _address(p)
+    address_option(p)
     p.add_argument("--timeout", type=float, default=900, help="seconds to wait (default 900)")
     p.set_defaults(func=_refresh)
 
 
-def _address(p: argparse.ArgumentParser) -> None:
+def address_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--address",
         help="the cluster (ray://host:10001, host:6379; default: RAY_ADDRESS, then the cluster "
@@ -75,7 +75,7 @@ def _deploy(a: argparse.Namespace) -> int:
         for item in results:
             print(f"{item['name']}: {item['status'].lower()} at {base}{item['endpoint'] or ''}")
 
-    return _run(work)
+    return run_work(work)
 
 
 def _delete(a: argparse.Namespace) -> int:
@@ -87,7 +87,7 @@ def _delete(a: argparse.Namespace) -> int:
         for name in a.apis:
             print(f"deleted {name}")
 
-    return _run(work)
+    return run_work(work)
 
 
 def _refresh(a: argparse.Namespace) -> int:
@@ -98,10 +98,10 @@ def _refresh(a: argparse.Namespace) -> int:
         cluster.refresh(a.api, timeout_s=a.timeout)
         print(f"refreshed {a.api}")
 
-    return _run(work)
+    return run_work(work)
 
 
-def _run(work: Callable[[], Any]) -> int:
+def run_work(work: Callable[[], Any]) -> int:
     try:
         work()
     except SpecErrors as exc:

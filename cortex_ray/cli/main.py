@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from cortex_ray import __version__
-from cortex_ray.cli import build_config, deploy, run, validate
+from cortex_ray.cli import build_config, deploy, get, logs, run, validate
 
 __all__ = ["build_parser", "main"]
 
@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     build_config.add_parser(subparsers)
     run.add_parser(subparsers)
     deploy.add_parsers(subparsers)
+    get.add_parser(subparsers)
+    logs.add_parser(subparsers)
     return parser
 
 

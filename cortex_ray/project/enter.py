@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 
-from cortex_ray import compat
+from cortex_ray import compat, process_log
 from cortex_ray.errors import UserHandlerError
 from cortex_ray.project.files import ProjectRef
 from cortex_ray.spec import ApiSpec
@@ -47,7 +47,7 @@ def enter_project(api: ApiSpec, ref: ProjectRef | None) -> str:
     level = h.log_level.upper()
     compat.install({"apiName": api.name, "apiKind": api.kind}, level)
     logging.getLogger().setLevel(level)
-    logging.getLogger("cortex_ray").setLevel(level)
+    process_log.configure(level)
     script = localize(h.dependencies.shell)
     if os.path.isfile(script):
         run_dependencies_script(script, here)

@@ -55,6 +55,8 @@ class Publisher:
         self.problems: list[Problem] = []
         self.published_at: dict[tuple[str, int], float] = {}
         """When each version's current files were published."""
+        self.delays: list[float] = []
+        """For each version published by the last listing: how long after its files were first seen."""
         self._pending: dict[tuple[str, int], _Pending] = {}
         self._absent: dict[tuple[str, int | None], float] = {}
         self._empty_since: float | None = None
@@ -65,6 +67,7 @@ class Publisher:
         now = time.time() if now is None else now
         previous = self.published
         self.problems = []
+        self.delays = []
         if previous is None:  # the first listing is published as it is
             self.published = observed
             for name, model in observed.models.items():
@@ -166,6 +169,7 @@ class Publisher:
             )
             return old
         self._pending.pop(key, None)
+        self.delays.append(now - pending.since)
         if info.error and old is not None and old.valid:
             self.problems.append(
                 Problem(name, v, f"new files are invalid ({info.error}); still serving the previous files")

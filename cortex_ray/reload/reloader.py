@@ -18,6 +18,8 @@ import time
 import uuid
 from typing import Any
 
+from cortex_ray import process_log
+from cortex_ray.metrics.reloader import ReloaderMetrics
 from cortex_ray.models import diff_trees, discover_models, layout_for
 from cortex_ray.models.tree import ModelTree
 from cortex_ray.reload.publisher import Publisher
@@ -30,6 +32,8 @@ __all__ = ["RELOADER_NAME", "ModelReloader"]
 log = logging.getLogger("cortex_ray.reloader")
 RELOADER_NAME = "cortex-ray-reloader"
 SEED_GRACE = 1.0
+REPORT_STALE = 20.0
+"""A replica that has not reported for this long is left out of the cluster's view."""
 
 
 class ModelReloader:
@@ -41,6 +45,7 @@ class ModelReloader:
         if spec is None:
             raise ValueError(f"api {api.name!r} has no models to watch")
         os.environ.update(api.handler.env)  # credentials, endpoints: as in the replicas
+        process_log.configure(api.handler.log_level)
         self.api_name = api.name
         self._spec = spec
         self._layout = layout_for(api.handler.type, api.compute.inf > 0)
@@ -59,6 +64,11 @@ class ModelReloader:
         self.last_error_at: float | None = None
         self.started_at = time.time()
         self.removed: dict[str, float] = {}
+        self.published_times: dict[int, float] = {}
+        """When each recent tree version was published (a replica's lag)."""
+        self.reports: dict[str, dict[str, Any]] = {}
+        """What each replica last reported (see :meth:`report`)."""
+        self._metrics = ReloaderMetrics(api.name)
         self._storages: dict[str, Storage] = {}
 
     # --- called by replicas ------------------------------------------------
@@ -79,11 +89,33 @@ class ModelReloader:
                 return None
         return {"epoch": self.epoch, "version": self.version, "tree": self.tree}
 
+    async def report(self, meta: dict[str, Any], summary: dict[str, Any] | None) -> None:
+        """A replica's heartbeat: its tree version and, when it changed, what it holds."""
+        replica = str(meta["replica"])
+        previous = self.reports.get(replica, {})
+        entry = {**previous, **(summary or {}), **meta, "reported_at": time.time()}
+        entry.update(self._lag(entry))
+        self.reports[replica] = entry
+        self._metrics.lag(replica, entry["lag_versions"], entry["lag_seconds"])
+
+    async def replicas(self) -> dict[str, dict[str, Any]]:
+        """Every replica that reported lately, with its lag behind this reloader."""
+        cutoff = time.time() - REPORT_STALE
+        self.reports = {r: e for r, e in self.reports.items() if e["reported_at"] >= cutoff}
+        return {r: {**e, **self._lag(e)} for r, e in sorted(self.reports.items())}
+
+    def _lag(self, entry: dict[str, Any]) -> dict[str, float]:
+        known = int(entry.get("tree_version", -1)) if entry.get("epoch") == self.epoch else 0
+        behind = max(0, self.version - known)
+        since = self.published_times.get(known + 1) if behind else None
+        return {"lag_versions": behind, "lag_seconds": round(time.time() - since, 3) if since else 0.0}
+
     async def status(self) -> dict[str, Any]:
         self._start()
         return {
             "epoch": self.epoch,
             "version": self.version,
+            "pid": os.getpid(),
             "poll_interval": self.interval,
             "settle_time": self._publisher.settle_time,
             "poll_count": self.poll_count,
@@ -150,9 +182,11 @@ class ModelReloader:
 
     async def _poll_once(self) -> None:
         self.poll_count += 1
+        calls = self.list_calls
         try:
             observed = await asyncio.to_thread(discover_models, self._spec, self._layout, self._opener)
         except Exception as exc:
+            self._metrics.polled(self.list_calls - calls, ok=False)
             self.failed_polls += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
             self.last_error_at = time.time()
@@ -160,7 +194,9 @@ class ModelReloader:
             return
         now = time.time()
         self.last_success = now
+        self._metrics.polled(self.list_calls - calls, ok=True, at=now)
         published = self._publisher.observe(observed, now)
+        self._metrics.delays(self._publisher.delays)
         if self.tree is not None:
             changes = diff_trees(self.tree, published)
             if not changes:
@@ -173,6 +209,9 @@ class ModelReloader:
                     self.removed.pop(f"{change.model}:{change.version}", None)
         self.tree = published
         self.version += 1
+        self.published_times[self.version] = now
+        self.published_times = {v: t for v, t in self.published_times.items() if v > self.version - 1000}
+        self._metrics.published()
         assert self._changed is not None
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()

@@ -2,7 +2,8 @@
 
 At start the replica pulls the published tree (waiting for the reloader's first
 listing); then a background task long-polls the reloader and hands every new
-tree to the cache. If the reloader dies, the replica keeps serving what it
+tree to the cache; another reports what the replica holds (the cluster's view, and the
+replica's lag behind the reloader). If the reloader dies, the replica keeps serving what it
 holds, resolves the (recreated) actor again and catches up at once: a new
 reloader has a new epoch, so the first long poll returns immediately.
 """
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cortex_ray.errors import DeploymentError
+from cortex_ray.metrics.replica import record_cache_gauges, replica_identity
 from cortex_ray.models.tree import ModelTree
 
 __all__ = ["RELOADER_ACTOR", "Subscriber"]
@@ -24,6 +26,8 @@ log = logging.getLogger("cortex_ray.subscriber")
 RELOADER_ACTOR = "reloader"
 LONG_POLL_TIMEOUT = 30.0
 STATUS_TTL = 2.0
+REPORT_EVERY = 2.0
+RESEND_EVERY = 30.0
 
 
 class Subscriber:
@@ -44,6 +48,7 @@ class Subscriber:
         self.connected = False
         self.last_error: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._report_task: asyncio.Task[None] | None = None
         self._status: tuple[float, dict[str, Any]] | None = None
         self._status_call: asyncio.Future[dict[str, Any]] | None = None
 
@@ -67,12 +72,42 @@ class Subscriber:
                 raise DeploymentError(f"api {self.api_name!r}: cannot list its models: {reason}")
             await asyncio.sleep(0.5)
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._watch())
+    def start(self, summary: Callable[[], dict[str, Any]] | None = None) -> None:
+        """Follow the reloader's trees; with ``summary``, also report what this replica holds
+        (every ``REPORT_EVERY``; the whole summary only when it changed, or every ``RESEND_EVERY``)."""
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._watch())
+        if summary is not None:
+            self._report_task = loop.create_task(self._report(summary))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in (self._task, self._report_task):
+            if task is not None:
+                task.cancel()
+
+    async def replica_reports(self) -> dict[str, dict[str, Any]]:
+        """What every replica of the API last reported to the reloader."""
+        actor = await self._resolve(time.monotonic() + 2)
+        return dict(await asyncio.wait_for(actor.replicas.remote(), 5))
+
+    async def _report(self, summary: Callable[[], dict[str, Any]]) -> None:
+        replica, sent, sent_at = replica_identity(), None, 0.0
+        while True:
+            await asyncio.sleep(REPORT_EVERY)
+            try:
+                current = summary()
+                record_cache_gauges(self.api_name, replica["replica"], current)
+                fresh = current != sent or time.monotonic() - sent_at > RESEND_EVERY
+                meta = {**replica, "epoch": self.epoch, "tree_version": self.version}
+                actor = await self._resolve(time.monotonic() + 5)
+                await asyncio.wait_for(actor.report.remote(meta, current if fresh else None), 5)
+                if fresh:
+                    sent, sent_at = current, time.monotonic()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the reloader restarts: report again (in full) next time
+                sent = None
+                log.debug("api %s: report to the reloader failed: %s", self.api_name, exc)
 
     async def reloader_status(self) -> dict[str, Any]:
         """The reloader's status, at most ``STATUS_TTL`` old (and never older than the tree this

@@ -20,12 +20,14 @@ from starlette.datastructures import Headers, QueryParams
 from cortex_ray.cache import ModelCache
 from cortex_ray.cache.root import private_cache_root
 from cortex_ray.errors import CortexRayError, MethodNotAllowedError, UserHandlerError
+from cortex_ray.metrics.cache import CacheMetrics
+from cortex_ray.metrics.requests import RequestMetrics
 from cortex_ray.models import ModelTree, diff_trees
 from cortex_ray.project import ProjectRef
 from cortex_ray.project.enter import enter_project
 from cortex_ray.reload.subscriber import Subscriber
 from cortex_ray.serving.dispatch import HTTP_ARGS, handle_request, is_callback_pair
-from cortex_ray.serving.info import api_info
+from cortex_ray.serving.info import api_info, cluster_view, replica_report
 from cortex_ray.serving.invoke import Invoker
 from cortex_ray.serving.metrics import MetricsClient
 from cortex_ray.serving.model_client import ModelClient, served_versions_var
@@ -62,6 +64,7 @@ class ApiCore:
         self.handler: Any = None
         self.methods: dict[str, Method] = {}
         self.disk_root = ""
+        self.request_metrics = RequestMetrics(api.name)
 
     async def start(self) -> None:
         """Load the handler and its models (on the core loop)."""
@@ -88,12 +91,13 @@ class ApiCore:
                 memory_limit=models.cache_size,
                 disk_limit=models.disk_cache_size,
                 tree=tree,
+                events=CacheMetrics(api.name),
             )
             if not models.caching_enabled:
                 await self.cache.download_all()
             model_client = ModelClient(self.cache, loop, self.invoker.slots)
             available[client_arg] = TensorFlowClient(model_client) if tensorflow else model_client
-            self.subscriber.start()
+            self.subscriber.start(lambda: replica_report(self.cache) if self.cache else {})
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{api.name}-init") as init:
             self.handler = await loop.run_in_executor(init, construct_handler, cls, available)
         for name in [*HTTP_METHODS, "async"]:
@@ -123,9 +127,12 @@ class ApiCore:
         """One HTTP request to this API, from either ingress path."""
         return await handle_request(self, incoming)
 
-    async def call_handler(self, method: Method, kwargs: dict[str, Any]) -> tuple[Any, dict[str, int]]:
-        """Run a handler method; user errors become 500s; returns the result and the versions used."""
-        used: dict[str, int] = {}
+    async def call_handler(
+        self, method: Method, kwargs: dict[str, Any], used: dict[str, int] | None = None
+    ) -> tuple[Any, dict[str, int]]:
+        """Run a handler method; user errors become 500s; returns the result and the versions
+        used (also written into ``used``, which keeps them when the handler raises)."""
+        used = {} if used is None else used
         token = served_versions_var.set(used)
         try:
             result = await self.invoker(method, kwargs)
@@ -168,11 +175,15 @@ class ApiCore:
         for change in changes:
             log.info("api %s: %s", self.api.name, change)
 
-    async def info(self, details: bool = True) -> dict[str, Any]:
-        """The ``/info`` body; ``details``: the operator's view (states, reasons, reloader)."""
+    async def info(self, details: bool = True, cluster: bool = False) -> dict[str, Any]:
+        """The ``/info`` body; ``details``: the operator's view (states, reasons, reloader);
+        ``cluster`` (with ``details``): every replica's view too, as reported to the reloader."""
         if self.cache is None:
             return {}
-        return await api_info(self.cache, self.subscriber, self.disk_root, details)
+        body = await api_info(self.cache, self.subscriber, self.disk_root, details)
+        if cluster and details and self.subscriber is not None:
+            body["cluster"] = cluster_view(await self.subscriber.replica_reports())
+        return body
 
     async def close(self) -> None:
         if self.subscriber is not None:

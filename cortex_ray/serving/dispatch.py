@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import FormData, Headers, QueryParams
 
-from cortex_ray.errors import MethodNotAllowedError
+from cortex_ray.errors import MethodNotAllowedError, ModelLoadError
 from cortex_ray.serving.http import decode_payload, encode_result
 from cortex_ray.serving.requests import Incoming, Outgoing, error_outgoing, json_outgoing
 
@@ -66,10 +67,22 @@ def is_callback_pair(result: Any) -> bool:
 
 
 async def handle_request(core: ApiCore, incoming: Incoming) -> Outgoing:
+    if incoming.method == "GET" and incoming.path.rstrip("/") == "/info":
+        try:
+            cluster = QueryParams(incoming.query.decode("latin-1")).get("all", "") not in ("", "0", "false")
+            return json_outgoing(await core.info(core.info_details, cluster=cluster))
+        except Exception as exc:
+            return error_outgoing(exc)
+    started = time.perf_counter()
+    used: dict[str, Any] = {}
+    out = await _answer(core, incoming, used)
+    core.request_metrics.record(used, out.status, time.perf_counter() - started)
+    return out
+
+
+async def _answer(core: ApiCore, incoming: Incoming, used: dict[str, Any]) -> Outgoing:
     payload: Any = None
     try:
-        if incoming.method == "GET" and incoming.path.rstrip("/") == "/info":
-            return json_outgoing(await core.info(core.info_details))
         method = core.methods.get(incoming.method) if incoming.method != "ASYNC" else None
         if method is None:
             allowed = [m for m in core.methods if m != "ASYNC"]
@@ -79,18 +92,20 @@ async def handle_request(core: ApiCore, incoming: Incoming) -> Outgoing:
             )
         if method.wants is None or "payload" in method.wants:
             payload = await decode_payload(incoming.body, incoming.header(b"content-type"))
-        result, used = await core.call_handler(method, method.kwargs(_Arguments(incoming, payload)))
+        result, versions = await core.call_handler(method, method.kwargs(_Arguments(incoming, payload)), used)
         callback = None
         if is_callback_pair(result):
             result, callback = result
         out = encode_result(result)
-        if used:
-            value = ", ".join(f"{n}={v}" for n, v in sorted(used.items()))
+        if versions:
+            value = ", ".join(f"{n}={v}" for n, v in sorted(versions.items()))
             out.headers.append((_VERSION_HEADER, value.encode()))
         if callback is not None:
             out.after = _background(core, callback)
         return out
     except Exception as exc:
+        if isinstance(exc, ModelLoadError) and not used and isinstance(exc.details.get("model"), str):
+            used[exc.details["model"]] = exc.details.get("version")  # a model that exists and failed
         return error_outgoing(exc)
     finally:
         if isinstance(payload, FormData):

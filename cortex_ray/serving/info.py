@@ -4,8 +4,10 @@ Cortex's shape, ``{"model_metadata": {name: {"versions": [...], "timestamps":
 [...]}}}``, is public. The operator's view adds, per version, its state (available,
 loading, failed with the reason) and whether this replica holds it in memory or on
 disk, the cache's contents, the reloader's status (storage errors included) and where
-the replica runs. HTTP gives the operator's view only when the API says so (by default
-on a loopback host); a Serve handle (the SDK, the CLI) always gets it.
+the replica runs. With ``?all=1`` it adds the cluster's view: what every replica of the
+API holds and what it failed to load, as each reported to the reloader. HTTP gives the
+operator's view only when the API says so (by default on a loopback host); a Serve handle
+(the SDK, the CLI) always gets it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from cortex_ray.cache import ModelCache
 from cortex_ray.reload.subscriber import Subscriber
 
-__all__ = ["api_info", "model_info", "public_info"]
+__all__ = ["api_info", "cluster_view", "model_info", "public_info", "replica_report"]
 
 
 async def api_info(
@@ -87,3 +89,43 @@ def _whereabouts() -> dict[str, Any]:
         }
     except Exception:
         return {}
+
+
+def replica_report(cache: ModelCache) -> dict[str, Any]:
+    """What this replica tells the reloader (for the cluster's view): the versions it holds
+    per tier, with their sizes, and every version not available (loading, failed)."""
+    states: dict[str, dict[str, Any]] = {}
+    for name, model in cache.tree.models.items():
+        for v, info in model.versions.items():
+            if info.error or cache.in_flight(name, info) or (name, v) in cache.failures:
+                state = cache.state(name, v)
+                states[f"{name}:{v}"] = {k: state[k] for k in ("state", "reason", "attempts") if k in state}
+    return {
+        "in_memory": [f"{n}:{v}" for n, v in cache.in_memory],
+        "on_disk": [f"{n}:{v}" for n, v in cache.on_disk],
+        "memory_bytes": sum(_size(cache, k) for k in cache.in_memory),
+        "disk_bytes": sum(_size(cache, k) for k in cache.on_disk),
+        "not_available": states,
+        "loads": cache.load_count,
+    }
+
+
+def _size(cache: ModelCache, key: tuple[str, int]) -> int:
+    model = cache.tree.models.get(key[0])
+    info = model.versions.get(key[1]) if model else None
+    return info.size if info is not None else 0
+
+
+def cluster_view(replicas: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Every replica's report, and per version which replicas hold it and which cannot."""
+    versions: dict[str, dict[str, Any]] = {}
+    for replica, report in sorted(replicas.items()):
+        for tier in ("in_memory", "on_disk"):
+            for key in report.get(tier, []):
+                versions.setdefault(key, {"in_memory": [], "on_disk": [], "not_available": {}})[tier].append(
+                    replica
+                )
+        for key, state in report.get("not_available", {}).items():
+            entry = versions.setdefault(key, {"in_memory": [], "on_disk": [], "not_available": {}})
+            entry["not_available"][replica] = state
+    return {"replicas": replicas, "versions": dict(sorted(versions.items()))}

@@ -3,7 +3,7 @@
 | Cortex field | Serve option |
 |---|---|
 | compute.cpu / gpu / mem | ray_actor_options.num_cpus / num_gpus / memory |
-| compute.inf (chips) | ray_actor_options.resources.neuron_cores (4 per chip) |
+| compute.inf (chips) | ray_actor_options.resources.neuron_cores (2 per chip: inf2) |
 | autoscaling.min/max/init_replicas | autoscaling_config.min/max/initial_replicas |
 | autoscaling.target_replica_concurrency | autoscaling_config.target_ongoing_requests |
 | autoscaling.max_replica_concurrency | max_ongoing_requests (and max_queued_requests) |

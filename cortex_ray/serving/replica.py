@@ -77,8 +77,8 @@ class ApiReplica:
         """Call the handler without HTTP (through a Serve handle, e.g. from a notebook)."""
         return await self.loop.run(self.core.call(method, payload, query_params, headers))
 
-    async def info(self, details: bool = True) -> dict[str, Any]:
-        return await self.loop.run(self.core.info(details))
+    async def info(self, details: bool = True, cluster: bool = False) -> dict[str, Any]:
+        return await self.loop.run(self.core.info(details, cluster))
 
     def check_health(self) -> None:
         """Serve calls this periodically; raising makes it replace the replica."""

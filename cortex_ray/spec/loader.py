@@ -79,9 +79,10 @@ def parse_spec(
         raise SpecErrors(
             [SpecError(f"a spec must be a list of APIs (or one API mapping), got {_show(data)}", file=file)]
         )
-    context: dict[str, Any] = {"base_dir": Path(base_dir) if base_dir is not None else Path.cwd()}
+    # absolute: replicas resolve the paths in the project folder, not in this process's cwd
+    context: dict[str, Any] = {"base_dir": Path(base_dir).resolve() if base_dir is not None else Path.cwd()}
     if data_dir is not None:
-        context["data_dir"] = Path(data_dir)
+        context["data_dir"] = Path(data_dir).resolve()
     errors: list[SpecError] = []
     warnings: list[str] = []
     apis: list[ApiSpec] = []

@@ -9,6 +9,7 @@ to Ray actors as it is.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -47,8 +48,10 @@ __all__ = [
 ]
 
 SINGLE_MODEL_NAME = "_cortex_default"
-NEURON_CORES_PER_CHIP = 4
-"""NeuronCores per Inferentia chip (inf1, the family Cortex ran on)."""
+NEURON_CORES_PER_CHIP = int(os.environ.get("CORTEX_RAY_NEURON_CORES_PER_CHIP", "2"))
+"""NeuronCores per Inferentia chip: 2 on inf2 (and trn1), as Ray counts ``neuron_cores`` there
+(inf2.xlarge: 2, inf2.24xlarge: 12); inf1, the family Cortex ran on, had 4 (set
+``CORTEX_RAY_NEURON_CORES_PER_CHIP=4`` there)."""
 SUPPORTED_KINDS = ("RealtimeAPI", "AsyncAPI")
 UNSUPPORTED_KINDS = ("BatchAPI", "TaskAPI", "TrafficSplitter")
 
@@ -216,7 +219,7 @@ class ComputeSpec(_Spec):
     mem: Memory | None = Field(default=None, ge=20 * 1024 * 1024)
     gpu: float = Field(default=0, ge=0)
     inf: int = Field(default=0, ge=0)
-    """Inferentia chips, as Cortex: each is :data:`NEURON_CORES_PER_CHIP` NeuronCores (inf1),
+    """Inferentia chips, as Cortex: each is :data:`NEURON_CORES_PER_CHIP` NeuronCores,
     which is what the replica asks Ray for (``neuron_cores``)."""
     node_groups: list[str] | None = None
 

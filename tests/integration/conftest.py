@@ -3,8 +3,8 @@
 Ray binds 127.0.0.1 only. The product's default, the fast ingress (HAProxy in front of the
 replicas' own HTTP ports), listens on a free port of 127.0.0.1 (``serve_url``); Serve's
 own proxy listens on another (``proxy_url``) for APIs deployed with ``ingress="proxy"``,
-so both paths are tested in one session. The cluster declares 4 logical (one Inferentia chip)
-``neuron_cores`` so that an Inferentia replica can be scheduled without hardware.
+so both paths are tested in one session. The cluster declares 4 logical
+``neuron_cores`` (two inf2 chips) so that an Inferentia replica can be scheduled without hardware.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import pytest
 import yaml
 
 from tests.support.s3_server import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SERVE_HOST = "127.0.0.1"
 
@@ -99,3 +101,27 @@ def deploy(ray_serve: dict[str, Any]) -> Iterator[Deployer]:
             delete(name)
         except Exception:
             pass
+
+
+@pytest.fixture(scope="session")
+def examples_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the repo's ``deployments/`` (and ``notebooks/``) with the example models built
+    into it, once per session: ``<root>/deployments``."""
+    import shutil
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("examples")
+    project = root / "deployments"
+    shutil.copytree(ROOT / "deployments", project, ignore=shutil.ignore_patterns("model-store"))
+    shutil.copytree(
+        ROOT / "notebooks", root / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints")
+    )
+    built = subprocess.run(
+        [sys.executable, str(project / "build_models.py"), "--out", str(project / "model-store")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    return project

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,24 +10,14 @@ import pytest
 
 pytestmark = pytest.mark.ray
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def test_the_example_apis_answer_as_the_readme_shows(
-    tmp_path: Path, ray_serve: Any, http: httpx.Client
+    examples_dir: Path, ray_serve: Any, http: httpx.Client
 ) -> None:
     from cortex_ray.sdk import delete, run_api
     from cortex_ray.spec import load_spec
 
-    project = tmp_path / "deployments"
-    shutil.copytree(ROOT / "deployments", project, ignore=shutil.ignore_patterns("model-store"))
-    built = subprocess.run(
-        [sys.executable, str(project / "build_models.py"), "--out", str(project / "model-store")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert built.returncode == 0, built.stderr[-3000:]
+    project = examples_dir
     spec = load_spec(project / "cortex.yaml")
     assert [a.name for a in spec.apis] == ["iris", "onnx-multi", "tf-multi"]
     try:

@@ -187,8 +187,8 @@ def test_inferentia_replica_is_scheduled_on_neuron_cores(
         "compute": {"inf": 1, "cpu": "100m"},
     }
     deploy(tmp_path, [spec])
-    assert http.get("/inf").json() == {"neuron_cores": 4.0}  # one chip: 4 NeuronCores
-    assert ray.available_resources().get("neuron_cores", 0) == before - 4
+    assert http.get("/inf").json() == {"neuron_cores": 2.0}  # one inf2 chip: 2 NeuronCores
+    assert ray.available_resources().get("neuron_cores", 0) == before - 2
 
 
 def test_info_shows_only_cortex_fields_unless_the_operator_view_is_on(

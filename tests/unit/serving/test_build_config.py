@@ -95,7 +95,7 @@ def test_gpu_and_inferentia_apis_and_custom_endpoint(tmp_path: Path) -> None:
     gpu, inf = config["applications"]
     assert gpu["deployments"][0]["ray_actor_options"] == {"num_cpus": 2.0, "num_gpus": 1.0}
     # 2 Inferentia chips, 4 NeuronCores each
-    assert inf["deployments"][0]["ray_actor_options"] == {"num_cpus": 0.2, "resources": {"neuron_cores": 8}}
+    assert inf["deployments"][0]["ray_actor_options"] == {"num_cpus": 0.2, "resources": {"neuron_cores": 4}}
     assert inf["route_prefix"] == "/v1/inf"
 
 

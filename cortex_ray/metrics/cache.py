@@ -1,0 +1,37 @@
+"""The model cache's events as metrics, tagged by API (and model where it applies)."""
+
+from __future__ import annotations
+
+from cortex_ray.cache.events import CacheEvents
+from cortex_ray.metrics.recorder import recorder
+
+__all__ = ["CacheMetrics"]
+
+
+class CacheMetrics(CacheEvents):
+    def __init__(self, api_name: str) -> None:
+        self.api = api_name
+        self._rec = recorder()
+
+    def hit(self, tier: str) -> None:
+        self._rec.count("cortex_ray_cache_hits", api_name=self.api, tier=tier)
+
+    def miss(self, tier: str) -> None:
+        self._rec.count("cortex_ray_cache_misses", api_name=self.api, tier=tier)
+
+    def loaded(self, model: str, seconds: float | None) -> None:
+        tag = self._rec.model_tag(model)
+        outcome = "failed" if seconds is None else "ok"
+        self._rec.count("cortex_ray_model_loads", api_name=self.api, model=tag, outcome=outcome)
+        if seconds is not None:
+            self._rec.observe("cortex_ray_model_load_seconds", seconds, api_name=self.api, model=tag)
+
+    def downloaded(self, size: int, seconds: float | None) -> None:
+        outcome = "failed" if seconds is None else "ok"
+        self._rec.count("cortex_ray_downloads", api_name=self.api, outcome=outcome)
+        if seconds is not None:
+            self._rec.count("cortex_ray_download_bytes", size, api_name=self.api)
+            self._rec.observe("cortex_ray_download_seconds", seconds, api_name=self.api)
+
+    def evicted(self, tier: str) -> None:
+        self._rec.count("cortex_ray_cache_evictions", api_name=self.api, tier=tier)

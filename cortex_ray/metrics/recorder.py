@@ -1,0 +1,180 @@
+"""Recording cortex-ray's own metrics: cheap on the request path, bounded in tags.
+
+Counters add up in the process and go to Ray's metrics once a second (a dict update per
+request instead of a call into Ray); gauges and histograms go at once. Without a running
+Ray (unit tests, tools) the values stay in a :class:`MemorySink` that can be read back.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import defaultdict
+from typing import Any
+
+from cortex_ray.metrics.catalogue import CATALOGUE, SECONDS
+
+__all__ = ["MAX_MODELS", "OTHER", "MemorySink", "Recorder", "recorder"]
+
+MAX_MODELS = int(os.environ.get("CORTEX_RAY_METRICS_MAX_MODELS", "100"))
+"""Distinct model names (and, per model, ``MAX_VERSIONS`` versions) a process tags its metrics
+with; later ones are tagged ``_other``."""
+MAX_VERSIONS = 10
+OTHER = "_other"
+FLUSH_EVERY = 1.0
+
+Tags = tuple[tuple[str, str], ...]
+
+
+class MemorySink:
+    """Keeps every value (counters summed, gauges last, histograms as lists)."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, Tags], Any] = {}
+
+    def inc(self, name: str, tags: Tags, value: float) -> None:
+        self.values[(name, tags)] = self.values.get((name, tags), 0) + value
+
+    def set(self, name: str, tags: Tags, value: float) -> None:
+        self.values[(name, tags)] = value
+
+    def observe(self, name: str, tags: Tags, value: float) -> None:
+        self.values.setdefault((name, tags), []).append(value)
+
+    def get(self, name: str, **tags: str) -> Any:
+        """The value of ``name`` summed over series whose tags include ``tags``."""
+        found = [v for (n, t), v in self.values.items() if n == name and tags.items() <= dict(t).items()]
+        if found and isinstance(found[0], list):
+            return [x for v in found for x in v]
+        return sum(found) if found else None
+
+
+class _RaySink:
+    def __init__(self) -> None:
+        self._metrics: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def _metric(self, name: str) -> Any:
+        found = self._metrics.get(name)
+        if found is None:
+            from ray.util import metrics
+
+            spec = CATALOGUE[name]
+            with self._lock:
+                found = self._metrics.get(name)
+                if found is None:
+                    if spec.kind == "counter":
+                        found = metrics.Counter(name, spec.description, tag_keys=spec.tags)
+                    elif spec.kind == "gauge":
+                        found = metrics.Gauge(name, spec.description, tag_keys=spec.tags)
+                    else:
+                        found = metrics.Histogram(
+                            name, spec.description, boundaries=list(SECONDS), tag_keys=spec.tags
+                        )
+                    self._metrics[name] = found
+        return found
+
+    def inc(self, name: str, tags: Tags, value: float) -> None:
+        self._metric(name).inc(value, tags=dict(tags))
+
+    def set(self, name: str, tags: Tags, value: float) -> None:
+        self._metric(name).set(value, tags=dict(tags))
+
+    def observe(self, name: str, tags: Tags, value: float) -> None:
+        self._metric(name).observe(value, tags=dict(tags))
+
+
+class Recorder:
+    """The process's recorder of cortex-ray metrics (see :func:`recorder`)."""
+
+    def __init__(self, sink: Any = None) -> None:
+        self._sink = sink
+        self._counts: defaultdict[tuple[str, Tags], float] = defaultdict(float)
+        self._lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
+        self._models: dict[str, set[str]] = {}
+
+    @property
+    def sink(self) -> Any:
+        if self._sink is None:
+            self._sink = _RaySink() if _ray_running() else MemorySink()
+        return self._sink
+
+    # --- tags --------------------------------------------------------------
+
+    def model_tag(self, model: str | None) -> str:
+        """``model`` itself while this process tags fewer than ``MAX_MODELS``, else ``_other``."""
+        if not model:
+            return ""
+        if model in self._models:
+            return model
+        if len(self._models) >= MAX_MODELS:
+            return OTHER
+        self._models[model] = set()
+        return model
+
+    def version_tag(self, model: str | None, version: int | str | None) -> str:
+        if version is None or version == "":
+            return ""
+        versions = self._models.get(model or "")
+        text = str(version)
+        if versions is None:
+            return OTHER
+        if text not in versions and len(versions) >= MAX_VERSIONS:
+            return OTHER
+        versions.add(text)
+        return text
+
+    # --- recording ---------------------------------------------------------
+
+    def count(self, name: str, value: float = 1, **tags: str) -> None:
+        key = (name, _tags(name, tags))
+        with self._lock:
+            self._counts[key] += value
+            if self._flusher is None:
+                self._flusher = threading.Thread(
+                    target=self._flush_loop, name="cortex-ray-metrics", daemon=True
+                )
+                self._flusher.start()
+
+    def gauge(self, name: str, value: float, **tags: str) -> None:
+        self.sink.set(name, _tags(name, tags), value)
+
+    def observe(self, name: str, value: float, **tags: str) -> None:
+        self.sink.observe(name, _tags(name, tags), value)
+
+    def flush(self) -> None:
+        with self._lock:
+            counts, self._counts = self._counts, defaultdict(float)
+        for (name, tags), value in counts.items():
+            self.sink.inc(name, tags, value)
+
+    def _flush_loop(self) -> None:
+        stop = threading.Event()
+        while not stop.wait(FLUSH_EVERY):
+            try:
+                self.flush()
+            except Exception:  # Ray shutting down: metrics are best effort, serving is not
+                pass
+
+
+def _tags(name: str, given: dict[str, str]) -> Tags:
+    spec = CATALOGUE[name]  # a name outside the catalogue is a bug: KeyError
+    return tuple((key, str(given.get(key, ""))) for key in spec.tags)
+
+
+def _ray_running() -> bool:
+    try:
+        import ray
+
+        return bool(ray.is_initialized())
+    except Exception:
+        return False
+
+
+_RECORDER = Recorder()
+
+
+def recorder() -> Recorder:
+    """This process's recorder."""
+    return _RECORDER
