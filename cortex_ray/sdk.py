@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -115,6 +116,8 @@ def start(
         except BaseException:
             _local_ray = False
             raise
+        if _local_ray:  # other terminals' `cortex-ray get`/`logs` find it
+            _record_local_ray()
     logging_config = {"enable_access_log": False}
     if ingress == "fast":
         if proxy_port is None:
@@ -131,16 +134,26 @@ def start(
     return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
 
 
+def _record_local_ray() -> None:
+    import ray
+
+    from cortex_ray.cluster import local_run
+
+    try:
+        local_run.record(ray.get_runtime_context().gcs_address)
+    except Exception as exc:  # best effort: other terminals then need RAY_ADDRESS
+        logging.getLogger("cortex_ray").debug("not recording the local Ray: %s", exc)
+
+
 def _loopback_node() -> None:
     """Make the local Ray node's address 127.0.0.1, so that what Ray and the replicas listen on
     is reachable from this machine only. Ray takes ``_node_ip_address="127.0.0.1"`` only when
     ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, which it reads when it is imported: set it for
     Ray's own processes (they inherit the environment), and for this one, where Ray may have
     been imported already (a notebook), on the constant it was read into."""
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    from ray._private import ray_constants
+    from cortex_ray.cluster.local_run import use_loopback
 
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    use_loopback()
 
 
 _http_host: str | None = None
@@ -149,6 +162,8 @@ _ingress: str = DEFAULT_INGRESS
 """The ingress :func:`start` chose in this process."""
 _local_ray = False
 """Whether :func:`start` started (or is starting) a new local Ray in this process."""
+_deployed: set[str] = set()
+"""The applications this process deployed (:func:`run_api`)."""
 
 
 def started_local_ray() -> bool:
@@ -253,6 +268,7 @@ def run_api(
     try:
         envs = envs or runtime_envs(api, project)
         application = build_api(api, info_details, ingress, project, envs, **overrides)
+        _deployed.add(api.name)
         serve.run(application, name=api.name, route_prefix=api.endpoint)
         if ingress == "fast":
             _wait_routed(api)
@@ -291,18 +307,30 @@ def delete(name: str) -> None:
     if ingress is not None:  # first: its replicas then leave the balancer at once
         ray.get(ingress.remove_api.remote(name))
     serve.delete(name)
+    _deployed.discard(name)
 
 
 def shutdown() -> None:
-    """Stop Serve and the local Ray started by :func:`start`."""
+    """Stop Serve and the local Ray started by :func:`start`. On a Ray this process joined
+    (``RAY_ADDRESS``, ``address=``), only the APIs it deployed are deleted: Serve, its other
+    applications and the cluster go on."""
+    global _local_ray
     import ray
     from ray import serve
 
     if ray.is_initialized():
         from cortex_ray.ingress.control import stop_ingress
 
-        stop_ingress()
-        serve.shutdown()
+        if _local_ray:
+            stop_ingress()
+            serve.shutdown()
+        else:
+            for name in list(_deployed):
+                with contextlib.suppress(Exception):  # already gone
+                    delete(name)
         ray.shutdown()
-    global _local_ray
+    _deployed.clear()
+    from cortex_ray.cluster import local_run
+
+    local_run.forget()
     _local_ray = False

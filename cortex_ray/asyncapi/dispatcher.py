@@ -191,6 +191,7 @@ class Dispatcher:
         state = await asyncio.to_thread(self.store.state, workload_id)
         if state.final is not None:  # finished, but not tidied (a crash right after)
             await asyncio.to_thread(self.store.tidy, workload_id, state.final)
+            self._metrics.forget(workload_id)
             return None
         if state.problem is not None:
             log.error("api %s: workload %s cannot run: %s", self.api_name, workload_id, state.problem)

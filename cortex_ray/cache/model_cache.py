@@ -264,40 +264,15 @@ class ModelCache(Tiers):
 
     # --- introspection -----------------------------------------------------
 
-    @property
-    def failures(self) -> set[Key]:
-        """Versions whose last load failed (retried with backoff)."""
-        return set(self._failures)
+    def needing_attention(self) -> set[Key]:
+        """Versions loading now or whose last load failed (cheap: no walk of the tree)."""
+        return {*self._failures, *(k for k, e in self._entries.items() if e.load is not None)}
 
     def state(self, name: str, version: int) -> dict[str, Any]:
         """What this replica knows of one version (for ``/info``)."""
-        key = (name, version)
-        model = self.tree.models.get(name)
-        info = model.versions.get(version) if model else None
-        held = self.held(key)
-        memory, disk = self.entry_states(key)
-        out: dict[str, Any] = {"in_memory": held is not None, "on_disk": key in self._disk_lru}
-        failure = self._failures.get(key)
-        if info is not None and info.error:
-            out.update(state="failed", reason=info.error)
-        elif info is not None and self.in_flight(name, info):
-            out["state"] = "loading"
-        elif failure is not None and info is not None and failure.fingerprint == info.fingerprint:
-            out.update(state="failed", reason=failure.reason, failed_at=failure.at, attempts=failure.attempts)
-        else:
-            out["state"] = "available"
-        out["cache_state"] = {"memory": memory, "disk": disk}
-        if held is not None:
-            metadata = getattr(held.model, "cortex_metadata", None)
-            if isinstance(metadata, dict):
-                out.update(metadata)
-            out["loaded_at"] = held.loaded_at
-            out["load_seconds"] = round(held.load_seconds, 3)
-            if info is not None and held.fingerprint != info.fingerprint:
-                out["serving_previous_files"] = True
-        if self._latest.get(name) == version:
-            out["serving_latest"] = True
-        return out
+        from cortex_ray.cache.introspect import version_state
+
+        return version_state(self, name, version)
 
     async def close(self) -> None:
         for task in [*self._work, *([self._retry_task] if self._retry_task else [])]:

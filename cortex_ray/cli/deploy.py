@@ -57,7 +57,7 @@ def address_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--address",
         help="the cluster (ray://host:10001, host:6379; default: RAY_ADDRESS, then the cluster "
-        "`ray start` started on this machine)",
+        "`ray start` started on this machine, then the Ray of a `cortex-ray run` here)",
     )
 
 

@@ -20,8 +20,16 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("api", metavar="API", help="the API name")
     address_option(p)
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
-    p.add_argument("--tail", type=int, default=200, help="lines per file to start with (default 200)")
+    p.add_argument(
+        "--tail", type=_lines, default=200, help="lines per file to start with (default 200; 0: none)"
+    )
     p.set_defaults(func=_logs)
+
+
+def _lines(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"--tail takes a number of lines (0 or more), got {value!r}")
+    return int(value)
 
 
 def _logs(a: argparse.Namespace) -> int:

@@ -151,7 +151,7 @@ def run_serve(spec_path: str, host: str, port: int, ingress: str = "fast") -> in
     if owned[0]:
         stop_processes(known, grace=TERM_GRACE_S)  # what Ray's shutdown left, or all of it
     say("stopped")
-    if not finished:  # the Ray thread is still blocked in Ray
+    if not finished or owned[0]:  # Ray blocked, or its processes gone: nothing may wait on it at exit
         exit_now(code)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

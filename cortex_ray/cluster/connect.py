@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from cortex_ray.cluster import local_run
 from cortex_ray.errors import DeploymentError, SpecError, SpecErrors
 from cortex_ray.spec import Spec
 from cortex_ray.spec.paths import is_local_uri, local_path_of
@@ -15,14 +16,27 @@ __all__ = ["alive_nodes", "check_local_data", "connect"]
 
 
 def connect(address: str | None = None) -> None:
-    """Join the cluster at ``address`` (Ray's resolution when ``None``: ``RAY_ADDRESS``, then the
-    cluster ``ray start`` started on this machine); never starts one."""
+    """Join the cluster at ``address`` (when ``None``: ``RAY_ADDRESS``, then the cluster ``ray
+    start`` started on this machine, then the Ray of a ``cortex-ray run`` here); never starts one."""
     import ray
 
     if ray.is_initialized():
         return
     if address is None and os.environ.get("RAY_ADDRESS") is None:
-        address = "auto"
+        address = "auto"  # Ray's own resolution: the cluster `ray start` started here
+        local = local_run.find() if local_run.ray_start_address() is None else None
+        if local is not None:  # else the Ray of a `cortex-ray run` (or notebook) on this machine
+            address = local[0]
+            if local[1] and "RAY_AUTH_MODE" not in os.environ:
+                _auth_mode(local[1])  # the mode that Ray started with (its token is ~/.ray/auth_token)
+        elif local_run.ray_start_address() is None:  # nothing listens: say so now, not after Ray's retries
+            raise DeploymentError(
+                "no running Ray cluster found on this machine (no RAY_ADDRESS, no `ray start` cluster, "
+                "no `cortex-ray run`): start one, or pass --address"
+            )
+    target = local_run.ray_start_address() if address == "auto" else address
+    if target and local_run.is_loopback_address(target):
+        local_run.use_loopback()  # a Ray on 127.0.0.1: Ray would otherwise dial the machine's address
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -34,6 +48,18 @@ def connect(address: str | None = None) -> None:
                 "RAY_AUTH_MODE=token and give the cluster's token, ~/.ray/auth_token or RAY_AUTH_TOKEN)"
             )
         raise DeploymentError(f"no running Ray cluster found at {where}: {exc}{hint}") from exc
+
+
+def _auth_mode(mode: str) -> None:
+    """Use Ray's auth ``mode`` in this process (Ray reads it into its config: refresh that too,
+    as Ray itself does when it turns token auth on)."""
+    os.environ["RAY_AUTH_MODE"] = mode
+    try:
+        from ray._raylet import Config  # type: ignore[attr-defined]
+
+        Config.initialize("")
+    except Exception as exc:  # an older or newer Ray: the environment variable alone then
+        logging.getLogger("cortex_ray").debug("Ray's config not refreshed: %s", exc)
 
 
 def alive_nodes() -> int:

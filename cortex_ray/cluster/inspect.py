@@ -18,18 +18,22 @@ _API_TAG = re.compile(r'api_name="([^"]*)"')
 
 def inspect_apis(names: list[str] | None = None, details: bool = False) -> list[dict[str, Any]]:
     """Every API (or those in ``names``): status, replicas, endpoint, requests, health; with
-    ``details``, also its models, reloader, replicas' reports and queue (:func:`inspect_api`)."""
+    ``details``, also its models, reloader, replicas' reports and queue (:func:`inspect_api`).
+    The replicas of every API are asked at once, not one API after another."""
     counts = request_counts()
-    out = []
-    for item in describe(names):
+    items = describe(names)
+    asked: dict[str, tuple[Any, Any]] = {}
+    for item in items:
         item["running"] = item["replicas"].get("RUNNING", 0)
         item["target"] = sum(item["replicas"].values())
-        item["requests"] = counts.get(item["name"]) if counts is not None else None
+        item["requests"] = counts.get(item["name"], 0.0) if counts is not None else None
         item["healthy"] = item["status"] == "RUNNING"
         if details:
-            _add_details(item)
-        out.append(item)
-    return out
+            asked[item["name"]] = _ask(item)
+    for item in items:
+        if details:
+            _add_details(item, *asked[item["name"]])
+    return items
 
 
 def inspect_api(name: str) -> dict[str, Any] | None:
@@ -39,7 +43,9 @@ def inspect_api(name: str) -> dict[str, Any] | None:
     return found[0] if found else None
 
 
-def _add_details(item: dict[str, Any]) -> None:
+def _ask(item: dict[str, Any]) -> tuple[Any, Any]:
+    """Start the calls for an API's details: its ``info`` (with every replica's report) and, for
+    an AsyncAPI, its queue; ``(None, None)`` when no replica runs to answer."""
     from ray import serve
 
     from cortex_ray.asyncapi.dispatcher import worker_name
@@ -47,15 +53,36 @@ def _add_details(item: dict[str, Any]) -> None:
     name = item["name"]
     is_async = worker_name(name) in _deployments(name)
     item["kind"] = "AsyncAPI" if is_async else "RealtimeAPI"
+    if item["running"] == 0:
+        return None, None
     try:
         if is_async:
-            handle = serve.get_deployment_handle(worker_name(name), name)
-            item["queue"] = serve.get_app_handle(name).queue_status.remote().result(timeout_s=CALL_TIMEOUT)
-        else:
-            handle = serve.get_app_handle(name)
-        info = handle.info.remote(details=True, cluster=True).result(timeout_s=CALL_TIMEOUT)
-    except Exception as exc:  # not running: Serve's status says why
-        item["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            queue = serve.get_app_handle(name).queue_status.remote()
+            info = serve.get_deployment_handle(worker_name(name), name).info.remote(
+                details=True, cluster=True
+            )
+            return info, queue
+        return serve.get_app_handle(name).info.remote(details=True, cluster=True), None
+    except Exception as exc:
+        item["error"] = _first_line(exc)
+        return None, None
+
+
+def _first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+
+
+def _add_details(item: dict[str, Any], asked_info: Any, asked_queue: Any) -> None:
+    if asked_info is None:
+        item.setdefault("error", "no replica is running" if item["running"] == 0 else "not reachable")
+        item["healthy"] = False
+        return
+    try:
+        if asked_queue is not None:
+            item["queue"] = asked_queue.result(timeout_s=CALL_TIMEOUT)
+        info = asked_info.result(timeout_s=CALL_TIMEOUT)
+    except Exception as exc:  # stopping, or not a cortex-ray API: Serve's status says more
+        item["error"] = _first_line(exc)
         item["healthy"] = False
         return
     item["models"] = models_view(info)

@@ -26,6 +26,10 @@ class AsyncMetrics:
     def retried(self) -> None:
         self._rec.count("cortex_ray_async_retried", api_name=self.api)
 
+    def forget(self, workload_id: str) -> None:
+        """A workload found finished already (counted when it finished)."""
+        self._submitted_at.pop(workload_id, None)
+
     def finished(self, workload_id: str, status: str) -> None:
         """A final status (``completed`` or ``failed``); the duration when this dispatcher saw
         the submission (not for workloads resumed after a restart)."""

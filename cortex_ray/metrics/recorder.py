@@ -7,18 +7,19 @@ Ray (unit tests, tools) the values stay in a :class:`MemorySink` that can be rea
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from typing import Any
 
 from cortex_ray.metrics.catalogue import CATALOGUE, SECONDS
 
 __all__ = ["MAX_MODELS", "OTHER", "MemorySink", "Recorder", "recorder"]
 
-MAX_MODELS = int(os.environ.get("CORTEX_RAY_METRICS_MAX_MODELS", "100"))
-"""Distinct model names (and, per model, ``MAX_VERSIONS`` versions) a process tags its metrics
-with; later ones are tagged ``_other``."""
+MAX_MODELS = int(os.environ.get("CORTEX_RAY_METRICS_MAX_MODELS", "50"))
+"""Distinct model names a process tags its metrics with; later ones are tagged ``_other``. Per
+model, the ``MAX_VERSIONS`` versions used last are tagged (live reloading brings new ones)."""
 MAX_VERSIONS = 10
 OTHER = "_other"
 FLUSH_EVERY = 1.0
@@ -92,7 +93,7 @@ class Recorder:
         self._counts: defaultdict[tuple[str, Tags], float] = defaultdict(float)
         self._lock = threading.Lock()
         self._flusher: threading.Thread | None = None
-        self._models: dict[str, set[str]] = {}
+        self._models: dict[str, OrderedDict[str, None]] = {}
 
     @property
     def sink(self) -> Any:
@@ -110,25 +111,32 @@ class Recorder:
             return model
         if len(self._models) >= MAX_MODELS:
             return OTHER
-        self._models[model] = set()
+        self._models[model] = OrderedDict()
         return model
 
     def version_tag(self, model: str | None, version: int | str | None) -> str:
         if version is None or version == "":
             return ""
         versions = self._models.get(model or "")
-        text = str(version)
         if versions is None:
             return OTHER
-        if text not in versions and len(versions) >= MAX_VERSIONS:
-            return OTHER
-        versions.add(text)
+        text = str(version)
+        versions[text] = None
+        versions.move_to_end(text)
+        if len(versions) > MAX_VERSIONS:
+            versions.popitem(last=False)  # the version used longest ago (its series stays as it was)
         return text
 
     # --- recording ---------------------------------------------------------
 
     def count(self, name: str, value: float = 1, **tags: str) -> None:
-        key = (name, _tags(name, tags))
+        self.count_tagged(name, _tags(name, tags), value)
+
+    def count_tagged(self, name: str, tags: Tags, value: float = 1) -> None:
+        """:meth:`count` with the tags already in the catalogue's order (see :meth:`tags`)."""
+        if value <= 0:  # a counter only goes up (Ray refuses 0 and less)
+            return
+        key = (name, tags)
         with self._lock:
             self._counts[key] += value
             if self._flusher is None:
@@ -137,17 +145,27 @@ class Recorder:
                 )
                 self._flusher.start()
 
+    def tags(self, name: str, **tags: str) -> Tags:
+        """``tags`` in the catalogue's order for ``name`` (to keep for many records)."""
+        return _tags(name, tags)
+
     def gauge(self, name: str, value: float, **tags: str) -> None:
         self.sink.set(name, _tags(name, tags), value)
 
     def observe(self, name: str, value: float, **tags: str) -> None:
         self.sink.observe(name, _tags(name, tags), value)
 
+    def observe_tagged(self, name: str, tags: Tags, value: float) -> None:
+        self.sink.observe(name, tags, value)
+
     def flush(self) -> None:
         with self._lock:
             counts, self._counts = self._counts, defaultdict(float)
         for (name, tags), value in counts.items():
-            self.sink.inc(name, tags, value)
+            try:
+                self.sink.inc(name, tags, value)
+            except Exception as exc:  # one bad series never loses the others
+                logging.getLogger("cortex_ray.metrics").debug("metric %s not recorded: %s", name, exc)
 
     def _flush_loop(self) -> None:
         stop = threading.Event()

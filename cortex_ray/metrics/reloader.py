@@ -28,7 +28,3 @@ class ReloaderMetrics:
 
     def published(self) -> None:
         self._rec.count("cortex_ray_reloader_trees_published", api_name=self.api)
-
-    def lag(self, replica: str, versions: float, seconds: float) -> None:
-        self._rec.gauge("cortex_ray_replica_tree_lag_versions", versions, api_name=self.api, replica=replica)
-        self._rec.gauge("cortex_ray_replica_tree_lag_seconds", seconds, api_name=self.api, replica=replica)

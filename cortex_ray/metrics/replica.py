@@ -7,7 +7,7 @@ from typing import Any
 
 from cortex_ray.metrics.recorder import recorder
 
-__all__ = ["record_cache_gauges", "replica_identity"]
+__all__ = ["record_cache_gauges", "record_lag", "replica_identity"]
 
 
 def replica_identity() -> dict[str, Any]:
@@ -22,6 +22,13 @@ def replica_identity() -> dict[str, Any]:
     except Exception:  # not in a replica (tests, tools)
         pass
     return identity
+
+
+def record_lag(api_name: str, replica: str, lag: dict[str, float]) -> None:
+    """This replica's lag behind its reloader (as the reloader answered its report)."""
+    rec = recorder()
+    rec.gauge("cortex_ray_replica_tree_lag_versions", lag["lag_versions"], api_name=api_name, replica=replica)
+    rec.gauge("cortex_ray_replica_tree_lag_seconds", lag["lag_seconds"], api_name=api_name, replica=replica)
 
 
 def record_cache_gauges(api_name: str, replica: str, report: dict[str, Any]) -> None:

@@ -89,20 +89,26 @@ class ModelReloader:
                 return None
         return {"epoch": self.epoch, "version": self.version, "tree": self.tree}
 
-    async def report(self, meta: dict[str, Any], summary: dict[str, Any] | None) -> None:
-        """A replica's heartbeat: its tree version and, when it changed, what it holds."""
+    async def report(self, meta: dict[str, Any], summary: dict[str, Any] | None) -> dict[str, float]:
+        """A replica's heartbeat: its tree version and, when it changed, what it holds. Returns
+        its lag behind this reloader (the replica exports it: the series ends with the replica)."""
         replica = str(meta["replica"])
         previous = self.reports.get(replica, {})
         entry = {**previous, **(summary or {}), **meta, "reported_at": time.time()}
-        entry.update(self._lag(entry))
-        self.reports[replica] = entry
-        self._metrics.lag(replica, entry["lag_versions"], entry["lag_seconds"])
+        lag = self._lag(entry)
+        self.reports[replica] = {**entry, **lag}
+        self._prune()
+        return lag
 
     async def replicas(self) -> dict[str, dict[str, Any]]:
         """Every replica that reported lately, with its lag behind this reloader."""
-        cutoff = time.time() - REPORT_STALE
-        self.reports = {r: e for r, e in self.reports.items() if e["reported_at"] >= cutoff}
+        self._prune()
         return {r: {**e, **self._lag(e)} for r, e in sorted(self.reports.items())}
+
+    def _prune(self) -> None:
+        cutoff = time.time() - REPORT_STALE
+        if any(e["reported_at"] < cutoff for e in self.reports.values()):
+            self.reports = {r: e for r, e in self.reports.items() if e["reported_at"] >= cutoff}
 
     def _lag(self, entry: dict[str, Any]) -> dict[str, float]:
         known = int(entry.get("tree_version", -1)) if entry.get("epoch") == self.epoch else 0

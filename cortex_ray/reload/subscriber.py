@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cortex_ray.errors import DeploymentError
-from cortex_ray.metrics.replica import record_cache_gauges, replica_identity
+from cortex_ray.metrics.replica import record_cache_gauges, record_lag, replica_identity
 from cortex_ray.models.tree import ModelTree
 
 __all__ = ["RELOADER_ACTOR", "Subscriber"]
@@ -100,7 +100,9 @@ class Subscriber:
                 fresh = current != sent or time.monotonic() - sent_at > RESEND_EVERY
                 meta = {**replica, "epoch": self.epoch, "tree_version": self.version}
                 actor = await self._resolve(time.monotonic() + 5)
-                await asyncio.wait_for(actor.report.remote(meta, current if fresh else None), 5)
+                lag = await asyncio.wait_for(actor.report.remote(meta, current if fresh else None), 5)
+                if isinstance(lag, dict):
+                    record_lag(self.api_name, replica["replica"], lag)
                 if fresh:
                     sent, sent_at = current, time.monotonic()
             except asyncio.CancelledError:

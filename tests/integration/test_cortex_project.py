@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -213,6 +214,17 @@ def test_cortex_deploy_sends_the_project_to_a_running_cluster(tmp_path: Path, cl
     again = _cli("deploy", "cortex.yaml", "--address", cluster, "--port", str(port), cwd=project)
     assert again.returncode == 0, again.stderr[-3000:]
     assert httpx.get(url, timeout=30).json()["dependency_runs"] == 1  # unchanged: nothing restarted
+
+    got = _cli("get", "--address", cluster, cwd=project)  # the operator's side, on this cluster
+    assert got.returncode == 0, got.stdout + got.stderr[-3000:]
+    assert re.search(r"^project\s+running\s+1/1\s+/project\s", got.stdout, re.M), got.stdout
+    detail = _cli("get", "project", "--address", cluster, "-o", "json", cwd=project)
+    assert detail.returncode == 0, detail.stdout + detail.stderr[-3000:]
+    assert json.loads(detail.stdout)["reloader"]["last_successful_poll"] is not None
+    logs = _cli("logs", "project", "--address", cluster, cwd=project)
+    assert logs.returncode == 0 and "dependencies.sh" in logs.stdout, (
+        logs.stdout[-3000:] + logs.stderr[-2000:]
+    )
 
     with Traffic(url, [{"mark": "t"}]) as traffic:
         traffic.wait_for(lambda a: a.status == 200)

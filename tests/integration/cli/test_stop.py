@@ -180,6 +180,14 @@ def test_sigterm_while_serving_stops_ray_and_all_within_10s(run: Callable[[str],
     r = run(FAST)
     r.wait_for("serving", lambda: "serving; press Ctrl-C to stop" in r.output())
     assert httpx.post(f"http://127.0.0.1:{r.port}/api", json=1, timeout=30).json() == 1
+    # another terminal's `cortex-ray get` finds this run's Ray (no RAY_ADDRESS, no `ray start`)
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    got = subprocess.run(
+        [sys.executable, "-m", "cortex_ray", "get"], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert got.returncode == 0, got.stdout + got.stderr[-3000:]
+    row = got.stdout.splitlines()[1]  # under the header
+    assert row.split()[1:4] == ["running", "1/1", "/api"], got.stdout
     processes = r.processes()
     took = r.signal_and_wait(signal.SIGTERM)
     output = r.output()

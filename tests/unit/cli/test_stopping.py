@@ -165,6 +165,7 @@ def test_only_a_local_ray_this_process_starts_counts_as_its_own(monkeypatch: pyt
     monkeypatch.setattr(serve, "start", lambda **kw: None)
     monkeypatch.setattr(control, "start_ingress", lambda host, port: None)
     monkeypatch.setattr(sdk, "_loopback_node", lambda: None)
+    monkeypatch.setattr(sdk, "_record_local_ray", lambda: None)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
 
     sdk.start(port=1)

@@ -14,6 +14,7 @@ from cortex_ray.metrics import CATALOGUE, MemorySink, Recorder
 from cortex_ray.metrics.asyncapi import AsyncMetrics
 from cortex_ray.metrics.cache import CacheMetrics
 from cortex_ray.metrics.reloader import ReloaderMetrics
+from cortex_ray.metrics.replica import record_lag
 from cortex_ray.metrics.requests import SEVERAL, RequestMetrics
 from cortex_ray.models import ModelTree, discover_models
 from cortex_ray.spec import MultiModelsSpec
@@ -74,7 +75,7 @@ def test_model_and_version_tags_are_bounded(sink: MemorySink, monkeypatch: pytes
     models = {dict(t)["model"] for n, t in sink.values if n == "cortex_ray_requests"}
     assert models == {"model-0", "model-1", "model-2", "_other"}
     versions = {dict(t)["version"] for n, t in sink.values if n == "cortex_ray_requests"}
-    assert len(versions) <= recorder_module.MAX_VERSIONS + 1
+    assert versions == {str(v) for v in range(1, 30)} | {"_other"}  # a model's versions are its own
     assert sink.get("cortex_ray_requests", model="_other") == 10_000 - 3
     assert sum(v for (n, _), v in sink.values.items() if n == "cortex_ray_requests") == 10_000 + 29
 
@@ -138,7 +139,7 @@ def test_reloader_and_async_metrics(sink: MemorySink) -> None:
     reloader.polled(1, ok=False)
     reloader.delays([0.5, 5.0])
     reloader.published()
-    reloader.lag("r1", 2, 7.5)
+    record_lag("api", "r1", {"lag_versions": 2, "lag_seconds": 7.5})
     asyncapi = AsyncMetrics("api")
     for i in range(3):
         asyncapi.submitted(f"w{i}")
@@ -159,3 +160,30 @@ def test_reloader_and_async_metrics(sink: MemorySink) -> None:
     assert sink.get("cortex_ray_async_queued") == 2 and sink.get("cortex_ray_async_in_progress") == 1
     assert sink.get("cortex_ray_async_completed") == 2 and sink.get("cortex_ray_async_failed") == 1
     assert len(sink.get("cortex_ray_async_seconds")) == 2
+
+
+def test_version_tags_follow_live_reloading(sink: MemorySink) -> None:
+    metrics = RequestMetrics("api")
+    for v in range(1, 40):  # 39 reloads: the newest version is always tagged as itself
+        metrics.record({"m": v}, 200, 0.001)
+    flushed(sink)
+    assert sink.get("cortex_ray_requests", model="m", version="39") == 1
+    assert sink.get("cortex_ray_requests", model="m", version="_other") is None
+
+
+def test_one_bad_series_loses_no_other(sink: MemorySink, monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = recorder_module.recorder()
+    rec.count("cortex_ray_download_bytes", 0, api_name="api")  # a counter never goes by 0
+    rec.count("cortex_ray_async_submitted", api_name="a")
+    rec.count("cortex_ray_async_submitted", api_name="b")
+    original = sink.inc
+
+    def inc(name: str, tags: Any, value: float) -> None:
+        if dict(tags)["api_name"] == "a":
+            raise ValueError("refused")
+        original(name, tags, value)
+
+    monkeypatch.setattr(sink, "inc", inc)
+    rec.flush()
+    assert sink.get("cortex_ray_async_submitted", api_name="b") == 1
+    assert sink.get("cortex_ray_download_bytes") is None
