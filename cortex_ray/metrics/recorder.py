@@ -21,6 +21,8 @@ MAX_MODELS = int(os.environ.get("CORTEX_RAY_METRICS_MAX_MODELS", "50"))
 """Distinct model names a process tags its metrics with; later ones are tagged ``_other``. Per
 model, the ``MAX_VERSIONS`` versions used last are tagged (live reloading brings new ones)."""
 MAX_VERSIONS = 10
+ENABLED = os.environ.get("CORTEX_RAY_METRICS", "1") not in ("0", "false", "off")
+"""``CORTEX_RAY_METRICS=0`` (in the environment of Ray's processes) records nothing."""
 OTHER = "_other"
 FLUSH_EVERY = 1.0
 
@@ -134,7 +136,7 @@ class Recorder:
 
     def count_tagged(self, name: str, tags: Tags, value: float = 1) -> None:
         """:meth:`count` with the tags already in the catalogue's order (see :meth:`tags`)."""
-        if value <= 0:  # a counter only goes up (Ray refuses 0 and less)
+        if value <= 0 or not ENABLED:  # a counter only goes up (Ray refuses 0 and less)
             return
         key = (name, tags)
         with self._lock:
@@ -150,13 +152,16 @@ class Recorder:
         return _tags(name, tags)
 
     def gauge(self, name: str, value: float, **tags: str) -> None:
-        self.sink.set(name, _tags(name, tags), value)
+        if ENABLED:
+            self.sink.set(name, _tags(name, tags), value)
 
     def observe(self, name: str, value: float, **tags: str) -> None:
-        self.sink.observe(name, _tags(name, tags), value)
+        if ENABLED:
+            self.sink.observe(name, _tags(name, tags), value)
 
     def observe_tagged(self, name: str, tags: Tags, value: float) -> None:
-        self.sink.observe(name, tags, value)
+        if ENABLED:
+            self.sink.observe(name, tags, value)
 
     def flush(self) -> None:
         with self._lock:

@@ -187,3 +187,24 @@ def test_one_bad_series_loses_no_other(sink: MemorySink, monkeypatch: pytest.Mon
     rec.flush()
     assert sink.get("cortex_ray_async_submitted", api_name="b") == 1
     assert sink.get("cortex_ray_download_bytes") is None
+
+
+def test_latency_is_sampled_only_above_its_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cortex_ray.metrics import requests as requests_module
+
+    clock = [0.0]
+    monkeypatch.setattr(requests_module.time, "monotonic", lambda: clock[0])
+    slow, fast = requests_module.Sampler(10), requests_module.Sampler(10)
+    taken_slow = 0
+    for _ in range(50):  # 5 a second: every one is observed
+        clock[0] += 0.2
+        taken_slow += slow.take()
+    assert taken_slow == 50
+    taken = []
+    for _second in range(5):  # 1,000 a second: about 10 a second once the rate is known
+        count = 0
+        for _ in range(1000):
+            clock[0] += 0.001
+            count += fast.take()
+        taken.append(count)
+    assert taken[0] >= 10 and all(8 <= n <= 12 for n in taken[2:]), taken
