@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from typing import Any
 
@@ -39,6 +40,7 @@ def _get(a: argparse.Namespace) -> int:
         from cortex_ray import cluster
         from cortex_ray.cluster.inspect import inspect_api, inspect_apis
 
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)  # not Serve's handle chatter
         cluster.connect(a.address)
         if a.api:
             item = inspect_api(a.api)

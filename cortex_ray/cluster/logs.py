@@ -30,9 +30,19 @@ def api_log_files(api: str, pids: set[int], root: Path | None = None) -> list[Pa
         if not name.endswith((".out", ".err")) or os.path.getsize(name) == 0:
             continue
         pid = name.rsplit("-", 1)[-1].split(".")[0]
-        if (pid.isdigit() and int(pid) in pids) or _actor_of(name).startswith(f"ServeReplica:{api}:"):
+        mine = (pid.isdigit() and int(pid) in pids) or _actor_of(name).startswith(f"ServeReplica:{api}:")
+        if mine and not _header_only(name):
             found.append(Path(name))
     return sorted(found, key=lambda f: f.stat().st_mtime)
+
+
+def _header_only(path: str) -> bool:
+    """Whether the file holds nothing but the lines Ray writes at its top."""
+    if os.path.getsize(path) > 4096:
+        return False
+    with open(path, "rb") as f:
+        lines = f.read().decode("utf-8", "replace").splitlines()
+    return all(not line.strip() or line.startswith(":") for line in lines)
 
 
 def _actor_of(path: str) -> str:

@@ -203,7 +203,16 @@ class ModelReloader:
         self._metrics.polled(self.list_calls - calls, ok=True, at=now)
         published = self._publisher.observe(observed, now)
         self._metrics.delays(self._publisher.delays)
-        if self.tree is not None:
+        if self.tree is None:
+            versions = sum(len(m.valid_versions) for m in published.models.values())
+            log.info(
+                "api %s: first listing: %d models, %d valid versions (polling every %gs)",
+                self.api_name,
+                len(published.models),
+                versions,
+                self.interval,
+            )
+        else:
             changes = diff_trees(self.tree, published)
             if not changes:
                 return

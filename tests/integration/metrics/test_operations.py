@@ -182,5 +182,6 @@ def test_metrics_info_all_and_get_after_real_traffic(
     assert "cannot parse model.txt" in logs
     headers = [line for line in logs.splitlines() if line.startswith("==> ")]
     assert any(h.endswith(f"-{reloader_pid}.err <==") for h in headers), headers
+    assert re.search(r"cortex_ray.reloader -- api ops: first listing: 3 models, 3 valid versions", logs)
     assert all("ops-proxy" not in Path(h[4:-4]).read_text()[:300] for h in headers)
     assert main(["logs", "nope"]) == 1

@@ -20,6 +20,9 @@ def test_an_apis_files_are_its_replicas_and_its_processes(tmp_path: Path) -> Non
     reloader = worker_file(tmp_path, 12, "ModelReloader", "listing\n")
     worker_file(tmp_path, 13, "ModelReloader", "another API's reloader\n")
     (tmp_path / "worker-x-01000000-14.err").write_text("")
+    worker_file(tmp_path, 10, "ServeReplica:ops:ops", "", ext="log.out")  # not a worker's output
+    quiet = tmp_path / "worker-bbbbbbbb-01000000-12.out"
+    quiet.write_text(":job_id:01000000\n:actor_name:ModelReloader\n")  # nothing but Ray's header
     assert set(api_log_files("ops", {12}, tmp_path)) == {mine, out, reloader}
     assert set(api_log_files("ops-proxy", set(), tmp_path)) == {tmp_path / "worker-aaaaaaaa-01000000-11.err"}
 
