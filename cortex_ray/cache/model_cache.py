@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cortex_ray.cache.events import CacheEvents
+from cortex_ray.cache.introspect import version_state
 from cortex_ray.cache.resolve import parse_version, resolve_model, resolve_version
 from cortex_ray.cache.tiers import Key, LoadedModel, Loader, Superseded, Tiers
 from cortex_ray.errors import ModelLoadError
@@ -270,8 +271,6 @@ class ModelCache(Tiers):
 
     def state(self, name: str, version: int) -> dict[str, Any]:
         """What this replica knows of one version (for ``/info``)."""
-        from cortex_ray.cache.introspect import version_state
-
         return version_state(self, name, version)
 
     async def close(self) -> None:

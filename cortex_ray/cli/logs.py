@@ -55,7 +55,7 @@ def _logs(a: argparse.Namespace) -> int:
             try:
                 for f, line in follow(files):
                     print(f"[{f.name}] {line}", flush=True)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt:  # Ctrl-C ends --follow: a normal end
                 pass
 
     return run_work(work)

@@ -108,7 +108,7 @@ def delete(names: Sequence[str]) -> None:
 
 
 def describe(names: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Each API's name, status, endpoint, message and replicas per state."""
+    """Each API's name, status, endpoint, message, replicas per state and deployments."""
     from ray import serve
 
     status = serve.status()
@@ -129,6 +129,7 @@ def describe(names: Sequence[str] | None = None) -> list[dict[str, Any]]:
                 "endpoint": _route_of(name),
                 "message": "\n".join(m for m in messages if m),
                 "replicas": replicas,
+                "deployments": list(app.deployments),
             }
         )
     return out

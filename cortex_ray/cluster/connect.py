@@ -22,19 +22,20 @@ def connect(address: str | None = None) -> None:
 
     if ray.is_initialized():
         return
+    target = address
     if address is None and os.environ.get("RAY_ADDRESS") is None:
-        address = "auto"  # Ray's own resolution: the cluster `ray start` started here
-        local = local_run.find() if local_run.ray_start_address() is None else None
+        target = local_run.ray_start_address()  # the cluster `ray start` started here
+        address = "auto" if target else None  # (Ray finds it itself, and sends it its token)
+        local = local_run.find() if target is None else None
         if local is not None:  # else the Ray of a `cortex-ray run` (or notebook) on this machine
-            address = local[0]
+            address = target = local[0]
             if local[1] and "RAY_AUTH_MODE" not in os.environ:
                 _auth_mode(local[1])  # the mode that Ray started with (its token is ~/.ray/auth_token)
-        elif local_run.ray_start_address() is None:  # nothing listens: say so now, not after Ray's retries
+        elif address is None:  # nothing listens: say so now, not after Ray's retries
             raise DeploymentError(
                 "no running Ray cluster found on this machine (no RAY_ADDRESS, no `ray start` cluster, "
                 "no `cortex-ray run`): start one, or pass --address"
             )
-    target = local_run.ray_start_address() if address == "auto" else address
     if target and local_run.is_loopback_address(target):
         local_run.use_loopback()  # a Ray on 127.0.0.1: Ray would otherwise dial the machine's address
     try:

@@ -16,11 +16,13 @@ _REQUESTS = re.compile(r"^ray_cortex_ray_requests(?:_total)?\{([^}]*)\}\s+([0-9.
 _API_TAG = re.compile(r'api_name="([^"]*)"')
 
 
-def inspect_apis(names: list[str] | None = None, details: bool = False) -> list[dict[str, Any]]:
+def inspect_apis(
+    names: list[str] | None = None, details: bool = False, requests: bool = True
+) -> list[dict[str, Any]]:
     """Every API (or those in ``names``): status, replicas, endpoint, requests, health; with
     ``details``, also its models, reloader, replicas' reports and queue (:func:`inspect_api`).
     The replicas of every API are asked at once, not one API after another."""
-    counts = request_counts()
+    counts = request_counts() if requests else None
     items = describe(names)
     asked: dict[str, tuple[Any, Any]] = {}
     for item in items:
@@ -51,7 +53,7 @@ def _ask(item: dict[str, Any]) -> tuple[Any, Any]:
     from cortex_ray.asyncapi.dispatcher import worker_name
 
     name = item["name"]
-    is_async = worker_name(name) in _deployments(name)
+    is_async = worker_name(name) in item["deployments"]
     item["kind"] = "AsyncAPI" if is_async else "RealtimeAPI"
     if item["running"] == 0:
         return None, None
@@ -155,19 +157,13 @@ def request_counts() -> dict[str, float] | None:
     return totals if reached else None
 
 
-def _deployments(name: str) -> list[str]:
-    from ray import serve
-
-    app = serve.status().applications.get(name)
-    return list(app.deployments) if app is not None else []
-
-
 def api_pids(name: str) -> set[int] | None:
     """The process ids of the API's replicas, reloader and dispatcher that it knows of (``None``
     when no such API runs)."""
-    item = inspect_api(name)
-    if item is None:
+    found = inspect_apis([name], details=True, requests=False)
+    if not found:
         return None
+    item = found[0]
     pids = {int(e["pid"]) for e in item.get("replica_reports", {}).values() if e.get("pid")}
     for part in ("reloader", "queue"):
         pid = (item.get(part) or {}).get("pid")
