@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from cortex_ray.models import ModelTree, diff_trees, discover_models
-from cortex_ray.spec.models import MultiModelsSpec
+from cortex_ray.spec.schema import MultiModelsSpec
 from cortex_ray.storage import ObjectInfo, Storage, open_storage
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -18,7 +18,6 @@ __all__ = [
     "DeploymentError",
     "InvalidVersionError",
     "MethodNotAllowedError",
-    "ModelLayoutError",
     "ModelLoadError",
     "ModelNotFoundError",
     "SpecError",
@@ -128,16 +127,6 @@ class StorageChangedError(StorageError):
 
     status_code = 503
     error_type = "storage_changed"
-
-
-# --- models ----------------------------------------------------------------
-
-
-class ModelLayoutError(CortexRayError):
-    """A model or version folder does not have the layout its handler needs."""
-
-    status_code = 503
-    error_type = "invalid_model_layout"
 
 
 # --- requests --------------------------------------------------------------

@@ -28,24 +28,20 @@ from cortex_ray import process_log
 from cortex_ray.asyncapi.store import LEASE_TTL, WorkloadStore
 from cortex_ray.metrics.asyncapi import AsyncMetrics
 from cortex_ray.spec import ApiSpec
+from cortex_ray.spec.names import worker_name
 from cortex_ray.spec.sealed import Sealed, unseal
 
-__all__ = ["BUSY", "DISPATCHER_ACTOR", "Dispatcher", "worker_name"]
+__all__ = ["BUSY", "Dispatcher"]
 
 log = logging.getLogger("cortex_ray.dispatcher")
-DISPATCHER_ACTOR = "dispatcher"
 RESCAN_EVERY = 30.0
 EXPIRY_EVERY = 3600.0
 BUSY = "busy"
 """A worker's answer when it did not run the workload (running elsewhere, or itself unhealthy)."""
 
 
-def worker_name(api_name: str) -> str:
-    return f"{api_name}-worker"
-
-
 class Dispatcher:
-    """Plain class; :mod:`cortex_ray.app` wraps it with ``ray.remote`` for Serve."""
+    """Plain class; :mod:`cortex_ray.application` wraps it with ``ray.remote`` for Serve."""
 
     def __init__(self, api: ApiSpec | Sealed, store_uri: str) -> None:
         api = unseal(api)

@@ -15,16 +15,13 @@ import logging
 import os
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import Response
-
-from cortex_ray.asyncapi.dispatcher import DISPATCHER_ACTOR
 from cortex_ray.asyncapi.store import WorkloadStore, new_workload_id, valid_workload_id
+from cortex_ray.deployer.options import GATEWAY_CONCURRENCY
+from cortex_ray.endpoint import Incoming, Outgoing, error_outgoing, json_outgoing
 from cortex_ray.errors import AtCapacityError, BadRequestError, MethodNotAllowedError, ModelNotFoundError
-from cortex_ray.ingress.attach import start_fast_path, stop_fast_path
-from cortex_ray.serving.loop import CoreLoop
-from cortex_ray.serving.requests import Incoming, Outgoing, error_outgoing, from_starlette, json_outgoing
+from cortex_ray.replica.deployment import Replica
 from cortex_ray.spec import ApiSpec
+from cortex_ray.spec.names import DISPATCHER_ACTOR
 
 __all__ = ["AsyncGateway", "GatewayCore"]
 
@@ -65,7 +62,7 @@ class GatewayCore:
             if incoming.method == "POST" and not sub:
                 return json_outgoing(await self.submit(incoming))
             if incoming.method == "GET" and sub == "info":
-                return json_outgoing(await self._dispatcher_call("status"))
+                return json_outgoing(await self.dispatcher_status())
             if incoming.method == "GET" and sub:
                 return json_outgoing(await self.describe(sub))
             endpoint = self.api.endpoint
@@ -103,6 +100,16 @@ class GatewayCore:
             raise WorkloadNotFoundError(f"workload {workload_id!r} not found")
         return found
 
+    async def dispatcher_status(self) -> dict[str, Any]:
+        return dict(await self._dispatcher_call("status"))
+
+    async def close(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+
+    def remove_files(self) -> None:
+        """(The gateway keeps no files of its own.)"""
+
     async def _dispatcher_call(self, method: str, *args: Any) -> Any:
         from ray import serve
 
@@ -119,41 +126,18 @@ class GatewayCore:
         return None
 
 
-class AsyncGateway:
+class AsyncGateway(Replica):
     """The Serve deployment of the gateway (the AsyncAPI application's ingress)."""
+
+    core: GatewayCore
 
     async def __init__(  # type: ignore[misc]
         self, api: ApiSpec, worker: Any = None, ingress: str = "proxy"
     ) -> None:
-        self.api = api
-        self.loop = CoreLoop(f"{api.name}-gateway")
-        self.core = GatewayCore(api)
-        await self.loop.run(self.core.start())
+        core = GatewayCore(api)
         # the gateway only stores and reads: it takes many requests at once
-        self.fast = (
-            await start_fast_path(self.loop, api, self.core.handle, 1000) if ingress == "fast" else None
-        )
-        if self.fast is not None:
-            self.record_autoscaling_stats = self._autoscaling_stats
-
-    async def __call__(self, request: Request) -> Response:
-        incoming = await from_starlette(request)
-        return (await self.loop.run(self.core.handle(incoming))).to_starlette()
+        await self._start(api, core, core.handle, ingress, limit=GATEWAY_CONCURRENCY)
 
     async def queue_status(self) -> dict[str, Any]:
         """The dispatcher's status (queued, with workers, retried...): ``cortex-ray get``."""
-        return dict(await self.loop.run(self.core._dispatcher_call("status")))
-
-    def check_health(self) -> None:
-        if not self.loop.alive:
-            raise RuntimeError(f"api {self.api.name}: the gateway's loop stopped")
-
-    async def _autoscaling_stats(self) -> dict[str, float]:
-        assert self.fast is not None
-        return self.fast.autoscaling_stats()
-
-    def __del__(self) -> None:
-        stop_fast_path(self)
-        loop = getattr(self, "loop", None)
-        if loop is not None:
-            loop.stop()
+        return dict(await self.loop.run(self.core.dispatcher_status()))

@@ -42,9 +42,8 @@ from typing import Any
 from cortex_ray.errors import StorageError, StorageNotFoundError
 from cortex_ray.storage import Storage, open_storage
 
-__all__ = ["FINAL", "STATUSES", "WorkloadState", "WorkloadStore", "new_workload_id", "valid_workload_id"]
+__all__ = ["FINAL", "WorkloadState", "WorkloadStore", "new_workload_id", "valid_workload_id"]
 
-STATUSES = ("in_queue", "in_progress", "completed", "failed")
 FINAL = ("completed", "failed")
 _ID = re.compile(r"[0-9]{14}-[0-9a-f]{20}")
 LEASE_TTL = 20.0

@@ -1,6 +1,6 @@
 """An AsyncAPI worker replica: the user's ``handle_async``, one workload at a time.
 
-It is an :class:`~cortex_ray.serving.replica.ApiReplica` (same handler loading, models,
+It is an :class:`~cortex_ray.replica.deployment.ApiReplica` (same handler loading, models,
 live reloading and cache) with one more method, :meth:`AsyncWorker.process`, that the
 dispatcher calls for each workload. The deployment takes one request at a time per
 replica (``max_ongoing_requests: 1``), so Serve routes a workload only to a free worker.
@@ -22,10 +22,11 @@ from typing import Any
 
 from cortex_ray.asyncapi.dispatcher import BUSY
 from cortex_ray.asyncapi.store import Unreadable, WorkloadStore
+from cortex_ray.endpoint import ASYNC
+from cortex_ray.endpoint.codec import parse_payload
 from cortex_ray.errors import CortexRayError
 from cortex_ray.project import ProjectRef
-from cortex_ray.serving.http import parse_payload
-from cortex_ray.serving.replica import ApiReplica
+from cortex_ray.replica.deployment import ApiReplica
 from cortex_ray.spec import ApiSpec
 
 __all__ = ["AsyncWorker", "WorkloadTimeoutError"]
@@ -89,18 +90,16 @@ class AsyncWorker(ApiReplica):
             body, content_type = await asyncio.to_thread(self.store.payload, workload_id)
         except Unreadable as exc:
             return await self._finish(workload_id, "failed", "CorruptWorkload", str(exc))
-        method = self.core.methods["ASYNC"]
+        is_async = self.core.methods[ASYNC].is_async
         try:
             payload = parse_payload(body, content_type)
-            call = self.core.call_handler(
-                method, method.kwargs({"payload": payload, "request_id": workload_id})
-            )
-            result, _ = await asyncio.wait_for(call, self.timeout)
+            call = self.core.endpoint.call_async(payload, workload_id)
+            result = await asyncio.wait_for(call, self.timeout)
             _check_result(result)
         except asyncio.TimeoutError:
             message = f"handle_async did not finish within workloads.timeout ({self.timeout:g}s)"
             log.error("workload %s: %s", workload_id, message)
-            if not method.is_async:  # a sync handler cannot be stopped: replace this worker
+            if not is_async:  # a sync handler cannot be stopped: replace this worker
                 self._unhealthy = f"a handler thread is stuck ({message})"
             raise WorkloadTimeoutError(message) from None
         except (CortexRayError, TypeError) as exc:

@@ -1,24 +1,53 @@
 """What a replica's cache knows of one version: its state (available, loading, failed with the
-reason), which tiers hold it and how it got there (for ``/info`` and the cluster's view)."""
+reason), which tiers hold it and how it got there (for ``/info`` and the cluster's view).
+
+It reads the cache through its public queries only (:class:`CacheView`, which
+:class:`~cortex_ray.cache.model_cache.ModelCache` satisfies).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from cortex_ray.cache.model_cache import ModelCache
+from cortex_ray.cache.entry import Key, LoadedModel
+from cortex_ray.models.tree import ModelTree, VersionInfo
 
-__all__ = ["version_state"]
+__all__ = ["CacheView", "Failure", "version_state"]
 
 
-def version_state(cache: ModelCache, name: str, version: int) -> dict[str, Any]:
+class Failure(Protocol):
+    """The last failed load of a version's files."""
+
+    fingerprint: str
+    reason: str
+    attempts: int
+    at: float
+
+
+class CacheView(Protocol):
+    tree: ModelTree
+
+    def held(self, key: Key) -> LoadedModel | None: ...
+
+    def entry_states(self, key: Key) -> tuple[str, str]: ...
+
+    def is_on_disk(self, key: Key) -> bool: ...
+
+    def in_flight(self, name: str, info: VersionInfo) -> bool: ...
+
+    def failure(self, key: Key) -> Failure | None: ...
+
+    def latest_pointer(self, name: str) -> int | None: ...
+
+
+def version_state(cache: CacheView, name: str, version: int) -> dict[str, Any]:
     key = (name, version)
     model = cache.tree.models.get(name)
     info = model.versions.get(version) if model else None
     held = cache.held(key)
     memory, disk = cache.entry_states(key)
-    out: dict[str, Any] = {"in_memory": held is not None, "on_disk": key in cache._disk_lru}
-    failure = cache._failures.get(key)
+    out: dict[str, Any] = {"in_memory": held is not None, "on_disk": cache.is_on_disk(key)}
+    failure = cache.failure(key)
     if info is not None and info.error:
         out.update(state="failed", reason=info.error)
     elif info is not None and cache.in_flight(name, info):
@@ -36,6 +65,6 @@ def version_state(cache: ModelCache, name: str, version: int) -> dict[str, Any]:
         out["load_seconds"] = round(held.load_seconds, 3)
         if info is not None and held.fingerprint != info.fingerprint:
             out["serving_previous_files"] = True
-    if cache._latest.get(name) == version:
+    if cache.latest_pointer(name) == version:
         out["serving_latest"] = True
     return out

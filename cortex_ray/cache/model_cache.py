@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from cortex_ray.cache.events import CacheEvents
 from cortex_ray.cache.introspect import version_state
 from cortex_ray.cache.resolve import parse_version, resolve_model, resolve_version
 from cortex_ray.cache.tiers import Key, LoadedModel, Loader, Superseded, Tiers
+from cortex_ray.clock import SYSTEM, Clock
 from cortex_ray.errors import ModelLoadError
 from cortex_ray.models.tree import ModelInfo, ModelTree, VersionInfo
 
@@ -32,15 +32,18 @@ __all__ = ["Key", "LoadedModel", "ModelCache"]
 
 log = logging.getLogger("cortex_ray.cache")
 MAX_BACKOFF = 60.0
+"""A version whose load failed is tried again after 1, 2, 4... seconds, at most this long."""
+RETRY_EVERY = 1.0
+"""How often failed versions that something still asks for are looked at again."""
 
 
 class _Failure:
-    def __init__(self, fingerprint: str, reason: str, attempts: int) -> None:
+    def __init__(self, fingerprint: str, reason: str, attempts: int, clock: Clock) -> None:
         self.fingerprint = fingerprint
         self.reason = reason
         self.attempts = attempts
-        self.at = time.time()
-        self.retry_at = time.monotonic() + min(MAX_BACKOFF, 2.0 ** (attempts - 1))
+        self.at = clock.time()
+        self.retry_at = clock.monotonic() + min(MAX_BACKOFF, 2.0 ** (attempts - 1))
 
 
 class ModelCache(Tiers):
@@ -54,8 +57,9 @@ class ModelCache(Tiers):
         disk_limit: int | None = None,
         tree: ModelTree | None = None,
         events: CacheEvents | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
-        super().__init__(loader, Path(root), memory_limit, disk_limit)
+        super().__init__(loader, Path(root), memory_limit, disk_limit, clock)
         if events is not None:
             self.events = events
         self.tree = tree or ModelTree()
@@ -138,7 +142,7 @@ class ModelCache(Tiers):
 
     def _raise_if_backing_off(self, name: str, info: VersionInfo) -> None:
         failure = self._failures.get((name, info.version))
-        if failure and failure.fingerprint == info.fingerprint and time.monotonic() < failure.retry_at:
+        if failure and failure.fingerprint == info.fingerprint and self.clock.monotonic() < failure.retry_at:
             raise ModelLoadError(failure.reason, model=name, version=info.version)
 
     # --- new trees ---------------------------------------------------------
@@ -189,7 +193,7 @@ class ModelCache(Tiers):
         if entry is not None and (entry.load is not None or entry.lent_to is not None):
             return  # loading already, or about to be replaced by the version that borrowed its slot
         failure = self._failures.get((name, info.version))
-        if failure and failure.fingerprint == info.fingerprint and time.monotonic() < failure.retry_at:
+        if failure and failure.fingerprint == info.fingerprint and self.clock.monotonic() < failure.retry_at:
             self._ensure_retry_loop()
             return
         self._spawn(self._quiet(self.load(name, info)))
@@ -206,10 +210,10 @@ class ModelCache(Tiers):
 
     async def _retry_loop(self) -> None:
         while self._failures:
-            await asyncio.sleep(1.0)
+            await self.clock.sleep(RETRY_EVERY)
             for key, failure in list(self._failures.items()):
                 info = self._info(key)
-                due = time.monotonic() >= failure.retry_at
+                due = self.clock.monotonic() >= failure.retry_at
                 if info is None or info.fingerprint != failure.fingerprint or not due:
                     continue
                 name, version = key
@@ -234,7 +238,7 @@ class ModelCache(Tiers):
         key = (name, info.version)
         previous = self._failures.get(key)
         attempts = previous.attempts + 1 if previous and previous.fingerprint == info.fingerprint else 1
-        self._failures[key] = _Failure(info.fingerprint, reason, attempts)
+        self._failures[key] = _Failure(info.fingerprint, reason, attempts, self.clock)
         log.error("model %s version %s failed (attempt %d): %s", name, info.version, attempts, reason)
         if self.held(key) is not None or name in self._latest:
             self._ensure_retry_loop()
@@ -268,6 +272,14 @@ class ModelCache(Tiers):
     def needing_attention(self) -> set[Key]:
         """Versions loading now or whose last load failed (cheap: no walk of the tree)."""
         return {*self._failures, *(k for k, e in self._entries.items() if e.load is not None)}
+
+    def failure(self, key: Key) -> _Failure | None:
+        """The last failed load of the version (until its files change, or it loads)."""
+        return self._failures.get(key)
+
+    def latest_pointer(self, name: str) -> int | None:
+        """The version serving requests for the model's "latest" now (``None``: none loaded)."""
+        return self._latest.get(name)
 
     def state(self, name: str, version: int) -> dict[str, Any]:
         """What this replica knows of one version (for ``/info``)."""

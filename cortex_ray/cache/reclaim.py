@@ -30,14 +30,17 @@ import time
 import weakref
 from typing import Any
 
+from cortex_ray.clock import SYSTEM, Clock
+
 __all__ = ["Reclaimer"]
 
 log = logging.getLogger("cortex_ray.cache")
 
 
 class Reclaimer:
-    def __init__(self, delay: float = 1.0, min_interval: float = 5.0) -> None:
+    def __init__(self, delay: float = 1.0, min_interval: float = 5.0, clock: Clock = SYSTEM) -> None:
         self.delay = delay
+        self.clock = clock
         self.min_interval = min_interval
         self._pending: list[weakref.ref[Any] | None] = []
         self._task: asyncio.Task[None] | None = None
@@ -64,14 +67,14 @@ class Reclaimer:
 
     async def _run(self) -> None:
         while self._pending:
-            await asyncio.sleep(self.delay)
+            await self.clock.sleep(self.delay)
             pending, self._pending = self._pending, []
             alive = [ref for ref in pending if ref is None or ref() is not None]
             self.freed_by_refcount += len(pending) - len(alive)
             if alive:
-                wait = self._last_collect + self.min_interval - time.monotonic()
+                wait = self._last_collect + self.min_interval - self.clock.monotonic()
                 if wait > 0:
-                    await asyncio.sleep(wait)
+                    await self.clock.sleep(wait)
                 await asyncio.to_thread(self._collect)
             if "torch" in sys.modules:
                 await asyncio.to_thread(_empty_gpu_cache)
@@ -80,7 +83,7 @@ class Reclaimer:
         started = time.perf_counter()
         found = gc.collect()
         took = time.perf_counter() - started
-        self._last_collect = time.monotonic()
+        self._last_collect = self.clock.monotonic()
         self.collections += 1
         self.collect_seconds += took
         log.info("reclaimed unloaded models: gc found %d objects in %.3fs", found, took)

@@ -20,7 +20,7 @@ from cortex_ray.errors import (
     VersionNotFoundError,
 )
 from cortex_ray.models.tree import ModelInfo, ModelTree, VersionInfo
-from cortex_ray.spec.models import SINGLE_MODEL_NAME
+from cortex_ray.spec.names import SINGLE_MODEL_NAME
 
 __all__ = ["MAX_VERSION_DIGITS", "parse_version", "resolve_model", "resolve_version"]
 

@@ -18,7 +18,6 @@ import asyncio
 import functools
 import logging
 import shutil
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from cortex_ray.cache.entry import Entry, Folder, Key, LoadedModel
 from cortex_ray.cache.events import CacheEvents
 from cortex_ray.cache.reclaim import Reclaimer
 from cortex_ray.cache.usage import Usage
+from cortex_ray.clock import SYSTEM, Clock
 from cortex_ray.errors import CortexRayError, ModelLoadError
 from cortex_ray.models.tree import VersionInfo
 from cortex_ray.storage import open_storage
@@ -49,8 +49,17 @@ class Superseded(ModelLoadError):
 class Tiers:
     """Memory and disk tiers; subclasses decide what is current and react to loads."""
 
-    def __init__(self, loader: Loader, root: Path, memory_limit: int | None, disk_limit: int | None) -> None:
+    def __init__(
+        self,
+        loader: Loader,
+        root: Path,
+        memory_limit: int | None,
+        disk_limit: int | None,
+        clock: Clock = SYSTEM,
+    ) -> None:
         self._loader = loader
+        self.clock = clock
+        """Time as the cache sees it (backoffs, use counts, durations): a test's own."""
         self._root = root
         self.memory_limit = memory_limit
         self.disk_limit = disk_limit
@@ -59,8 +68,8 @@ class Tiers:
         self._disk_lru: OrderedDict[Key, None] = OrderedDict()
         self._freed = asyncio.Event()
         self._work: set[asyncio.Future[Any]] = set()
-        self.reclaimer = Reclaimer()
-        self.usage = Usage()
+        self.reclaimer = Reclaimer(clock=clock)
+        self.usage = Usage(clock=clock)
         # downloads and loads wait on storage and on the user's load_model: threads of their own,
         # enough that loads of different models never queue behind each other
         self._threads = ThreadPoolExecutor(max_workers=32, thread_name_prefix="cortex-ray-cache")
@@ -114,6 +123,9 @@ class Tiers:
             self._memory_lru.move_to_end(key)
         if key in self._disk_lru:
             self._disk_lru.move_to_end(key)
+
+    def is_on_disk(self, key: Key) -> bool:
+        return key in self._disk_lru
 
     @property
     def in_memory(self) -> list[Key]:
@@ -178,7 +190,7 @@ class Tiers:
             await self._reserve_disk(entry, info.fingerprint)
             unique = f"{version}-{info.fingerprint[:12]}-{uuid.uuid4().hex[:6]}"  # never a deleted one's path
             dest = self._root / name.replace("/", "_") / unique
-            started = time.perf_counter()
+            started = self.clock.monotonic()
             try:
                 fetch = functools.partial(open_storage(info.uri).download, "", dest, info.files)
                 await asyncio.get_running_loop().run_in_executor(self._threads, fetch)
@@ -197,7 +209,7 @@ class Tiers:
             entry.folder = folder
             self._disk_lru[entry.key] = None
             self._disk_lru.move_to_end(entry.key)
-            elapsed = time.perf_counter() - started
+            elapsed = self.clock.monotonic() - started
             log.info("downloaded model %s version %s in %.2fs", name, version, elapsed)
             self.events.downloaded(info.size, elapsed)
             done.set_result(folder)
@@ -287,7 +299,7 @@ class Tiers:
             self._notify()
 
     async def _run_loader(self, folder: Folder, name: str, version: int, fingerprint: str) -> LoadedModel:
-        started = time.perf_counter()
+        started = self.clock.monotonic()
         try:
             load = functools.partial(self._loader, str(folder.path), name, version)
             obj = await asyncio.get_running_loop().run_in_executor(self._threads, load)
@@ -297,7 +309,14 @@ class Tiers:
                 model=name,
                 version=version,
             ) from exc
-        return LoadedModel(name, version, fingerprint, obj, load_seconds=time.perf_counter() - started)
+        return LoadedModel(
+            name,
+            version,
+            fingerprint,
+            obj,
+            loaded_at=self.clock.time(),
+            load_seconds=self.clock.monotonic() - started,
+        )
 
     async def _reserve_memory(self, entry: Entry, fingerprint: str) -> None:
         """Take a memory slot for a load: the old object's (new files of a version in memory),

@@ -10,9 +10,10 @@ version evicted keeps its count, so a popular model that comes back is not the n
 
 from __future__ import annotations
 
-import time
 from collections.abc import Hashable, Iterable
 from typing import TypeVar
+
+from cortex_ray.clock import SYSTEM, Clock
 
 __all__ = ["HALF_LIFE", "Usage"]
 
@@ -22,13 +23,14 @@ HALF_LIFE = 60.0
 
 
 class Usage:
-    def __init__(self, half_life: float = HALF_LIFE) -> None:
+    def __init__(self, half_life: float = HALF_LIFE, clock: Clock = SYSTEM) -> None:
         self.half_life = half_life
+        self.clock = clock
         self._counts: dict[Hashable, tuple[float, float]] = {}
         """key -> (count, when it was last updated)."""
 
     def use(self, key: Hashable, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
+        now = self.clock.monotonic() if now is None else now
         self._counts[key] = (self.count(key, now) + 1.0, now)
         if len(self._counts) > 4096 and len(self._counts) % 1024 == 0:
             self._forget_faded(now)
@@ -37,13 +39,13 @@ class Usage:
         found = self._counts.get(key)
         if found is None:
             return 0.0
-        now = time.monotonic() if now is None else now
+        now = self.clock.monotonic() if now is None else now
         count, at = found
         return count * 0.5 ** ((now - at) / self.half_life)
 
     def order(self, keys: Iterable[K]) -> list[K]:
         """``keys`` (least recently used first) in eviction order: least used first."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         ranked = list(keys)
         position = {k: i for i, k in enumerate(ranked)}
         return sorted(ranked, key=lambda k: (self.count(k, now), position[k]))

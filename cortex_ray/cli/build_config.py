@@ -9,8 +9,8 @@ import yaml
 
 from cortex_ray.cli.report import load_checked, print_errors
 from cortex_ray.cli.run import add_ingress_option
+from cortex_ray.deployer.serve_config import serve_config
 from cortex_ray.errors import SpecErrors
-from cortex_ray.serving.config import serve_config
 
 __all__ = ["add_parser", "run_build_config"]
 

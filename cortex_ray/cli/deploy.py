@@ -10,6 +10,7 @@ from typing import Any
 
 from cortex_ray.cli.report import print_errors
 from cortex_ray.errors import CortexRayError, SpecErrors
+from cortex_ray.net import base_url
 
 __all__ = ["add_parsers", "address_option", "run_work"]
 
@@ -71,7 +72,7 @@ def _deploy(a: argparse.Namespace) -> int:
         results = cluster.deploy_apis(
             spec, host=a.host, port=a.port, ingress=a.ingress, shared_dirs=a.shared_dir, timeout_s=a.timeout
         )
-        base = f"http://{'127.0.0.1' if a.host in ('0.0.0.0', '::') else a.host}:{a.port}"
+        base = base_url(a.host, a.port)
         for item in results:
             print(f"{item['name']}: {item['status'].lower()} at {base}{item['endpoint'] or ''}")
 

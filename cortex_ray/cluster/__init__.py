@@ -6,7 +6,7 @@ API becomes a declarative Serve application, as ``serve deploy`` would make it: 
 an unchanged project changes nothing; a changed one rolls (surge first, so no request fails).
 """
 
-from cortex_ray.cluster.apply import delete, deploy, deploy_apis, describe, refresh
+from cortex_ray.cluster.apply import delete, deploy, deploy_apis, deploy_in_place, describe, refresh
 from cortex_ray.cluster.connect import connect
 
-__all__ = ["connect", "delete", "deploy", "deploy_apis", "describe", "refresh"]
+__all__ = ["connect", "delete", "deploy", "deploy_apis", "deploy_in_place", "describe", "refresh"]

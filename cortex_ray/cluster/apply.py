@@ -12,15 +12,23 @@ from collections.abc import Sequence
 from typing import Any
 
 from cortex_ray.cluster.connect import alive_nodes, check_local_data, connect
+from cortex_ray.deployer.serve_config import serve_config
 from cortex_ray.errors import DeploymentError
-from cortex_ray.ingress.control import DEFAULT_INGRESS
+from cortex_ray.ingress.control import DEFAULT_INGRESS, get_ingress, start_ingress, wait_routed
 from cortex_ray.project import Project
 from cortex_ray.project.check import check_project
 from cortex_ray.project.shipping import check_size, upload
-from cortex_ray.serving.config import serve_config
-from cortex_ray.spec import Spec, load_spec
+from cortex_ray.spec import Spec, load_spec, parse_spec
 
-__all__ = ["DEFAULT_TIMEOUT_S", "delete", "deploy", "deploy_apis", "describe", "refresh"]
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "delete",
+    "deploy",
+    "deploy_apis",
+    "deploy_in_place",
+    "describe",
+    "refresh",
+]
 
 DEFAULT_TIMEOUT_S = 900.0
 _FAILED = ("DEPLOY_FAILED", "UNHEALTHY")
@@ -58,18 +66,37 @@ def deploy_apis(
     excludes = project.excludes(spec)
     check_size(project.root, excludes)
     uri = upload(project.root, excludes)
+    return _deploy(spec, host, port, ingress, timeout_s, wait, working_dir=uri)
+
+
+def deploy_in_place(
+    spec_data: list[dict[str, Any]] | dict[str, Any],
+    project_dir: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    ingress: str = DEFAULT_INGRESS,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    wait: bool = True,
+) -> list[dict[str, Any]]:
+    """Deploy APIs given as data (``cortex.client().deploy`` in a handler): their paths are
+    relative to ``project_dir``, read in place as the cluster's nodes see them (nothing is
+    sent). Declarative, as :func:`deploy_apis`: ``refresh`` works on them."""
+    spec = parse_spec(spec_data, base_dir=project_dir, file="<spec_data>")
+    check_project(spec, project_dir)
+    return _deploy(spec, host, port, ingress, timeout_s, wait, spec_data=spec_data, project_dir=project_dir)
+
+
+def _deploy(
+    spec: Spec, host: str, port: int, ingress: str, timeout_s: float, wait: bool, **config: Any
+) -> list[dict[str, Any]]:
     client = _serve_client(host, port, ingress)
     current = _declarative(client)
     failed = _failed(client)  # an unchanged config would not be tried again: restart those
     refreshes = {a.name: _refresh_of(current.get(a.name)) + (a.name in failed) for a in spec.apis}
-    config = serve_config(
-        spec, spec.file, host=host, port=port, ingress=ingress, working_dir=uri, refresh=refreshes
-    )
+    serve = serve_config(spec, spec.file, host=host, port=port, ingress=ingress, refresh=refreshes, **config)
     if ingress == "fast":
-        from cortex_ray.ingress.control import start_ingress
-
         start_ingress(host, port)
-    _apply(client, config, current)
+    _apply(client, serve, current)
     names = [a.name for a in spec.apis]
     if wait:
         _wait(names, timeout_s, ingress)
@@ -92,8 +119,6 @@ def refresh(name: str, timeout_s: float = DEFAULT_TIMEOUT_S, wait: bool = True) 
 def delete(names: Sequence[str]) -> None:
     """Delete APIs (and their routes on the fast ingress)."""
     import ray
-
-    from cortex_ray.ingress.control import get_ingress
 
     client = _serve_client()
     known = set(client.get_serve_details().get("applications", {}))
@@ -218,8 +243,6 @@ def _wait(names: Sequence[str], timeout_s: float, ingress: str) -> None:
 
 
 def _wait_routed(item: dict[str, Any]) -> None:
-    from cortex_ray.ingress.control import wait_routed
-
     running = item["replicas"].get("RUNNING", 1)
     if not wait_routed(item["name"], max(1, running)):
         raise DeploymentError(f"api {item['name']!r}: its replicas did not register with the fast ingress")

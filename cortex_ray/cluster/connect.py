@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cortex_ray.cluster import local_run
 from cortex_ray.errors import DeploymentError, SpecError, SpecErrors
+from cortex_ray.net import is_loopback_address
 from cortex_ray.spec import Spec
 from cortex_ray.spec.paths import is_local_uri, local_path_of
 
@@ -36,7 +37,7 @@ def connect(address: str | None = None) -> None:
                 "no running Ray cluster found on this machine (no RAY_ADDRESS, no `ray start` cluster, "
                 "no `cortex-ray run`): start one, or pass --address"
             )
-    if target and local_run.is_loopback_address(target):
+    if target and is_loopback_address(target):
         local_run.use_loopback()  # a Ray on 127.0.0.1: Ray would otherwise dial the machine's address
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)

@@ -8,6 +8,7 @@ import urllib.request
 from typing import Any
 
 from cortex_ray.cluster.apply import describe
+from cortex_ray.spec.names import worker_name
 
 __all__ = ["api_pids", "inspect_api", "inspect_apis", "request_counts"]
 
@@ -49,8 +50,6 @@ def _ask(item: dict[str, Any]) -> tuple[Any, Any]:
     """Start the calls for an API's details: its ``info`` (with every replica's report) and, for
     an AsyncAPI, its queue; ``(None, None)`` when no replica runs to answer."""
     from ray import serve
-
-    from cortex_ray.asyncapi.dispatcher import worker_name
 
     name = item["name"]
     is_async = worker_name(name) in item["deployments"]

@@ -18,7 +18,6 @@ __all__ = [
     "find",
     "forget",
     "is_listening",
-    "is_loopback_address",
     "ray_start_address",
     "record",
     "use_loopback",
@@ -106,10 +105,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def is_loopback_address(address: str) -> bool:
-    return address.rpartition(":")[0] in ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
 def use_loopback() -> None:

@@ -1,7 +1,8 @@
 """``import cortex; cortex.client()`` inside a handler: Cortex's Python client over cortex-ray.
 
-``deploy``, ``get_api``, ``list_apis``, ``refresh`` and ``delete`` go to cortex-ray's SDK and
-cluster code (the cluster the replica runs in); the rest of Cortex's client raises
+``deploy``, ``deploy_from_file``, ``get_api``, ``list_apis``, ``refresh`` and ``delete`` act on
+the cluster the replica runs in, through :mod:`cortex_ray.cluster` (declarative Serve
+applications, as ``cortex-ray deploy`` makes them); the rest of Cortex's client raises
 :class:`NotImplementedError` naming the method.
 """
 
@@ -10,7 +11,10 @@ from __future__ import annotations
 import os
 from typing import Any, NoReturn
 
-__all__ = ["Client", "client"]
+from cortex_ray import cluster
+from cortex_ray.spec import load_spec
+
+__all__ = ["Client", "NotFound", "client"]
 
 
 def client(env_name: str | None = None) -> Client:
@@ -31,44 +35,29 @@ class Client:
     ) -> dict[str, Any]:
         """Deploy one API spec (a dict) on the cluster this process runs in; its paths are relative
         to ``project_dir`` (default: the working directory, which in a replica is the project),
-        read as this node sees them (nothing is sent: a spec file goes through
+        read as the cluster's nodes see them (nothing is sent: a spec file goes through
         :meth:`deploy_from_file`)."""
-        from cortex_ray import sdk
-        from cortex_ray.cluster import describe
-
-        handles = sdk.deploy(api_spec, base_dir=project_dir or os.getcwd())
-        found = describe(list(handles))
+        found = cluster.deploy_in_place(api_spec, project_dir or os.getcwd(), wait=wait)
         return {"api": found[0] if found else None}
 
     def deploy_from_file(self, config_file: str, force: bool = False, wait: bool = False) -> dict[str, Any]:
         """Deploy a spec file, sending its project folder (``cortex-ray deploy``)."""
-        from cortex_ray.cluster import deploy_apis
-        from cortex_ray.spec import load_spec
-
-        return {"apis": deploy_apis(load_spec(config_file), wait=wait)}
+        return {"apis": cluster.deploy_apis(load_spec(config_file), wait=wait)}
 
     def get_api(self, api_name: str) -> dict[str, Any]:
-        from cortex_ray.cluster import describe
-
-        found = describe([api_name])
+        found = cluster.describe([api_name])
         if not found:
             raise NotFound(f"api {api_name!r} is not deployed")
         return found[0]
 
     def list_apis(self) -> list[dict[str, Any]]:
-        from cortex_ray.cluster import describe
-
-        return describe()
+        return cluster.describe()
 
     def refresh(self, api_name: str, force: bool = False) -> None:
-        from cortex_ray.cluster import refresh
-
-        refresh(api_name)
+        cluster.refresh(api_name)
 
     def delete(self, api_name: str, keep_cache: bool = False) -> None:
-        from cortex_ray.cluster import delete
-
-        delete([api_name])
+        cluster.delete([api_name])
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from cortex_ray.ingress.registry import INGRESS_ACTOR, INGRESS_NAMESPACE, Ingress
+from cortex_ray.ingress.registry import INGRESS_ACTOR, INGRESS_NAMESPACE, Registry
 
 __all__ = ["DEFAULT_INGRESS", "INGRESS_MODES", "get_ingress", "start_ingress", "stop_ingress", "wait_routed"]
 
@@ -30,7 +30,7 @@ def start_ingress(host: str, port: int, threads: int = 1) -> Any:
     if found is not None:
         return found
     here = NodeAffinitySchedulingStrategy(_head_node_id(), soft=False)
-    remote: Any = ray.remote(Ingress)
+    remote: Any = ray.remote(Registry)
     actor = remote.options(
         name=INGRESS_ACTOR,
         namespace=INGRESS_NAMESPACE,

@@ -15,6 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from cortex_ray.net import dial_host
+
 __all__ = ["HAProxy", "HAProxyError"]
 
 
@@ -103,7 +105,7 @@ class HAProxy:
 def _listening(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.settimeout(0.2)
-        return s.connect_ex((host if host not in ("0.0.0.0", "::") else "127.0.0.1", port)) == 0
+        return s.connect_ex((dial_host(host), port)) == 0
 
 
 def _die_with_parent() -> None:

@@ -1,6 +1,6 @@
 """The fast path's control: which replicas serve which API, and the balancer in front.
 
-One :class:`Ingress` per Ray cluster, a detached named actor on the node where the public
+One :class:`Registry` per Ray cluster (the ingress actor), a detached named actor on the node where the public
 port must listen (the node that started it). Every fast-path replica registers its own
 HTTP port with it when it starts, re-registers every ``HEARTBEAT`` seconds, and
 deregisters when Serve stops it; a replica whose registrations stop (it died) is dropped
@@ -21,7 +21,7 @@ from typing import Any
 
 from cortex_ray.ingress.balancer import Backend, Balancer, Server
 
-__all__ = ["HEARTBEAT", "INGRESS_ACTOR", "INGRESS_NAMESPACE", "Ingress"]
+__all__ = ["HEARTBEAT", "INGRESS_ACTOR", "INGRESS_NAMESPACE", "Registry"]
 
 log = logging.getLogger("cortex_ray.ingress")
 INGRESS_ACTOR = "cortex-ray-ingress"
@@ -39,7 +39,7 @@ class _Api:
     """replica id -> (host, port, last registration)."""
 
 
-class Ingress:
+class Registry:
     """Plain class; :func:`cortex_ray.ingress.control.start_ingress` runs it as a Ray actor."""
 
     def __init__(self, host: str, port: int, threads: int = 1) -> None:

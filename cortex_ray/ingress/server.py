@@ -2,8 +2,8 @@
 
 Requests come from cortex-ray's load balancer (or, in tests and benchmarks, straight
 from a client). Bytes are parsed by ``httptools`` (the parser uvicorn uses) into an
-:class:`~cortex_ray.serving.requests.Incoming` and handed to the API's core, whose
-:class:`~cortex_ray.serving.requests.Outgoing` is written back: no ASGI, no Starlette
+:class:`~cortex_ray.endpoint.Incoming` and handed to the API's endpoint, whose
+:class:`~cortex_ray.endpoint.Outgoing` is written back: no ASGI, no Starlette
 objects, no thread, no per-request work beyond the request itself. Keep-alive and
 pipelining are supported (answers go out in request order), as are chunked request
 bodies, ``Expect: 100-continue`` and streamed (chunked) responses.
@@ -24,8 +24,8 @@ from typing import Any
 
 import httptools
 
+from cortex_ray.endpoint.messages import Incoming, Outgoing, error_outgoing, json_outgoing
 from cortex_ray.errors import AtCapacityError
-from cortex_ray.serving.requests import Incoming, Outgoing, error_outgoing, json_outgoing
 
 __all__ = ["MAX_BODY", "FastServer"]
 
@@ -129,7 +129,7 @@ class _Connection(asyncio.Protocol):
             while self._queue and self._transport is not None:
                 item, keep_alive, arrived = self._queue.popleft()
                 try:
-                    out = item if isinstance(item, Outgoing) else await self._server.dispatch(item)
+                    out = item if isinstance(item, Outgoing) else await self._server.route(item)
                     if self._transport is None:
                         return
                     if out.stream is not None:
@@ -215,7 +215,8 @@ class FastServer:
         self.host, self.port = host, self._server.sockets[0].getsockname()[1]
         log.info("fast path: serving %s on http://%s:%d", self.prefix or "/", host, self.port)
 
-    async def dispatch(self, incoming: Incoming) -> Outgoing:
+    async def route(self, incoming: Incoming) -> Outgoing:
+        """The API's endpoint below its prefix; the health check; a JSON 404 elsewhere."""
         path = incoming.path
         prefix = self.prefix
         if path == prefix or path.startswith(prefix + "/") or (not prefix and path.startswith("/")):

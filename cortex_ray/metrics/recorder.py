@@ -15,7 +15,7 @@ from typing import Any
 
 from cortex_ray.metrics.catalogue import CATALOGUE, SECONDS
 
-__all__ = ["MAX_MODELS", "OTHER", "MemorySink", "Recorder", "recorder"]
+__all__ = ["ENABLED", "MAX_MODELS", "OTHER", "MemorySink", "Recorder", "ray_metric", "recorder"]
 
 MAX_MODELS = int(os.environ.get("CORTEX_RAY_METRICS_MAX_MODELS", "50"))
 """Distinct model names a process tags its metrics with; later ones are tagged ``_other``. Per
@@ -52,6 +52,20 @@ class MemorySink:
         return sum(found) if found else None
 
 
+def ray_metric(
+    kind: str, name: str, description: str, tag_keys: tuple[str, ...], boundaries: list[float]
+) -> Any:
+    """A Ray metric object (the only place one is made): ``kind`` is ``counter``, ``gauge`` or
+    ``histogram`` (with ``boundaries``)."""
+    from ray.util import metrics
+
+    if kind == "counter":
+        return metrics.Counter(name, description, tag_keys=tag_keys)
+    if kind == "gauge":
+        return metrics.Gauge(name, description, tag_keys=tag_keys)
+    return metrics.Histogram(name, description, boundaries=boundaries, tag_keys=tag_keys)
+
+
 class _RaySink:
     def __init__(self) -> None:
         self._metrics: dict[str, Any] = {}
@@ -60,20 +74,11 @@ class _RaySink:
     def _metric(self, name: str) -> Any:
         found = self._metrics.get(name)
         if found is None:
-            from ray.util import metrics
-
             spec = CATALOGUE[name]
             with self._lock:
                 found = self._metrics.get(name)
                 if found is None:
-                    if spec.kind == "counter":
-                        found = metrics.Counter(name, spec.description, tag_keys=spec.tags)
-                    elif spec.kind == "gauge":
-                        found = metrics.Gauge(name, spec.description, tag_keys=spec.tags)
-                    else:
-                        found = metrics.Histogram(
-                            name, spec.description, boundaries=list(SECONDS), tag_keys=spec.tags
-                        )
+                    found = ray_metric(spec.kind, name, spec.description, spec.tags, list(SECONDS))
                     self._metrics[name] = found
         return found
 

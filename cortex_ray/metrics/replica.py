@@ -1,27 +1,12 @@
-"""Per-replica gauges (what the cache holds) and who this replica is."""
+"""Per-replica gauges: what the cache holds, and the lag behind the reloader."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from cortex_ray.metrics.recorder import recorder
 
-__all__ = ["record_cache_gauges", "record_lag", "replica_identity"]
-
-
-def replica_identity() -> dict[str, Any]:
-    """This process's Serve replica id, node and process id."""
-    identity: dict[str, Any] = {"replica": f"pid-{os.getpid()}", "node_id": "", "pid": os.getpid()}
-    try:
-        import ray
-        from ray import serve
-
-        identity["node_id"] = ray.get_runtime_context().get_node_id()
-        identity["replica"] = str(serve.get_replica_context().replica_id.unique_id)
-    except Exception:  # not in a replica (tests, tools)
-        pass
-    return identity
+__all__ = ["record_cache_gauges", "record_lag"]
 
 
 def record_lag(api_name: str, replica: str, lag: dict[str, float]) -> None:

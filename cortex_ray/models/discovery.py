@@ -9,18 +9,16 @@ caller (the reloader) can keep what it had. A local ``dir`` that does not exist
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from cortex_ray.models.layout import Layout, describe_tree
 from cortex_ray.models.tree import ModelInfo, ModelTree, build_model, split_dir_listing
-from cortex_ray.spec.models import SINGLE_MODEL_NAME, MultiModelsSpec
+from cortex_ray.spec.names import SINGLE_MODEL_NAME, model_name_problem
+from cortex_ray.spec.schema import MultiModelsSpec
 from cortex_ray.storage import Storage, open_storage
 
 __all__ = ["discover_models"]
-
-_MODEL_NAME = re.compile(r"^[a-zA-Z0-9_.-]+$")
 
 Opener = Callable[[str], Storage]
 
@@ -56,21 +54,9 @@ def _from_dir(uri: str, layout: Layout, signature_key: str | None, opener: Opene
     models: dict[str, ModelInfo] = {}
     for name in sorted(groups):
         model_uri = f"{uri}{name}/"
-        if name == SINGLE_MODEL_NAME:
-            models[name] = ModelInfo(
-                name,
-                model_uri,
-                False,
-                error=f"{SINGLE_MODEL_NAME}: is a reserved name; please specify a different model name",
-            )
-        elif not _MODEL_NAME.match(name) or name.startswith("."):
-            models[name] = ModelInfo(
-                name,
-                model_uri,
-                False,
-                error=f"{name!r} is not a valid model name: use letters, digits, '.', '-' and '_' "
-                "(not starting with '.')",
-            )
+        problem = model_name_problem(name)
+        if problem is not None:
+            models[name] = ModelInfo(name, model_uri, False, error=problem)
         else:
             models[name] = build_model(name, model_uri, groups[name], layout, signature_key)
     warnings: tuple[str, ...] = ()

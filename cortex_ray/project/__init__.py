@@ -3,7 +3,7 @@
 
 The deployer side (:mod:`~cortex_ray.project.files`, :mod:`~cortex_ray.project.runtime_env`,
 :mod:`~cortex_ray.project.shipping`) turns it into Ray ``runtime_env`` fields; the replica side
-(:mod:`~cortex_ray.project.enter`) makes each process that runs user code start in it.
+(:mod:`cortex_ray.replica.enter`) makes each process that runs user code start in it.
 """
 
 from cortex_ray.project.files import Project, ProjectRef

@@ -29,14 +29,16 @@ from dataclasses import dataclass
 
 from cortex_ray.models.tree import ModelInfo, ModelTree, VersionInfo
 
-__all__ = ["EMPTY_SETTLE", "Problem", "Publisher"]
+__all__ = ["EMPTY_SETTLE", "ModelProblem", "Publisher"]
 
 EMPTY_SETTLE = 60.0
 """How long a listing with no models at all must last before every model is removed."""
 
 
 @dataclass(frozen=True)
-class Problem:
+class ModelProblem:
+    """Why a model or version is not published as listed (shown by ``/info`` and ``get``)."""
+
     model: str
     version: int | None
     reason: str
@@ -52,7 +54,7 @@ class Publisher:
     def __init__(self, settle_time: float) -> None:
         self.settle_time = settle_time
         self.published: ModelTree | None = None
-        self.problems: list[Problem] = []
+        self.problems: list[ModelProblem] = []
         self.published_at: dict[tuple[str, int], float] = {}
         """When each version's current files were published."""
         self.delays: list[float] = []
@@ -91,7 +93,7 @@ class Publisher:
                 continue
             self._absent.pop((name, None), None)
             if seen.error:
-                self.problems.append(Problem(name, None, seen.error))
+                self.problems.append(ModelProblem(name, None, seen.error))
                 if before is not None and before.versions:
                     models[name] = before  # keep serving what was published
                 else:
@@ -135,7 +137,7 @@ class Publisher:
             f"{max(self.settle_time, EMPTY_SETTLE):.0f}s ({waited:.0f}s so far)"
         )
         if not any(p.reason == reason for p in self.problems):
-            self.problems.append(Problem("*", None, reason))
+            self.problems.append(ModelProblem("*", None, reason))
         return False
 
     def _absence_settled(self, name: str, version: int | None, now: float) -> bool:
@@ -145,7 +147,7 @@ class Publisher:
         if now - since >= self.settle_time:
             return True
         reason = f"removal not published yet: waiting for it to settle ({now - since:.0f}s)"
-        self.problems.append(Problem(name, version, reason))
+        self.problems.append(ModelProblem(name, version, reason))
         return False
 
     def _version(
@@ -163,7 +165,7 @@ class Publisher:
             waited = now - pending.since
             what = "new files" if old is not None else "new version"
             self.problems.append(
-                Problem(
+                ModelProblem(
                     name, v, f"{what} not published yet: waiting for the upload to settle ({waited:.0f}s)"
                 )
             )
@@ -172,7 +174,9 @@ class Publisher:
         self.delays.append(now - pending.since)
         if info.error and old is not None and old.valid:
             self.problems.append(
-                Problem(name, v, f"new files are invalid ({info.error}); still serving the previous files")
+                ModelProblem(
+                    name, v, f"new files are invalid ({info.error}); still serving the previous files"
+                )
             )
             return old
         self.published_at[key] = now

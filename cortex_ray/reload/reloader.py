@@ -27,17 +27,16 @@ from cortex_ray.spec import ApiSpec
 from cortex_ray.spec.sealed import Sealed, unseal
 from cortex_ray.storage import Storage, open_storage
 
-__all__ = ["RELOADER_NAME", "ModelReloader"]
+__all__ = ["ModelReloader"]
 
 log = logging.getLogger("cortex_ray.reloader")
-RELOADER_NAME = "cortex-ray-reloader"
 SEED_GRACE = 1.0
 REPORT_STALE = 20.0
 """A replica that has not reported for this long is left out of the cluster's view."""
 
 
 class ModelReloader:
-    """Plain class; :mod:`cortex_ray.app` wraps it with ``ray.remote`` for Serve."""
+    """Plain class; :mod:`cortex_ray.application` wraps it with ``ray.remote`` for Serve."""
 
     def __init__(self, api: ApiSpec | Sealed) -> None:
         api = unseal(api)

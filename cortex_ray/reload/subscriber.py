@@ -17,13 +17,14 @@ from collections.abc import Callable
 from typing import Any
 
 from cortex_ray.errors import DeploymentError
-from cortex_ray.metrics.replica import record_cache_gauges, record_lag, replica_identity
+from cortex_ray.identity import replica_identity
+from cortex_ray.metrics.replica import record_cache_gauges, record_lag
 from cortex_ray.models.tree import ModelTree
+from cortex_ray.spec.names import RELOADER_ACTOR
 
-__all__ = ["RELOADER_ACTOR", "Subscriber"]
+__all__ = ["Subscriber"]
 
 log = logging.getLogger("cortex_ray.subscriber")
-RELOADER_ACTOR = "reloader"
 LONG_POLL_TIMEOUT = 30.0
 STATUS_TTL = 2.0
 REPORT_EVERY = 2.0

@@ -20,8 +20,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from cortex_ray.errors import SpecError, SpecErrors
-from cortex_ray.spec.models import ApiSpec, kind_problem
 from cortex_ray.spec.rules import api_warnings, check_api, check_apis
+from cortex_ray.spec.schema import ApiSpec, kind_problem
 
 __all__ = ["Spec", "load_spec", "parse_spec"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["format_duration", "parse_cpu", "parse_duration", "parse_memory"]
+__all__ = ["parse_cpu", "parse_duration", "parse_memory"]
 
 _SUFFIXES = {
     "": 1.0,
@@ -88,21 +88,3 @@ def parse_duration(value: object) -> float:
     if pos != len(text) or not text:
         raise ValueError(f"must be a duration such as 10s, 5m or 1m30s, got {value!r}")
     return total
-
-
-def format_duration(seconds: float) -> str:
-    """``90.0`` -> ``1m30s``; used in messages and ``validate`` output."""
-    if seconds < 1 and seconds > 0:
-        return f"{seconds * 1000:g}ms"
-    whole = int(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    out = ""
-    if hours:
-        out += f"{hours}h"
-    if minutes:
-        out += f"{minutes}m"
-    frac = seconds - whole
-    if secs or frac or not out:
-        out += f"{secs + frac:g}s"
-    return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from cortex_ray.spec.models import ApiSpec, MultiModelsSpec
+from cortex_ray.spec.schema import ApiSpec, MultiModelsSpec
 
 __all__ = ["api_warnings", "check_api", "check_apis"]
 

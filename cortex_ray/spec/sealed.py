@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pickle
 
-from cortex_ray.spec.models import ApiSpec
+from cortex_ray.spec.schema import ApiSpec
 
 __all__ = ["Sealed", "unseal"]
 

@@ -93,10 +93,6 @@ class Storage(abc.ABC):
         absent (a local folder that does not exist or is not mounted). Backends without
         folders (S3, memory) have nothing to check: an absent prefix is an empty one."""
 
-    def content_type(self, key: str) -> str | None:
-        """The content type stored with an object, where the backend keeps one."""
-        return None
-
     def describe(self, key: str = "") -> str:
         """A human-readable location for messages, e.g. ``s3://bucket/models/iris``."""
         return self.uri + key.lstrip("/")

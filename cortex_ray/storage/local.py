@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import builtins
 import errno
-import mimetypes
 import os
 import shutil
 import tempfile
@@ -195,13 +194,6 @@ class LocalStorage(Storage):
         with self._boundary(prefix):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
-
-    def content_type(self, key: str) -> str | None:
-        """Guessed from the file name (local files carry no content type)."""
-        with self._boundary(key):
-            if not self._path(key).is_file():
-                raise FileNotFoundError(errno.ENOENT, "no such file", key)
-        return mimetypes.guess_type(key)[0]
 
     def _download_object(self, key: str, dest: Path, expected: ObjectInfo) -> None:
         """Copy one file, checking its size and modification time (its ``etag``) before and

@@ -25,12 +25,11 @@ __all__ = ["MemoryObject", "MemoryStorage", "reset_memory_storage"]
 
 @dataclass(frozen=True)
 class MemoryObject:
-    """One stored object: its bytes, checksum, time of upload and content type."""
+    """One stored object: its bytes, checksum and time of upload (a content type is not kept)."""
 
     data: bytes
     etag: str
     mtime: float
-    content_type: str | None = None
 
 
 _BUCKETS: dict[str, dict[str, MemoryObject]] = {}
@@ -99,12 +98,12 @@ class MemoryStorage(Storage):
         mtime: float | None = None,
     ) -> None:
         """Store ``data``; ``mtime`` (tests only) overrides the time of upload."""
-        full, obj = self._new(key, data, content_type, mtime)
+        full, obj = self._new(key, data, mtime)
         with _LOCK:
             self.bucket(self.name)[full] = obj
 
     def create(self, key: str, data: bytes, content_type: str | None = None) -> bool:
-        full, obj = self._new(key, data, content_type, None)
+        full, obj = self._new(key, data, None)
         with _LOCK:
             bucket = self.bucket(self.name)
             if full in bucket:
@@ -120,9 +119,7 @@ class MemoryStorage(Storage):
         below = [k[len(start) :] for k in keys if k.startswith(start)]
         return sorted({rest.split("/", 1)[0] for rest in below if "/" in rest})
 
-    def _new(
-        self, key: str, data: bytes, content_type: str | None, mtime: float | None
-    ) -> tuple[str, MemoryObject]:
+    def _new(self, key: str, data: bytes, mtime: float | None) -> tuple[str, MemoryObject]:
         full = self._full(key)
         if not full:
             raise ValueError(f"{self.describe(key)}: an object key may not be empty")
@@ -130,16 +127,12 @@ class MemoryStorage(Storage):
             data=bytes(data),
             etag=hashlib.md5(data, usedforsecurity=False).hexdigest(),
             mtime=time.time() if mtime is None else mtime,
-            content_type=content_type,
         )
         return full, obj
 
     def delete(self, key: str) -> None:
         with _LOCK:
             self.bucket(self.name).pop(self._full(key), None)
-
-    def content_type(self, key: str) -> str | None:
-        return self._get(key).content_type
 
     def _download_object(self, key: str, dest: Path, expected: ObjectInfo) -> None:
         obj = self._get(key)

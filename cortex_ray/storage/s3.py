@@ -260,12 +260,6 @@ class S3Storage(Storage):
         with self._boundary(key):
             self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
 
-    def content_type(self, key: str) -> str | None:
-        with self._boundary(key):
-            response = self.client.head_object(Bucket=self.bucket, Key=self._full(key))
-        value = response.get("ContentType")
-        return str(value) if value else None
-
     def create(self, key: str, data: bytes, content_type: str | None = None) -> bool:
         """``PutObject`` with ``If-None-Match: *``: S3 refuses it (412) when the key exists."""
         extra = {"ContentType": content_type} if content_type else {}

@@ -10,15 +10,29 @@ of the Python handler's ``model_client`` (the same machinery underneath).
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Protocol
 
-from cortex_ray.serving.model_client import ModelClient
+__all__ = ["ModelGetter", "TensorFlowClient"]
 
-__all__ = ["TensorFlowClient"]
+
+class ModelGetter(Protocol):
+    """What the TensorFlow client needs of the replica's ``model_client``."""
+
+    def get_model(self, model_name: str | None = None, model_version: str | int = "latest") -> Any: ...
+
+    async def get_model_async(
+        self, model_name: str | None = None, model_version: str | int = "latest"
+    ) -> Any: ...
+
+    @property
+    def served_versions(self) -> dict[str, int]: ...
+
+    @property
+    def models(self) -> dict[str, list[int]]: ...
 
 
 class TensorFlowClient:
-    def __init__(self, models: ModelClient) -> None:
+    def __init__(self, models: ModelGetter) -> None:
         self._models = models
 
     def predict(

@@ -149,33 +149,33 @@ def test_only_a_local_ray_this_process_starts_counts_as_its_own(monkeypatch: pyt
     from ray import serve
 
     from cortex_ray import sdk
-    from cortex_ray.ingress import control
+    from cortex_ray.cluster import local_run
 
-    for name in ("_local_ray", "_http_host", "_ingress"):
-        monkeypatch.setattr(sdk, name, getattr(sdk, name))  # restored afterwards
+    session = sdk.Session()
     calls: list[tuple[Any, bool]] = []
 
     def init(**kw: Any) -> None:
-        calls.append((kw.get("address"), sdk.started_local_ray()))  # known while it starts
+        calls.append((kw.get("address"), session.local_ray))  # known while it starts
         if kw.get("_fail"):
             raise RuntimeError("no Ray")
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", init)
     monkeypatch.setattr(serve, "start", lambda **kw: None)
-    monkeypatch.setattr(control, "start_ingress", lambda host, port: None)
-    monkeypatch.setattr(sdk, "_loopback_node", lambda: None)
+    monkeypatch.setattr(sdk, "start_ingress", lambda host, port: None)
+    monkeypatch.setattr(local_run, "use_loopback", lambda: None)
     monkeypatch.setattr(sdk, "_record_local_ray", lambda: None)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
 
-    sdk.start(port=1)
-    assert calls[-1] == ("local", True) and sdk.started_local_ray()
+    session.start(port=1)
+    assert calls[-1] == ("local", True) and session.local_ray
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
-    sdk.start(port=1)
-    assert calls[-1] == (None, False) and not sdk.started_local_ray()
+    session.start(port=1)
+    assert calls[-1] == (None, False) and not session.local_ray
     monkeypatch.delenv("RAY_ADDRESS")
-    sdk.start(port=1, address="auto")
-    assert not sdk.started_local_ray()
+    session.start(port=1, address="auto")
+    assert not session.local_ray
     with pytest.raises(RuntimeError):
-        sdk.start(port=1, _fail=True)
-    assert calls[-1] == ("local", True) and not sdk.started_local_ray()
+        session.start(port=1, _fail=True)
+    assert calls[-1] == ("local", True) and not session.local_ray
+    assert not sdk.started_local_ray()  # the process's default session was never touched

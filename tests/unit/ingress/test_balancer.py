@@ -12,8 +12,8 @@ import pytest
 
 from cortex_ray.ingress.balancer import Backend, Balancer, Server, haproxy_binary, render
 from cortex_ray.ingress.server import FastServer
-from cortex_ray.serving.loop import CoreLoop
-from cortex_ray.serving.requests import Incoming, Outgoing, json_outgoing
+from cortex_ray.replica.loop import CoreLoop
+from cortex_ray.endpoint import Incoming, Outgoing, json_outgoing
 from tests.support.s3_server import free_port
 
 

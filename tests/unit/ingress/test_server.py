@@ -14,8 +14,8 @@ import pytest
 
 from cortex_ray.ingress import server as server_module
 from cortex_ray.ingress.server import FastServer
-from cortex_ray.serving.loop import CoreLoop
-from cortex_ray.serving.requests import Incoming, Outgoing, json_outgoing
+from cortex_ray.replica.loop import CoreLoop
+from cortex_ray.endpoint import Incoming, Outgoing, json_outgoing
 
 GATE = threading.Event()
 

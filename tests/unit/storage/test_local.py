@@ -132,13 +132,6 @@ def test_delete_and_delete_prefix(store: LocalStorage) -> None:
     store.delete_prefix("no/such/prefix")
 
 
-def test_content_type_is_guessed_from_the_name(store: LocalStorage) -> None:
-    assert store.content_type("top.json") == "application/json"
-    assert store.content_type("models/iris2/1/x") is None
-    with pytest.raises(StorageNotFoundError):
-        store.content_type("missing.json")
-
-
 def test_etag_changes_on_in_place_update(store: LocalStorage) -> None:
     key = "models/iris/1/model.bin"
     path = store.root / key

@@ -90,13 +90,6 @@ def test_upload_delete_and_delete_prefix(store: MemoryStorage) -> None:
         MemoryStorage("bkt").upload("", b"")
 
 
-def test_content_types_are_kept(store: MemoryStorage) -> None:
-    assert store.content_type("iris/2/assets/vocab.txt") == "text/plain"
-    assert store.content_type("iris/2/model.bin") is None
-    with pytest.raises(StorageNotFoundError):
-        store.content_type("missing")
-
-
 def test_etag_and_mtime(store: MemoryStorage) -> None:
     info = store.list("iris/1")[0]
     assert info.etag == hashlib.md5(b"one").hexdigest()

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
+from cortex_ray.deployer.serve_config import serve_config
 from cortex_ray.errors import SpecErrors
-from cortex_ray.serving.config import serve_config
 from cortex_ray.spec import load_spec
 
 

@@ -23,11 +23,15 @@ from typing import Any
 
 from cortex_ray.ingress.autoscaling import POLICY
 from cortex_ray.spec import NEURON_CORES_PER_CHIP, ApiSpec
+from cortex_ray.spec.names import worker_name
 
+GATEWAY_CONCURRENCY = 1000
+"""Requests an AsyncAPI gateway replica takes at once (it only stores and reads workloads)."""
 ROUTER = "cortex_ray.ingress.router:ModelRouter"
 """Serve's router that reads the model from where the spec says (:mod:`cortex_ray.ingress.router`)."""
 
 __all__ = [
+    "GATEWAY_CONCURRENCY",
     "all_deployment_options",
     "deployment_options",
     "gateway_options",
@@ -66,7 +70,7 @@ def deployment_options(api: ApiSpec, ingress: str = "proxy") -> dict[str, Any]:
         extra["graceful_shutdown_timeout_s"] = api.workloads.timeout + 30
     return {
         **extra,
-        "name": f"{api.name}-worker" if asynchronous else api.name,
+        "name": worker_name(api.name) if asynchronous else api.name,
         # an AsyncAPI worker runs one workload at a time, as Cortex's did, and is sent one only
         # when it is free (no workload waits behind a long one while another worker idles)
         "max_ongoing_requests": 1 if asynchronous else a.max_replica_concurrency,
@@ -108,7 +112,7 @@ def gateway_options(api: ApiSpec, ingress: str = "proxy") -> dict[str, Any]:
     scaling_policy = {"policy": {"policy_function": POLICY}} if ingress == "fast" else {}
     return {
         "name": api.name,
-        "max_ongoing_requests": 1000,
+        "max_ongoing_requests": GATEWAY_CONCURRENCY,
         "ray_actor_options": {"num_cpus": 0.1},
         "autoscaling_config": {
             "min_replicas": 1,

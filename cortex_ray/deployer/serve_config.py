@@ -13,21 +13,17 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from cortex_ray.deployer.options import all_deployment_options
+from cortex_ray.net import is_loopback
 from cortex_ray.project import Project
 from cortex_ray.project.runtime_env import runtime_envs
 from cortex_ray.project.shipping import matcher
-from cortex_ray.serving.options import all_deployment_options
 from cortex_ray.spec import Spec
 
-
-def is_loopback(host: str) -> bool:
-    """Only this machine can reach a server bound to ``host``."""
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
-__all__ = ["IMPORT_PATH", "is_loopback", "serve_config"]
+__all__ = ["IMPORT_PATH", "serve_config"]
 
 IMPORT_PATH = "cortex_ray.app:build"
+"""Serve's import path of the application builder (:mod:`cortex_ray.app`, never imported here)."""
 
 
 def serve_config(
@@ -38,6 +34,8 @@ def serve_config(
     ingress: str = "fast",
     working_dir: str | None = None,
     refresh: dict[str, int] | None = None,
+    spec_data: list[dict[str, Any]] | dict[str, Any] | None = None,
+    project_dir: str | None = None,
 ) -> dict[str, Any]:
     """The Serve config dict for every API of ``spec`` (a validated spec).
 
@@ -46,8 +44,10 @@ def serve_config(
     ``working_dir``: the URI of the project as sent to the cluster (the applications find
     the spec and the handler there); ``None``: the project is where ``spec_path`` says, on every
     node. ``refresh``: per API, the restart counter ``cortex-ray refresh`` bumps.
+    ``spec_data``: the spec was given as data, not a file (its paths relative to ``project_dir``):
+    the applications carry it, and read the project in place.
     """
-    project = Project.of(spec)
+    project = Project.of(spec, project_dir)
     shipped = working_dir is not None
     excluded = matcher(project.excludes(spec)) if shipped else None
     applications = []
@@ -57,8 +57,10 @@ def serve_config(
         deployments = all_deployment_options(api, ingress)
         if envs.user_code:  # the deployment running the handler: the last one
             deployments[-1]["ray_actor_options"]["runtime_env"] = envs.user_code
-        if shipped and project.spec_file is not None:
-            spec_arg: dict[str, Any] = {
+        if spec_data is not None:
+            spec_arg: dict[str, Any] = {"spec_data": spec_data, "project_dir": str(project.root)}
+        elif shipped and project.spec_file is not None:
+            spec_arg = {
                 "spec": os.path.relpath(project.spec_file, project.root),
                 "shipped": True,
                 "project_dir": str(project.root),

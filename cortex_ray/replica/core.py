@@ -1,58 +1,52 @@
-"""One API's serving core in one replica: the user's handler, its models, its requests.
+"""One API's core in one replica: the user's handler and its models.
 
-The core lives on its own event loop (:class:`~cortex_ray.serving.loop.CoreLoop`) and
-knows nothing of how requests arrive: Serve's proxy and cortex-ray's fast path both
-call :meth:`ApiCore.handle` with an :class:`~cortex_ray.serving.requests.Incoming`.
-At start it lists the API's models through the reloader (which pushes later trees to
-:meth:`ApiCore.update_models`), builds the model cache, downloads every model before it
-reports ready when no cache limit is set (as Cortex did) and constructs the ``Handler``.
+The core lives on its own event loop (:class:`~cortex_ray.replica.loop.CoreLoop`) and knows
+nothing of how calls arrive: its :attr:`ApiCore.endpoint` answers the fast path, Serve's proxy
+path, Serve handles and AsyncAPI workloads (:class:`~cortex_ray.endpoint.Endpoint`), through
+the narrow interface it implements (:class:`~cortex_ray.endpoint.HandlerCore`: the handler's
+methods, :meth:`ApiCore.call_handler`, :meth:`ApiCore.run_callback`).
+
+At start it enters the project, lists the API's models through the reloader (which pushes
+later trees to :meth:`ApiCore.update_models`), builds the model cache, downloads every model
+before it reports ready when no cache limit is set (as Cortex did) and constructs the
+``Handler``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from starlette.datastructures import Headers, QueryParams
-
 from cortex_ray.cache import ModelCache
 from cortex_ray.cache.root import private_cache_root
-from cortex_ray.errors import CortexRayError, MethodNotAllowedError, UserHandlerError
+from cortex_ray.endpoint import Endpoint, Method
+from cortex_ray.errors import CortexRayError, UserHandlerError
 from cortex_ray.metrics.cache import CacheMetrics
+from cortex_ray.metrics.custom import MetricsClient
 from cortex_ray.metrics.requests import RequestMetrics
 from cortex_ray.models import ModelTree, diff_trees
 from cortex_ray.project import ProjectRef
-from cortex_ray.project.enter import enter_project
 from cortex_ray.reload.subscriber import Subscriber
-from cortex_ray.serving.dispatch import HTTP_ARGS, handle_request, is_callback_pair
-from cortex_ray.serving.info import api_info, cluster_view, replica_report
-from cortex_ray.serving.invoke import Invoker
-from cortex_ray.serving.metrics import MetricsClient
-from cortex_ray.serving.model_client import ModelClient, served_versions_var
-from cortex_ray.serving.requests import Incoming, Outgoing
-from cortex_ray.serving.user_code import (
-    HTTP_METHODS,
-    Method,
-    check_handler,
-    construct_handler,
-    load_handler_class,
-)
+from cortex_ray.replica.enter import enter_project
+from cortex_ray.replica.info import api_info, cluster_view, replica_report
+from cortex_ray.replica.invoke import Invoker
+from cortex_ray.replica.model_client import ModelClient, served_versions_var
+from cortex_ray.replica.user_code import check_handler, construct_handler, handler_methods, load_handler_class
 from cortex_ray.spec import ApiSpec
 from cortex_ray.tensorflow.client import TensorFlowClient
 
-__all__ = ["VERSION_HEADER", "ApiCore"]
+__all__ = ["ApiCore"]
 
 log = logging.getLogger("cortex_ray.replica")
-VERSION_HEADER = "X-Cortex-Model-Version"
-_ASYNC_ARGS = ("payload", "request_id")
 
 
 class ApiCore:
     def __init__(self, api: ApiSpec, info_details: bool = False, project: ProjectRef | None = None) -> None:
         self.api = api
-        self.info_details = info_details
         self.project = project
         handler = api.handler
         # AsyncAPI workers run sync handlers in a thread: a timeout must be able to fire
@@ -64,7 +58,7 @@ class ApiCore:
         self.handler: Any = None
         self.methods: dict[str, Method] = {}
         self.disk_root = ""
-        self.request_metrics = RequestMetrics(api.name)
+        self.endpoint = Endpoint(self, api.name, self.info, info_details, RequestMetrics(api.name))
 
     async def start(self) -> None:
         """Load the handler and its models (on the core loop)."""
@@ -100,10 +94,7 @@ class ApiCore:
             self.subscriber.start(lambda: replica_report(self.cache) if self.cache else {})
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{api.name}-init") as init:
             self.handler = await loop.run_in_executor(init, construct_handler, cls, available)
-        for name in [*HTTP_METHODS, "async"]:
-            func = getattr(self.handler, f"handle_{name}", None)
-            if callable(func):
-                self.methods[name.upper()] = Method.of(func, _ASYNC_ARGS if name == "async" else HTTP_ARGS)
+        self.methods = handler_methods(self.handler)
         log.info("api %s ready (%s)", api.name, _tree_summary(self.cache.tree if self.cache else None))
 
     def _load_saved_model(self, path: str, name: str, version: int) -> Any:
@@ -121,48 +112,23 @@ class ApiCore:
         except BaseException as exc:
             raise UserHandlerError(f"load_model raised {type(exc).__name__}: {exc}") from exc
 
-    # --- requests ----------------------------------------------------------
+    # --- calls (the endpoint's interface) ------------------------------------------
 
-    async def handle(self, incoming: Incoming) -> Outgoing:
-        """One HTTP request to this API, from either ingress path."""
-        return await handle_request(self, incoming)
-
-    async def call_handler(
-        self, method: Method, kwargs: dict[str, Any], used: dict[str, int] | None = None
-    ) -> tuple[Any, dict[str, int]]:
-        """Run a handler method; user errors become 500s; returns the result and the versions
-        used (also written into ``used``, which keeps them when the handler raises)."""
-        used = {} if used is None else used
+    async def call_handler(self, method: Method, kwargs: dict[str, Any], used: dict[str, Any]) -> Any:
+        """Run a handler method; user errors become 500s; the model versions it used are
+        written into ``used`` (kept when the handler raises)."""
         token = served_versions_var.set(used)
         try:
-            result = await self.invoker(method, kwargs)
+            return await self.invoker(method, kwargs)
         except CortexRayError:
             raise
         except Exception as exc:
             raise UserHandlerError(f"{type(exc).__name__}: {exc}", type=type(exc).__name__) from exc
         finally:
             served_versions_var.reset(token)
-        return result, used
 
-    async def call(
-        self,
-        method: str = "post",
-        payload: Any = None,
-        query_params: dict[str, str] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Any:
-        """Call the handler without HTTP (through a Serve handle, e.g. from a notebook)."""
-        found = self.methods.get(method.upper())
-        if found is None or method.upper() == "ASYNC":
-            raise MethodNotAllowedError(f"this API does not handle {method.upper()} requests")
-        available = {
-            "payload": payload,
-            "query_params": QueryParams(query_params or {}),
-            "headers": Headers(headers or {}),
-            "path": "",
-        }
-        result = (await self.call_handler(found, found.kwargs(available)))[0]
-        return result[0] if is_callback_pair(result) else result
+    async def run_callback(self, callback: Callable[[], Any]) -> None:
+        await self.invoker.run_sync(callback)
 
     # --- models ------------------------------------------------------------
 
@@ -185,12 +151,19 @@ class ApiCore:
             body["cluster"] = cluster_view(await self.subscriber.replica_reports())
         return body
 
+    # --- the end -------------------------------------------------------------
+
     async def close(self) -> None:
         if self.subscriber is not None:
             await self.subscriber.stop()
         if self.cache is not None:
             await self.cache.close()
         self.invoker.close()
+
+    def remove_files(self) -> None:
+        """Free the disk tier (the replica is stopping; no loop needed)."""
+        if self.disk_root:
+            shutil.rmtree(self.disk_root, ignore_errors=True)
 
 
 def _tree_summary(tree: ModelTree | None) -> str:

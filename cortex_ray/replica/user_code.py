@@ -1,8 +1,9 @@
-"""Load the user's ``handler.py`` and call into it the way Cortex 0.35 did.
+"""Load the user's ``handler.py``, check its ``Handler`` class, construct it, find its methods.
 
 The handler's folder (and ``python_path``) go on ``sys.path`` so ``handler.py``
 can import its sibling modules. ``__init__`` and the ``handle_*`` methods get
-whichever of the known arguments their signature asks for, in any order.
+whichever of the known arguments their signature asks for, in any order
+(:class:`~cortex_ray.endpoint.arguments.Method`).
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ import importlib.util
 import inspect
 import sys
 import traceback
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cortex_ray.endpoint.arguments import ASYNC_ARGS, HTTP_ARGS, Method, signature_params
+from cortex_ray.endpoint.endpoint import ASYNC
 from cortex_ray.errors import UserHandlerError
 
-__all__ = ["Method", "check_handler", "construct_handler", "load_handler_class"]
+__all__ = ["HTTP_METHODS", "check_handler", "construct_handler", "handler_methods", "load_handler_class"]
 
 HTTP_METHODS = ("post", "get", "put", "patch", "delete")
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
@@ -51,7 +53,7 @@ def load_handler_class(path: str, python_path: str | None = None) -> type:
 
 def check_handler(cls: type, *, has_models: bool, client_arg: str, kind: str) -> None:
     """Cortex's checks of the Handler class against the spec (clear messages, early)."""
-    params = _params(cls.__init__)  # type: ignore[misc]
+    params = signature_params(cls.__init__)  # type: ignore[misc]
     if has_models:
         if client_arg not in params:
             raise UserHandlerError(
@@ -86,43 +88,15 @@ def construct_handler(cls: type, available: Mapping[str, Any]) -> Any:
         ) from exc
 
 
-@dataclass(frozen=True)
-class Method:
-    """A method of the user's code and the names of the arguments it asks for (worked out once;
-    ``wants`` is ``None`` for a method taking ``**kwargs``, which gets everything)."""
-
-    func: Callable[..., Any]
-    wants: tuple[str, ...] | None
-    is_async: bool
-
-    @classmethod
-    def of(cls, func: Callable[..., Any], known: tuple[str, ...], what: str | None = None) -> Method:
-        params = _params(func)
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            return cls(func, None, inspect.iscoroutinefunction(func))
-        names = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-        for name in names:
-            if name not in known and params[name].default is inspect.Parameter.empty:
-                what = what or getattr(func, "__qualname__", "handler method")
-                raise UserHandlerError(
-                    f"{what} asks for {name!r}, which cortex-ray cannot give (known: {', '.join(known)})"
-                )
-        return cls(func, tuple(n for n in names if n in known), inspect.iscoroutinefunction(func))
-
-    def kwargs(self, available: Mapping[str, Any]) -> dict[str, Any]:
-        """The arguments of one call (``available`` may compute its values on access)."""
-        if self.wants is None:
-            return dict(available)
-        return {name: available[name] for name in self.wants}
-
-
-def _params(func: Any) -> dict[str, inspect.Parameter]:
-    try:
-        params = dict(inspect.signature(func).parameters)
-    except (TypeError, ValueError):
-        return {}
-    params.pop("self", None)
-    return params
+def handler_methods(handler: Any) -> dict[str, Method]:
+    """The handler's ``handle_<verb>`` methods by verb in upper case, and ``handle_async``."""
+    methods = {}
+    for name in [*HTTP_METHODS, "async"]:
+        func = getattr(handler, f"handle_{name}", None)
+        if callable(func):
+            key = ASYNC if name == "async" else name.upper()
+            methods[key] = Method.of(func, ASYNC_ARGS if name == "async" else HTTP_ARGS)
+    return methods
 
 
 def _user_traceback(exc: BaseException) -> str:

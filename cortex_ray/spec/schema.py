@@ -1,4 +1,4 @@
-"""The Cortex 0.35 API spec as pydantic v2 models (``extra="forbid"``).
+"""The Cortex 0.35 API spec: its schema, as pydantic v2 models (``extra="forbid"``).
 
 Field names, defaults and single-field rules follow Cortex 0.35; rules that
 involve several fields live in :mod:`cortex_ray.spec.rules`. Paths are resolved
@@ -24,12 +24,12 @@ from pydantic import (
     model_validator,
 )
 
+from cortex_ray.spec.names import model_name_problem
 from cortex_ray.spec.paths import resolve_local_file, resolve_model_uri
 from cortex_ray.spec.quantity import parse_cpu, parse_duration, parse_memory
 
 __all__ = [
     "NEURON_CORES_PER_CHIP",
-    "SINGLE_MODEL_NAME",
     "SUPPORTED_KINDS",
     "UNSUPPORTED_KINDS",
     "ApiSpec",
@@ -47,7 +47,6 @@ __all__ = [
     "kind_problem",
 ]
 
-SINGLE_MODEL_NAME = "_cortex_default"
 NEURON_CORES_PER_CHIP = int(os.environ.get("CORTEX_RAY_NEURON_CORES_PER_CHIP", "2"))
 """NeuronCores per Inferentia chip: 2 on inf2 (and trn1), as Ray counts ``neuron_cores`` there
 (inf2.xlarge: 2, inf2.24xlarge: 12); inf1, the family Cortex ran on, had 4 (set
@@ -56,7 +55,6 @@ SUPPORTED_KINDS = ("RealtimeAPI", "AsyncAPI")
 UNSUPPORTED_KINDS = ("BatchAPI", "TaskAPI", "TrafficSplitter")
 
 _API_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_MODEL_NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
 
 Cpu = Annotated[float, BeforeValidator(parse_cpu)]
 Memory = Annotated[int, BeforeValidator(parse_memory)]
@@ -93,10 +91,9 @@ class ModelPathSpec(_Spec):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _MODEL_NAME.match(value):
-            raise ValueError(f"{value!r} is not a valid model name: use letters, digits, '-' and '_' only")
-        if value == SINGLE_MODEL_NAME:
-            raise ValueError(f"{value!r} is a reserved name; please specify a different model name")
+        problem = model_name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("path")

@@ -19,8 +19,8 @@ from typing import Any
 
 from cortex_ray.cache import ModelCache
 from cortex_ray.errors import CortexRayError
-from cortex_ray.serving.invoke import await_in_handler, in_inline_handler
-from cortex_ray.serving.slots import HandlerSlots
+from cortex_ray.replica.invoke import await_in_handler, in_inline_handler
+from cortex_ray.replica.slots import HandlerSlots
 
 __all__ = ["ModelClient", "served_versions_var"]
 

@@ -24,10 +24,10 @@ from typing import Any
 
 import greenlet
 
-from cortex_ray.serving.slots import HandlerSlots
-from cortex_ray.serving.user_code import Method
+from cortex_ray.endpoint.arguments import Method
+from cortex_ray.replica.slots import HandlerSlots
 
-__all__ = ["Invoker", "Method", "await_in_handler", "in_inline_handler"]
+__all__ = ["Invoker", "await_in_handler", "in_inline_handler"]
 
 
 @dataclass
@@ -111,6 +111,11 @@ class Invoker:
         if value.error is not None:
             raise value.error
         return value.value
+
+    async def run_sync(self, func: Callable[[], Any]) -> Any:
+        """Run a plain sync callable (a handler's callback) in the handler threads' pool."""
+        ctx = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self.pool, ctx.run, func)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)

@@ -1,9 +1,10 @@
-"""Request payloads and responses, as Cortex 0.35 shaped them.
+"""The payload codec: request bodies to Python values and handler results to bodies, as Cortex
+0.35 shaped them.
 
-Payload by Content-Type: JSON to Python objects, ``text/*`` to ``str``,
-anything else to ``bytes``. Responses: dict/list to JSON, ``str`` to text,
-``bytes`` to octet-stream, a Starlette ``Response`` as it is. Errors become JSON
-bodies through :func:`cortex_ray.serving.requests.error_outgoing` and nowhere else.
+Payload by Content-Type: JSON to Python objects, ``text/*`` to ``str``, forms to Starlette
+``FormData``, anything else to ``bytes``. Results: dict/list to JSON, ``str`` to text,
+``bytes`` to octet-stream, a Starlette ``Response`` as it is. Errors become JSON bodies through
+:func:`cortex_ray.endpoint.messages.error_outgoing` and nowhere else.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from typing import Any
 
 from starlette.responses import Response, StreamingResponse
 
+from cortex_ray.endpoint.messages import JSON, Outgoing
 from cortex_ray.errors import BadRequestError, CortexRayError
-from cortex_ray.serving.requests import JSON, Outgoing
 
 __all__ = ["decode_payload", "encode_result", "parse_payload"]
 

@@ -14,10 +14,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from cortex_ray.endpoint import Incoming, Outgoing
+from cortex_ray.identity import serve_replica_id
+from cortex_ray.ingress.autoscaling import ONGOING_METRIC
+from cortex_ray.ingress.control import get_ingress
 from cortex_ray.ingress.registry import HEARTBEAT
 from cortex_ray.ingress.server import FastServer
-from cortex_ray.serving.loop import CoreLoop
-from cortex_ray.serving.requests import Incoming, Outgoing
+from cortex_ray.replica.loop import CoreLoop
 from cortex_ray.spec import ApiSpec
 
 __all__ = ["FastIngress", "start_fast_path", "stop_fast_path"]
@@ -40,15 +43,9 @@ class FastIngress:
 
     async def start(self) -> None:
         import ray
-        from ray import serve
-
-        from cortex_ray.ingress.control import get_ingress
 
         await self.server.start(ray.util.get_node_ip_address())
-        try:
-            self.replica = str(serve.get_replica_context().replica_id.unique_id)
-        except Exception:  # outside Serve (tests): any unique name
-            self.replica = f"{self.server.host}:{self.server.port}"
+        self.replica = serve_replica_id() or f"{self.server.host}:{self.server.port}"  # (outside Serve)
         self._ingress = get_ingress()
         if self._ingress is None:
             raise RuntimeError(
@@ -66,8 +63,6 @@ class FastIngress:
         )
 
     async def _heartbeat(self) -> None:
-        from cortex_ray.ingress.control import get_ingress
-
         while True:
             await asyncio.sleep(HEARTBEAT)
             try:
@@ -78,7 +73,7 @@ class FastIngress:
 
     def autoscaling_stats(self) -> dict[str, float]:
         """For Serve's autoscaler: requests in this replica (average since the last call)."""
-        return {"cortex_ray_ongoing": self.server.average_in_flight()}
+        return {ONGOING_METRIC: self.server.average_in_flight()}
 
     async def stop(self, timeout: float) -> None:
         if self._task is not None:
@@ -101,13 +96,12 @@ async def start_fast_path(
     return fast
 
 
-def stop_fast_path(replica: Any, timeout: float = 15.0) -> None:
-    """A replica being stopped by Serve (its ``__del__``): off the balancer first, then finish
-    what runs (on the core loop, waited for here)."""
-    fast, loop = getattr(replica, "fast", None), getattr(replica, "loop", None)
-    if fast is None or loop is None or not loop.alive:
+def stop_fast_path(fast: FastIngress, loop: CoreLoop, timeout: float = 15.0) -> None:
+    """A replica being stopped by Serve: off the balancer first, then finish what runs (on the
+    core loop, waited for here)."""
+    if not loop.alive:
         return
     try:
         loop.submit(fast.stop(timeout)).result(timeout + 5)
     except Exception as exc:  # stopping anyway
-        log.warning("api %s: the fast path did not stop cleanly: %s", replica.api.name, exc)
+        log.warning("api %s: the fast path did not stop cleanly: %s", fast.api.name, exc)

@@ -16,6 +16,7 @@ import weakref
 from typing import Any
 
 from cortex_ray.cache import ModelCache
+from cortex_ray.identity import replica_identity
 from cortex_ray.models.tree import ModelTree
 from cortex_ray.reload.subscriber import Subscriber
 
@@ -80,17 +81,8 @@ def model_info(cache: ModelCache) -> dict[str, Any]:
 
 
 def _whereabouts() -> dict[str, Any]:
-    try:
-        import ray
-        from ray import serve
-
-        context = ray.get_runtime_context()
-        return {
-            "node_id": context.get_node_id(),
-            "replica_id": str(serve.get_replica_context().replica_id.unique_id),
-        }
-    except Exception:
-        return {}
+    identity = replica_identity()
+    return {"node_id": identity["node_id"], "replica_id": identity["replica"]}
 
 
 def replica_report(cache: ModelCache) -> dict[str, Any]:

@@ -7,9 +7,8 @@ import contextvars
 import threading
 
 import pytest
-
-from cortex_ray.serving.invoke import Invoker, await_in_handler, in_inline_handler
-from cortex_ray.serving.user_code import Method
+from cortex_ray.replica.invoke import Invoker, await_in_handler, in_inline_handler
+from cortex_ray.endpoint import Method
 
 WHO: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
 

@@ -1,0 +1,69 @@
+"""One HTTP request and its answer, as every way into an API hands them over.
+
+cortex-ray's fast path (bytes parsed by its own server) and Serve's proxy (a Starlette
+request in the replica) both become an :class:`Incoming`; the API answers with an
+:class:`Outgoing`, which the fast path writes as it is and the proxy path wraps in a Starlette
+response. Everything in between (payload decoding, the handler's arguments, the call,
+encoding, errors) is the same code on both paths: :class:`~cortex_ray.endpoint.Endpoint`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from cortex_ray.errors import AtCapacityError, CortexRayError, to_response_body
+
+__all__ = ["JSON", "Incoming", "Outgoing", "error_outgoing", "json_outgoing"]
+
+JSON = b"application/json"
+log = logging.getLogger("cortex_ray.http")
+
+
+@dataclass
+class Incoming:
+    method: str
+    """Upper case, as sent."""
+    path: str
+    """Below the API's endpoint: ``""``, ``"/info"``, ``"/<id>"``..."""
+    query: bytes = b""
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    """As received (names in any case)."""
+    body: bytes = b""
+
+    def header(self, name: bytes) -> str | None:
+        """One header's value (``name`` in lower case), or ``None``."""
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value.decode("latin-1")
+        return None
+
+
+@dataclass
+class Outgoing:
+    status: int = 200
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+    """A streamed body (sent chunked on the fast path) instead of ``body``."""
+    after: Callable[[], Coroutine[Any, Any, None]] | None = None
+    """Run on the API's loop once the answer is sent (a handler's ``(result, callback)``)."""
+
+
+def json_outgoing(
+    value: Any, status: int = 200, headers: list[tuple[bytes, bytes]] | None = None
+) -> Outgoing:
+    return Outgoing(status, [(b"content-type", JSON), *(headers or [])], json.dumps(value).encode())
+
+
+def error_outgoing(exc: BaseException) -> Outgoing:
+    """The one place (with :func:`~cortex_ray.errors.to_response_body`) an error becomes HTTP."""
+    status, body = to_response_body(exc)
+    if status >= 500 and not isinstance(exc, CortexRayError):
+        log.error("request failed: %s", exc, exc_info=exc)
+    elif status >= 500 and not isinstance(exc, AtCapacityError):  # overload is no error to log
+        log.error("request failed: %s", exc)
+    return json_outgoing(body, status)
