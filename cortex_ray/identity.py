@@ -29,7 +29,8 @@ def replica_identity() -> dict[str, Any]:
     try:
         import ray
 
-        node_id = ray.get_runtime_context().get_node_id()
+        if ray.is_initialized():  # (asked otherwise, Ray would start a local instance)
+            node_id = ray.get_runtime_context().get_node_id()
     except Exception:  # no Ray: no node
         pass
     return {"replica": serve_replica_id() or f"pid-{os.getpid()}", "node_id": node_id, "pid": os.getpid()}

@@ -74,14 +74,7 @@ class Session:
         proxy_port: int | None = None,
         **ray_init: Any,
     ) -> str:
-        """Start a local Ray (or join the one ``RAY_ADDRESS`` or ``address=`` names) and Serve;
-        returns the HTTP base URL.
-
-        A local Ray binds 127.0.0.1 only unless ``host`` says otherwise. ``ingress``: ``fast``
-        (replicas serve HTTP themselves behind cortex-ray's balancer on ``host:port``; Serve's
-        proxy is not started) or ``proxy`` (Serve's proxy on ``host:port``). With ``fast``,
-        ``proxy_port`` also starts Serve's proxy there, for APIs deployed with ``ingress="proxy"``.
-        """
+        """See :func:`start`."""
         import ray
         from ray import serve
 

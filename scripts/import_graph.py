@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """cortex-ray's import graph, read from the code (stdlib only; nothing is imported).
 
-    python scripts/import_graph.py            # every arrow between rooms, and any circle
+    python scripts/import_graph.py            # every arrow between rooms; any circle or arrow up
     python scripts/import_graph.py --modules  # module by module
     python scripts/import_graph.py --dot | dot -Tsvg > imports.svg
 
@@ -21,6 +21,32 @@ from pathlib import Path
 
 PACKAGE = "cortex_ray"
 ROOT = Path(__file__).resolve().parent.parent / PACKAGE
+
+LAYERS: list[tuple[str, ...]] = [
+    ("errors", "clock", "net", "identity", "process_log"),
+    ("spec",),
+    ("storage",),
+    ("models",),
+    ("cache",),
+    ("metrics",),
+    ("endpoint", "tensorflow"),
+    ("reload",),
+    ("project",),
+    ("ingress",),
+    ("deployer",),
+    ("cluster",),
+    ("compat",),
+    ("replica",),
+    ("asyncapi",),
+    ("application",),
+    ("api_handle",),
+    ("sdk",),
+    ("cortex_ray",),
+    ("cli",),
+    ("app", "__main__"),
+]
+"""The rooms, bottom first: a room imports only from rooms in layers below its own
+(``docs/architecture.md`` says what each owns). ``cortex_ray`` is the package's ``__init__``."""
 
 
 def modules(root: Path = ROOT) -> dict[str, Path]:
@@ -121,6 +147,23 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     return sorted(groups)
 
 
+def rank() -> dict[str, int]:
+    return {r: i for i, layer in enumerate(LAYERS) for r in layer}
+
+
+def upward(edges: dict[str, set[str]]) -> list[str]:
+    """Every arrow between rooms that does not point to a lower layer (``a -> b``), and every
+    room missing from :data:`LAYERS`."""
+    ranks = rank()
+    problems = [f"room {r!r} is not placed in LAYERS" for r in sorted(rooms(edges)) if r not in ranks]
+    for source, targets in sorted(edges.items()):
+        for target in sorted(targets):
+            a, b = room(source), room(target)
+            if a != b and a in ranks and b in ranks and ranks[b] >= ranks[a]:
+                problems.append(f"{source} -> {target} ({a} may not import {b})")
+    return problems
+
+
 def importers(edges: dict[str, set[str]], module: str) -> list[str]:
     """The package's modules that import ``module``."""
     return sorted(source for source, targets in edges.items() if module in targets)
@@ -147,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     found = cycles(shown)
     for group in found:
         print(f"circle: {' <-> '.join(group)}", file=sys.stderr)
-    return 1 if found else 0
+    wrong = upward(edges)
+    for problem in wrong:
+        print(f"arrow up: {problem}", file=sys.stderr)
+    return 1 if found or wrong else 0
 
 
 if __name__ == "__main__":

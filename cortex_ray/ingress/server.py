@@ -200,7 +200,6 @@ class FastServer:
         self.connections: set[_Connection] = set()
         self.in_flight = 0
         """Requests received and not yet answered (waiting ones included)."""
-        self.served = 0
         self._busy_seconds = 0.0
         self._after: set[asyncio.Future[None]] = set()
         self._window = (time.monotonic(), 0.0)
@@ -239,7 +238,6 @@ class FastServer:
 
     def done(self, arrived: float) -> None:
         self.in_flight -= 1
-        self.served += 1
         self._busy_seconds += time.monotonic() - arrived
 
     def average_in_flight(self) -> float:

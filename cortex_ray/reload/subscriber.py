@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
+from cortex_ray.clock import SYSTEM, Clock
 from cortex_ray.errors import DeploymentError
 from cortex_ray.identity import replica_identity
 from cortex_ray.metrics.replica import record_cache_gauges, record_lag
@@ -31,14 +31,27 @@ REPORT_EVERY = 2.0
 RESEND_EVERY = 30.0
 
 
+def find_reloader() -> Any:
+    """The API's reloader actor, as Serve resolves it in a replica (``ValueError`` while it
+    does not exist: not created yet, or being recreated)."""
+    from ray import serve
+
+    return serve.get_deployment_actor(RELOADER_ACTOR)
+
+
 class Subscriber:
     def __init__(
         self,
         api_name: str,
         on_tree: Callable[[ModelTree], None],
         current_tree: Callable[[], ModelTree | None] = lambda: None,
+        *,
+        find_actor: Callable[[], Any] = find_reloader,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.api_name = api_name
+        self._find_actor = find_actor
+        self._clock = clock
         self._on_tree = on_tree
         self._current_tree = current_tree
         self._actor: Any = None
@@ -55,11 +68,13 @@ class Subscriber:
 
     async def initial_tree(self, timeout: float = 120.0) -> ModelTree:
         """The first published tree (the reloader's first listing must have succeeded)."""
-        deadline = time.monotonic() + timeout
+        deadline = self._clock.monotonic() + timeout
         while True:
             try:
                 actor = await self._resolve(deadline)
-                snap = await actor.snapshot.remote(None, -1, min(10.0, max(0.1, deadline - time.monotonic())))
+                snap = await actor.snapshot.remote(
+                    None, -1, min(10.0, max(0.1, deadline - self._clock.monotonic()))
+                )
             except Exception as exc:  # the actor may be starting or restarting
                 snap = None
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -67,11 +82,11 @@ class Subscriber:
             if snap is not None:
                 self._take(snap, initial=True)
                 return snap["tree"]
-            if time.monotonic() >= deadline:
+            if self._clock.monotonic() >= deadline:
                 status = await self.reloader_status()
                 reason = status.get("last_error") or self.last_error or "no listing finished in time"
                 raise DeploymentError(f"api {self.api_name!r}: cannot list its models: {reason}")
-            await asyncio.sleep(0.5)
+            await self._clock.sleep(0.5)
 
     def start(self, summary: Callable[[], dict[str, Any]] | None = None) -> None:
         """Follow the reloader's trees; with ``summary``, also report what this replica holds
@@ -88,24 +103,24 @@ class Subscriber:
 
     async def replica_reports(self) -> dict[str, dict[str, Any]]:
         """What every replica of the API last reported to the reloader."""
-        actor = await self._resolve(time.monotonic() + 2)
+        actor = await self._resolve(self._clock.monotonic() + 2)
         return dict(await asyncio.wait_for(actor.replicas.remote(), 5))
 
     async def _report(self, summary: Callable[[], dict[str, Any]]) -> None:
         replica, sent, sent_at = replica_identity(), None, 0.0
         while True:
-            await asyncio.sleep(REPORT_EVERY)
+            await self._clock.sleep(REPORT_EVERY)
             try:
                 current = summary()
                 record_cache_gauges(self.api_name, replica["replica"], current)
-                fresh = current != sent or time.monotonic() - sent_at > RESEND_EVERY
+                fresh = current != sent or self._clock.monotonic() - sent_at > RESEND_EVERY
                 meta = {**replica, "epoch": self.epoch, "tree_version": self.version}
-                actor = await self._resolve(time.monotonic() + 5)
+                actor = await self._resolve(self._clock.monotonic() + 5)
                 lag = await asyncio.wait_for(actor.report.remote(meta, current if fresh else None), 5)
                 if isinstance(lag, dict):
                     record_lag(self.api_name, replica["replica"], lag)
                 if fresh:
-                    sent, sent_at = current, time.monotonic()
+                    sent, sent_at = current, self._clock.monotonic()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the reloader restarts: report again (in full) next time
@@ -115,17 +130,17 @@ class Subscriber:
     async def reloader_status(self) -> dict[str, Any]:
         """The reloader's status, at most ``STATUS_TTL`` old (and never older than the tree this
         replica serves): ``/info`` calls share one round trip instead of making one each."""
-        if self._status is not None and time.monotonic() - self._status[0] < STATUS_TTL:
+        if self._status is not None and self._clock.monotonic() - self._status[0] < STATUS_TTL:
             return self._status[1]
         if self._status_call is None or self._status_call.done():
             self._status_call = asyncio.ensure_future(self._fetch_status())
         status = await asyncio.shield(self._status_call)
-        self._status = (time.monotonic(), status)
+        self._status = (self._clock.monotonic(), status)
         return status
 
     async def _fetch_status(self) -> dict[str, Any]:
         try:
-            actor = await self._resolve(time.monotonic() + 2)
+            actor = await self._resolve(self._clock.monotonic() + 2)
             return dict(await asyncio.wait_for(actor.status.remote(), 5))
         except Exception as exc:
             return {"error": f"reloader unavailable: {type(exc).__name__}: {exc}"}
@@ -142,13 +157,16 @@ class Subscriber:
 
     async def _watch(self) -> None:
         backoff = 0.2
+        # after a failure, the reloader may have restarted: give it our baseline (decided here, not
+        # by ``self._actor``, which a report or a status call may have resolved again meanwhile)
+        reconnect = self._actor is None
         while True:
             try:
-                fresh = self._actor is None
-                actor = await self._resolve(time.monotonic() + 30)
+                actor = await self._resolve(self._clock.monotonic() + 30)
                 tree = self._current_tree()
-                if fresh and self.epoch is not None and tree is not None:
-                    await actor.seed.remote(tree)  # the reloader may have restarted: give it our baseline
+                if reconnect and self.epoch is not None and tree is not None:
+                    await actor.seed.remote(tree)
+                reconnect = False
                 snap = await actor.snapshot.remote(self.epoch, self.version, LONG_POLL_TIMEOUT)
                 self.connected = True
                 backoff = 0.2
@@ -157,26 +175,25 @@ class Subscriber:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                reconnect = True
                 self.connected = False
                 self._actor = None
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("api %s: reloader unreachable, serving what is held: %s", self.api_name, exc)
-                await asyncio.sleep(backoff)
+                await self._clock.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
     async def _resolve(self, deadline: float) -> Any:
         if self._actor is not None:
             return self._actor
-        from ray import serve
-
         while True:
             try:
-                self._actor = serve.get_deployment_actor(RELOADER_ACTOR)
+                self._actor = self._find_actor()
                 return self._actor
             except ValueError:
-                if time.monotonic() >= deadline:
+                if self._clock.monotonic() >= deadline:
                     raise
-                await asyncio.sleep(0.25)
+                await self._clock.sleep(0.25)
 
     def _take(self, snap: dict[str, Any], initial: bool = False) -> None:
         restarted = self.epoch is not None and snap["epoch"] != self.epoch
@@ -185,7 +202,7 @@ class Subscriber:
         self.epoch, self.version = snap["epoch"], snap["version"]
         self._status = None  # a new tree: the reloader's status changed too
         self.updates += 1
-        self.last_update = time.time()
+        self.last_update = self._clock.time()
         self.last_error = None
         if restarted:
             log.info("api %s: reloader restarted, resubscribed", self.api_name)

@@ -93,9 +93,13 @@ class ApiCore:
             available[client_arg] = TensorFlowClient(model_client) if tensorflow else model_client
             self.subscriber.start(lambda: replica_report(self.cache) if self.cache else {})
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{api.name}-init") as init:
-            self.handler = await loop.run_in_executor(init, construct_handler, cls, available)
-        self.methods = handler_methods(self.handler)
+            self.use_handler(await loop.run_in_executor(init, construct_handler, cls, available))
         log.info("api %s ready (%s)", api.name, _tree_summary(self.cache.tree if self.cache else None))
+
+    def use_handler(self, handler: Any) -> None:
+        """Serve this constructed ``Handler`` (what :meth:`start` ends with; tests give their own)."""
+        self.handler = handler
+        self.methods = handler_methods(handler)
 
     def _load_saved_model(self, path: str, name: str, version: int) -> Any:
         """The cache's loader for the TensorFlow handler."""

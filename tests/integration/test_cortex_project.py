@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.cortex_project import make_project
+from tests.support.cortex_project import TINY_SPEC, make_project
 from tests.support.processes import read_until
 from tests.support.s3_server import free_port
 from tests.support.traffic import Traffic
@@ -210,6 +210,14 @@ def test_cortex_deploy_sends_the_project_to_a_running_cluster(tmp_path: Path, cl
     assert deployed.returncode == 0, deployed.stderr[-4000:]
     assert f"project: running at {url}" in deployed.stdout
     check_the_project(url, marker, shipped=True)
+
+    # a handler deploys another API with Cortex's client (in place, from its project folder)
+    tiny = f"http://127.0.0.1:{port}/tiny"
+    r = httpx.patch(url, json={"deploy": TINY_SPEC}, timeout=300)
+    assert r.status_code == 200 and r.json()["deployed"]["status"] == "RUNNING", r.text
+    assert httpx.get(tiny, timeout=30).json() == {"tiny": "deployed from a handler"}
+    r = httpx.patch(url, json={"delete": "tiny"}, timeout=120)
+    assert r.status_code == 200 and httpx.get(tiny, timeout=30).status_code == 404
 
     again = _cli("deploy", "cortex.yaml", "--address", cluster, "--port", str(port), cwd=project)
     assert again.returncode == 0, again.stderr[-3000:]

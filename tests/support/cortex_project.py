@@ -5,8 +5,9 @@
 - ``requirements.txt`` naming a wheel in the project (built here: no index needed);
 - ``dependencies.sh`` writing a file the handler reads, and counting its runs;
 - ``.cortexignore`` keeping ``ignored/`` out; ``models/`` is a local model folder inside it;
-- the handler uses Cortex's logger, ``cortex.client()``, forms, repeated query keys,
-  mixed-case headers, a callback, and a slow method for ``max_replica_concurrency``.
+- the handler uses Cortex's logger, ``cortex.client()`` (to list APIs, and to deploy and delete
+  another API of the project, ``tiny.py``), forms, repeated query keys, mixed-case headers, a
+  callback, and a slow method for ``max_replica_concurrency``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import textwrap
 import zipfile
 from pathlib import Path
 
-__all__ = ["make_project", "wheel"]
+__all__ = ["TINY_SPEC", "make_project", "wheel"]
 
 HANDLER = """
 import json
@@ -89,7 +90,36 @@ class Handler:
     def handle_put(self, payload):
         time.sleep(float(payload.get("sleep", 0)))
         return {"slept": payload.get("sleep", 0)}
+
+    def handle_patch(self, payload):  # Cortex's client deploys and deletes APIs from a handler
+        client = cortex.client()
+        if "deploy" in payload:
+            return {"deployed": client.deploy(payload["deploy"], wait=True)["api"]}
+        client.delete(payload["delete"])
+        return {"deleted": payload["delete"]}
 """
+
+TINY = """
+class Handler:
+    def __init__(self, config):
+        self.word = config["word"]
+
+    def handle_get(self):
+        return {"tiny": self.word}
+"""
+
+TINY_SPEC = {
+    "name": "tiny",
+    "kind": "RealtimeAPI",
+    "handler": {
+        "type": "python",
+        "path": "tiny.py",
+        "config": {"word": "deployed from a handler"},
+        # none of the project's requirements or dependencies.sh: they are the other API's
+        "dependencies": {"pip": "tiny-requirements.txt", "shell": "tiny-dependencies.sh"},
+    },
+}
+"""An API a handler deploys with ``cortex.client().deploy(TINY_SPEC)`` (``tiny.py`` in the project)."""
 
 SPEC = """\
 - name: project
@@ -138,6 +168,9 @@ def make_project(root: Path, marker: Path, extra_autoscaling: str = "") -> Path:
     (root / "src").mkdir(parents=True, exist_ok=True)
     (root / "src" / "handler.py").write_text(textwrap.dedent(HANDLER))
     (root / "helpers.py").write_text("def double(x):\n    return 2 * x\n")
+    (root / "tiny.py").write_text(textwrap.dedent(TINY))
+    (root / "tiny-requirements.txt").write_text("# nothing to install\n")
+    (root / "tiny-dependencies.sh").write_text("# nothing to set up\n")
     (root / "values.json").write_text('{"a": 1, "b": [2, 3]}')
     (root / ".env").write_text(
         f"# read before Python starts\nOMP_NUM_THREADS=3\nGREETING='hello there'\nDEPS_MARKER={marker}\n"

@@ -1,149 +1,84 @@
 """The cache's state machine: swaps, slots and limits at every step (issue: fix first, 8-13).
 
-Driven without Ray on the in-memory storage fake, with a loader the test can hold and fail.
+Driven without Ray on the in-memory storage fake, with a loader the test can hold and fail, on a
+manual clock (helpers: the fixtures of conftest.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import random
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from cortex_ray.cache import ModelCache, parse_version
 from cortex_ray.cache.reclaim import Reclaimer
 from cortex_ray.errors import InvalidVersionError, ModelLoadError
-from cortex_ray.models import ModelTree, discover_models
-from cortex_ray.spec import MultiModelsSpec
-from cortex_ray.storage import open_storage
-from cortex_ray.storage.memory import reset_memory_storage
 
-URI = "mem://states/models/"
-
-
-@pytest.fixture(autouse=True)
-def _clean_memory() -> Any:
-    reset_memory_storage()
-    yield
-    reset_memory_storage()
-
-
-def publish(files: dict[str, bytes | None]) -> ModelTree:
-    """Upload (or delete, for ``None``) files, then list the tree as the reloader would."""
-    s = open_storage(URI)
-    for key, data in files.items():
-        if data is None:
-            s.delete(key)
-        else:
-            s.upload(key, data)
-    return discover_models(MultiModelsSpec(dir=URI), "python")
-
-
-class Loader:
-    """Loads ``model.bin``; the test can hold loads of given contents and make them fail."""
-
-    def __init__(self) -> None:
-        self.calls: list[bytes] = []
-        self.held: dict[bytes, threading.Event] = {}
-        self.fail_on: set[bytes] = set()
-        self.cache: ModelCache | None = None
-        self.max_memory_seen = 0
-        self.read_after_hold: list[bytes] = []
-        self.active = 0
-        self.delay: random.Random | None = None
-        self._lock = threading.Lock()
-
-    def hold(self, data: bytes) -> threading.Event:
-        self.held[data] = threading.Event()
-        return self.held[data]
-
-    def __call__(self, path: str, name: str = "", version: int = 0) -> str:
-        with self._lock:
-            self.active += 1
-        try:
-            return self._load(path)
-        finally:
-            with self._lock:
-                self.active -= 1
-
-    def _load(self, path: str) -> str:
-        first = (Path(path) / "model.bin").read_bytes()
-        self.calls.append(first)
-        if self.delay is not None:
-            time.sleep(self.delay.random() * 0.02)
-        if self.cache is not None:
-            self.max_memory_seen = max(self.max_memory_seen, self.cache.memory_used())
-        gate = self.held.get(first)
-        if gate is not None:
-            gate.wait(10)
-            data = (Path(path) / "model.bin").read_bytes()  # reads its files again after the wait
-            self.read_after_hold.append(data)
-        if first in self.fail_on:
-            raise RuntimeError(f"cannot load {first!r}")
-        return first.decode()
-
-
-async def idle(cache: ModelCache, timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.01)):
-        if cache.idle:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the cache's downloads and loads did not finish")
-
-
-async def quickly(coro: Any, seconds: float = 0.5) -> Any:
-    """Await ``coro``, failing the test if it had to wait on a load."""
-    return await asyncio.wait_for(coro, seconds)
+if TYPE_CHECKING:
+    from cortex_ray.clock import ManualClock
+    from tests.unit.cache.conftest import AtOnce, Loader, Publisher, Waits
 
 
 # --- 8: a new version reuses the slot of the version it replaces ----------------
 
 
-def test_a_new_version_loads_without_evicting_the_one_serving(tmp_path: Path) -> None:
-    loader = Loader()
-
+def test_a_new_version_loads_without_evicting_the_one_serving(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock, wait: Waits, at_once: AtOnce
+) -> None:
     async def main() -> None:
         tree = publish({"a/1/model.bin": b"v1"})
-        cache = ModelCache(loader, tmp_path, memory_limit=1, disk_limit=2, tree=tree)
-        loader.cache = cache
+        cache = ModelCache(loader, tmp_path, memory_limit=1, disk_limit=2, tree=tree, clock=clock)
+        loader.watch(cache)
         assert (await cache.get("a")).version == 1
         gate = loader.hold(b"v2")
         cache.set_tree(publish({"a/2/model.bin": b"v2"}))
+        assert at_once(cache.get("a")).version == 1
+        await wait.until(lambda: b"v2" in loader.calls, "version 2 is loading")
         for _ in range(5):  # while version 2 loads, version 1 serves at once
-            assert (await quickly(cache.get("a"))).version == 1
-            await asyncio.sleep(0.02)
+            assert at_once(cache.get("a")).version == 1
         assert cache.in_memory == [("a", 1)] and cache.memory_used() == 1
         gate.set()
-        await idle(cache)
-        assert (await quickly(cache.get("a"))).version == 2
+        await wait.idle(cache)
+        assert at_once(cache.get("a")).version == 2
         assert cache.in_memory == [("a", 2)]
         assert loader.calls.count(b"v1") == 1 and loader.max_memory_seen <= 1
 
     asyncio.run(main())
 
 
-def test_retries_of_a_broken_version_never_evict_the_one_serving(tmp_path: Path) -> None:
-    loader = Loader()
+def test_retries_of_a_broken_version_never_evict_the_one_serving(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock, wait: Waits, at_once: AtOnce
+) -> None:
     loader.fail_on = {b"broken"}
 
     async def main() -> None:
         tree = publish({"a/1/model.bin": b"v1"})
-        cache = ModelCache(loader, tmp_path, memory_limit=1, disk_limit=2, tree=tree)
+        cache = ModelCache(loader, tmp_path, memory_limit=1, disk_limit=2, tree=tree, clock=clock)
         await cache.get("a")
         cache.set_tree(publish({"a/2/model.bin": b"broken"}))
-        deadline = asyncio.get_running_loop().time() + 3.5  # backoff 1 s, 2 s: at least 2 retries
-        while asyncio.get_running_loop().time() < deadline:
-            loaded = await quickly(cache.get("a"))
+        await wait.idle(cache)  # the first try failed
+
+        def serving_v1() -> None:
+            loaded = at_once(cache.get("a"))
             assert (loaded.version, loaded.model) == (1, "v1")
-            await asyncio.sleep(0.05)
-        assert loader.calls.count(b"broken") >= 2  # retried with backoff
+            assert cache.in_memory == [("a", 1)]
+
+        for _ in range(7):  # 3.5 s in half seconds; backoff 1 s, then 2 s: retries at 1 s and 3 s
+            serving_v1()
+            await clock.advance(0.5)
+            serving_v1()  # a retry may be loading now
+            await wait.idle(cache)
+        assert loader.calls.count(b"broken") == 3  # retried with backoff
         assert loader.calls.count(b"v1") == 1  # and never reloaded cold
-        assert cache.state("a", 2)["state"] == "failed"
+        state = cache.state("a", 2)
+        assert state["state"] == "failed" and state["attempts"] == 3
         await cache.close()
 
     asyncio.run(main())
@@ -152,23 +87,24 @@ def test_retries_of_a_broken_version_never_evict_the_one_serving(tmp_path: Path)
 # --- 9: a running load's folder is never deleted under it ------------------------
 
 
-def test_new_files_landing_during_a_cold_load_never_delete_its_folder(tmp_path: Path) -> None:
-    loader = Loader()
-
+def test_new_files_landing_during_a_cold_load_never_delete_its_folder(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock, wait: Waits
+) -> None:
     async def main() -> None:
         tree = publish({"a/1/model.bin": b"old"})
-        cache = ModelCache(loader, tmp_path, memory_limit=2, disk_limit=2, tree=tree)
+        cache = ModelCache(loader, tmp_path, memory_limit=2, disk_limit=2, tree=tree, clock=clock)
         gate = loader.hold(b"old")
         cold = asyncio.create_task(cache.get("a"))
-        while not loader.calls:
-            await asyncio.sleep(0.01)
+        await wait.until(lambda: loader.calls == [b"old"], "the cold load reads its files")
+        before = asyncio.all_tasks()
         cache.set_tree(publish({"a/1/model.bin": b"new"}))  # not in memory: old folder is stale
-        await asyncio.sleep(0.1)
+        await wait.drained(before)  # a removal of its folder, had one started, is done
+        assert cache.disk_used() == 1  # the folder being read still holds its slot
         gate.set()
-        loaded = await asyncio.wait_for(cold, 5)  # no FileNotFoundError: the request is served
+        loaded = await wait.result(cold)  # no FileNotFoundError: the request is served
         assert loaded.model == "new"
         assert loader.read_after_hold == [b"old"]  # the held load could still read its files
-        await idle(cache)
+        await wait.idle(cache)
         folders = [p.name for p in (tmp_path / "a").iterdir()]
         assert len(folders) == 1  # the old folder went once nothing read it
 
@@ -178,18 +114,18 @@ def test_new_files_landing_during_a_cold_load_never_delete_its_folder(tmp_path: 
 # --- 6: only the published bytes are ever loaded ---------------------------------
 
 
-def test_files_changed_after_publication_are_not_loaded_as_the_old_version(tmp_path: Path) -> None:
-    loader = Loader()
-
+def test_files_changed_after_publication_are_not_loaded_as_the_old_version(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock
+) -> None:
     async def main() -> None:
         tree = publish({"a/1/model.bin": b"v1", "a/2/saved.bin": b"old", "a/2/model.bin": b"v2-old"})
-        cache = ModelCache(loader, tmp_path, memory_limit=2, disk_limit=2, tree=tree)
-        open_storage(URI).upload("a/2/model.bin", b"v2-new")  # an upload under way, not yet settled
+        cache = ModelCache(loader, tmp_path, memory_limit=2, disk_limit=2, tree=tree, clock=clock)
+        publish.upload({"a/2/model.bin": b"v2-new"})  # an upload under way, not yet settled
         with pytest.raises(ModelLoadError, match="changed since it was listed"):
             await cache.get("a", "2")  # never a mix of old and new files labelled as the old version
         assert (await cache.get("a")).model == "v1"  # latest falls back to what loads
         assert loader.calls == [b"v1"]
-        cache.set_tree(discover_models(MultiModelsSpec(dir=URI), "python"))  # the settled listing
+        cache.set_tree(publish())  # the settled listing
         assert (await cache.get("a", "2")).model == "v2-new"
 
     asyncio.run(main())
@@ -198,51 +134,60 @@ def test_files_changed_after_publication_are_not_loaded_as_the_old_version(tmp_p
 # --- 10: an in-place swap holds its slot ------------------------------------------
 
 
-def test_an_in_place_swap_keeps_its_slot_so_memory_never_exceeds_the_limit(tmp_path: Path) -> None:
-    loader = Loader()
-
+def test_an_in_place_swap_keeps_its_slot_so_memory_never_exceeds_the_limit(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock, wait: Waits, at_once: AtOnce
+) -> None:
     async def main() -> None:
         tree = publish({"a/1/model.bin": b"a-old", "b/1/model.bin": b"b"})
-        cache = ModelCache(loader, tmp_path, memory_limit=1, disk_limit=2, tree=tree)
-        loader.cache = cache
+        cache = ModelCache(loader, tmp_path, memory_limit=1, disk_limit=2, tree=tree, clock=clock)
+        loader.watch(cache)
         await cache.get("a")
         gate = loader.hold(b"a-new")
         cache.set_tree(publish({"a/1/model.bin": b"a-new"}))
-        assert (await quickly(cache.get("a"))).model == "a-old"  # starts the swap, serves the old
+        assert at_once(cache.get("a")).model == "a-old"  # serves the old while the swap runs
         want_b = asyncio.create_task(cache.get("b"))
-        for _ in range(10):
-            await asyncio.sleep(0.02)
-            assert cache.memory_used() <= 1 and len(cache.in_memory) <= 1
-        assert not want_b.done()  # b waits for the slot the swap holds
+
+        def b_waits_for_the_slot() -> bool:
+            assert cache.memory_used() <= 1 and len(cache.in_memory) <= 1  # at every step
+            return b"a-new" in loader.calls and cache.entry_states(("b", 1)) == ("queued", "on_disk")
+
+        await wait.until(b_waits_for_the_slot, "b's files are on disk and its load queues for memory")
+        await wait.turns()  # had b's reservation taken the swap's slot, it would have by now
+        assert b_waits_for_the_slot()
+        assert not want_b.done() and b"b" not in loader.calls  # b waits for the slot the swap holds
         gate.set()
-        assert (await asyncio.wait_for(want_b, 5)).model == "b"
-        await idle(cache)
+        assert (await wait.result(want_b)).model == "b"
+        await wait.idle(cache)
         assert cache.in_memory == [("b", 1)]
         assert loader.max_memory_seen <= 1
 
     asyncio.run(main())
 
 
-def test_a_swap_whose_version_is_removed_keeps_its_slot_until_its_load_ends(tmp_path: Path) -> None:
-    loader = Loader()
-
+def test_a_swap_whose_version_is_removed_keeps_its_slot_until_its_load_ends(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock, wait: Waits, at_once: AtOnce
+) -> None:
     async def main() -> None:
         tree = publish({"a/1/model.bin": b"a-old", "b/1/model.bin": b"b"})
-        cache = ModelCache(loader, tmp_path, memory_limit=1, disk_limit=2, tree=tree)
+        cache = ModelCache(loader, tmp_path, memory_limit=1, disk_limit=2, tree=tree, clock=clock)
         await cache.get("a")
         gate = loader.hold(b"a-new")
         cache.set_tree(publish({"a/1/model.bin": b"a-new"}))
-        await quickly(cache.get("a"))  # the swap starts
-        while loader.active == 0:
-            await asyncio.sleep(0.01)
+        at_once(cache.get("a"))  # the swap starts
+        await wait.until(lambda: loader.active == 1, "the swap's load runs")
         cache.set_tree(publish({"a/1/model.bin": None}))  # a is removed while its new files load
         assert cache.in_memory == []
         want_b = asyncio.create_task(cache.get("b"))
-        await asyncio.sleep(0.1)
+        await wait.until(
+            lambda: cache.entry_states(("b", 1)) == ("queued", "on_disk"), "b's load queues for memory"
+        )
+        await wait.turns()
+        assert cache.entry_states(("b", 1))[0] == "queued"
         assert not want_b.done() and cache.memory_used() == 1  # the running load still holds it
+        assert b"b" not in loader.calls
         gate.set()
-        assert (await asyncio.wait_for(want_b, 5)).model == "b"
-        await idle(cache)
+        assert (await wait.result(want_b)).model == "b"
+        await wait.idle(cache)
         assert cache.in_memory == [("b", 1)]
 
     asyncio.run(main())
@@ -260,7 +205,9 @@ class Plain:
     pass
 
 
-def test_unloads_in_a_burst_collect_once_off_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unloads_in_a_burst_collect_once_off_the_loop(
+    monkeypatch: pytest.MonkeyPatch, clock: ManualClock, wait: Waits
+) -> None:
     threads: list[int] = []
     real_collect = gc.collect
 
@@ -272,15 +219,23 @@ def test_unloads_in_a_burst_collect_once_off_the_loop(monkeypatch: pytest.Monkey
 
     async def main() -> None:
         loop_thread = threading.get_ident()
-        reclaimer = Reclaimer(delay=0.05, min_interval=0.0)
+        reclaimer = Reclaimer(delay=1.0, min_interval=0.0, clock=clock)
+        before = asyncio.all_tasks()
         for _ in range(5):
             reclaimer.release(Cyclic())
         assert threads == []  # nothing on the loop, nothing yet
-        await asyncio.sleep(0.3)
+        await wait.until(lambda: clock.sleepers == 1, "the reclaimer waits for its delay")
+        await clock.advance(0.5)
+        assert threads == []  # not before its delay
+        await clock.advance(0.5)
+        await wait.drained(before)  # its pass ended
         assert len(threads) == 1 and threads[0] != loop_thread
+        assert reclaimer.stats()["collections"] == 1
         for _ in range(5):
             reclaimer.release(Plain())  # freed by reference counting: no collection needed
-        await asyncio.sleep(0.3)
+        await wait.until(lambda: clock.sleepers == 1, "the reclaimer waits for its delay")
+        await clock.advance(1.0)
+        await wait.drained(before)
         assert len(threads) == 1
         assert reclaimer.stats()["freed_by_refcount"] >= 5
 
@@ -290,22 +245,27 @@ def test_unloads_in_a_burst_collect_once_off_the_loop(monkeypatch: pytest.Monkey
 # --- 12: the event loop's lookup follows the same rules ---------------------------
 
 
-def test_try_get_serves_the_held_version_while_a_new_one_loads_or_fails(tmp_path: Path) -> None:
-    loader = Loader()
+def test_try_get_serves_the_held_version_while_a_new_one_loads_or_fails(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock, wait: Waits
+) -> None:
     loader.fail_on = {b"broken"}
 
     async def main() -> None:
-        cache = ModelCache(loader, tmp_path, tree=publish({"a/1/model.bin": b"v1"}))
+        cache = ModelCache(loader, tmp_path, tree=publish({"a/1/model.bin": b"v1"}), clock=clock)
         await cache.get("a")
         gate = loader.hold(b"v2")
         cache.set_tree(publish({"a/2/model.bin": b"v2"}))
         held = cache.try_get("a", "latest")
         assert held is not None and held.version == 1  # v2 loading: v1 still serves
+        await wait.until(lambda: b"v2" in loader.calls, "version 2 is loading")
+        held = cache.try_get("a", "latest")
+        assert held is not None and held.version == 1
         gate.set()
-        await idle(cache)
+        await wait.idle(cache)
         assert cache.try_get("a").version == 2  # type: ignore[union-attr]
         cache.set_tree(publish({"a/3/model.bin": b"broken"}))
-        await idle(cache)
+        await wait.idle(cache)
+        assert b"broken" in loader.calls
         assert cache.try_get("a").version == 2  # type: ignore[union-attr]  # v3 broken: v2 serves
         assert cache.try_get("a", "1") is None  # not held: needs a load, which try_get never does
         await cache.close()
@@ -316,13 +276,13 @@ def test_try_get_serves_the_held_version_while_a_new_one_loads_or_fails(tmp_path
 # --- 13: a successful lookup does not build per-tree lists ------------------------
 
 
-def test_lookups_do_not_sort_or_join_the_model_names(tmp_path: Path) -> None:
-    files: dict[str, bytes | None] = {f"m{i}/1/model.bin": b"x" for i in range(300)}
-    tree = publish(files)
-    loader = Loader()
+def test_lookups_do_not_sort_or_join_the_model_names(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock
+) -> None:
+    tree = publish({f"m{i}/1/model.bin": b"x" for i in range(300)})
 
     async def main() -> None:
-        cache = ModelCache(loader, tmp_path, tree=tree)
+        cache = ModelCache(loader, tmp_path, tree=tree, clock=clock)
         await cache.get("m7")
         for _ in range(50):
             cache.try_get("m7")
@@ -352,17 +312,24 @@ def test_valid_versions_parse() -> None:
 # --- every limit at every step -----------------------------------------------------
 
 
-SEEDS = int(__import__("os").environ.get("CORTEX_RAY_CACHE_SEEDS", "12"))
+SEEDS = int(os.environ.get("CORTEX_RAY_CACHE_SEEDS", "12"))
 
 
 @pytest.mark.parametrize("seed", range(SEEDS))
 def test_random_traffic_and_trees_never_break_a_limit(
-    tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    seed: int,
+    monkeypatch: pytest.MonkeyPatch,
+    publish: Publisher,
+    loader: Loader,
+    clock: ManualClock,
+    wait: Waits,
 ) -> None:
     from cortex_ray.storage import memory
 
     rng = random.Random(seed)
     slow = random.Random(seed + 1000)
+    ticks = random.Random(seed + 2000)
     original = memory.MemoryStorage._download_object
 
     def download(self: Any, key: str, dest: Path, expected: Any) -> None:
@@ -371,7 +338,6 @@ def test_random_traffic_and_trees_never_break_a_limit(
 
     monkeypatch.setattr(memory.MemoryStorage, "_download_object", download)
     memory_limit, disk_limit = rng.choice([(1, 1), (1, 2), (2, 3), (3, 3)])
-    loader = Loader()
     loader.delay = random.Random(seed)
     names = ["a", "b", "c", "d"]
     contents: dict[str, bytes | None] = {}
@@ -391,7 +357,7 @@ def test_random_traffic_and_trees_never_break_a_limit(
         contents.update(change)
         return change
 
-    async def check(cache: ModelCache) -> None:
+    def check(cache: ModelCache) -> None:
         assert cache.memory_used() <= memory_limit
         assert len(cache.in_memory) <= memory_limit
         assert cache.disk_used() <= disk_limit
@@ -407,7 +373,7 @@ def test_random_traffic_and_trees_never_break_a_limit(
         name = rng.choice(names)
         version = rng.choice(["latest", "latest", "1", "2"])
         try:
-            loaded = await asyncio.wait_for(cache.get(name, version), 10)
+            loaded = await wait.result(cache.get(name, version))
         except ModelLoadError:
             return
         except Exception as exc:  # 404s for versions that do not exist are fine
@@ -415,23 +381,34 @@ def test_random_traffic_and_trees_never_break_a_limit(
             return
         assert not loaded.model.startswith("bad-")
 
+    async def answered(cache: ModelCache, burst: list[asyncio.Task[None]]) -> None:
+        def done() -> bool:
+            check(cache)  # at every step while the burst runs
+            return all(t.done() for t in burst)
+
+        await wait.until(done, "the requests were answered")
+        for t in burst:
+            t.result()
+
     async def main() -> None:
         for name in names:
             contents[f"{name}/1/model.bin"] = f"{name}1-init".encode()
-        cache = ModelCache(loader, tmp_path, memory_limit, disk_limit, tree=publish(dict(contents)))
-        loader.cache = cache
+        cache = ModelCache(
+            loader, tmp_path, memory_limit, disk_limit, tree=publish(dict(contents)), clock=clock
+        )
+        loader.watch(cache)
         for _ in range(60):
             if rng.random() < 0.3:
                 cache.set_tree(publish(step_tree()))
-            burst = [asyncio.create_task(request(cache)) for _ in range(rng.randint(1, 4))]
-            while not all(t.done() for t in burst):
-                await check(cache)
-                await asyncio.sleep(0.001)
-            for t in burst:
-                t.result()
-            await check(cache)
-        await idle(cache, 20)
-        await check(cache)
+            await answered(cache, [asyncio.create_task(request(cache)) for _ in range(rng.randint(1, 4))])
+            check(cache)
+            # time moves on by the seed, not by the machine: now and then backoffs run out,
+            # failed versions still asked for are retried, unloaded objects are reclaimed
+            if ticks.random() < 0.25:
+                await clock.advance(ticks.choice([0.5, 1.0, 2.0]))
+            check(cache)
+        await wait.idle(cache)
+        check(cache)
         folders = [v for m in tmp_path.iterdir() for v in m.iterdir() if not v.name.startswith(".")]
         assert len(folders) <= disk_limit
         await cache.close()
@@ -442,52 +419,34 @@ def test_random_traffic_and_trees_never_break_a_limit(
 # --- sequences a review found (slow downloads interleaved with swaps) ------------------
 
 
-@pytest.fixture
-def slow_downloads(monkeypatch: pytest.MonkeyPatch) -> dict[bytes, threading.Event]:
-    """Downloads of an object whose content is a key of the returned dict wait for its event."""
-    from cortex_ray.storage import memory
-
-    gates: dict[bytes, threading.Event] = {}
-    original = memory.MemoryStorage._download_object
-
-    def download(self: Any, key: str, dest: Path, expected: Any) -> None:
-        gate = gates.get(self._get(key).data)
-        if gate is not None:
-            gate.wait(10)
-        original(self, key, dest, expected)
-
-    monkeypatch.setattr(memory.MemoryStorage, "_download_object", download)
-    return gates
-
-
-async def until(condition: Any, seconds: float = 5.0) -> None:
-    for _ in range(int(seconds / 0.005)):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("condition never held")
-
-
 def test_the_version_serving_never_swaps_while_a_new_latest_borrows_its_slot(
-    tmp_path: Path, slow_downloads: dict[bytes, threading.Event]
+    tmp_path: Path,
+    slow_downloads: dict[bytes, threading.Event],
+    publish: Publisher,
+    loader: Loader,
+    clock: ManualClock,
+    wait: Waits,
 ) -> None:
-    loader = Loader()
-
     async def main() -> None:
         cache = ModelCache(
-            loader, tmp_path, memory_limit=1, disk_limit=3, tree=publish({"a/1/model.bin": b"v1"})
+            loader,
+            tmp_path,
+            memory_limit=1,
+            disk_limit=3,
+            tree=publish({"a/1/model.bin": b"v1"}),
+            clock=clock,
         )
         await cache.get("a")
         v2 = loader.hold(b"v2")
         cache.set_tree(publish({"a/2/model.bin": b"v2"}))
-        await until(lambda: b"v2" in loader.calls)
+        await wait.until(lambda: b"v2" in loader.calls, "version 2 is loading")
         slow_downloads[b"v1-new"] = threading.Event()
         cache.set_tree(publish({"a/1/model.bin": b"v1-new"}))  # the lender's own files change too
         v2.set()
-        await until(lambda: cache.held(("a", 2)) is not None)
+        await wait.until(lambda: cache.held(("a", 2)) is not None, "version 2 is in memory")
         slow_downloads[b"v1-new"].set()
         for version in ("latest", "2", "1"):  # nothing hangs, the limit holds
-            assert (await asyncio.wait_for(cache.get("a", version), 3)).model in ("v2", "v1-new")
+            assert (await wait.result(cache.get("a", version))).model in ("v2", "v1-new")
             assert cache.memory_used() <= 1 and len(cache.in_memory) <= 1
         await cache.close()
 
@@ -495,112 +454,131 @@ def test_the_version_serving_never_swaps_while_a_new_latest_borrows_its_slot(
 
 
 def test_equal_limits_with_a_swap_and_a_cold_load_do_not_deadlock(
-    tmp_path: Path, slow_downloads: dict[bytes, threading.Event]
+    tmp_path: Path,
+    slow_downloads: dict[bytes, threading.Event],
+    publish: Publisher,
+    loader: Loader,
+    clock: ManualClock,
+    wait: Waits,
 ) -> None:
-    loader = Loader()
-
     async def main() -> None:
         tree = publish({"y/1/model.bin": b"y", "x/1/model.bin": b"x"})
-        cache = ModelCache(loader, tmp_path, memory_limit=1, disk_limit=1, tree=tree)
+        cache = ModelCache(loader, tmp_path, memory_limit=1, disk_limit=1, tree=tree, clock=clock)
         await cache.get("y")
         slow_downloads[b"x"] = threading.Event()
         want_x = asyncio.create_task(cache.get("x"))
-        await asyncio.sleep(0.05)  # x downloading: it holds the only disk slot
+        await wait.until(  # x downloading: it holds the only disk slot
+            lambda: cache.entry_states(("x", 1))[1] == "downloading", "x downloads"
+        )
         cache.set_tree(publish({"y/1/model.bin": b"y2"}))  # y swaps: it needs the disk slot too
         assert cache.try_get("y").model == "y"  # type: ignore[union-attr]
         slow_downloads[b"x"].set()
-        assert (await asyncio.wait_for(want_x, 5)).model == "x"
-        assert (await asyncio.wait_for(cache.get("y"), 5)).model == "y2"
-        await idle(cache)
+        assert (await wait.result(want_x)).model == "x"
+        assert (await wait.result(cache.get("y"))).model == "y2"
+        await wait.idle(cache)
         assert cache.disk_used() <= 1
         await cache.close()
 
     asyncio.run(main())
 
 
-def test_two_new_versions_in_a_row_keep_latest_pointing_at_a_held_version(tmp_path: Path) -> None:
-    loader = Loader()
-
+def test_two_new_versions_in_a_row_keep_latest_pointing_at_a_held_version(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock, wait: Waits, at_once: AtOnce
+) -> None:
     async def main() -> None:
         cache = ModelCache(
-            loader, tmp_path, memory_limit=1, disk_limit=3, tree=publish({"a/1/model.bin": b"v1"})
+            loader,
+            tmp_path,
+            memory_limit=1,
+            disk_limit=3,
+            tree=publish({"a/1/model.bin": b"v1"}),
+            clock=clock,
         )
         await cache.get("a")
         v2, v3 = loader.hold(b"v2"), loader.hold(b"v3")
         cache.set_tree(publish({"a/2/model.bin": b"v2"}))
         cache.try_get("a")
-        await until(lambda: b"v2" in loader.calls)
+        await wait.until(lambda: b"v2" in loader.calls, "version 2 is loading")
         cache.set_tree(publish({"a/3/model.bin": b"v3"}))
         v2.set()
-        await until(lambda: cache.held(("a", 2)) is not None)
+        await wait.until(lambda: cache.held(("a", 2)) is not None, "version 2 is in memory")
         held = cache.try_get("a")  # what a sync get_model on the event loop gets: never None
         assert held is not None and held.version == 2
-        assert (await quickly(cache.get("a"))).version == 2  # no request waits for v3
+        assert at_once(cache.get("a")).version == 2  # no request waits for v3
         v3.set()
-        await idle(cache)
-        assert (await quickly(cache.get("a"))).version == 3 and cache.in_memory == [("a", 3)]
+        await wait.idle(cache)
+        assert at_once(cache.get("a")).version == 3 and cache.in_memory == [("a", 3)]
         assert loader.calls.count(b"v1") == 1 and loader.calls.count(b"v2") == 1
 
     asyncio.run(main())
 
 
-def test_changed_files_and_a_new_version_at_once_never_evict_the_one_serving(tmp_path: Path) -> None:
-    loader = Loader()
-
+def test_changed_files_and_a_new_version_at_once_never_evict_the_one_serving(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock, wait: Waits, at_once: AtOnce
+) -> None:
     async def main() -> None:
         cache = ModelCache(
-            loader, tmp_path, memory_limit=1, disk_limit=3, tree=publish({"a/1/model.bin": b"v1"})
+            loader,
+            tmp_path,
+            memory_limit=1,
+            disk_limit=3,
+            tree=publish({"a/1/model.bin": b"v1"}),
+            clock=clock,
         )
         await cache.get("a")
         v1b, v2 = loader.hold(b"v1b"), loader.hold(b"v2")
         cache.set_tree(publish({"a/1/model.bin": b"v1b", "a/2/model.bin": b"v2"}))
         cache.try_get("a")
-        await until(lambda: b"v1b" in loader.calls)
+        await wait.until(lambda: b"v1b" in loader.calls, "version 1's new files are loading")
         v1b.set()
-        await until(lambda: b"v2" in loader.calls)
+        await wait.until(lambda: b"v2" in loader.calls, "version 2 is loading")
         assert cache.in_memory == [("a", 1)]  # v2 borrowed v1's slot once v1's swap was done
-        assert (await quickly(cache.get("a"))).model == "v1b"
+        assert at_once(cache.get("a")).model == "v1b"
         v2.set()
-        await idle(cache)
-        assert (await quickly(cache.get("a"))).version == 2
+        await wait.idle(cache)
+        assert at_once(cache.get("a")).version == 2
 
     asyncio.run(main())
 
 
-def test_a_queued_load_of_a_removed_version_evicts_nothing(tmp_path: Path) -> None:
-    loader = Loader()
-
+def test_a_queued_load_of_a_removed_version_evicts_nothing(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock, wait: Waits
+) -> None:
     async def main() -> None:
         tree = publish({"a/1/model.bin": b"a1", "b/1/model.bin": b"b1"})
-        cache = ModelCache(loader, tmp_path, memory_limit=1, disk_limit=3, tree=tree)
+        cache = ModelCache(loader, tmp_path, memory_limit=1, disk_limit=3, tree=tree, clock=clock)
         await cache.get("a")
         a2 = loader.hold(b"a2")
         cache.set_tree(publish({"a/1/model.bin": b"a2"}))
         cache.try_get("a")  # a swaps: its slot is busy
         want_b = asyncio.create_task(cache.get("b"))  # b queues for the slot
-        await asyncio.sleep(0.05)
+        await wait.until(
+            lambda: cache.entry_states(("b", 1)) == ("queued", "on_disk"), "b's load queues for memory"
+        )
+        await wait.turns()
+        assert cache.entry_states(("b", 1))[0] == "queued" and not want_b.done()
         cache.set_tree(publish({"b/1/model.bin": None}))  # b is removed while it waits
         a2.set()
         with pytest.raises(Exception) as info:
-            await asyncio.wait_for(want_b, 5)
+            await wait.result(want_b)
         assert getattr(info.value, "status_code", None) == 404
-        await idle(cache)
+        await wait.idle(cache)
         assert cache.in_memory == [("a", 1)] and b"b1" not in loader.calls
 
     asyncio.run(main())
 
 
-def test_closing_fails_what_waits_instead_of_hanging(tmp_path: Path) -> None:
-    loader = Loader()
-
+def test_closing_fails_what_waits_instead_of_hanging(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock, wait: Waits
+) -> None:
     async def main() -> None:
-        cache = ModelCache(loader, tmp_path, tree=publish({"a/1/model.bin": b"a"}))
+        cache = ModelCache(loader, tmp_path, tree=publish({"a/1/model.bin": b"a"}), clock=clock)
         gate = loader.hold(b"a")
         waiting = asyncio.create_task(cache.get("a"))
-        await until(lambda: bool(loader.calls))
+        await wait.until(lambda: bool(loader.calls), "the load runs")
         await cache.close()
         with pytest.raises(ModelLoadError, match="shutting down"):
-            await asyncio.wait_for(waiting, 2)
+            await wait.result(waiting)
         gate.set()
 
     asyncio.run(main())

@@ -1,12 +1,14 @@
-"""The per-replica model cache, on the in-memory storage fake (no Ray)."""
+"""The per-replica model cache, on the in-memory storage fake (no Ray).
+
+Helpers (``publish``, ``loader``, ``clock``, ``wait``, ``at_once``) are fixtures of conftest.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -18,69 +20,24 @@ from cortex_ray.errors import (
     ModelNotFoundError,
     VersionNotFoundError,
 )
-from cortex_ray.models import ModelTree, discover_models
+from cortex_ray.models import discover_models
 from cortex_ray.spec import MultiModelsSpec
 from cortex_ray.storage import open_storage
-from cortex_ray.storage.memory import reset_memory_storage
 
-
-@pytest.fixture(autouse=True)
-def _clean_memory() -> Any:
-    reset_memory_storage()
-    yield
-    reset_memory_storage()
-
-
-def store(files: dict[str, bytes]) -> ModelTree:
-    s = open_storage("mem://cache/models/")
-    for key, data in files.items():
-        s.upload(key, data)
-    return discover_models(MultiModelsSpec(dir="mem://cache/models/"), "python")
-
-
-class Loader:
-    """Reads ``model.bin`` of a version; records calls; can be slowed or made to fail."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-        self.gate: threading.Event | None = None
-        self.fail_on: set[bytes] = set()
-        self.lock = threading.Lock()
-        self.observed: list[int] = []
-        self.cache: ModelCache | None = None
-
-    def __call__(self, path: str, name: str = "", version: int = 0) -> str:
-        with self.lock:
-            self.calls.append(path)
-        if self.cache is not None:
-            self.observed.append(len(self.cache.in_memory))
-        if self.gate is not None:
-            self.gate.wait(10)
-        data = (Path(path) / "model.bin").read_bytes()
-        if data in self.fail_on:
-            raise RuntimeError(f"cannot load {data!r}")
-        return data.decode()
-
-
-async def settle(cache: ModelCache) -> None:
-    """Wait for the cache's background loads."""
-    for _ in range(200):
-        if cache.idle:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("background loads did not finish")
+if TYPE_CHECKING:
+    from cortex_ray.clock import ManualClock
+    from tests.unit.cache.conftest import AtOnce, Loader, Publisher, Waits
 
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def test_load_once_then_hit(tmp_path: Path) -> None:
-    tree = store({"a/1/model.bin": b"a1", "a/2/model.bin": b"a2"})
-    loader = Loader()
+def test_load_once_then_hit(tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock) -> None:
+    tree = publish({"a/1/model.bin": b"a1", "a/2/model.bin": b"a2"})
 
     async def main() -> None:
-        cache = ModelCache(loader, tmp_path, tree=tree)
+        cache = ModelCache(loader, tmp_path, tree=tree, clock=clock)
         first = await cache.get("a")
         assert (first.model, first.version) == ("a2", 2)
         again = await cache.get("a", "latest")
@@ -92,51 +49,53 @@ def test_load_once_then_hit(tmp_path: Path) -> None:
     run(main())
 
 
-def test_ten_concurrent_requests_for_a_cold_model_load_once(tmp_path: Path) -> None:
-    tree = store({"a/1/model.bin": b"a1"})
-    loader = Loader()
+def test_ten_concurrent_requests_for_a_cold_model_load_once(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock, wait: Waits
+) -> None:
+    tree = publish({"a/1/model.bin": b"a1"})
     loader.gate = threading.Event()
 
     async def main() -> None:
-        cache = ModelCache(loader, tmp_path, tree=tree)
+        cache = ModelCache(loader, tmp_path, tree=tree, clock=clock)
         tasks = [asyncio.create_task(cache.get("a")) for _ in range(10)]
-        await asyncio.sleep(0.2)
+        await wait.until(lambda: loader.calls == [b"a1"], "the load started")
+        assert not any(t.done() for t in tasks)  # all ten wait for that one load
         loader.gate.set()  # type: ignore[union-attr]
-        results = await asyncio.gather(*tasks)
+        results = await wait.result(asyncio.gather(*tasks))
         assert {r.model for r in results} == {"a1"}
         assert len(loader.calls) == 1
 
     run(main())
 
 
-def test_slow_load_does_not_delay_a_warm_model(tmp_path: Path) -> None:
-    tree = store({"a/1/model.bin": b"a1", "b/1/model.bin": b"b1"})
-    loader = Loader()
+def test_slow_load_does_not_delay_a_warm_model(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock, wait: Waits, at_once: AtOnce
+) -> None:
+    tree = publish({"a/1/model.bin": b"a1", "b/1/model.bin": b"b1"})
 
     async def main() -> None:
-        cache = ModelCache(loader, tmp_path, tree=tree)
+        cache = ModelCache(loader, tmp_path, tree=tree, clock=clock)
         await cache.get("b")
         loader.gate = threading.Event()
         slow = asyncio.create_task(cache.get("a"))
-        await asyncio.sleep(0.1)
-        started = time.perf_counter()
-        warm = await cache.get("b")
+        await wait.until(lambda: b"a1" in loader.calls, "a's load started")
+        warm = at_once(cache.get("b"))  # answered without waiting on a's load
         assert warm.model == "b1"
-        assert time.perf_counter() - started < 0.5
         assert not slow.done()
         loader.gate.set()
-        assert (await slow).model == "a1"
+        assert (await wait.result(slow)).model == "a1"
 
     run(main())
 
 
-def test_lru_order_and_both_limits_are_never_exceeded(tmp_path: Path) -> None:
-    tree = store({f"{n}/1/model.bin": n.encode() for n in "abcde"})
-    loader = Loader()
+def test_lru_order_and_both_limits_are_never_exceeded(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock
+) -> None:
+    tree = publish({f"{n}/1/model.bin": n.encode() for n in "abcde"})
 
     async def main() -> None:
-        cache = ModelCache(loader, tmp_path / "disk", memory_limit=2, disk_limit=3, tree=tree)
-        loader.cache = cache
+        cache = ModelCache(loader, tmp_path / "disk", memory_limit=2, disk_limit=3, tree=tree, clock=clock)
+        loader.watch(cache)
         for name in "abc":
             await cache.get(name)
         assert cache.in_memory == [("b", 1), ("c", 1)]
@@ -149,7 +108,7 @@ def test_lru_order_and_both_limits_are_never_exceeded(tmp_path: Path) -> None:
         await cache.get("a")  # from storage again
         assert len(cache.in_memory) == 2 and len(cache.on_disk) == 3
         # while a load ran, memory never held more than limit - 1 other models
-        assert max(loader.observed) <= 1
+        assert len(loader.observed) == 5 and max(loader.observed) <= 1
         folders = [p for p in (tmp_path / "disk").iterdir() if p.is_dir() and not p.name.startswith(".")]
         on_disk = sum(1 for f in folders for v in f.iterdir() if not v.name.startswith("."))
         assert on_disk == 3
@@ -157,28 +116,30 @@ def test_lru_order_and_both_limits_are_never_exceeded(tmp_path: Path) -> None:
     run(main())
 
 
-def test_concurrent_loads_respect_the_memory_limit(tmp_path: Path) -> None:
-    tree = store({f"{n}/1/model.bin": n.encode() for n in "abcd"})
-    loader = Loader()
+def test_concurrent_loads_respect_the_memory_limit(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock
+) -> None:
+    tree = publish({f"{n}/1/model.bin": n.encode() for n in "abcd"})
 
     async def main() -> None:
-        cache = ModelCache(loader, tmp_path, memory_limit=1, disk_limit=4, tree=tree)
-        loader.cache = cache
+        cache = ModelCache(loader, tmp_path, memory_limit=1, disk_limit=4, tree=tree, clock=clock)
+        loader.watch(cache)
         results = await asyncio.gather(*(cache.get(n) for n in "abcd"))
         assert [r.model for r in results] == list("abcd")
         assert len(cache.in_memory) == 1
-        assert max(loader.observed) == 0
+        assert len(loader.observed) == 4 and max(loader.observed) == 0
 
     run(main())
 
 
-def test_failed_load_is_reported_and_retried(tmp_path: Path) -> None:
-    tree = store({"a/1/model.bin": b"bad"})
-    loader = Loader()
+def test_failed_load_is_reported_and_retried(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock
+) -> None:
+    tree = publish({"a/1/model.bin": b"bad"})
     loader.fail_on = {b"bad"}
 
     async def main() -> None:
-        cache = ModelCache(loader, tmp_path, tree=tree)
+        cache = ModelCache(loader, tmp_path, tree=tree, clock=clock)
         with pytest.raises(ModelLoadError, match="cannot load b'bad'") as info:
             await cache.get("a")
         assert info.value.status_code == 503
@@ -186,42 +147,45 @@ def test_failed_load_is_reported_and_retried(tmp_path: Path) -> None:
         loader.fail_on = set()
         with pytest.raises(ModelLoadError):  # backing off: no new attempt for a second
             await cache.get("a")
+        await clock.advance(0.5)
+        with pytest.raises(ModelLoadError):
+            await cache.get("a")
         assert len(loader.calls) == 1
-        await asyncio.sleep(1.1)
+        await clock.advance(0.5)  # the backoff is over
         assert (await cache.get("a")).model == "bad"
         assert cache.state("a", 1)["state"] == "available"
+        assert len(loader.calls) == 2
 
     run(main())
 
 
-def test_new_tree_drops_removed_versions_and_reloads_changed_ones(tmp_path: Path) -> None:
-    tree = store({"a/1/model.bin": b"a1", "a/2/model.bin": b"a2"})
-    loader = Loader()
+def test_new_tree_drops_removed_versions_and_reloads_changed_ones(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock, wait: Waits
+) -> None:
+    tree = publish({"a/1/model.bin": b"a1", "a/2/model.bin": b"a2"})
 
     async def main() -> None:
-        cache = ModelCache(loader, tmp_path, tree=tree)
+        cache = ModelCache(loader, tmp_path, tree=tree, clock=clock)
         await cache.get("a", 1)
         await cache.get("a", 2)
-        s = open_storage("mem://cache/models/")
-        s.delete("a/1/model.bin")
-        s.upload("a/2/model.bin", b"a2-new")
-        cache.set_tree(discover_models(MultiModelsSpec(dir="mem://cache/models/"), "python"))
+        cache.set_tree(publish({"a/1/model.bin": None, "a/2/model.bin": b"a2-new"}))
         assert cache.in_memory == [("a", 2)]  # version 1 removed and freed; 2 reloads in the background
         with pytest.raises(VersionNotFoundError):
             await cache.get("a", 1)
-        await settle(cache)
+        await wait.idle(cache)
         assert (await cache.get("a")).model == "a2-new"
         assert cache.on_disk == [("a", 2)]
 
     run(main())
 
 
-def test_download_all_fetches_every_valid_version(tmp_path: Path) -> None:
-    tree = store({"a/1/model.bin": b"a1", "a/2/model.bin": b"a2", "b/model.bin": b"b"})
-    loader = Loader()
+def test_download_all_fetches_every_valid_version(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock
+) -> None:
+    tree = publish({"a/1/model.bin": b"a1", "a/2/model.bin": b"a2", "b/model.bin": b"b"})
 
     async def main() -> None:
-        cache = ModelCache(loader, tmp_path, tree=tree)
+        cache = ModelCache(loader, tmp_path, tree=tree, clock=clock)
         await cache.download_all()
         assert sorted(cache.on_disk) == [("a", 1), ("a", 2), ("b", 1)]
         assert cache.in_memory == [] and loader.calls == []
@@ -229,8 +193,8 @@ def test_download_all_fetches_every_valid_version(tmp_path: Path) -> None:
     run(main())
 
 
-def test_resolve_errors() -> None:
-    tree = store({"a/1/model.bin": b"a1", "b/x/model.bin": b"x", "b/1/model.bin": b"y"})
+def test_resolve_errors(publish: Publisher) -> None:
+    tree = publish({"a/1/model.bin": b"a1", "b/x/model.bin": b"x", "b/1/model.bin": b"y"})
     with pytest.raises(
         ModelNotFoundError, match="'zzz' model wasn't found in the list of available models: a, b"
     ):
@@ -254,79 +218,81 @@ def test_single_path_ignores_the_name() -> None:
     assert resolve_version(tree, "anything")[0] == "_cortex_default"
 
 
-def test_in_place_update_keeps_serving_the_old_object_until_the_new_one_loaded(tmp_path: Path) -> None:
-    tree = store({"a/1/model.bin": b"old"})
-    loader = Loader()
+def test_in_place_update_keeps_serving_the_old_object_until_the_new_one_loaded(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock, wait: Waits, at_once: AtOnce
+) -> None:
+    tree = publish({"a/1/model.bin": b"old"})
 
     async def main() -> None:
-        cache = ModelCache(loader, tmp_path, tree=tree)
+        cache = ModelCache(loader, tmp_path, tree=tree, clock=clock)
         assert (await cache.get("a")).model == "old"
-        open_storage("mem://cache/models/").upload("a/1/model.bin", b"new")
         loader.gate = threading.Event()
-        cache.set_tree(discover_models(MultiModelsSpec(dir="mem://cache/models/"), "python"))
-        for _ in range(3):  # no request waits on the swap
-            assert (await asyncio.wait_for(cache.get("a"), 0.5)).model == "old"
+        cache.set_tree(publish({"a/1/model.bin": b"new"}))
+        assert at_once(cache.get("a")).model == "old"  # no request waits on the swap
+        await wait.until(lambda: b"new" in loader.calls, "the new files are loading")
+        for _ in range(3):
+            assert at_once(cache.get("a")).model == "old"
         assert cache.state("a", 1)["state"] == "loading"
         loader.gate.set()
-        await settle(cache)
+        await wait.idle(cache)
         assert (await cache.get("a")).model == "new"
         assert len(list((tmp_path / "a").iterdir())) == 1  # the old files were deleted
 
     run(main())
 
 
-def test_new_version_becomes_latest_only_once_loaded(tmp_path: Path) -> None:
-    tree = store({"a/1/model.bin": b"v1"})
-    loader = Loader()
+def test_new_version_becomes_latest_only_once_loaded(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock, wait: Waits, at_once: AtOnce
+) -> None:
+    tree = publish({"a/1/model.bin": b"v1"})
 
     async def main() -> None:
-        cache = ModelCache(loader, tmp_path, tree=tree)
+        cache = ModelCache(loader, tmp_path, tree=tree, clock=clock)
         assert (await cache.get("a")).version == 1
-        open_storage("mem://cache/models/").upload("a/2/model.bin", b"v2")
         loader.gate = threading.Event()
-        cache.set_tree(discover_models(MultiModelsSpec(dir="mem://cache/models/"), "python"))
-        assert (await asyncio.wait_for(cache.get("a"), 0.5)).version == 1
+        cache.set_tree(publish({"a/2/model.bin": b"v2"}))
+        await wait.until(lambda: b"v2" in loader.calls, "version 2 is loading")
+        assert at_once(cache.get("a")).version == 1
         loader.gate.set()
-        await settle(cache)
+        await wait.idle(cache)
         assert (await cache.get("a")).version == 2
         assert cache.state("a", 2)["serving_latest"] is True
 
     run(main())
 
 
-def test_failing_new_version_never_replaces_the_serving_one(tmp_path: Path) -> None:
-    tree = store({"a/1/model.bin": b"v1"})
-    loader = Loader()
+def test_failing_new_version_never_replaces_the_serving_one(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock, wait: Waits
+) -> None:
+    tree = publish({"a/1/model.bin": b"v1"})
     loader.fail_on = {b"broken"}
 
     async def main() -> None:
-        cache = ModelCache(loader, tmp_path, tree=tree)
+        cache = ModelCache(loader, tmp_path, tree=tree, clock=clock)
         await cache.get("a")
-        s = open_storage("mem://cache/models/")
-        s.upload("a/2/model.bin", b"broken")
-        cache.set_tree(discover_models(MultiModelsSpec(dir="mem://cache/models/"), "python"))
-        await settle(cache)
+        cache.set_tree(publish({"a/2/model.bin": b"broken"}))
+        await wait.idle(cache)
         assert (await cache.get("a")).version == 1
         state = cache.state("a", 2)
         assert state["state"] == "failed" and "cannot load b'broken'" in state["reason"]
-        # fixed files are retried at once, and then served
-        s.upload("a/2/model.bin", b"fixed")
-        cache.set_tree(discover_models(MultiModelsSpec(dir="mem://cache/models/"), "python"))
+        # fixed files are retried at once (the clock does not move: no backoff ran out), then served
+        cache.set_tree(publish({"a/2/model.bin": b"fixed"}))
         await cache.get("a")
-        await settle(cache)
+        await wait.idle(cache)
         loaded = await cache.get("a")
         assert (loaded.version, loaded.model) == (2, "fixed")
 
     run(main())
 
 
-def test_cold_latest_falls_back_to_the_previous_version(tmp_path: Path) -> None:
-    tree = store({"a/1/model.bin": b"v1", "a/2/model.bin": b"broken"})
-    loader = Loader()
+def test_cold_latest_falls_back_to_the_previous_version(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock
+) -> None:
+    tree = publish({"a/1/model.bin": b"v1", "a/2/model.bin": b"broken"})
     loader.fail_on = {b"broken"}
 
     async def main() -> None:
-        cache = ModelCache(loader, tmp_path, tree=tree)
+        cache = ModelCache(loader, tmp_path, tree=tree, clock=clock)
         loaded = await cache.get("a")
         assert (loaded.version, loaded.model) == (1, "v1")
         with pytest.raises(ModelLoadError):  # an explicit request for 2 fails honestly
@@ -335,41 +301,41 @@ def test_cold_latest_falls_back_to_the_previous_version(tmp_path: Path) -> None:
     run(main())
 
 
-def test_removed_latest_falls_back_and_is_freed(tmp_path: Path) -> None:
-    tree = store({"a/1/model.bin": b"v1", "a/2/model.bin": b"v2"})
-    loader = Loader()
+def test_removed_latest_falls_back_and_is_freed(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock
+) -> None:
+    tree = publish({"a/1/model.bin": b"v1", "a/2/model.bin": b"v2"})
 
     async def main() -> None:
-        cache = ModelCache(loader, tmp_path, tree=tree)
+        cache = ModelCache(loader, tmp_path, tree=tree, clock=clock)
         assert (await cache.get("a")).version == 2
-        open_storage("mem://cache/models/").delete("a/2/model.bin")
-        cache.set_tree(discover_models(MultiModelsSpec(dir="mem://cache/models/"), "python"))
+        cache.set_tree(publish({"a/2/model.bin": None}))
         assert ("a", 2) not in cache.in_memory and ("a", 2) not in cache.on_disk
         assert (await cache.get("a")).version == 1
 
     run(main())
 
 
-def test_in_place_update_with_full_tiers_reloads_without_deadlock(tmp_path: Path) -> None:
-    tree = store({"a/1/model.bin": b"a-old", "b/1/model.bin": b"b"})
-    loader = Loader()
+def test_in_place_update_with_full_tiers_reloads_without_deadlock(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock, wait: Waits, at_once: AtOnce
+) -> None:
+    tree = publish({"a/1/model.bin": b"a-old", "b/1/model.bin": b"b"})
 
     async def main() -> None:
-        cache = ModelCache(loader, tmp_path, memory_limit=1, disk_limit=1, tree=tree)
+        cache = ModelCache(loader, tmp_path, memory_limit=1, disk_limit=1, tree=tree, clock=clock)
         assert (await cache.get("a")).model == "a-old"
-        open_storage("mem://cache/models/").upload("a/1/model.bin", b"a-new")
-        cache.set_tree(discover_models(MultiModelsSpec(dir="mem://cache/models/"), "python"))
-        assert (await asyncio.wait_for(cache.get("a"), 1)).model == "a-old"  # the old object serves
-        await asyncio.wait_for(settle(cache), 5)
+        cache.set_tree(publish({"a/1/model.bin": b"a-new"}))
+        assert at_once(cache.get("a")).model == "a-old"  # the old object serves
+        await wait.idle(cache)
         assert (await cache.get("a")).model == "a-new"
-        assert (await asyncio.wait_for(cache.get("b"), 5)).model == "b"  # the tiers still turn over
+        assert (await wait.result(cache.get("b"))).model == "b"  # the tiers still turn over
         assert cache.in_memory == [("b", 1)] and cache.on_disk == [("b", 1)]
 
     run(main())
 
 
-def test_a_non_string_model_name_is_a_bad_request() -> None:
-    tree = store({"a/1/model.bin": b"a1", "b/1/model.bin": b"b1"})
+def test_a_non_string_model_name_is_a_bad_request(publish: Publisher) -> None:
+    tree = publish({"a/1/model.bin": b"a1", "b/1/model.bin": b"b1"})
     with pytest.raises(BadRequestError, match="model_name must be a string, got list"):
         resolve_version(tree, ["a"], "1")  # type: ignore[arg-type]
     with pytest.raises(BadRequestError, match="model_name must be a string, got dict"):

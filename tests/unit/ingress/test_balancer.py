@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cortex_ray.endpoint import Incoming, Outgoing, json_outgoing
 from cortex_ray.ingress.balancer import Backend, Balancer, Server, haproxy_binary, render
 from cortex_ray.ingress.server import FastServer
 from cortex_ray.replica.loop import CoreLoop
-from cortex_ray.endpoint import Incoming, Outgoing, json_outgoing
 from tests.support.s3_server import free_port
 
 

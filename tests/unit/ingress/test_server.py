@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from cortex_ray.endpoint import Incoming, Outgoing, json_outgoing
 from cortex_ray.ingress import server as server_module
 from cortex_ray.ingress.server import FastServer
 from cortex_ray.replica.loop import CoreLoop
-from cortex_ray.endpoint import Incoming, Outgoing, json_outgoing
 
 GATE = threading.Event()
 

@@ -7,8 +7,9 @@ import contextvars
 import threading
 
 import pytest
-from cortex_ray.replica.invoke import Invoker, await_in_handler, in_inline_handler
+
 from cortex_ray.endpoint import Method
+from cortex_ray.replica.invoke import Invoker, await_in_handler, in_inline_handler
 
 WHO: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
 
@@ -16,11 +17,14 @@ WHO: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody
 class Handler:
     def __init__(self) -> None:
         self.threads: set[int] = set()
+        self.cold: dict[str, asyncio.Future[str]] = {}
 
-    def handle_post(self, payload: dict[str, int]) -> dict[str, object]:
+    def handle_post(self, payload: dict[str, str]) -> dict[str, object]:
         self.threads.add(threading.get_ident())
         assert in_inline_handler()
-        waited = await_in_handler(asyncio.sleep(payload["wait"], result=payload["wait"]))  # a cold model
+        waited = None
+        if payload.get("model"):  # a cold model: the handler waits for its load, off the loop's back
+            waited = await_in_handler(self.cold[payload["model"]])
         if payload.get("fail"):
             raise ValueError("asked to fail")
         return {"waited": waited, "who": WHO.get()}
@@ -31,23 +35,26 @@ def test_sync_handlers_run_inline_and_others_go_on_while_one_waits() -> None:
     method = Method.of(handler.handle_post, ("payload",))
     invoker = Invoker(threads=1, max_waiting=8, name="t")
 
-    async def one(who: str, wait: float) -> object:
+    async def one(who: str, model: str = "") -> object:
         WHO.set(who)  # each request's own context reaches its handler call
-        return await invoker(method, {"payload": {"wait": wait}})
+        return await invoker(method, {"payload": {"model": model}})
 
     async def main() -> None:
         loop_thread = threading.get_ident()
-        started = asyncio.get_running_loop().time()
-        slow = asyncio.create_task(one("slow", 0.3))
-        fast = [await one(f"fast{i}", 0) for i in range(5)]  # served while the slow one waits
+        load = handler.cold["m"] = asyncio.get_running_loop().create_future()
+        slow = asyncio.create_task(one("slow", "m"))
+        await asyncio.sleep(0)  # the slow request starts, and waits for its model
+        assert len(handler.threads) == 1 and not slow.done()
+        fast = [await one(f"fast{i}") for i in range(5)]  # served while the slow one waits
         assert [f["who"] for f in fast] == [f"fast{i}" for i in range(5)]  # type: ignore[index]
-        assert asyncio.get_running_loop().time() - started < 0.25 and not slow.done()
-        assert await slow == {"waited": 0.3, "who": "slow"}
+        assert not slow.done()  # still waiting for its model: nothing queued behind it
+        load.set_result("loaded")
+        assert await slow == {"waited": "loaded", "who": "slow"}
         assert handler.threads == {loop_thread}  # no thread hop
         with pytest.raises(ValueError, match="asked to fail"):
-            await invoker(method, {"payload": {"wait": 0, "fail": 1}})
+            await invoker(method, {"payload": {"fail": "yes"}})
         for _ in range(50):
-            await one("again", 0)
+            await one("again")
         assert len(invoker._idle) <= 2  # greenlets are reused, not made per call
 
     asyncio.run(main())
@@ -67,6 +74,35 @@ def test_with_several_threads_sync_handlers_run_in_the_pool() -> None:
     async def main() -> None:
         assert await invoker(Method.of(work, ("payload",)), {"payload": 21}) == 42
         assert seen and seen[0] != threading.get_ident()
+
+    asyncio.run(main())
+    invoker.close()
+
+
+def test_a_failed_wait_is_raised_inside_the_handler_that_waited() -> None:
+    seen: list[str] = []
+
+    def handle(payload: asyncio.Future[str]) -> str:
+        try:
+            return str(await_in_handler(payload))
+        except LookupError as exc:  # the handler may catch what the load raised
+            seen.append(str(exc))
+            raise
+
+    invoker = Invoker(threads=1, max_waiting=2, name="t")
+    method = Method.of(handle, ("payload",))
+
+    async def main() -> None:
+        load: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        call = asyncio.create_task(invoker(method, {"payload": load}))
+        await asyncio.sleep(0)
+        load.set_exception(LookupError("no such model"))
+        with pytest.raises(LookupError, match="no such model"):
+            await call
+        assert seen == ["no such model"]
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        done.set_result("fine")
+        assert await invoker(method, {"payload": done}) == "fine"  # the greenlet pool still works
 
     asyncio.run(main())
     invoker.close()
