@@ -33,6 +33,7 @@ log = logging.getLogger("cortex_ray.ingress")
 MAX_BODY = 256 * 1024 * 1024
 """The largest request body accepted (413 above it)."""
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+HEALTH_PATH = b"/-/healthz"
 
 App = Callable[[Incoming], Awaitable[Outgoing]]
 
@@ -107,7 +108,11 @@ class _Connection(asyncio.Protocol):
             item: Incoming | Outgoing = json_outgoing(
                 {"error": "payload_too_large", "message": f"the body is over {MAX_BODY} bytes"}, 413
             )
-        elif server.limit is not None and server.in_flight >= server.limit:
+        elif (
+            server.limit is not None
+            and server.in_flight >= server.limit
+            and self._url != HEALTH_PATH  # a replica at capacity is busy, not down
+        ):
             limit = AtCapacityError(f"this replica is at its max_replica_concurrency ({server.limit})")
             item = error_outgoing(limit)
         else:

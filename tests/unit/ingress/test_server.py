@@ -147,6 +147,7 @@ def test_above_the_concurrency_limit_requests_get_a_503(served: tuple[str, FastS
         threading.Event().wait(0.01)
     r = httpx.post(f"{url}/api", timeout=5)
     assert r.status_code == 503 and "max_replica_concurrency (8)" in r.json()["message"]
+    assert httpx.get(f"{url}/-/healthz", timeout=5).status_code == 200  # full, not down
     GATE.set()
     for t in threads:
         t.join()
