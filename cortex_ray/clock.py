@@ -63,6 +63,12 @@ class ManualClock(Clock):
         """How many coroutines sleep on this clock now."""
         return sum(1 for _, _, f in self._sleepers if not f.done())
 
+    def skip(self, seconds: float) -> None:
+        """Move ``seconds`` on and wake nobody: for code that only reads the clock (from any
+        thread), e.g. a fake that "takes" time. Sleepers whose time came wake at the next
+        :meth:`advance`."""
+        self._now += seconds
+
     async def advance(self, seconds: float) -> None:
         """Move ``seconds`` on, waking (in time order) every sleeper whose time came, and let the
         woken ones run until they wait again."""

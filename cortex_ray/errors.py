@@ -188,8 +188,5 @@ def to_response_body(exc: BaseException) -> tuple[int, dict[str, Any]]:
         body: dict[str, Any] = {"error": exc.error_type, "message": exc.message}
         body.update({k: v for k, v in exc.details.items() if v is not None})
         return exc.status_code, body
-    return 500, {
-        "error": "internal_error",
-        "type": type(exc).__name__,
-        "message": str(exc),
-    }
+    # not ours and not the user's: what Python said stays in the replica's log, not in the answer
+    return 500, {"error": "internal_error", "message": "the replica failed to answer (its log says why)"}

@@ -39,17 +39,34 @@ def connect(address: str | None = None) -> None:
             )
     if target and is_loopback_address(target):
         local_run.use_loopback()  # a Ray on 127.0.0.1: Ray would otherwise dial the machine's address
+    if address not in (None, "auto") and "RAY_AUTH_MODE" not in os.environ and token_available():
+        # Ray sends its token only to a cluster it found itself; with an address, to none: send it
+        # as Ray would (a cluster without token authentication ignores it)
+        _auth_mode("token")
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address if address not in (None, "auto") else "this machine (RAY_ADDRESS, or `ray start`)"
         hint = ""
-        if "InvalidAuthToken" in str(exc) and os.environ.get("RAY_AUTH_MODE") != "token":
+        if os.environ.get("RAY_AUTH_MODE") != "token" and not token_available():
             hint = (
-                " (Ray sends its token only to a cluster it found itself: with an address, set "
-                "RAY_AUTH_MODE=token and give the cluster's token, ~/.ray/auth_token or RAY_AUTH_TOKEN)"
+                ". If the cluster uses token authentication (Ray's default), give its token: "
+                "RAY_AUTH_TOKEN=<token>, or the token in ~/.ray/auth_token (`ray get-auth-token` "
+                "on the head node prints it)"
             )
         raise DeploymentError(f"no running Ray cluster found at {where}: {exc}{hint}") from exc
+
+
+def token_available() -> bool:
+    """Whether this machine has a Ray token to send: ``RAY_AUTH_TOKEN``, the file
+    ``RAY_AUTH_TOKEN_PATH`` names, or ``~/.ray/auth_token`` (where Ray looks)."""
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    try:
+        return bool(Path(path).read_text().strip())
+    except OSError:
+        return False
 
 
 def _auth_mode(mode: str) -> None:

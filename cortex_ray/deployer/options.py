@@ -56,6 +56,7 @@ def deployment_options(api: ApiSpec, ingress: str = "proxy") -> dict[str, Any]:
         actor["resources"] = {"neuron_cores": c.inf * NEURON_CORES_PER_CHIP}
     target = a.target_replica_concurrency or h.processes_per_replica * h.threads_per_process
     asynchronous = api.kind == "AsyncAPI"
+    proxy = ingress == "proxy"
     extra: dict[str, Any] = {}
     scaling_policy = {"policy": {"policy_function": POLICY}} if ingress == "fast" and not asynchronous else {}
     routing = api.networking.model_routing
@@ -72,9 +73,12 @@ def deployment_options(api: ApiSpec, ingress: str = "proxy") -> dict[str, Any]:
         **extra,
         "name": worker_name(api.name) if asynchronous else api.name,
         # an AsyncAPI worker runs one workload at a time, as Cortex's did, and is sent one only
-        # when it is free (no workload waits behind a long one while another worker idles)
-        "max_ongoing_requests": 1 if asynchronous else a.max_replica_concurrency,
-        # Serve's proxy path: beyond what the replicas take, at most as many again wait, then 503
+        # when it is free (no workload waits behind a long one while another worker idles). On
+        # Serve's proxy path a replica is sent up to twice its max_replica_concurrency, so that it
+        # sees the excess and refuses it at once with Cortex's JSON 503 (it counts them itself:
+        # :class:`~cortex_ray.replica.deployment.ApiReplica`); beyond that, as many again wait in
+        # Serve's queue, then get Serve's own 503
+        "max_ongoing_requests": 1 if asynchronous else a.max_replica_concurrency * (2 if proxy else 1),
         **({} if asynchronous else {"max_queued_requests": a.max_replica_concurrency}),
         "ray_actor_options": actor,
         "autoscaling_config": {

@@ -10,12 +10,13 @@ Payload by Content-Type: JSON to Python objects, ``text/*`` to ``str``, forms to
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from starlette.responses import Response, StreamingResponse
 
 from cortex_ray.endpoint.messages import JSON, Outgoing
-from cortex_ray.errors import BadRequestError, CortexRayError
+from cortex_ray.errors import BadRequestError, CortexRayError, UserHandlerError
 
 __all__ = ["decode_payload", "encode_result", "parse_payload"]
 
@@ -31,20 +32,38 @@ def parse_payload(body: bytes, content_type: str | None) -> Any:
     if media == "application/json" or media.endswith("+json"):
         if not body:
             return None
-        try:
-            try:
-                text = body.decode()  # UTF-8, nearly always: skips json's encoding detection
-            except UnicodeDecodeError:
-                return json.loads(body)  # UTF-16/32, as RFC 8259 allowed
-            return json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BadRequestError(f"malformed JSON body: {exc}") from exc
+        return _json(body)
     if media.startswith("text/"):
+        charset = _charset(content_type) or "utf-8"
         try:
-            return body.decode(_charset(content_type) or "utf-8")
-        except (UnicodeDecodeError, LookupError) as exc:
-            raise BadRequestError(f"the text body cannot be decoded: {exc}") from exc
+            return body.decode(charset)
+        except LookupError as exc:
+            raise BadRequestError(f"the text body's charset {charset[:40]!r} is unknown") from exc
+        except UnicodeDecodeError as exc:
+            raise BadRequestError(f"the text body is not valid {charset[:40]}") from exc
     return body
+
+
+def _json(body: bytes) -> Any:
+    """A JSON body's value; anything that is not JSON a server can hold is a 400: bad syntax,
+    nesting deeper than Python's recursion allows (about 1,000 levels), or an integer of more
+    digits than Python converts (4,300)."""
+    try:
+        try:
+            text = body.decode()  # UTF-8, nearly always: skips json's encoding detection
+        except UnicodeDecodeError:
+            return json.loads(body)  # UTF-16/32, as RFC 8259 allowed
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadRequestError(
+            f"malformed JSON body: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise BadRequestError("malformed JSON body: it is not UTF-8, UTF-16 or UTF-32 text") from exc
+    except RecursionError as exc:
+        raise BadRequestError("the JSON body nests too deeply") from exc
+    except ValueError as exc:  # an integer beyond sys.get_int_max_str_digits()
+        raise BadRequestError("the JSON body holds a number with too many digits") from exc
 
 
 async def decode_payload(body: bytes, content_type: str | None) -> Any:
@@ -73,8 +92,10 @@ async def _form(body: bytes, content_type: str) -> Any:
     }
     try:
         return await Request(scope, receive).form()
-    except Exception as exc:  # Starlette's form errors: a bad request, said plainly
-        raise BadRequestError(f"the form body cannot be parsed: {exc}") from exc
+    except Exception as exc:  # Starlette's and python-multipart's errors: a bad request, said plainly
+        raise BadRequestError(
+            "the form body cannot be parsed (multipart/form-data needs its boundary, and well-formed parts)"
+        ) from exc
 
 
 def encode_result(result: Any) -> Outgoing:
@@ -86,9 +107,9 @@ def encode_result(result: Any) -> Outgoing:
     if isinstance(result, bytes | bytearray | memoryview):
         return Outgoing(200, [(b"content-type", _OCTETS)], bytes(result))
     if isinstance(result, StreamingResponse):
-        return Outgoing(result.status_code, list(result.raw_headers), stream=_chunks(result))
+        return Outgoing(result.status_code, _checked_headers(result), stream=_chunks(result))
     if isinstance(result, Response):
-        return Outgoing(result.status_code, list(result.raw_headers), bytes(result.body))
+        return Outgoing(result.status_code, _checked_headers(result), bytes(result.body))
     return Outgoing(200, [(b"content-type", JSON)], _dumps(result))  # None too: JSON null
 
 
@@ -101,9 +122,31 @@ def _dumps(result: Any) -> bytes:
         ) from exc
 
 
+_TOKEN = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def _checked_headers(response: Response) -> list[tuple[bytes, bytes]]:
+    """A handler's own response headers, refused when one could split the answer (CR, LF, NUL in
+    a value; a name that is not an HTTP token)."""
+    headers = list(response.raw_headers)
+    for name, value in headers:
+        if not _TOKEN.match(name) or b"\r" in value or b"\n" in value or b"\0" in value:
+            raise UserHandlerError(
+                f"the handler's response has an invalid header {name[:40]!r}: header names are tokens, "
+                "and values may not hold CR, LF or NUL"
+            )
+    return headers
+
+
 async def _chunks(response: StreamingResponse) -> Any:
-    async for chunk in response.body_iterator:
-        yield chunk if isinstance(chunk, bytes) else str(chunk).encode(response.charset)
+    iterator = response.body_iterator
+    try:
+        async for chunk in iterator:
+            yield chunk if isinstance(chunk, bytes) else str(chunk).encode(response.charset)
+    finally:  # stopped early (the client went away): the handler's generator stops too
+        close = getattr(iterator, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def _charset(content_type: str | None) -> str | None:

@@ -132,6 +132,8 @@ class Endpoint:
                 await payload.close()
 
     def _http_method(self, verb: str) -> Method:
+        if verb == "HEAD":  # a GET whose answer's body is left out (by the server)
+            verb = "GET"
         method = self.core.methods.get(verb) if verb != ASYNC else None
         if method is None:
             allowed = [m for m in self.core.methods if m != ASYNC]

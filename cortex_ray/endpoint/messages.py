@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,10 +61,39 @@ def json_outgoing(
 
 
 def error_outgoing(exc: BaseException) -> Outgoing:
-    """The one place (with :func:`~cortex_ray.errors.to_response_body`) an error becomes HTTP."""
+    """The one place (with :func:`~cortex_ray.errors.to_response_body`) an error becomes HTTP.
+
+    A 5xx is logged with its traceback (the user's code's, for a handler error), at most once a
+    minute for the same error: a client repeating a failing request cannot flood the log."""
     status, body = to_response_body(exc)
-    if status >= 500 and not isinstance(exc, CortexRayError):
-        log.error("request failed: %s", exc, exc_info=exc)
-    elif status >= 500 and not isinstance(exc, AtCapacityError):  # overload is no error to log
-        log.error("request failed: %s", exc)
+    if status >= 500 and not isinstance(exc, AtCapacityError):  # overload is no error to log
+        suppressed = _LIMITER.allow((type(exc).__name__, str(exc)[:200]))
+        if suppressed is not None:
+            again = f" (and {suppressed} more times since it was last logged)" if suppressed else ""
+            cause = exc.__cause__ if isinstance(exc, CortexRayError) and exc.__cause__ else exc
+            log.error("request failed: %s%s", exc, again, exc_info=cause)
     return json_outgoing(body, status)
+
+
+class _LogLimiter:
+    """At most one log line per error per ``every`` seconds; counts the ones left out."""
+
+    def __init__(self, every: float = 60.0, keep: int = 1000) -> None:
+        self.every = every
+        self.keep = keep
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def allow(self, key: tuple[str, str], now: float | None = None) -> int | None:
+        """``None`` when the line is left out; else how many were left out before it."""
+        now = time.monotonic() if now is None else now
+        last = self._last.get(key)
+        if last is not None and now - last[0] < self.every:
+            self._last[key] = (last[0], last[1] + 1)
+            return None
+        if len(self._last) >= self.keep:
+            self._last.clear()
+        self._last[key] = (now, 0)
+        return last[1] if last is not None else 0
+
+
+_LIMITER = _LogLimiter()

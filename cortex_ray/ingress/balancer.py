@@ -27,11 +27,14 @@ from pathlib import Path
 
 from cortex_ray.ingress.haproxy import HAProxy, HAProxyError
 
-__all__ = ["Backend", "Balancer", "Server", "haproxy_binary", "render"]
+__all__ = ["Backend", "Balancer", "Server", "backend_id", "haproxy_binary", "render", "server_id"]
 
 log = logging.getLogger("cortex_ray.ingress")
 HASH_BALANCE_FACTOR = int(os.environ.get("CORTEX_RAY_HASH_BALANCE_FACTOR", "150"))
 """A replica takes a model's requests until it has 1.5x the average load, then the next one does."""
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
+CHECK = "check inter 1s fall 2 rise 1"
+"""Every replica is checked every second; two failed checks in a row take it out, one brings it back."""
 
 
 @dataclass(frozen=True, order=True)
@@ -39,6 +42,8 @@ class Server:
     name: str
     host: str
     port: int
+    check_port: int = 0
+    """Where the replica answers its health checks (:mod:`cortex_ray.ingress.health`); 0: ``port``."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,8 @@ class Backend:
     model_routing: tuple[str, str] | None = None
     """``("query", "model")``, ``("header", "x-model")``, ``("json", "model")`` or ``("path", "0")``."""
     servers: tuple[Server, ...] = field(default_factory=tuple)
+    max_body: int = DEFAULT_MAX_BODY
+    """The API's ``networking.max_body_size``: a larger ``Content-Length`` is refused here (413)."""
 
 
 def haproxy_binary() -> str:
@@ -68,29 +75,47 @@ def haproxy_binary() -> str:
 
 
 def render(backends: list[Backend], host: str, port: int, admin_socket: str, threads: int = 1) -> str:
-    """The HAProxy configuration for these backends, listening on ``host:port``."""
+    """The HAProxy configuration for these backends, listening on ``host:port``.
+
+    What it holds clients to (``docs/ingress.md`` has the table): a request head of at most
+    ``tune.bufsize`` (16 KiB) and 100 header fields; the head within 10 s (``timeout
+    http-request``: slow clients cannot hold connections open), an idle client 60 s, an idle
+    keep-alive connection 10 s; a body no larger than its API's ``networking.max_body_size``,
+    refused from ``Content-Length`` before it is sent on. A handler may run up to an hour
+    (``timeout server``). Requests are retried on another replica only when no replica
+    received them (a failed connection), or, for ``GET`` and ``HEAD``, when one closed without
+    answering: never a ``POST`` a replica may have run. Every error HAProxy answers itself is
+    JSON, like cortex-ray's own.
+    """
     lines = [
         "global",
         "    maxconn 4096",
         f"    nbthread {threads}",
         "    hard-stop-after 60s",
+        "    tune.bufsize 16384",
+        "    tune.http.maxhdr 100",
         f"    stats socket {admin_socket} mode 600 level admin",
         "defaults",
         "    mode http",
         "    option http-keep-alive",
         "    option redispatch",
         "    retries 3",
-        "    retry-on conn-failure empty-response",  # never a request a replica may have run
+        "    retry-on conn-failure empty-response",
         "    timeout connect 5s",
-        "    timeout client 3600s",
+        "    timeout client 60s",
         "    timeout server 3600s",
-        "    timeout http-request 60s",
-        "    timeout http-keep-alive 60s",
+        "    timeout http-request 10s",
+        "    timeout http-keep-alive 10s",
+        "    timeout queue 30s",
+        "    timeout check 2s",
         "    http-reuse always",
-        "    default-server check inter 1s fall 2 rise 1",
+        f"    default-server {CHECK}",
+        *(_json_error(status, error, message) for status, error, message in _ERRORS),
         "frontend cortex",
         f"    bind {host}:{port}",
         "    http-request return status 200 content-type text/plain string ok if { path /-/healthz }",
+        # a POST (PUT, PATCH...) that reached a replica is never sent to another one
+        "    http-request disable-l7-retry if !METH_GET !METH_HEAD",
     ]
     for b in sorted(backends, key=lambda b: -len(b.endpoint)):
         acl, be = _id("api", b.api), _id("api", b.api)
@@ -110,11 +135,34 @@ def render(backends: list[Backend], host: str, port: int, admin_socket: str, thr
     return "\n".join(lines) + "\n"
 
 
+_ERRORS = (
+    (400, "bad_request", "the request is malformed, or its head is over 16 KiB or 100 header fields"),
+    (408, "request_timeout", "the request head did not arrive in time"),
+    (413, "payload_too_large", "the request body is too large"),
+    (500, "internal_error", "the balancer failed"),
+    (502, "bad_gateway", "the replica closed the connection without answering"),
+    (503, "service_unavailable", "no replica of this API is available"),
+    (504, "gateway_timeout", "the replica did not answer in time"),
+)
+"""What HAProxy answers when it answers itself, as JSON (``http-error``)."""
+
+
+def _json_error(status: int, error: str, message: str) -> str:
+    body = '{\\"error\\": \\"' + error + '\\", \\"message\\": \\"' + message + '\\"}'
+    return f'    http-error status {status} content-type application/json string "{body}"'
+
+
 def _backend(b: Backend) -> list[str]:
+    too_large = (
+        '"{\\"error\\": \\"payload_too_large\\", \\"message\\": \\"the body is over '
+        f'the limit of {b.max_body} bytes (networking.max_body_size)\\"}}"'
+    )
     lines = [
         f"backend {_id('api', b.api)}",
         "    option httpchk GET /-/healthz",
         "    http-check expect status 200",
+        f"    http-request return status 413 content-type application/json string {too_large} "
+        f"if {{ req.hdr_val(content-length) gt {b.max_body} }}",
     ]
     routing = b.model_routing
     if routing is not None:
@@ -131,8 +179,12 @@ def _backend(b: Backend) -> list[str]:
         "    hash-type consistent",
         *([f"    hash-balance-factor {HASH_BALANCE_FACTOR}"] if HASH_BALANCE_FACTOR else []),
     ]
-    lines += [f"    server {_id('r', s.name)} {s.host}:{s.port}" for s in sorted(b.servers)]
+    lines += [f"    server {_id('r', s.name)} {s.host}:{s.port}{_check_port(s)}" for s in sorted(b.servers)]
     return lines
+
+
+def _check_port(server: Server) -> str:
+    return f" port {server.check_port}" if server.check_port else ""
 
 
 def _sample(kind: str, key: str, endpoint: str) -> str:
@@ -152,6 +204,16 @@ def _id(prefix: str, name: str) -> str:
     return prefix + "_" + "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
+def backend_id(api: str) -> str:
+    """The HAProxy backend of an API."""
+    return _id("api", api)
+
+
+def server_id(replica: str) -> str:
+    """The HAProxy server of a replica."""
+    return _id("r", replica)
+
+
 class Balancer:
     """The HAProxy process for one cortex-ray ingress (one per cluster, on its node)."""
 
@@ -162,7 +224,7 @@ class Balancer:
         self.haproxy = HAProxy(haproxy_binary(), self.workdir)
         self.reloads = 0
         self.runtime_changes = 0
-        self._shape: tuple[tuple[str, str, tuple[str, str] | None], ...] | None = None
+        self._shape: tuple[tuple[str, str, tuple[str, str] | None, int], ...] | None = None
         self._servers: dict[str, set[Server]] = {}
         self._leaving: set[tuple[str, str]] = set()
         """(backend, server) set to maintenance, deleted once HAProxy holds no connection to it."""
@@ -174,7 +236,7 @@ class Balancer:
     def apply(self, backends: list[Backend]) -> None:
         """Serve exactly these backends from now on."""
         text = render(backends, self.host, self.port, str(self.haproxy.admin), self.threads)
-        shape = tuple(sorted((b.api, b.endpoint, b.model_routing) for b in backends))
+        shape = tuple(sorted((b.api, b.endpoint, b.model_routing, b.max_body) for b in backends))
         self.haproxy.write(text)  # checked; the file is what a (re)start reads
         if not self.haproxy.running:
             self.haproxy.start(self.host, self.port)
@@ -195,7 +257,7 @@ class Balancer:
             name = f"{backend}/{_id('r', server.name)}"
             self._leaving.discard((backend, _id("r", server.name)))
             self.haproxy.command(
-                f"add server {name} {server.host}:{server.port} check inter 1s fall 2 rise 1"
+                f"add server {name} {server.host}:{server.port} {CHECK}{_check_port(server)}"
             )
             self.haproxy.command(f"enable health {name}")
             self.haproxy.command(f"enable server {name}")
@@ -204,6 +266,19 @@ class Balancer:
             self.haproxy.command(f"disable server {backend}/{_id('r', server.name)}")  # no new requests
             self._leaving.add((backend, _id("r", server.name)))
             self.runtime_changes += 1
+
+    def server_states(self) -> dict[str, dict[str, str]]:
+        """What HAProxy's runtime API says of each replica now: ``{backend: {server: "UP"...}}``."""
+        lines = self.haproxy.command("show stat").splitlines()
+        if not lines:
+            return {}
+        header = lines[0].lstrip("# ").split(",")
+        states: dict[str, dict[str, str]] = {}
+        for line in lines[1:]:
+            row = dict(zip(header, line.split(","), strict=False))
+            if row.get("svname") not in (None, "FRONTEND", "BACKEND"):
+                states.setdefault(row["pxname"], {})[row["svname"]] = row.get("status", "")
+        return states
 
     def tidy(self) -> None:
         """Delete the servers that left, once HAProxy holds no connection to them (retried)."""

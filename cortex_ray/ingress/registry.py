@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from cortex_ray.ingress.balancer import Backend, Balancer, Server
+from cortex_ray.ingress.balancer import DEFAULT_MAX_BODY, Backend, Balancer, Server, backend_id, server_id
 
 __all__ = ["HEARTBEAT", "INGRESS_ACTOR", "INGRESS_NAMESPACE", "Registry"]
 
@@ -35,8 +35,9 @@ COALESCE = 0.05
 class _Api:
     endpoint: str
     model_routing: tuple[str, str] | None
-    servers: dict[str, tuple[str, int, float]] = field(default_factory=dict)
-    """replica id -> (host, port, last registration)."""
+    max_body: int = DEFAULT_MAX_BODY
+    servers: dict[str, tuple[str, int, int, float]] = field(default_factory=dict)
+    """replica id -> (host, port, health check port, last registration)."""
 
 
 class Registry:
@@ -65,18 +66,25 @@ class Registry:
         replica: str,
         host: str,
         port: int,
+        check_port: int = 0,
+        max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
+        """A replica serves ``api`` on ``host:port`` and answers health checks on ``check_port``
+        (0: ``port``); called when it starts and every ``HEARTBEAT``."""
         self._start()
         if replica in self.retired:
             return
         entry = self.apis.get(api)
-        if entry is None or entry.endpoint != endpoint or entry.model_routing != model_routing:
-            entry = self.apis[api] = _Api(endpoint, model_routing, entry.servers if entry else {})
+        shape = (endpoint, model_routing, max_body)
+        if entry is None or (entry.endpoint, entry.model_routing, entry.max_body) != shape:
+            entry = self.apis[api] = _Api(endpoint, model_routing, max_body, entry.servers if entry else {})
             self._touch()
-        if entry.servers.get(replica, (None, None, 0))[:2] != (host, port):
-            log.info("api %s: replica %s serves on %s:%d", api, replica, host, port)
+        if entry.servers.get(replica, (None, None, None, 0))[:3] != (host, port, check_port):
+            log.info(
+                "api %s: replica %s serves on %s:%d (health on %d)", api, replica, host, port, check_port
+            )
             self._touch()
-        entry.servers[replica] = (host, port, time.monotonic())
+        entry.servers[replica] = (host, port, check_port, time.monotonic())
 
     async def deregister(self, api: str, replica: str, hand_over: float = 0.0) -> None:
         """A replica leaves. The API's last one stays routed up to ``hand_over`` seconds, until
@@ -130,10 +138,22 @@ class Registry:
                 name: {
                     "endpoint": a.endpoint,
                     "model_routing": list(a.model_routing) if a.model_routing else None,
-                    "replicas": {r: f"{h}:{p}" for r, (h, p, _) in sorted(a.servers.items())},
+                    "replicas": {r: f"{h}:{p}" for r, (h, p, _, _) in sorted(a.servers.items())},
                 }
                 for name, a in sorted(self.apis.items())
             },
+        }
+
+    async def replica_states(self) -> dict[str, dict[str, str]]:
+        """Per API, each replica's state in the balancer now (``UP``, ``DOWN``, ``MAINT``...), as
+        HAProxy's runtime API tells it."""
+        found = self.balancer.server_states()
+        return {
+            name: {
+                replica: found.get(backend_id(name), {}).get(server_id(replica), "absent")
+                for replica in a.servers
+            }
+            for name, a in self.apis.items()
         }
 
     async def stop(self) -> None:
@@ -186,7 +206,7 @@ class Registry:
     def _expire(self) -> None:
         now = time.monotonic()
         for name, entry in self.apis.items():
-            for replica, (_, _, seen) in list(entry.servers.items()):
+            for replica, (_, _, _, seen) in list(entry.servers.items()):
                 if now - seen > STALE:
                     log.warning("api %s: replica %s stopped registering: dropped", name, replica)
                     del entry.servers[replica]
@@ -198,7 +218,8 @@ class Registry:
                 name,
                 a.endpoint,
                 a.model_routing,
-                tuple(Server(replica, host, port) for replica, (host, port, _) in a.servers.items()),
+                tuple(Server(r, host, port, check) for r, (host, port, check, _) in a.servers.items()),
+                a.max_body,
             )
             for name, a in self.apis.items()
         ]

@@ -33,7 +33,7 @@ from cortex_ray.project import ProjectRef
 from cortex_ray.reload.subscriber import Subscriber
 from cortex_ray.replica.enter import enter_project
 from cortex_ray.replica.info import api_info, cluster_view, replica_report
-from cortex_ray.replica.invoke import Invoker
+from cortex_ray.replica.invoke import HandlerEscape, Invoker
 from cortex_ray.replica.model_client import ModelClient, served_versions_var
 from cortex_ray.replica.user_code import check_handler, construct_handler, handler_methods, load_handler_class
 from cortex_ray.spec import ApiSpec
@@ -126,6 +126,16 @@ class ApiCore:
             return await self.invoker(method, kwargs)
         except CortexRayError:
             raise
+        except HandlerEscape as escaped:  # SystemExit, KeyboardInterrupt...: answered, the loop goes on
+            raised = escaped.raised
+            raise UserHandlerError(
+                f"{type(raised).__name__}: {raised}", type=type(raised).__name__
+            ) from raised
+        except asyncio.CancelledError as exc:
+            cancelling = getattr(asyncio.current_task(), "cancelling", None)  # (Python 3.11+)
+            if cancelling is not None and cancelling():  # this request is being cancelled: let it go
+                raise
+            raise UserHandlerError("CancelledError: raised by the handler", type="CancelledError") from exc
         except Exception as exc:
             raise UserHandlerError(f"{type(exc).__name__}: {exc}", type=type(exc).__name__) from exc
         finally:

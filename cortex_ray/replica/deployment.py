@@ -20,7 +20,8 @@ from typing import Any, Protocol
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cortex_ray.endpoint import Incoming, Outgoing
+from cortex_ray.endpoint import Incoming, Outgoing, error_outgoing
+from cortex_ray.errors import AtCapacityError
 from cortex_ray.project import ProjectRef
 from cortex_ray.replica.affinity import Affinity
 from cortex_ray.replica.core import ApiCore
@@ -124,12 +125,23 @@ class ApiReplica(Replica):
         core = ApiCore(api, info_details, project)
         models = api.handler.model_spec
         self._affinity = Affinity(models.cache_size) if models is not None else None
+        self._limit = api.autoscaling.max_replica_concurrency
+        self._proxied = 0
+        """Requests of Serve's proxy path in this replica now (counted on Serve's loop, which a
+        handler never holds: the excess is refused at once, whatever the handler is doing)."""
         await self._start(api, core, core.endpoint, ingress)
 
     async def __call__(self, request: Request) -> Response:
-        if self._affinity is not None and self.core.cache is not None:
-            await self._affinity.note(self.core.cache.tree.models)  # Serve's router reads it
-        return await super().__call__(request)
+        if self._proxied >= self._limit:  # Cortex's rule: above max_replica_concurrency, a 503 at once
+            full = AtCapacityError(f"this replica is at its max_replica_concurrency ({self._limit})")
+            return to_starlette(error_outgoing(full))
+        self._proxied += 1
+        try:
+            if self._affinity is not None and self.core.cache is not None:
+                await self._affinity.note(self.core.cache.tree.models)  # Serve's router reads it
+            return await super().__call__(request)
+        finally:
+            self._proxied -= 1
 
     async def call(
         self,

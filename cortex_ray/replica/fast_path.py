@@ -1,10 +1,12 @@
 """A replica's side of the fast path: its own HTTP server, registered with the ingress.
 
 Runs on the API core's loop. The server listens on the node's address (127.0.0.1 on a
-local run) on a port the system picks, and the replica registers it with the cluster's
-ingress, again every ``HEARTBEAT`` seconds. When Serve stops the replica, it deregisters
-first (the balancer stops sending it requests; the API's last replica waits for its
-replacement to register), then finishes what it is serving and closes its connections.
+local run) on a port the system picks, and its health responder on another one, answered from
+threads of its own (a handler that runs long never makes the replica look dead); the replica
+registers both with the cluster's ingress, again every ``HEARTBEAT`` seconds. When Serve stops
+the replica, it deregisters first (the balancer stops sending it requests; the API's last
+replica waits for its replacement to register), then finishes what it is serving and closes
+its connections.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from cortex_ray.endpoint import Incoming, Outgoing
 from cortex_ray.identity import serve_replica_id
 from cortex_ray.ingress.autoscaling import ONGOING_METRIC
 from cortex_ray.ingress.control import get_ingress
+from cortex_ray.ingress.health import HealthResponder
 from cortex_ray.ingress.registry import HEARTBEAT
-from cortex_ray.ingress.server import FastServer
+from cortex_ray.ingress.server import FastServer, Limits
 from cortex_ray.replica.loop import CoreLoop
 from cortex_ray.spec import ApiSpec
 
@@ -33,18 +36,34 @@ HAND_OVER_S = 12.0
 
 class FastIngress:
     def __init__(
-        self, api: ApiSpec, app: Callable[[Incoming], Awaitable[Outgoing]], limit: int | None
+        self,
+        api: ApiSpec,
+        app: Callable[[Incoming], Awaitable[Outgoing]],
+        limit: int | None,
+        alive: Callable[[], bool] = lambda: True,
     ) -> None:
         self.api = api
-        self.server = FastServer(app, api.endpoint, limit)
+        self.server = FastServer(app, api.endpoint, limit, Limits.for_body(api.networking.max_body_size))
+        self.health = HealthResponder(self._health)
+        self._alive = alive
         self.replica = ""
         self._ingress: Any = None
         self._task: asyncio.Task[None] | None = None
 
+    def _health(self) -> tuple[bool, str]:
+        """Asked from the health responder's threads, whatever the loop is doing."""
+        if not self._alive():
+            return False, "the replica's loop stopped"
+        if self.server.draining:
+            return False, "draining"
+        return True, "ok"
+
     async def start(self) -> None:
         import ray
 
-        await self.server.start(ray.util.get_node_ip_address())
+        host = ray.util.get_node_ip_address()
+        await self.server.start(host)
+        self.health.start(host)
         self.replica = serve_replica_id() or f"{self.server.host}:{self.server.port}"  # (outside Serve)
         self._ingress = get_ingress()
         if self._ingress is None:
@@ -59,7 +78,14 @@ class FastIngress:
         routing = self.api.networking.model_routing
         key = routing.as_pair() if routing is not None else None
         await self._ingress.register.remote(
-            self.api.name, self.api.endpoint, key, self.replica, self.server.host, self.server.port
+            self.api.name,
+            self.api.endpoint,
+            key,
+            self.replica,
+            self.server.host,
+            self.server.port,
+            self.health.port,
+            self.api.networking.max_body_size,
         )
 
     async def _heartbeat(self) -> None:
@@ -85,13 +111,15 @@ class FastIngress:
         except Exception as exc:
             log.warning("api %s: could not deregister from the ingress: %s", self.api.name, exc)
         await self.server.drain(timeout)
+        self.health.stop()
 
 
 async def start_fast_path(
     loop: CoreLoop, api: ApiSpec, app: Callable[[Incoming], Awaitable[Outgoing]], limit: int | None = None
 ) -> FastIngress:
     """Serve ``app`` on the fast path from this replica (on the core ``loop``)."""
-    fast = FastIngress(api, app, limit if limit is not None else api.autoscaling.max_replica_concurrency)
+    limit = limit if limit is not None else api.autoscaling.max_replica_concurrency
+    fast = FastIngress(api, app, limit, lambda: loop.alive)
     await loop.run(fast.start())
     return fast
 

@@ -1,11 +1,15 @@
 """Running the user's handler methods, with as little as possible in between.
 
 * ``async def`` methods run on the core loop.
-* Sync methods, when the API runs one handler thread (``threads_per_process: 1``, the
-  default), run inline on the core loop, inside a greenlet: no thread hop, no handoff of
-  the GIL. When such a method calls ``get_model`` for a model that must be loaded, the
-  greenlet is suspended while the load is awaited (the loop keeps serving other requests)
-  and resumed with the model, so a cold model still never blocks the loop.
+* Sync methods of an API with one handler thread (``threads_per_process: 1``, the default) run
+  in the handler's thread at first, timed. A method whose first calls all took under
+  ``INLINE_BUDGET`` then runs inline on the core loop, inside a greenlet: no thread hop, no
+  handoff of the GIL (a trivial model answers as fast as the loop can). When such a method
+  calls ``get_model`` for a model that must be loaded, the greenlet is suspended while the load
+  is awaited (the loop keeps serving other requests) and resumed with the model. An inline call
+  that runs longer than ``DEMOTE_AFTER`` sends the method back to the thread for good: the loop
+  must stay free to read requests (and refuse those above ``max_replica_concurrency``) while a
+  model takes its time.
 * Sync methods of an API with more handler threads run in a thread pool, at most
   ``threads_per_process`` at once (a request waiting for a cold model gives its slot back).
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,10 +29,21 @@ from typing import Any
 
 import greenlet
 
+from cortex_ray.clock import SYSTEM, Clock
 from cortex_ray.endpoint.arguments import Method
 from cortex_ray.replica.slots import HandlerSlots
 
-__all__ = ["Invoker", "await_in_handler", "in_inline_handler"]
+__all__ = [
+    "DEMOTE_AFTER",
+    "INLINE_AFTER",
+    "INLINE_BUDGET",
+    "HandlerEscape",
+    "Invoker",
+    "await_in_handler",
+    "in_inline_handler",
+]
+
+log = logging.getLogger("cortex_ray.replica")
 
 
 @dataclass
@@ -71,44 +87,141 @@ def await_in_handler(awaitable: Awaitable[Any]) -> Any:
     return current.parent.switch(_Await(awaitable))
 
 
+INLINE_AFTER = 20
+"""Calls of a sync method that run in the handler's thread, timed, before it may run inline."""
+INLINE_BUDGET = 0.002
+"""A method none of whose first calls ran longer than this (seconds) runs inline."""
+DEMOTE_AFTER = 0.010
+"""An inline call that runs longer than this (seconds, waits for models excluded) sends its
+method back to the thread for good."""
+
+
+class HandlerEscape(Exception):
+    """A handler raised what is not an ``Exception`` (``SystemExit``, ``KeyboardInterrupt``,
+    ``GeneratorExit``, ``CancelledError`` of its own): carried as one, so that it is answered like
+    any handler error and never stops the loop (asyncio mishandles a ``GeneratorExit`` coming out of
+    a future: it skips the ``except`` clauses of the coroutines awaiting it)."""
+
+    def __init__(self, raised: BaseException) -> None:
+        super().__init__(f"{type(raised).__name__}: {raised}")
+        self.raised = raised
+
+
+def _carried(func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    try:
+        return func(**kwargs)
+    except Exception:
+        raise
+    except BaseException as exc:
+        raise HandlerEscape(exc) from exc
+
+
+class _Pace:
+    """How long a sync method's calls run, and so where it runs."""
+
+    __slots__ = ("calls", "demoted", "inline", "slowest")
+
+    def __init__(self, inline: bool) -> None:
+        self.calls = 0
+        self.slowest = 0.0
+        self.inline = inline
+        self.demoted = False
+
+
 class Invoker:
-    def __init__(self, threads: int, max_waiting: int, name: str, inline: bool = True) -> None:
-        self.inline = inline and threads == 1
+    def __init__(
+        self,
+        threads: int,
+        max_waiting: int,
+        name: str,
+        inline: bool = True,
+        clock: Clock = SYSTEM,
+        inline_after: int = INLINE_AFTER,
+    ) -> None:
+        self.name = name
+        self.adaptive = inline and threads == 1
+        """Whether sync methods may run inline (one handler thread, no timeout to enforce)."""
+        self.clock = clock
+        self.inline_after = inline_after
+        self._paces: dict[Method, _Pace] = {}
         self._idle: list[_HandlerGreenlet] = []
-        self.slots = HandlerSlots(threads)
+        self.slots = HandlerSlots(threads, clock)
         # threads waiting for a cold model give their slot back but keep their thread: allow as
         # many threads as requests a replica takes (created only when needed)
         self.pool = ThreadPoolExecutor(
             max_workers=threads + max_waiting, thread_name_prefix=f"{name}-handler"
         )
 
+    def runs_inline(self, method: Method) -> bool:
+        pace = self._paces.get(method)
+        return pace is not None and pace.inline
+
     async def __call__(self, method: Method, kwargs: dict[str, Any]) -> Any:
         """Run one call; an exception of the user's code is raised as it is."""
         if method.is_async:
-            return await method.func(**kwargs)
-        if self.inline:
-            return await self._inline(method.func, kwargs)
+            try:
+                return await method.func(**kwargs)
+            except (Exception, asyncio.CancelledError):  # (a cancel of this task goes on as one)
+                raise
+            except BaseException as exc:
+                raise HandlerEscape(exc) from exc
+        if not self.adaptive:
+            return (await self._in_thread(method.func, kwargs))[0]
+        pace = self._paces.get(method)
+        if pace is None:
+            pace = self._paces[method] = _Pace(inline=self.inline_after <= 0)
+        if pace.inline:
+            return await self._inline(method, kwargs, pace)
+        result, seconds = await self._in_thread(method.func, kwargs)
+        if not pace.demoted:
+            pace.calls += 1
+            pace.slowest = max(pace.slowest, seconds)
+            if pace.calls >= self.inline_after:
+                pace.inline = pace.slowest <= INLINE_BUDGET
+                pace.demoted = not pace.inline  # slow from the start: it stays in the thread
+        return result
+
+    async def _in_thread(self, func: Callable[..., Any], kwargs: dict[str, Any]) -> tuple[Any, float]:
+        """``func(**kwargs)`` in the pool, holding a slot; its result and how long it ran (its waits
+        for models excluded)."""
         ctx = contextvars.copy_context()
-        call = functools.partial(ctx.run, self.slots.run, functools.partial(method.func, **kwargs))
+        call = functools.partial(ctx.run, self.slots.run_timed, functools.partial(_carried, func, kwargs))
         return await asyncio.get_running_loop().run_in_executor(self.pool, call)
 
-    async def _inline(self, func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    async def _inline(self, method: Method, kwargs: dict[str, Any], pace: _Pace) -> Any:
         g = self._idle.pop() if self._idle else None
         if g is None or g.dead:  # a fresh one: run it up to its first wait for work
             g = _HandlerGreenlet()
             g.switch()
         g.gr_context = contextvars.copy_context()
-        value = g.switch((func, kwargs))
+        clock = self.clock
+        started = clock.monotonic()
+        value = g.switch((method.func, kwargs))
+        ran = clock.monotonic() - started
         while isinstance(value, _Await):  # the handler waits for a model: the loop goes on
             try:
                 result = await value.awaitable
             except BaseException as exc:
+                started = clock.monotonic()
                 value = g.throw(exc)
             else:
+                started = clock.monotonic()
                 value = g.switch(result)
+            ran += clock.monotonic() - started
         self._idle.append(g)
+        if ran > DEMOTE_AFTER:
+            pace.inline, pace.demoted = False, True
+            log.info(
+                "api %s: %s ran %.3f s on the replica's loop: it runs in the handler's thread from now "
+                "on (the loop stays free to take requests meanwhile)",
+                self.name,
+                getattr(method.func, "__name__", "a handler method"),
+                ran,
+            )
         assert isinstance(value, _Finished)
         if value.error is not None:
+            if not isinstance(value.error, Exception):
+                raise HandlerEscape(value.error) from value.error
             raise value.error
         return value.value
 

@@ -12,14 +12,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from cortex_ray.clock import SYSTEM, Clock
+
 __all__ = ["HandlerSlots"]
 
 T = TypeVar("T")
 
 
 class HandlerSlots:
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, clock: Clock = SYSTEM) -> None:
         self.size = size
+        self.clock = clock
         self._semaphore = threading.BoundedSemaphore(size)
         self._local = threading.local()
 
@@ -32,6 +35,18 @@ class HandlerSlots:
             finally:
                 self._local.held = False
 
+    def run_timed(self, func: Callable[[], T]) -> tuple[T, float]:
+        """Like :meth:`run`; also how long ``func`` ran holding the slot (its waits with the slot
+        given back, for models, excluded)."""
+        with self._semaphore:
+            self._local.held, self._local.waited = True, 0.0
+            started = self.clock.monotonic()
+            try:
+                result = func()
+            finally:
+                self._local.held = False
+            return result, self.clock.monotonic() - started - self._local.waited
+
     @contextmanager
     def released(self) -> Iterator[None]:
         """Give the current thread's slot back for the duration of a wait."""
@@ -40,8 +55,10 @@ class HandlerSlots:
             return
         self._semaphore.release()
         self._local.held = False
+        started = self.clock.monotonic()
         try:
             yield
         finally:
             self._semaphore.acquire()
             self._local.held = True
+            self._local.waited = getattr(self._local, "waited", 0.0) + self.clock.monotonic() - started

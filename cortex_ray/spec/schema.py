@@ -286,6 +286,9 @@ class ModelRoutingSpec(_Spec):
 class NetworkingSpec(_Spec):
     endpoint: str | None = None
     model_routing: ModelRoutingSpec | None = None
+    max_body_size: Memory = Field(default=64 * 1024 * 1024, ge=1024, le=16 * 1024**3)
+    """The largest request body the API takes (a cortex-ray addition; 413 above it, refused from
+    ``Content-Length`` by the balancer and the replica before the body is read)."""
 
     @field_validator("endpoint")
     @classmethod

@@ -42,9 +42,11 @@ def _env() -> dict[str, str]:
 
 
 def _cluster_env() -> dict[str, str]:
-    """RAY_AUTH_MODE=token: Ray sends its token (~/.ray/auth_token) to an address it is given only
-    when told to, as a user of a remote cluster does."""
-    return {**_env(), "RAY_AUTH_MODE": "token"}
+    """As a user who just ran `ray start --head`: no RAY_AUTH_MODE (Ray sends its token to an
+    address it is given only when told to; cortex-ray tells it, from ~/.ray/auth_token)."""
+    env = _env()
+    env.pop("RAY_AUTH_MODE", None)
+    return env
 
 
 def _cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:

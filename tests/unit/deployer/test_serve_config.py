@@ -74,7 +74,7 @@ def test_cpu_api(tmp_path: Path) -> None:
     assert app["args"] == {"spec": str(tmp_path / "cortex.yaml"), "api": "iris", "info_details": True}
     (dep,) = app["deployments"]
     assert dep["ray_actor_options"] == {"num_cpus": 0.5, "memory": 1024**3}
-    assert dep["max_ongoing_requests"] == 64
+    assert dep["max_ongoing_requests"] == 128  # twice max_replica_concurrency: the replica refuses the excess
     assert dep["autoscaling_config"] == {
         "min_replicas": 2,
         "max_replicas": 5,

@@ -114,8 +114,11 @@ def test_the_payload_follows_the_content_type(
         (b"{not json", "application/json", "malformed JSON body"),
         (b"", "application/json", "JSON body is empty"),
         (b"  \n", "application/json", "JSON body is empty"),
-        (b"\xff\xfe\x00", "text/plain; charset=utf-8", "cannot be decoded"),
-        (b"abc", "text/plain; charset=no-such-charset", "cannot be decoded"),
+        (b"\xff\xfe\x00", "text/plain; charset=utf-8", "the text body is not valid utf-8"),
+        (b"abc", "text/plain; charset=no-such-charset", "charset 'no-such-charset' is unknown"),
+        (b"[" * 100_000 + b"]" * 100_000, "application/json", "nests too deeply"),
+        (b"9" * 5000, "application/json", "a number with too many digits"),
+        (b'{"a": tru}', "application/json", "malformed JSON body: Expecting value at line 1, column 7"),
     ],
 )
 def test_a_body_that_cannot_be_read_is_a_400_and_the_handler_never_runs(
@@ -132,6 +135,7 @@ def test_a_body_that_cannot_be_read_is_a_400_and_the_handler_never_runs(
     out = run(ep(request(body=body, content_type=content_type)))
     assert out.status == 400 and body_of(out)["error"] == "bad_request"
     assert says in body_of(out)["message"] and calls == []
+    assert "Error" not in body_of(out)["message"]  # no Python exception named to the client
 
 
 def test_forms_become_form_data(tmp_path: Path) -> None:
@@ -275,6 +279,63 @@ def test_a_handler_error_is_a_500_naming_its_type(tmp_path: Path, caplog: pytest
         "message": "ValueError: bad input: 3",
         "type": "ValueError",
     }
+
+
+@pytest.mark.parametrize(
+    "raised", [SystemExit(3), KeyboardInterrupt(), asyncio.CancelledError(), GeneratorExit()]
+)
+def test_whatever_a_handler_raises_is_answered_and_the_loop_goes_on(
+    tmp_path: Path, raised: BaseException
+) -> None:
+    class Handler:
+        def handle_post(self, payload: Any) -> Any:
+            if payload.get("raise"):
+                raise raised
+            return {"fine": True}
+
+    async def main() -> tuple[Outgoing, Outgoing]:
+        _, ep = endpoint(tmp_path, Handler())
+        failed = await ep(request(body=b'{"raise": true}'))
+        return failed, await ep(request(body=b"{}"))
+
+    failed, after = run(main())
+    assert failed.status == 500 and body_of(failed)["type"] == type(raised).__name__
+    assert (after.status, body_of(after)) == (200, {"fine": True})
+
+
+def test_an_unexpected_error_names_nothing_of_python_to_the_client(tmp_path: Path) -> None:
+    async def info(details: bool, cluster: bool) -> dict[str, Any]:
+        raise KeyError("secret internal detail")
+
+    core, _ = endpoint(tmp_path, Echo())
+    out = run(Endpoint(core, "t", info)(request("GET", content_type=None, path="/info")))
+    assert out.status == 500 and body_of(out) == {
+        "error": "internal_error",
+        "message": "the replica failed to answer (its log says why)",
+    }
+
+
+def test_a_header_that_could_split_the_answer_is_refused(tmp_path: Path) -> None:
+    class Handler:
+        def handle_get(self, query_params: Any) -> Any:
+            return Response("x", headers={"x-echo": query_params["v"]})
+
+    _, ep = endpoint(tmp_path, Handler())
+    out = run(ep(request("GET", content_type=None, query=b"v=a%0D%0ASet-Cookie:%20evil=1")))
+    assert out.status == 500 and "invalid header" in body_of(out)["message"]
+    assert b"evil" not in b"".join(v for _, v in out.headers)
+    ok = run(ep(request("GET", content_type=None, query=b"v=fine")))
+    assert ok.status == 200 and header(ok, b"x-echo") == "fine"
+
+
+def test_head_is_a_get_without_a_body(tmp_path: Path) -> None:
+    class Handler:
+        def handle_get(self) -> Any:
+            return {"got": True}
+
+    _, ep = endpoint(tmp_path, Handler())
+    out = run(ep(request("HEAD", content_type=None)))
+    assert out.status == 200 and body_of(out) == {"got": True}  # the server leaves the body out
 
 
 def test_a_callback_runs_once_the_answer_is_out_and_its_error_is_only_logged(

@@ -13,8 +13,7 @@ import httpx
 import pytest
 
 from cortex_ray.endpoint import Incoming, Outgoing, json_outgoing
-from cortex_ray.ingress import server as server_module
-from cortex_ray.ingress.server import FastServer
+from cortex_ray.ingress.server import FastServer, Limits
 from cortex_ray.replica.loop import CoreLoop
 
 GATE = threading.Event()
@@ -120,12 +119,10 @@ def test_chunked_bodies_expect_continue_and_streamed_answers(served: tuple[str, 
         assert r.text == "part0;part1;part2;" and r.headers["transfer-encoding"] == "chunked"
 
 
-def test_malformed_requests_get_a_400_and_big_bodies_a_413(
-    served: tuple[str, FastServer], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_malformed_requests_get_a_400_and_big_bodies_a_413(served: tuple[str, FastServer]) -> None:
     url, server = served
     assert _raw(server.port, b"GARBAGE\r\n\r\n", 1).startswith(b"HTTP/1.1 400")
-    monkeypatch.setattr(server_module, "MAX_BODY", 10)
+    server.limits = Limits(max_body=10)
     with httpx.Client(base_url=url) as client:
         r = client.post("/api", content=b"x" * 100)
         assert r.status_code == 413 and r.json()["error"] == "payload_too_large"

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import threading
+from typing import Any
 
 import pytest
 
+from cortex_ray.clock import ManualClock
 from cortex_ray.endpoint import Method
-from cortex_ray.replica.invoke import Invoker, await_in_handler, in_inline_handler
+from cortex_ray.replica.invoke import (
+    DEMOTE_AFTER,
+    INLINE_AFTER,
+    INLINE_BUDGET,
+    Invoker,
+    await_in_handler,
+    in_inline_handler,
+)
 
 WHO: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
 
@@ -33,7 +43,7 @@ class Handler:
 def test_sync_handlers_run_inline_and_others_go_on_while_one_waits() -> None:
     handler = Handler()
     method = Method.of(handler.handle_post, ("payload",))
-    invoker = Invoker(threads=1, max_waiting=8, name="t")
+    invoker = Invoker(threads=1, max_waiting=8, name="t", inline_after=0)  # inline from the first call
 
     async def one(who: str, model: str = "") -> object:
         WHO.set(who)  # each request's own context reaches its handler call
@@ -89,7 +99,7 @@ def test_a_failed_wait_is_raised_inside_the_handler_that_waited() -> None:
             seen.append(str(exc))
             raise
 
-    invoker = Invoker(threads=1, max_waiting=2, name="t")
+    invoker = Invoker(threads=1, max_waiting=2, name="t", inline_after=0)
     method = Method.of(handle, ("payload",))
 
     async def main() -> None:
@@ -106,3 +116,80 @@ def test_a_failed_wait_is_raised_inside_the_handler_that_waited() -> None:
 
     asyncio.run(main())
     invoker.close()
+
+
+def test_a_fast_method_runs_in_the_thread_at_first_then_inline() -> None:
+    clock = ManualClock()
+    where: list[bool] = []
+
+    def handle(payload: float) -> None:
+        where.append(in_inline_handler())
+        clock.skip(payload)  # the call "takes" this long
+
+    invoker = Invoker(threads=1, max_waiting=2, name="t", clock=clock)
+    method = Method.of(handle, ("payload",))
+
+    async def main() -> None:
+        for _ in range(INLINE_AFTER + 3):
+            await invoker(method, {"payload": INLINE_BUDGET / 2})
+
+    asyncio.run(main())
+    invoker.close()
+    assert where == [False] * INLINE_AFTER + [True] * 3
+
+
+def test_a_method_that_takes_its_time_never_runs_on_the_loop() -> None:
+    clock = ManualClock()
+    where: list[bool] = []
+
+    def handle(payload: float) -> None:
+        where.append(in_inline_handler())
+        clock.skip(payload)
+
+    invoker = Invoker(threads=1, max_waiting=2, name="t", clock=clock)
+    method = Method.of(handle, ("payload",))
+
+    async def main() -> None:
+        waits = [INLINE_BUDGET / 2] * (INLINE_AFTER - 1) + [INLINE_BUDGET * 2]  # one slow call
+        for wait in waits + [0.0] * 5:
+            await invoker(method, {"payload": wait})
+
+    asyncio.run(main())
+    invoker.close()
+    assert not any(where) and not invoker.runs_inline(method)
+
+
+def test_an_inline_method_that_turns_slow_goes_back_to_the_thread_for_good(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = ManualClock()
+    where: list[bool] = []
+    cold: dict[str, asyncio.Future[str]] = {}
+
+    def handle(payload: dict[str, Any]) -> None:
+        where.append(in_inline_handler())
+        if payload.get("model"):  # waiting for a model is no time on the loop
+            await_in_handler(cold["m"])
+        clock.skip(payload["ran"])
+
+    invoker = Invoker(threads=1, max_waiting=2, name="t", clock=clock, inline_after=0)
+    method = Method.of(handle, ("payload",))
+
+    async def main() -> None:
+        cold["m"] = asyncio.get_running_loop().create_future()
+        waiting = asyncio.create_task(invoker(method, {"payload": {"model": "m", "ran": 0.0}}))
+        await asyncio.sleep(0)
+        await clock.advance(60)  # a minute of loading: the method stays inline
+        cold["m"].set_result("loaded")
+        await waiting
+        assert invoker.runs_inline(method)
+        await invoker(method, {"payload": {"ran": DEMOTE_AFTER * 3}})  # ran 30 ms on the loop
+        assert not invoker.runs_inline(method)
+        for _ in range(INLINE_AFTER * 2):
+            await invoker(method, {"payload": {"ran": 0.0}})
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(main())
+    invoker.close()
+    assert where[:2] == [True, True] and not any(where[2:])
+    assert "runs in the handler's thread from now on" in caplog.text
