@@ -12,6 +12,10 @@ The same trivial model everywhere: ``y = 0.5 * x + 2`` over three floats, as JSO
   Serve's proxy;
 * ``cortex-fast``: the same API on cortex-ray's fast path (HAProxy, then the replica's own
   HTTP server).
+* ``server-own`` / ``server-uvicorn`` (phase ``servers``, no Ray, no HAProxy): the replica's
+  HTTP server alone, cortex-ray's (limits, timeouts and flow control on) against uvicorn's
+  ``httptools`` protocol with its defaults, the same handler and endpoint behind both
+  (``benchmarks/server_target.py``): what building on uvicorn would cost or save.
 
 Every target has one replica/instance. Rounds alternate between the targets of a phase and
 Triton, so drift on the machine hits all of them; ``wrk`` (``apt-get install wrk``) loads
@@ -234,6 +238,42 @@ def phase_throughput(triton: Triton, args: argparse.Namespace, project: Path) ->
             proc.kill()
 
 
+def phase_servers(triton: Triton, args: argparse.Namespace, project: Path) -> dict[str, Result]:
+    """No Ray, no HAProxy: the replica's server alone, cortex-ray's own against uvicorn's
+    (``benchmarks/server_target.py``), the same handler and endpoint behind both."""
+    procs, targets = [], {}
+    try:
+        for kind in ("own", "uvicorn"):
+            port = free_port()
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(ROOT / "benchmarks" / "server_target.py"),
+                    kind,
+                    str(port),
+                    str(project),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            procs.append(proc)
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.startswith("READY"):
+                    break
+            targets[f"server-{kind}"] = (f"http://127.0.0.1:{port}/api", BODY)
+        return rounds(targets, triton, args)
+    finally:
+        for proc in procs:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 def _direct_ingress_url(proxy_port: int) -> str:
     """Direct ingress serves on the replica's own port (30000 and up): find the one answering."""
     import httpx
@@ -260,6 +300,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--skip-throughput", action="store_true", help="skip the second Ray")
+    parser.add_argument("--skip-servers", action="store_true", help="skip the servers alone (own, uvicorn)")
+    parser.add_argument("--only-servers", action="store_true", help="only the servers alone (no Ray)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
@@ -268,7 +310,9 @@ def main() -> None:
         project = Path(tmp)
         (project / "handler.py").write_text(textwrap.dedent(HANDLER))
         (project / "bare.py").write_text(textwrap.dedent(BARE))
-        phases = [phase_default] + ([] if args.skip_throughput else [phase_throughput])
+        phases = [] if args.only_servers else [phase_default]
+        phases += [] if args.skip_throughput or args.only_servers else [phase_throughput]
+        phases += [] if args.skip_servers else [phase_servers]
         for phase in phases:
             measured = phase(triton, args, project)
             baseline = measured.pop("triton")

@@ -133,6 +133,7 @@ class _Connection(asyncio.Protocol):
         "_can_write",
         "_closing",
         "_counted",
+        "_eof",
         "_head",
         "_headers",
         "_headers_done",
@@ -163,6 +164,7 @@ class _Connection(asyncio.Protocol):
         self._phase = _IDLE
         self._since = time.monotonic()
         self._closing = False
+        self._eof = False
         self._read_paused = False
         self._can_write: asyncio.Future[None] | None = None
         """Set while the transport asked us to stop writing (done when it may go on)."""
@@ -196,6 +198,11 @@ class _Connection(asyncio.Protocol):
             self._can_write.set_result(None)  # what waits to write finds the connection gone
         if not self._busy:
             self._forget_queue()
+
+    def eof_received(self) -> bool:
+        """The client is done sending (a half close): answer what it sent, then close."""
+        self._eof = True
+        return self._busy or bool(self._queue)  # keep the transport open while answers are due
 
     def pause_writing(self) -> None:
         """The client reads our answers slower than we write them: wait, and read no more."""
@@ -368,6 +375,8 @@ class _Connection(asyncio.Protocol):
             self._busy = False
             if self._transport is None:
                 self._forget_queue()
+            elif self._eof and not self._queue and not self._closing:
+                self._transport.close()  # the client said it is done: all it sent is answered
 
     async def _write_head_only(self, out: Outgoing, keep_alive: bool) -> None:
         """A ``HEAD`` request: the head a ``GET`` would get, no body."""
