@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from cortex_ray.ingress.control import (
 from cortex_ray.net import base_url, is_loopback
 from cortex_ray.project import Project
 from cortex_ray.project.check import check_project
-from cortex_ray.project.runtime_env import RuntimeEnvs, runtime_envs
+from cortex_ray.project.runtime_env import INSTALL, RuntimeEnvs, runtime_env_failure, runtime_envs
 from cortex_ray.spec import ApiSpec, Spec, load_spec, parse_spec
 
 __all__ = [
@@ -86,6 +87,8 @@ class Session:
                 # start`, which may have been stopped without `ray stop`; this run's shutdown must not
                 # stop a cluster it joined). RAY_ADDRESS or address= join a running one.
                 ray_init["address"] = "local"
+                # a requirement that cannot be installed fails once, not three times (Ray's default)
+                os.environ.setdefault("RUNTIME_ENV_RETRY_TIMES", "1")
                 if host in ("127.0.0.1", "localhost"):
                     ray_init.setdefault("_node_ip_address", "127.0.0.1")
                     # Ray takes 127.0.0.1 as the node's address only when told before it starts
@@ -121,16 +124,17 @@ class Session:
         port: int = 8000,
         ingress: str = DEFAULT_INGRESS,
         address: str | None = None,
+        requirements: str = INSTALL,
         **overrides: Any,
     ) -> dict[str, ApiHandle]:
         """See :func:`deploy`."""
         if address is not None:
-            return _deploy_to_cluster(spec, api, address, host, port, ingress)
+            return _deploy_to_cluster(spec, api, address, host, port, ingress, requirements)
         loaded = _load(spec, base_dir)
         apis = [loaded.api(api)] if api else loaded.apis
         project = Project.of(loaded, base_dir)
-        check_project(loaded, base_dir)  # before anything starts
-        envs = {a.name: runtime_envs(a, project) for a in apis}
+        check_project(loaded, base_dir, requirements)  # before anything starts
+        envs = {a.name: runtime_envs(a, project, requirements=requirements) for a in apis}
         base = self.start(host=host, port=port, ingress=ingress)
         handles = {}
         for a in apis:
@@ -159,7 +163,8 @@ class Session:
             envs = envs or runtime_envs(api, project)
             application = build_api(api, info_details, ingress, project, envs, **overrides)
             self.deployed.add(api.name)
-            serve.run(application, name=api.name, route_prefix=api.endpoint)
+            serve._run(application, _blocking=False, name=api.name, route_prefix=api.endpoint)
+            _wait_running(api.name)
             if ingress == "fast":
                 _wait_routed(api)
         except RuntimeError as exc:
@@ -241,6 +246,7 @@ def deploy(
     port: int = 8000,
     ingress: str = DEFAULT_INGRESS,
     address: str | None = None,
+    requirements: str = INSTALL,
     **overrides: Any,
 ) -> dict[str, ApiHandle]:
     """Deploy every API of a spec (a file, or a dict/list), or just ``api``, on this machine's Ray.
@@ -254,9 +260,21 @@ def deploy(
     ``address``: a running cluster instead (``"auto"``: Ray's resolution), as ``cortex-ray
     deploy`` does it: the spec must be a file; its project folder is sent; returns once every API
     is ready (:func:`cortex_ray.cluster.deploy_apis`).
+
+    ``requirements``: ``"install"`` (each API's ``requirements.txt`` is checked first, then
+    installed by Ray for its replicas) or ``"installed"`` (nothing installed: the replicas run with
+    the environment as it is, and each requirement is only checked to be there).
     """
     return _SESSION.deploy(
-        spec, api, base_dir=base_dir, host=host, port=port, ingress=ingress, address=address, **overrides
+        spec,
+        api,
+        base_dir=base_dir,
+        host=host,
+        port=port,
+        ingress=ingress,
+        address=address,
+        requirements=requirements,
+        **overrides,
     )
 
 
@@ -318,7 +336,7 @@ def _load(spec: SpecSource, base_dir: str | None) -> Spec:
 
 
 def _deploy_to_cluster(
-    spec: SpecSource, api: str | None, address: str, host: str, port: int, ingress: str
+    spec: SpecSource, api: str | None, address: str, host: str, port: int, ingress: str, requirements: str
 ) -> dict[str, ApiHandle]:
     if not isinstance(spec, (str, os.PathLike)):
         raise DeploymentError("deploying to a cluster takes a spec file (its folder is the project sent)")
@@ -326,9 +344,36 @@ def _deploy_to_cluster(
     if api is not None:
         loaded = Spec(file=loaded.file, apis=[loaded.api(api)], warnings=loaded.warnings)
     cluster.connect(address)
-    cluster.deploy_apis(loaded, host=host, port=port, ingress=ingress)
+    cluster.deploy_apis(loaded, host=host, port=port, ingress=ingress, requirements=requirements)
     base = base_url(host, port)
     return {a.name: ApiHandle(a.name, a.endpoint, base + a.endpoint) for a in loaded.apis}
+
+
+def _wait_running(name: str, poll: float = 0.25) -> None:
+    """Until the application runs; ``RuntimeError`` when Serve gives up on it, and at once (the
+    application deleted) when its runtime environment cannot be built: a replica that cannot
+    install its requirements never will, and Serve would try 20 times."""
+    from ray import serve
+
+    while True:
+        app = serve.status().applications.get(name)
+        status = str(getattr(app.status, "value", app.status)) if app is not None else "NOT_STARTED"
+        if status == "RUNNING":
+            return
+        if app is not None:
+            messages = "\n".join([app.message, *(d.message for d in app.deployments.values() if d.message)])
+            failure = runtime_env_failure(messages)
+            if failure is not None:
+                with contextlib.suppress(Exception):
+                    serve.delete(name, _blocking=False)
+                raise DeploymentError(
+                    f"api {name!r} failed to deploy: its requirements could not be installed (pip said):\n"
+                    f"{failure}\nFix the pin in requirements.txt, or run against the environment as it is "
+                    "(--requirements installed)"
+                )
+            if status in ("DEPLOY_FAILED", "UNHEALTHY"):
+                raise RuntimeError(f"Deploying application {name} failed: {messages.strip()}")
+        time.sleep(poll)
 
 
 def _wait_routed(api: ApiSpec) -> None:

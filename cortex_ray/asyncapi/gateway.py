@@ -18,10 +18,17 @@ from typing import Any
 from cortex_ray.asyncapi.store import WorkloadStore, new_workload_id, valid_workload_id
 from cortex_ray.deployer.options import GATEWAY_CONCURRENCY
 from cortex_ray.endpoint import Incoming, Outgoing, error_outgoing, json_outgoing
-from cortex_ray.errors import AtCapacityError, BadRequestError, MethodNotAllowedError, ModelNotFoundError
+from cortex_ray.errors import (
+    AtCapacityError,
+    BadRequestError,
+    CortexRayError,
+    MethodNotAllowedError,
+    ModelNotFoundError,
+)
+from cortex_ray.project.runtime_env import runtime_env_failure
 from cortex_ray.replica.deployment import Replica
 from cortex_ray.spec import ApiSpec
-from cortex_ray.spec.names import DISPATCHER_ACTOR
+from cortex_ray.spec.names import DISPATCHER_ACTOR, worker_name
 
 __all__ = ["AsyncGateway", "GatewayCore"]
 
@@ -33,6 +40,13 @@ class WorkloadNotFoundError(ModelNotFoundError):
     error_type = "workload_not_found"
 
 
+class NoWorkerError(CortexRayError):
+    """No worker of the API can run: a workload accepted now would never be."""
+
+    status_code = 503
+    error_type = "no_worker"
+
+
 class GatewayCore:
     def __init__(self, api: ApiSpec) -> None:
         os.environ.update(api.handler.env)
@@ -41,6 +55,9 @@ class GatewayCore:
         self.store = WorkloadStore(api.workloads.store, api.workloads.result_ttl)
         self._dispatcher: Any = None
         self._keepalive: asyncio.Task[None] | None = None
+        self.no_worker: str | None = None
+        """Why no worker can run (its requirements fail to install, it fails to start), if so:
+        submissions are refused until one can."""
 
     async def start(self) -> None:
         self._keepalive = asyncio.get_running_loop().create_task(self._keep_dispatcher_running())
@@ -54,7 +71,31 @@ class GatewayCore:
                 await self._dispatcher_call("ensure_running")
             except Exception as exc:  # being created or recreated by Serve: ask again soon
                 log.debug("dispatcher not reachable yet: %s", exc)
+            try:
+                await self._check_workers()
+            except Exception as exc:  # Serve's controller busy or restarting: ask again soon
+                log.debug("workers' state not known yet: %s", exc)
             await asyncio.sleep(DISPATCHER_PING)
+
+    async def _check_workers(self) -> None:
+        """Whether any worker can run, as Serve says of the workers' deployment."""
+        from ray import serve
+
+        status = await asyncio.to_thread(serve.status)
+        app = status.applications.get(self.api.name)
+        workers = app.deployments.get(worker_name(self.api.name)) if app is not None else None
+        if workers is None:
+            return
+        running = sum(n for state, n in workers.replica_states.items() if str(state).endswith("RUNNING"))
+        state = str(getattr(workers.status, "value", workers.status))
+        pip = runtime_env_failure(workers.message or "")
+        if running == 0 and (pip is not None or state in ("DEPLOY_FAILED", "UNHEALTHY")):
+            reason = f"its requirements cannot be installed: {pip}" if pip else workers.message or state
+            if self.no_worker is None:
+                log.error("api %s: no worker can run, workloads are refused: %s", self.api.name, reason)
+            self.no_worker = reason[:2000]
+        else:
+            self.no_worker = None
 
     async def handle(self, incoming: Incoming) -> Outgoing:
         sub = incoming.path.strip("/")
@@ -79,6 +120,10 @@ class GatewayCore:
             raise BadRequestError("missing Content-Type header: say what the body is (e.g. application/json)")
         if not incoming.body:
             raise BadRequestError("the request has no body: an AsyncAPI workload needs a payload")
+        if self.no_worker is not None:
+            raise NoWorkerError(
+                f"no worker of this API can run, so no workload is accepted: {self.no_worker}"
+            )
         workload_id = new_workload_id()
         await asyncio.to_thread(self.store.submit, workload_id, incoming.body, content_type)
         try:

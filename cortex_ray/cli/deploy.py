@@ -8,16 +8,15 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from cortex_ray.cli.options import add_address_option, add_ingress_option, add_requirements_option
 from cortex_ray.cli.report import print_errors
 from cortex_ray.errors import CortexRayError, SpecErrors
 from cortex_ray.net import base_url
 
-__all__ = ["add_parsers", "address_option", "run_work"]
+__all__ = ["add_parsers", "run_work"]
 
 
 def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from cortex_ray.cli.run import add_ingress_option
-
     p = subparsers.add_parser(
         "deploy",
         help="deploy (or update) a spec's APIs on a running Ray cluster, sending the project folder",
@@ -25,7 +24,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         "1 naming each API that failed.",
     )
     p.add_argument("spec", help="path to the spec file (cortex.yaml)")
-    address_option(p)
+    add_address_option(p)
     p.add_argument("--host", default="127.0.0.1", help="listen address of the APIs (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     p.add_argument(
@@ -38,28 +37,21 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     p.add_argument("--timeout", type=float, default=900, help="seconds to wait for the APIs (default 900)")
     add_ingress_option(p)
+    add_requirements_option(p)
     p.set_defaults(func=_deploy)
 
     p = subparsers.add_parser("delete", help="delete APIs from the cluster")
     p.add_argument("apis", nargs="+", metavar="API", help="API names")
-    address_option(p)
+    add_address_option(p)
     p.set_defaults(func=_delete)
 
     p = subparsers.add_parser(
         "refresh", help="restart an API's replicas (new ones start first: no request fails)"
     )
     p.add_argument("api", metavar="API", help="the API name")
-    address_option(p)
+    add_address_option(p)
     p.add_argument("--timeout", type=float, default=900, help="seconds to wait (default 900)")
     p.set_defaults(func=_refresh)
-
-
-def address_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--address",
-        help="the cluster (ray://host:10001, host:6379; default: RAY_ADDRESS, then the cluster "
-        "`ray start` started on this machine, then the Ray of a `cortex-ray run` here)",
-    )
 
 
 def _deploy(a: argparse.Namespace) -> int:
@@ -67,10 +59,16 @@ def _deploy(a: argparse.Namespace) -> int:
         from cortex_ray import cluster
         from cortex_ray.cli.report import load_checked
 
-        spec = load_checked(a.spec)
+        spec = load_checked(a.spec, a.requirements)
         cluster.connect(a.address)
         results = cluster.deploy_apis(
-            spec, host=a.host, port=a.port, ingress=a.ingress, shared_dirs=a.shared_dir, timeout_s=a.timeout
+            spec,
+            host=a.host,
+            port=a.port,
+            ingress=a.ingress,
+            shared_dirs=a.shared_dir,
+            timeout_s=a.timeout,
+            requirements=a.requirements,
         )
         base = base_url(a.host, a.port)
         for item in results:

@@ -15,7 +15,8 @@ import logging
 import time
 from typing import Any
 
-from cortex_ray.cli.deploy import address_option, run_work
+from cortex_ray.cli.deploy import run_work
+from cortex_ray.cli.options import add_address_option
 from cortex_ray.errors import DeploymentError
 
 __all__ = ["add_parser", "render_api", "render_apis"]
@@ -28,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Show the running APIs; exit 0 when every one shown is healthy, 1 when not.",
     )
     p.add_argument("api", nargs="?", metavar="API", help="one API: its models, versions and replicas")
-    address_option(p)
+    add_address_option(p)
     p.add_argument("-o", "--output", choices=("table", "json"), default="table", help="output format")
     p.set_defaults(func=_get)
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cortex_ray.cli.deploy import address_option, run_work
+from cortex_ray.cli.deploy import run_work
+from cortex_ray.cli.options import add_address_option
 from cortex_ray.errors import DeploymentError
 
 __all__ = ["add_parser"]
@@ -18,7 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="print an API's replica and reloader logs (from Ray's log files on this node)",
     )
     p.add_argument("api", metavar="API", help="the API name")
-    address_option(p)
+    add_address_option(p)
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
     p.add_argument(
         "--tail", type=_lines, default=200, help="lines per file to start with (default 200; 0: none)"

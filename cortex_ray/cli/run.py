@@ -9,7 +9,9 @@ import sys
 import threading
 from typing import Any
 
+from cortex_ray.cli.options import add_ingress_option, add_requirements_option
 from cortex_ray.errors import SpecErrors
+from cortex_ray.project.runtime_env import INSTALL
 
 __all__ = ["GRACEFUL_S", "TERM_GRACE_S", "add_parser", "run_serve"]
 
@@ -37,18 +39,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1: local only)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     add_ingress_option(p)
-    p.set_defaults(func=lambda a: run_serve(a.spec, a.host, a.port, a.ingress))
-
-
-def add_ingress_option(p: argparse.ArgumentParser) -> None:
-    from cortex_ray.ingress.control import DEFAULT_INGRESS, INGRESS_MODES
-
-    p.add_argument(
-        "--ingress",
-        choices=INGRESS_MODES,
-        default=DEFAULT_INGRESS,
-        help="fast: replicas serve HTTP behind cortex-ray's balancer (default); proxy: Ray Serve's proxy",
-    )
+    add_requirements_option(p)
+    p.set_defaults(func=lambda a: run_serve(a.spec, a.host, a.port, a.ingress, a.requirements))
 
 
 class _RayThread(threading.Thread):
@@ -56,9 +48,9 @@ class _RayThread(threading.Thread):
     the run ends: Ray's node processes are told to die with the thread that started them
     (``PR_SET_PDEATHSIG``), and the main thread stays free to handle signals."""
 
-    def __init__(self, spec_path: str, host: str, port: int, ingress: str) -> None:
+    def __init__(self, spec_path: str, host: str, port: int, ingress: str, requirements: str) -> None:
         super().__init__(name="cortex-ray-run", daemon=True)
-        self.args = (spec_path, host, port, ingress)
+        self.args = (spec_path, host, port, ingress, requirements)
         self.deployed = threading.Event()  # the deploy returned or raised
         self.release = threading.Event()  # the main thread: shut down now
         self.finished = threading.Event()  # the shutdown returned
@@ -68,9 +60,11 @@ class _RayThread(threading.Thread):
     def run(self) -> None:
         from cortex_ray import sdk
 
-        spec_path, host, port, ingress = self.args
+        spec_path, host, port, ingress, requirements = self.args
         try:
-            self.handles = sdk.deploy(spec_path, host=host, port=port, ingress=ingress)
+            self.handles = sdk.deploy(
+                spec_path, host=host, port=port, ingress=ingress, requirements=requirements
+            )
         except BaseException as exc:
             self.error = exc
         finally:
@@ -92,13 +86,15 @@ class _NotMainThread(logging.Filter):
         return not record.getMessage().startswith("SIGTERM handler is not set")
 
 
-def run_serve(spec_path: str, host: str, port: int, ingress: str = "fast") -> int:
+def run_serve(
+    spec_path: str, host: str, port: int, ingress: str = "fast", requirements: str = INSTALL
+) -> int:
     from cortex_ray import sdk
     from cortex_ray.cli.report import load_checked, print_errors
     from cortex_ray.cli.stopping import Signals, exit_now, process_tree, say, stop_processes
 
     try:
-        load_checked(spec_path)
+        load_checked(spec_path, requirements)
     except SpecErrors as exc:
         return print_errors(exc)
     known = process_tree()
@@ -113,7 +109,7 @@ def run_serve(spec_path: str, host: str, port: int, ingress: str = "fast") -> in
     signals = Signals(force)
     signals.install()
     logging.getLogger("ray._private.worker").addFilter(_NotMainThread())
-    worker = _RayThread(spec_path, host, port, ingress)
+    worker = _RayThread(spec_path, host, port, ingress, requirements)
     worker.start()
     taken_back = False
     while not worker.deployed.is_set() and not signals.received.is_set():

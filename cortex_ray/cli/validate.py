@@ -6,9 +6,11 @@ import argparse
 import sys
 from typing import TextIO
 
+from cortex_ray.cli.options import add_requirements_option
 from cortex_ray.cli.report import load_checked, print_errors
 from cortex_ray.errors import CortexRayError, SpecErrors
 from cortex_ray.models import ModelTree, discover_models, layout_for
+from cortex_ray.project.runtime_env import INSTALL
 from cortex_ray.spec import ApiSpec
 
 __all__ = ["add_parser", "run_validate"]
@@ -26,13 +28,18 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="store_true",
         help="also list model storage and check every model and version",
     )
-    p.set_defaults(func=lambda args: run_validate(args.spec, args.check_models))
+    add_requirements_option(p)
+    p.set_defaults(
+        func=lambda args: run_validate(args.spec, args.check_models, requirements=args.requirements)
+    )
 
 
-def run_validate(path: str, check_models: bool = False, out: TextIO | None = None) -> int:
+def run_validate(
+    path: str, check_models: bool = False, out: TextIO | None = None, requirements: str = INSTALL
+) -> int:
     out = out or sys.stdout
     try:
-        spec = load_checked(path)
+        spec = load_checked(path, requirements)
     except SpecErrors as exc:
         print_errors(exc)
         print(f"{path}: invalid ({len(exc.errors)} problem{'s' * (len(exc.errors) != 1)})", file=sys.stderr)

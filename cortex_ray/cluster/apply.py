@@ -17,6 +17,7 @@ from cortex_ray.errors import DeploymentError
 from cortex_ray.ingress.control import DEFAULT_INGRESS, get_ingress, start_ingress, wait_routed
 from cortex_ray.project import Project
 from cortex_ray.project.check import check_project
+from cortex_ray.project.runtime_env import INSTALL, runtime_env_failure
 from cortex_ray.project.shipping import check_size, upload
 from cortex_ray.spec import Spec, load_spec, parse_spec
 
@@ -54,19 +55,20 @@ def deploy_apis(
     shared_dirs: Sequence[str] = (),
     timeout_s: float = DEFAULT_TIMEOUT_S,
     wait: bool = True,
+    requirements: str = INSTALL,
 ) -> list[dict[str, Any]]:
     """Send the project, apply its APIs, and (``wait``) return once every one is ready, or raise
     :class:`DeploymentError` naming each API that failed and why. Returns :func:`describe` of
     the APIs."""
     if spec.file is None or Project.of(spec).spec_file is None:
         raise DeploymentError("a spec sent to a cluster must be a file in its project folder")
-    check_project(spec)
+    check_project(spec, requirements=requirements)
     check_local_data(spec, alive_nodes(), shared_dirs)
     project = Project.of(spec)
     excludes = project.excludes(spec)
     check_size(project.root, excludes)
     uri = upload(project.root, excludes)
-    return _deploy(spec, host, port, ingress, timeout_s, wait, working_dir=uri)
+    return _deploy(spec, host, port, ingress, timeout_s, wait, working_dir=uri, requirements=requirements)
 
 
 def deploy_in_place(
@@ -77,13 +79,15 @@ def deploy_in_place(
     ingress: str = DEFAULT_INGRESS,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     wait: bool = True,
+    requirements: str = INSTALL,
 ) -> list[dict[str, Any]]:
     """Deploy APIs given as data (``cortex.client().deploy`` in a handler): their paths are
     relative to ``project_dir``, read in place as the cluster's nodes see them (nothing is
     sent). Declarative, as :func:`deploy_apis`: ``refresh`` works on them."""
     spec = parse_spec(spec_data, base_dir=project_dir, file="<spec_data>")
-    check_project(spec, project_dir)
-    return _deploy(spec, host, port, ingress, timeout_s, wait, spec_data=spec_data, project_dir=project_dir)
+    check_project(spec, project_dir, requirements=requirements)
+    config = {"spec_data": spec_data, "project_dir": project_dir, "requirements": requirements}
+    return _deploy(spec, host, port, ingress, timeout_s, wait, **config)
 
 
 def _deploy(
@@ -227,10 +231,14 @@ def _wait(names: Sequence[str], timeout_s: float, ingress: str) -> None:
     failed: dict[str, str] = {}
     while pending and time.monotonic() < deadline:
         for item in describe(pending):
+            pip = runtime_env_failure(item["message"])
             if item["status"] == "RUNNING":
                 pending.remove(item["name"])
                 if ingress == "fast":
                     _wait_routed(item)
+            elif pip is not None:  # it never starts: say so now, not after Serve's 20 tries
+                pending.remove(item["name"])
+                failed[item["name"]] = f"its requirements could not be installed (pip said):\n{pip}"
             elif item["status"] in _FAILED:
                 pending.remove(item["name"])
                 failed[item["name"]] = item["message"] or item["status"]

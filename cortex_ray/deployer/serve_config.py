@@ -16,7 +16,7 @@ from typing import Any
 from cortex_ray.deployer.options import all_deployment_options
 from cortex_ray.net import is_loopback
 from cortex_ray.project import Project
-from cortex_ray.project.runtime_env import runtime_envs
+from cortex_ray.project.runtime_env import INSTALL, runtime_envs
 from cortex_ray.project.shipping import matcher
 from cortex_ray.spec import Spec
 
@@ -36,6 +36,7 @@ def serve_config(
     refresh: dict[str, int] | None = None,
     spec_data: list[dict[str, Any]] | dict[str, Any] | None = None,
     project_dir: str | None = None,
+    requirements: str = INSTALL,
 ) -> dict[str, Any]:
     """The Serve config dict for every API of ``spec`` (a validated spec).
 
@@ -45,14 +46,16 @@ def serve_config(
     the spec and the handler there); ``None``: the project is where ``spec_path`` says, on every
     node. ``refresh``: per API, the restart counter ``cortex-ray refresh`` bumps.
     ``spec_data``: the spec was given as data, not a file (its paths relative to ``project_dir``):
-    the applications carry it, and read the project in place.
+    the applications carry it, and read the project in place. ``requirements``: ``install`` (Ray
+    installs each API's requirements) or ``installed`` (the environment as it is).
     """
     project = Project.of(spec, project_dir)
     shipped = working_dir is not None
     excluded = matcher(project.excludes(spec)) if shipped else None
     applications = []
     for api in spec.apis:
-        envs = runtime_envs(api, project, shipped, (lambda rel: not excluded(rel)) if excluded else None)
+        shipped_file = (lambda rel: not excluded(rel)) if excluded else None
+        envs = runtime_envs(api, project, shipped, shipped_file, requirements)
         app_env: dict[str, Any] = {**envs.every, **({"working_dir": working_dir} if shipped else {})}
         deployments = all_deployment_options(api, ingress)
         if envs.user_code:  # the deployment running the handler: the last one

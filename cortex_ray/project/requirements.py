@@ -11,16 +11,46 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from cortex_ray.errors import SpecError
 
-__all__ = ["WORKING_DIR_VAR", "conda_packages", "pip_packages"]
+__all__ = ["WORKING_DIR_VAR", "RequirementLine", "conda_packages", "pip_packages", "requirement_lines"]
 
 WORKING_DIR_VAR = "${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}"
 _PATH_OPTIONS = ("-e", "--editable", "-f", "--find-links")
 _FILE_OPTIONS = ("-r", "--requirement", "-c", "--constraint")
 _ARCHIVES = (".whl", ".tar.gz", ".tgz", ".zip", ".tar.bz2")
+_REQUIREMENT_OPTIONS = ("-e", "--editable")
+
+
+@dataclass(frozen=True)
+class RequirementLine:
+    """One line of a requirements file, where it comes from and what pip gets.
+
+    ``file``: the file it is written in (a nested ``-r`` file for its own lines); ``line``: its
+    number there (1-based; the first of a ``\\``-continued line); ``text``: as written (without
+    its comment); ``pip``: as pip will get it (local paths absolute, as :func:`pip_packages`
+    makes them).
+    """
+
+    file: Path
+    line: int
+    text: str
+    pip: str
+
+    @property
+    def is_option(self) -> bool:
+        """An options line (``--no-index``, ``-f``, ``--extra-index-url``, ``-c``...): pip needs
+        it, it is not a requirement. ``-e``/``--editable`` lines are requirements."""
+        first = self.text.split(None, 1)[0].split("=", 1)[0]
+        return first.startswith("-") and first not in _REQUIREMENT_OPTIONS
+
+    @property
+    def where(self) -> str:
+        """``file:line``."""
+        return f"{self.file}:{self.line}"
 
 
 def pip_packages(
@@ -35,7 +65,16 @@ def pip_packages(
     that is not is an error when ``shipped``, as is one outside the project folder.
     """
     seen: set[Path] = set()
-    return list(_read(file.resolve(), root.resolve(), shipped, shipped_file, seen))
+    return [entry.pip for entry in _read(file.resolve(), root.resolve(), shipped, shipped_file, seen)]
+
+
+def requirement_lines(file: Path, root: Path) -> list[RequirementLine]:
+    """The lines of ``file`` with their provenance, nested ``-r`` files in their place (with their
+    own file and line numbers), local paths made absolute for this machine. Options lines are
+    kept (:attr:`RequirementLine.is_option`). Raises :class:`SpecError` as :func:`pip_packages`
+    does (an unreadable file, a missing nested file or local path)."""
+    seen: set[Path] = set()
+    return list(_read(file.resolve(), root.resolve(), False, lambda rel: True, seen))
 
 
 def conda_packages(file: Path) -> list[str]:
@@ -44,26 +83,41 @@ def conda_packages(file: Path) -> list[str]:
     return [line for _, line in lines]
 
 
-def _lines(file: Path) -> list[tuple[int, str]]:
+def _lines(file: Path, continued: bool = False) -> list[tuple[int, str]]:
+    """The non-comment lines of ``file`` with their numbers; ``continued``: a line ending in
+    ``\\`` goes on on the next one, as pip reads requirements files (``--hash`` lines)."""
     try:
         text = file.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read the file: {exc}", file=str(file)) from exc
     out = []
+    start, pending = 0, ""
     for number, raw in enumerate(text.splitlines(), start=1):
+        if continued:
+            stripped = raw.strip()
+            if stripped.endswith("\\") and not stripped.startswith("#"):
+                start = start or number
+                pending += stripped[:-1].rstrip() + " "
+                continue
+            if pending:
+                raw, number, start, pending = pending + stripped, start, 0, ""
         line = raw.split(" #", 1)[0].strip()
         if line and not line.startswith("#"):
             out.append((number, line))
+    if pending:
+        line = pending.split(" #", 1)[0].strip()
+        if line:
+            out.append((start, line))
     return out
 
 
 def _read(
     file: Path, root: Path, shipped: bool, shipped_file: Callable[[str], bool], seen: set[Path]
-) -> Iterator[str]:
+) -> Iterator[RequirementLine]:
     if file in seen:
         return
     seen.add(file)
-    for number, line in _lines(file):
+    for number, line in _lines(file, continued=True):
         option, _, rest = line.partition(" ")
         if "=" in option and option.split("=", 1)[0] in _FILE_OPTIONS + _PATH_OPTIONS:
             option, rest = option.split("=", 1)
@@ -75,11 +129,12 @@ def _read(
                 raise SpecError(f"{where}: file {rest!r} does not exist", file=str(file))
             yield from _read(nested, root, shipped, shipped_file, seen)
         elif option in ("-c", "--constraint") or (option in _PATH_OPTIONS and _is_path(rest)):
-            yield f"{option} {_place(file, rest, root, shipped, shipped_file, where)}"
+            placed = _place(file, rest, root, shipped, shipped_file, where)
+            yield RequirementLine(file, number, line, f"{option} {placed}")
         elif _is_path(line):
-            yield _place(file, line, root, shipped, shipped_file, where)
+            yield RequirementLine(file, number, line, _place(file, line, root, shipped, shipped_file, where))
         else:
-            yield line
+            yield RequirementLine(file, number, line, line)
 
 
 def _is_path(text: str) -> bool:

@@ -18,7 +18,14 @@ from cortex_ray.project.files import Project
 from cortex_ray.project.requirements import conda_packages, pip_packages
 from cortex_ray.spec import ApiSpec
 
-__all__ = ["RuntimeEnvs", "runtime_envs"]
+__all__ = ["INSTALL", "INSTALLED", "REQUIREMENTS_MODES", "RuntimeEnvs", "runtime_env_failure", "runtime_envs"]
+
+INSTALL = "install"
+"""Ray installs each API's ``requirements.txt`` / ``conda-packages.txt`` for its replicas (the default)."""
+INSTALLED = "installed"
+"""Nothing is installed: the replicas run with the environment as it is (a local run, or a
+cluster image that already has what the project needs); the requirements are only checked."""
+REQUIREMENTS_MODES = (INSTALL, INSTALLED)
 
 
 @dataclass(frozen=True)
@@ -39,21 +46,23 @@ def runtime_envs(
     project: Project | None,
     shipped: bool = False,
     shipped_file: Any = None,
+    requirements: str = INSTALL,
 ) -> RuntimeEnvs:
-    """The API's runtime_env parts; ``shipped``: paths refer to the project as Ray unpacks it.
-    Without a project (an API given on its own): ``handler.env`` only."""
+    """The API's runtime_env parts; ``shipped``: paths refer to the project as Ray unpacks it;
+    ``requirements``: :data:`INSTALL` or :data:`INSTALLED` (nothing to install). Without a project
+    (an API given on its own): ``handler.env`` only."""
     every: dict[str, Any] = {}
     env = project.env_vars(api) if project is not None else dict(api.handler.env)
     if env:
         every["env_vars"] = env
     user: dict[str, Any] = {}
-    if project is None:
+    if project is None or requirements == INSTALLED:
         return RuntimeEnvs(every, user)
-    requirements = project.dependency(api, "pip")
+    pip_file = project.dependency(api, "pip")
     pip: list[str] = []
-    if requirements is not None:
+    if pip_file is not None:
         kwargs = {"shipped_file": shipped_file} if shipped_file is not None else {}
-        pip = pip_packages(requirements, project.root, shipped, **kwargs)
+        pip = pip_packages(pip_file, project.root, shipped, **kwargs)
     conda = project.dependency(api, "conda")
     conda_list = conda_packages(conda) if conda is not None else []
     if conda_list:  # Ray takes pip inside conda, not beside it (Cortex: conda first, then pip)
@@ -61,3 +70,20 @@ def runtime_envs(
     elif pip:
         user["pip"] = {"packages": pip, "pip_check": False}
     return RuntimeEnvs(every, user)
+
+
+_SETUP_FAILED = ("Failed to set up runtime environment", "RuntimeEnvSetupError")
+
+
+def runtime_env_failure(message: str) -> str | None:
+    """When Serve's status ``message`` says a replica's runtime environment could not be built
+    (``pip`` failed, most often), pip's own lines from it; else ``None``. Such an API never
+    starts: whoever waits for it can stop at once instead of after Serve's retries."""
+    if not any(marker in message for marker in _SETUP_FAILED):
+        return None
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    errors = [
+        line for line in lines if line.startswith(("ERROR:", "error:")) or "No matching distribution" in line
+    ]
+    picked = errors or lines[-15:]
+    return "\n".join(dict.fromkeys(picked))[-3000:]

@@ -49,14 +49,16 @@ def _cluster_env() -> dict[str, str]:
     return env
 
 
-def _cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def _cli(
+    *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cortex_ray", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=_cluster_env() if "--address" in args else _env(),
+        env={**(_cluster_env() if "--address" in args else _env()), **(env or {})},
     )
 
 
@@ -260,11 +262,31 @@ def test_cortex_deploy_names_each_api_that_failed(tmp_path: Path, cluster: str) 
     project, marker = tmp_path / "project", tmp_path / "deps-marker"
     make_project(project, marker)
     (project / "requirements.txt").write_text("--no-index\nno-such-package-cortex-ray-test==0.0.1\n")
-    result = _cli(
-        "deploy", "cortex.yaml", "--address", cluster, "--port", str(free_port()), cwd=project, timeout=600
+    port = str(free_port())
+    preflight = _cli("deploy", "cortex.yaml", "--address", cluster, "--port", port, cwd=project, timeout=600)
+    assert preflight.returncode == 1  # the preflight refuses it before anything reaches the cluster
+    assert "api 'project' (#0)" in preflight.stderr and "requirements.txt:2" in preflight.stderr
+    assert (
+        "no-such-package-cortex-ray-test" in preflight.stderr
+        and "--requirements installed" in preflight.stderr
+    )
+    assert "Traceback" not in preflight.stderr
+    started = time.monotonic()
+    result = _cli(  # the preflight skipped: the cluster's own install fails, and says so at once
+        "deploy",
+        "cortex.yaml",
+        "--address",
+        cluster,
+        "--port",
+        port,
+        cwd=project,
+        timeout=600,
+        env={"CORTEX_RAY_PREFLIGHT": "0"},
     )
     assert result.returncode == 1
     assert "api 'project'" in result.stderr and "no-such-package-cortex-ray-test" in result.stderr, (
         result.stderr[-3000:]
     )
+    assert "requirements could not be installed" in result.stderr
     assert "Traceback (most recent call last)" not in result.stderr.split("api 'project'")[0]
+    assert time.monotonic() - started < 240  # one failed install, not Serve's 20 tries

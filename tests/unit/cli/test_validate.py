@@ -95,3 +95,46 @@ def test_no_command_prints_help(tmp_path: Path) -> None:
     result = run(cwd=tmp_path)
     assert result.returncode == 2
     assert "validate" in result.stderr
+
+
+def test_a_pin_of_its_day_fails_in_seconds_naming_it_and_the_versions_that_install(tmp_path: Path) -> None:
+    """A Cortex project of 2021 pins a version with no build for this Python: validate says so at
+    once, with the line, the versions that do install, and the ways forward."""
+    import os
+    import time
+
+    from tests.support.cortex_project import make_project as make_cortex_project
+    from tests.support.cortex_project import wheel
+
+    project = tmp_path / "project"
+    make_cortex_project(project, tmp_path / "marker")
+    wheel(project / "wheels", version="0.2")  # tinypkg 0.1 and 0.2 install here; 0.0.9 does not
+    (project / "requirements.txt").write_text("--no-index\n--find-links ./wheels\ntinypkg==0.0.9\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env.update(PIP_CONFIG_FILE=os.devnull, CORTEX_RAY_PREFLIGHT_CACHE=str(tmp_path / "cache"))
+
+    def validate(*extra: str) -> tuple[subprocess.CompletedProcess[str], float]:
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "cortex_ray", "validate", "cortex.yaml", *extra],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        return done, time.monotonic() - started
+
+    result, took = validate()
+    assert result.returncode == 1 and took < 60, result.stderr
+    error = result.stderr
+    assert "api 'project' (#0)" in error and "requirements.txt:3: tinypkg==0.0.9" in error
+    assert "try tinypkg==0.1" in error and "tinypkg==0.2" in error
+    assert "--requirements installed" in error and "Traceback" not in error
+    again, took_again = validate()
+    assert again.stderr == result.stderr and took_again < took  # the preflight's cache
+    installed, _ = validate("--requirements", "installed")  # tinypkg is not installed here either
+    assert (
+        installed.returncode == 1
+        and "tinypkg==0.0.9 is not installed in this environment" in installed.stderr
+    )
