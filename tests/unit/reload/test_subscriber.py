@@ -31,14 +31,20 @@ from cortex_ray.reload.subscriber import (
 ME: dict[str, Any] = {"replica": "replica-1", "node_id": "", "pid": 1}
 
 
+def _ray_running() -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and bool(ray.is_initialized())
+
+
 @pytest.fixture(autouse=True)
 def _no_ray(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Who this replica is, without asking Ray (``ray.get_runtime_context()`` starts a local Ray
-    instance when none runs); and no test may have started one."""
+    """Who this replica is, without asking Ray; metrics in memory whatever runs in this process
+    (the whole suite runs these after the integration tests' Ray); and no test starts a Ray."""
     monkeypatch.setattr(subscriber_module, "replica_identity", lambda: dict(ME))
+    monkeypatch.setattr(recorder(), "_sink", MemorySink())
+    running = _ray_running()
     yield
-    ray = sys.modules.get("ray")
-    assert ray is None or not ray.is_initialized()
+    assert _ray_running() == running
 
 
 # --- the fakes -------------------------------------------------------------------------------
@@ -554,7 +560,7 @@ def test_reports_carry_the_summary_only_when_changed_or_due() -> None:
         me = ME["replica"]
         assert actor.reports[-1][0] == {**ME, "epoch": "epoch-1", "tree_version": 1}
         sink = recorder().sink
-        assert isinstance(sink, MemorySink)  # no Ray: the metrics stay in memory
+        assert isinstance(sink, MemorySink)  # (the fixture's)
         assert sink.get("cortex_ray_replica_tree_lag_versions", api_name="api", replica=me) == 3
         assert sink.get("cortex_ray_replica_tree_lag_seconds", api_name="api", replica=me) == 1.5
         assert sink.get("cortex_ray_cache_bytes", api_name="api", tier="disk", replica=me) == 20
