@@ -163,8 +163,9 @@ class Session:
             envs = envs or runtime_envs(api, project)
             application = build_api(api, info_details, ingress, project, envs, **overrides)
             self.deployed.add(api.name)
+            new = api.name not in serve.status().applications
             serve._run(application, _blocking=False, name=api.name, route_prefix=api.endpoint)
-            _wait_running(api.name)
+            _wait_running(api.name, delete_if_broken=new)
             if ingress == "fast":
                 _wait_routed(api)
         except RuntimeError as exc:
@@ -349,10 +350,11 @@ def _deploy_to_cluster(
     return {a.name: ApiHandle(a.name, a.endpoint, base + a.endpoint) for a in loaded.apis}
 
 
-def _wait_running(name: str, poll: float = 0.25) -> None:
-    """Until the application runs; ``RuntimeError`` when Serve gives up on it, and at once (the
-    application deleted) when its runtime environment cannot be built: a replica that cannot
-    install its requirements never will, and Serve would try 20 times."""
+def _wait_running(name: str, delete_if_broken: bool = True, poll: float = 0.25) -> None:
+    """Until the application runs; ``RuntimeError`` when Serve gives up on it, and at once when its
+    runtime environment cannot be built: a replica that cannot install its requirements never will,
+    and Serve would try 20 times. A new application is then deleted (``delete_if_broken``); an
+    update is left to Serve, whose replicas of the version before go on serving."""
     from ray import serve
 
     while True:
@@ -364,8 +366,9 @@ def _wait_running(name: str, poll: float = 0.25) -> None:
             messages = "\n".join([app.message, *(d.message for d in app.deployments.values() if d.message)])
             failure = runtime_env_failure(messages)
             if failure is not None:
-                with contextlib.suppress(Exception):
-                    serve.delete(name, _blocking=False)
+                if delete_if_broken:
+                    with contextlib.suppress(Exception):
+                        serve.delete(name, _blocking=False)
                 raise DeploymentError(
                     f"api {name!r} failed to deploy: its requirements could not be installed (pip said):\n"
                     f"{failure}\nFix the pin in requirements.txt, or run against the environment as it is "

@@ -16,13 +16,17 @@ import logging
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Callable
+from typing import Any
 
 __all__ = ["HealthResponder"]
 
 log = logging.getLogger("cortex_ray.ingress")
 READ_TIMEOUT_S = 2.0
-"""How long a check may take to send its request."""
+"""How long a check may take to send its request, in all."""
+MAX_CHECKS = 16
+"""Checks answered at once; more are closed unanswered (a flood never holds more threads)."""
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -30,10 +34,11 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         sock: socket.socket = self.request
-        sock.settimeout(READ_TIMEOUT_S)
+        deadline = time.monotonic() + READ_TIMEOUT_S
         received = b""
         try:
             while b"\r\n\r\n" not in received and len(received) < 4096:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
                 chunk = sock.recv(4096)
                 if not chunk:
                     break
@@ -58,7 +63,20 @@ class _Server(socketserver.ThreadingTCPServer):
     def __init__(self, host: str, state: Callable[[], tuple[bool, str]]) -> None:
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.state = state
+        self._slots = threading.BoundedSemaphore(MAX_CHECKS)
         super().__init__((host, 0), _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):  # too many at once: no thread for this one
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class HealthResponder:

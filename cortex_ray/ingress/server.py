@@ -58,6 +58,7 @@ LINGER_S = 2.0
 App = Callable[[Incoming], Awaitable[Outgoing]]
 
 _IDLE, _HEAD, _BODY = 0, 1, 2
+_NO_BODY = (204, 304)
 _MiB = 1024 * 1024
 
 
@@ -83,6 +84,8 @@ class Limits:
     """Seconds a request body may stall between two reads: 408 after."""
     keepalive_timeout: float = 75.0
     """Seconds an idle keep-alive connection is kept open."""
+    send_timeout: float = 60.0
+    """Seconds an answer may wait for a client that does not read it: the connection is cut."""
 
     @classmethod
     def for_body(cls, max_body: int) -> Limits:
@@ -134,7 +137,9 @@ class _Connection(asyncio.Protocol):
         "_closing",
         "_counted",
         "_eof",
+        "_expecting",
         "_head",
+        "_head_bytes",
         "_headers",
         "_headers_done",
         "_held",
@@ -151,6 +156,7 @@ class _Connection(asyncio.Protocol):
         "_task",
         "_transport",
         "_url",
+        "_write_blocked",
     )
 
     def __init__(self, server: FastServer) -> None:
@@ -168,6 +174,10 @@ class _Connection(asyncio.Protocol):
         self._read_paused = False
         self._can_write: asyncio.Future[None] | None = None
         """Set while the transport asked us to stop writing (done when it may go on)."""
+        self._write_blocked = 0.0
+        """Since when writing waits for the client to read (for ``send_timeout``)."""
+        self._expecting = False
+        """A ``100 Continue`` is due once the answers ahead of this request are out."""
         self._reset()
 
     def _reset(self) -> None:
@@ -183,6 +193,8 @@ class _Connection(asyncio.Protocol):
         self._headers_done = False
         self._counted = False
         self._reject: Outgoing | None = None
+        self._head_bytes = 0
+        self._expecting = False
 
     # --- asyncio.Protocol --------------------------------------------------
 
@@ -208,6 +220,7 @@ class _Connection(asyncio.Protocol):
         """The client reads our answers slower than we write them: wait, and read no more."""
         if self._can_write is None or self._can_write.done():
             self._can_write = asyncio.get_running_loop().create_future()
+            self._write_blocked = time.monotonic()
         self._pause_reading()
 
     def resume_writing(self) -> None:
@@ -220,11 +233,17 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
+            if self._phase == _HEAD:  # the head is still coming: all of this was head (or before it)
+                self._head_bytes += len(data)
+                if self._head_bytes > self._limits.max_head + len(self._url) + 4096:
+                    raise _refusal(431, "request_header_fields_too_large", self._too_large_head())
+        except _Refused as stop:
+            self._refuse(stop.answer)
         except httptools.HttpParserCallbackError as exc:
-            refused = exc.__context__
-            if not isinstance(refused, _Refused):
+            cause = exc.__context__
+            if not isinstance(cause, _Refused):
                 raise
-            self._refuse(refused.answer)
+            self._refuse(cause.answer)
         except httptools.HttpParserUpgrade:
             self._refuse(_refusal(400, "bad_request", "protocol upgrades are not supported").answer)
         except httptools.HttpParserError as exc:
@@ -248,38 +267,45 @@ class _Connection(asyncio.Protocol):
         self._head += len(name) + len(value) + 4
         limits = self._limits
         if self._nheaders > limits.max_headers or self._head + len(self._url) > limits.max_head:
-            raise _refusal(
-                431,
-                "request_header_fields_too_large",
-                f"the request head is over {limits.max_head} bytes or {limits.max_headers} header fields",
-            )
+            raise _refusal(431, "request_header_fields_too_large", self._too_large_head())
+
+    def _too_large_head(self) -> str:
+        limits = self._limits
+        return f"the request head is over {limits.max_head} bytes or {limits.max_headers} header fields"
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
         self._phase, self._since = _BODY, time.monotonic()
         server, limits = self._server, self._limits
-        length, expect = None, False
+        if self._parser.should_upgrade() or self._parser.get_method() == b"CONNECT":
+            raise _refusal(400, "bad_request", "protocol upgrades (and CONNECT) are not supported")
+        length, expect, chunked = None, False, False
         for name, value in self._headers:
             lower = name.lower()
             if lower == b"content-length":
                 length = int(value)  # the parser already refused anything but digits
             elif lower == b"expect" and value.lower() == b"100-continue":
                 expect = True
+            elif lower == b"transfer-encoding":
+                chunked = True
+        if self._url == _HEALTH:  # a replica at capacity is busy, not down: the check is never refused
+            if length or chunked:
+                raise _refusal(400, "bad_request", "the health check takes no body")
+            return  # and it holds nothing: it is not counted
         if length is not None and length > limits.max_body:
             raise _refusal(
                 413,
                 "payload_too_large",
                 f"the body is {length} bytes, over the limit of {limits.max_body} (networking.max_body_size)",
             )
-        if self._url != _HEALTH:  # a replica at capacity is busy, not down
-            if server.limit is not None and server.in_flight >= server.limit:
-                self._reject = error_outgoing(
-                    AtCapacityError(f"this replica is at its max_replica_concurrency ({server.limit})")
-                )
-            elif length is not None and server.buffered + length > limits.max_buffered:
-                self._reject = error_outgoing(
-                    AtCapacityError("this replica holds as many request bodies as it may: try again")
-                )
+        if server.limit is not None and server.in_flight >= server.limit:
+            self._reject = error_outgoing(
+                AtCapacityError(f"this replica is at its max_replica_concurrency ({server.limit})")
+            )
+        elif length is not None and server.buffered + length > limits.max_buffered:
+            self._reject = error_outgoing(
+                AtCapacityError("this replica holds as many request bodies as it may: try again")
+            )
         if self._reject is not None:
             if expect:  # the client waits for our word before it sends the body: say no, and close
                 raise _Refused(self._reject)
@@ -287,12 +313,18 @@ class _Connection(asyncio.Protocol):
         server.in_flight += 1
         self._counted = True
         self._hold(length or 0)
-        if expect and not self._queue and not self._busy:  # never ahead of an earlier answer
-            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if expect:
+            if not self._queue and not self._busy:
+                self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            else:  # never ahead of an earlier answer: once those are out
+                self._expecting = True
 
     def on_body(self, body: bytes) -> None:
         self._since = time.monotonic()
-        if self._reject is not None:
+        if self._reject is not None:  # dropped, but never without end
+            self._head_bytes += len(body)
+            if self._head_bytes > self._limits.max_body:
+                raise _Refused(self._reject)
             return
         if self._size + len(body) > self._limits.max_body:
             raise _refusal(
@@ -348,29 +380,30 @@ class _Connection(asyncio.Protocol):
                 item = self._queue.popleft()
                 self._maybe_resume_reading()
                 try:
-                    request = item.request
-                    out = request if isinstance(request, Outgoing) else await self._server.route(request)
-                    if self._can_write is not None and not self._can_write.done():
-                        await self._can_write  # the client is not reading: wait, reading nothing more
-                    if self._transport is None:
-                        return
-                    if item.head_only:
-                        await self._write_head_only(out, item.keep_alive)
-                    elif out.stream is not None:
-                        await self._stream(out, item.keep_alive)
-                    else:
-                        self._transport.write(_head(out, len(out.body), not item.keep_alive) + out.body)
-                    if out.after is not None:
-                        self._server.run_after(out.after)
+                    await self._answer(item)
                 finally:
                     self._server.done(item)
-                if not item.keep_alive and self._transport is not None:
+                if self._transport is None:
+                    break
+                if not item.keep_alive:  # the last answer of this connection: nothing after it
+                    self._forget_queue()
                     if self._closing:
                         self._linger()
                     else:
                         self._transport.close()
-                elif not self._queue:
+                    break
+                if not self._queue:
                     self._since = time.monotonic()  # idle (keep-alive) from now
+                    if self._expecting and self._phase == _BODY:  # its turn came: ask for the body
+                        self._expecting = False
+                        self._since = time.monotonic()
+                        self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # never the loop's end, never a connection left hanging
+            log.error("answering a connection failed: %s", exc, exc_info=exc)
+            if self._transport is not None:
+                self._transport.abort()
         finally:
             self._busy = False
             if self._transport is None:
@@ -378,17 +411,30 @@ class _Connection(asyncio.Protocol):
             elif self._eof and not self._queue and not self._closing:
                 self._transport.close()  # the client said it is done: all it sent is answered
 
-    async def _write_head_only(self, out: Outgoing, keep_alive: bool) -> None:
-        """A ``HEAD`` request: the head a ``GET`` would get, no body."""
-        if out.stream is not None:
-            await _close_stream(out.stream)
-            self._transport.write(_head(out, None, not keep_alive))
+    async def _answer(self, item: _Item) -> None:
+        request = item.request
+        out = request if isinstance(request, Outgoing) else await self._server.route(request)
+        if self._can_write is not None and not self._can_write.done():
+            await self._can_write  # the client is not reading: wait (``send_timeout``), reading nothing more
+        if self._transport is None:
+            return
+        close = not item.keep_alive
+        if item.head_only or out.status in _NO_BODY:
+            if out.stream is not None:
+                await _close_stream(out.stream)
+            if self._transport is not None:  # a HEAD: the head a GET gets; a 204/304: no length at all
+                length = None if out.status in _NO_BODY else (len(out.body) if out.stream is None else None)
+                self._transport.write(_head(out, length, close, out.status in _NO_BODY))
+        elif out.stream is not None:
+            await self._stream(out, close)
         else:
-            self._transport.write(_head(out, len(out.body), not keep_alive))
+            self._transport.write(_head(out, len(out.body), close) + out.body)
+        if out.after is not None:
+            self._server.run_after(out.after)
 
-    async def _stream(self, out: Outgoing, keep_alive: bool) -> None:
+    async def _stream(self, out: Outgoing, close: bool) -> None:
         assert out.stream is not None and self._transport is not None
-        self._transport.write(_head(out, None, not keep_alive))
+        self._transport.write(_head(out, None, close))
         try:
             async for chunk in out.stream:
                 if self._transport is None:
@@ -397,8 +443,11 @@ class _Connection(asyncio.Protocol):
                     self._transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                 if self._can_write is not None and not self._can_write.done():
                     await self._can_write  # a slow reader: the generator waits with it
-        except Exception as exc:  # never end a broken stream as if it were complete
-            log.error("a streamed answer failed after it started: %s", exc, exc_info=exc)
+        except BaseException as exc:  # never end a broken stream as if it were complete
+            cancelling = getattr(asyncio.current_task(), "cancelling", None)
+            if isinstance(exc, asyncio.CancelledError) and cancelling is not None and cancelling():
+                raise
+            log.error("a streamed answer failed after it started: %r", exc, exc_info=exc)
             if self._transport is not None:
                 self._transport.abort()
             return
@@ -456,20 +505,31 @@ class _Connection(asyncio.Protocol):
             self._read_paused
             and not self._closing
             and self._transport is not None
-            and len(self._queue) < self._limits.max_pipeline // 2
+            and len(self._queue) <= self._limits.max_pipeline // 2
             and (self._can_write is None or self._can_write.done())
         ):
             self._read_paused = False
+            self._since = time.monotonic()  # reading again: the head or body timeout starts over
             self._transport.resume_reading()
 
     # --- timeouts and the end --------------------------------------------------
 
     def check_timeouts(self, now: float) -> None:
         """Called every ``SWEEP_EVERY``: a head or body too slow gets a 408; an idle keep-alive
-        connection is closed (a request being answered is never timed out)."""
-        if self._transport is None or self._closing:
+        connection is closed; an answer the client has not read for ``send_timeout`` cuts the
+        connection. A request being answered is never timed out, nor one this server stopped
+        reading itself (its pipeline is full)."""
+        if self._transport is None:
             return
-        elapsed, limits = now - self._since, self._limits
+        limits = self._limits
+        if self._can_write is not None and not self._can_write.done():
+            if now - self._write_blocked > limits.send_timeout:
+                log.info("a client did not read its answers for %g s: connection cut", limits.send_timeout)
+                self._transport.abort()
+            return
+        if self._closing or self._read_paused or self._expecting:  # (a client waiting for our 100 waits)
+            return
+        elapsed = now - self._since
         if self._phase == _HEAD and elapsed > limits.head_timeout:
             timeout = f"the request head did not arrive within {limits.head_timeout:g} s"
             self._refuse(_refusal(408, "request_timeout", timeout).answer)
@@ -499,7 +559,9 @@ async def _close_stream(stream: Any) -> None:
             log.warning("closing a streamed answer failed: %s", exc)
 
 
-def _head(out: Outgoing, length: int | None, close: bool = False) -> bytes:
+def _head(out: Outgoing, length: int | None, close: bool = False, bodiless: bool = False) -> bytes:
+    """The status line and headers; ``length`` (``None``: chunked); ``bodiless``: a 204 or 304,
+    which carry neither."""
     reason = _REASONS.get(out.status, b"")
     lines = [b"HTTP/1.1 %d %s" % (out.status, reason)]
     lines += [
@@ -507,7 +569,8 @@ def _head(out: Outgoing, length: int | None, close: bool = False) -> bytes:
         for name, value in out.headers
         if name.lower() not in (b"content-length", b"transfer-encoding", b"connection")
     ]
-    lines.append(b"content-length: %d" % length if length is not None else b"transfer-encoding: chunked")
+    if not bodiless:
+        lines.append(b"content-length: %d" % length if length is not None else b"transfer-encoding: chunked")
     if close:
         lines.append(b"connection: close")
     return b"\r\n".join(lines) + b"\r\n\r\n"

@@ -37,6 +37,8 @@ def check_installed(file: Path, root: Path) -> InstalledCheck:
         if entry.is_option:
             continue
         name, requirement = _parse(entry)
+        if requirement is not None and requirement.marker is not None and not requirement.marker.evaluate():
+            continue  # not for this Python or platform (``dataclasses; python_version < "3.7"``)
         if name is None:
             found.warnings.append(f"{entry.where}: {entry.text!r} cannot be checked (not a name pip knows)")
             continue

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -48,7 +49,8 @@ class FastIngress:
         self._alive = alive
         self.replica = ""
         self._ingress: Any = None
-        self._task: asyncio.Task[None] | None = None
+        self._stopped = threading.Event()
+        self._beat: threading.Thread | None = None
 
     def _health(self) -> tuple[bool, str]:
         """Asked from the health responder's threads, whatever the loop is doing."""
@@ -72,12 +74,16 @@ class FastIngress:
                 "cortex_ray.deploy(..., ingress='fast'), or deploy with ingress='proxy'"
             )
         await self._register()
-        self._task = asyncio.get_running_loop().create_task(self._heartbeat())
+        # the heartbeat on a thread of its own, as the health checks: a handler that holds the loop
+        # must not have the replica dropped from the balancer for being silent
+        self._beat = threading.Thread(target=self._heartbeat, name=f"{self.api.name}-heartbeat", daemon=True)
+        self._beat.start()
 
-    async def _register(self) -> None:
+    def _register(self) -> Any:
+        """The registration call (an object ref: awaited on the loop, or waited for on a thread)."""
         routing = self.api.networking.model_routing
         key = routing.as_pair() if routing is not None else None
-        await self._ingress.register.remote(
+        return self._ingress.register.remote(
             self.api.name,
             self.api.endpoint,
             key,
@@ -88,11 +94,12 @@ class FastIngress:
             self.api.networking.max_body_size,
         )
 
-    async def _heartbeat(self) -> None:
-        while True:
-            await asyncio.sleep(HEARTBEAT)
+    def _heartbeat(self) -> None:
+        import ray
+
+        while not self._stopped.wait(HEARTBEAT):
             try:
-                await self._register()
+                ray.get(self._register(), timeout=HEARTBEAT * 2)
             except Exception as exc:  # the ingress restarted: find it again
                 log.warning("api %s: cannot reach the ingress: %s", self.api.name, exc)
                 self._ingress = get_ingress() or self._ingress
@@ -102,8 +109,7 @@ class FastIngress:
         return {ONGOING_METRIC: self.server.average_in_flight()}
 
     async def stop(self, timeout: float) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        self._stopped.set()
         try:
             if self._ingress is not None:
                 leave = self._ingress.deregister.remote(self.api.name, self.replica, HAND_OVER_S)

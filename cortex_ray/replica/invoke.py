@@ -189,26 +189,13 @@ class Invoker:
         return await asyncio.get_running_loop().run_in_executor(self.pool, call)
 
     async def _inline(self, method: Method, kwargs: dict[str, Any], pace: _Pace) -> Any:
-        g = self._idle.pop() if self._idle else None
-        if g is None or g.dead:  # a fresh one: run it up to its first wait for work
-            g = _HandlerGreenlet()
-            g.switch()
-        g.gr_context = contextvars.copy_context()
-        clock = self.clock
-        started = clock.monotonic()
-        value = g.switch((method.func, kwargs))
-        ran = clock.monotonic() - started
-        while isinstance(value, _Await):  # the handler waits for a model: the loop goes on
-            try:
-                result = await value.awaitable
-            except BaseException as exc:
-                started = clock.monotonic()
-                value = g.throw(exc)
-            else:
-                started = clock.monotonic()
-                value = g.switch(result)
-            ran += clock.monotonic() - started
-        self._idle.append(g)
+        slots = self.slots
+        if not slots.try_take():  # the handler's thread runs a call: one at a time, so this one too
+            return (await self._in_thread(method.func, kwargs))[0]
+        try:
+            value, ran = await self._run_in_greenlet(method, kwargs)
+        finally:
+            slots.give_back()
         if ran > DEMOTE_AFTER:
             pace.inline, pace.demoted = False, True
             log.info(
@@ -218,12 +205,44 @@ class Invoker:
                 getattr(method.func, "__name__", "a handler method"),
                 ran,
             )
-        assert isinstance(value, _Finished)
         if value.error is not None:
             if not isinstance(value.error, Exception):
                 raise HandlerEscape(value.error) from value.error
             raise value.error
         return value.value
+
+    async def _run_in_greenlet(self, method: Method, kwargs: dict[str, Any]) -> tuple[_Finished, float]:
+        """The call in a reused greenlet, holding the slot but while it waits for a model; how long
+        it ran on the loop."""
+        g = self._idle.pop() if self._idle else None
+        if g is None or g.dead:  # a fresh one: run it up to its first wait for work
+            g = _HandlerGreenlet()
+            g.switch()
+        g.gr_context = contextvars.copy_context()
+        clock, slots = self.clock, self.slots
+        started = clock.monotonic()
+        value = g.switch((method.func, kwargs))
+        ran = clock.monotonic() - started
+        while isinstance(value, _Await):  # the handler waits for a model: the loop goes on
+            slots.give_back()  # and other calls may run meanwhile, as a thread's wait lets them
+            try:
+                result = await value.awaitable
+            except BaseException as exc:
+                await self._take_slot()
+                started = clock.monotonic()
+                value = g.throw(exc)
+            else:
+                await self._take_slot()
+                started = clock.monotonic()
+                value = g.switch(result)
+            ran += clock.monotonic() - started
+        self._idle.append(g)
+        assert isinstance(value, _Finished)
+        return value, ran
+
+    async def _take_slot(self) -> None:
+        if not self.slots.try_take():
+            await asyncio.get_running_loop().run_in_executor(None, self.slots.take)
 
     async def run_sync(self, func: Callable[[], Any]) -> Any:
         """Run a plain sync callable (a handler's callback) in the handler threads' pool."""

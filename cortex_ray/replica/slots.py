@@ -35,6 +35,17 @@ class HandlerSlots:
             finally:
                 self._local.held = False
 
+    def try_take(self) -> bool:
+        """Take a slot if one is free now (the loop's inline calls: they never block)."""
+        return self._semaphore.acquire(blocking=False)
+
+    def take(self) -> None:
+        """Take a slot, waiting for one (in a thread: never on the loop)."""
+        self._semaphore.acquire()
+
+    def give_back(self) -> None:
+        self._semaphore.release()
+
     def run_timed(self, func: Callable[[], T]) -> tuple[T, float]:
         """Like :meth:`run`; also how long ``func`` ran holding the slot (its waits with the slot
         given back, for models, excluded)."""

@@ -153,7 +153,8 @@ class App:
         if incoming.path == "/exit":
             raise SystemExit(1)
         if incoming.path.startswith("/stream"):
-            return Outgoing(200, [(b"content-type", b"text/plain")], stream=self._stream(incoming.path))
+            status = 204 if incoming.path == "/stream/empty" else 200
+            return Outgoing(status, [(b"content-type", b"text/plain")], stream=self._stream(incoming.path))
         return json_outgoing(
             {
                 "method": incoming.method,
@@ -169,6 +170,8 @@ class App:
                 self.streamed.append(i)
                 if path == "/stream/broken" and i == 2:
                     raise RuntimeError("the model fell over mid-stream")
+                if path == "/stream/exit" and i == 1:
+                    raise SystemExit(2)  # what no server loop may die of
                 yield b"x" * (64 * 1024 if path == "/stream/long" else 8)
         finally:
             self.stream_closed.set()
@@ -201,6 +204,7 @@ SMALL = Limits(
     head_timeout=0.5,
     body_timeout=0.5,
     keepalive_timeout=0.5,
+    send_timeout=1.0,
 )
 
 
@@ -576,3 +580,118 @@ def test_a_post_that_reached_a_replica_is_never_replayed(tmp_path: Path) -> None
         dying.close()
         loop.submit(healthy.drain(0.2)).result(5)
         loop.stop()
+
+
+# --- what a review found ---------------------------------------------------------------------
+
+
+def test_a_stream_that_raises_system_exit_aborts_only_its_connection(replica: Replica, app: App) -> None:
+    client = Client(replica.port)
+    client.start()
+    client.send(b"GET /api/stream/exit HTTP/1.1\r\nhost: x\r\n\r\n")
+    answer = client.answers(1)[0]
+    assert answer.status == 200 and not answer.complete
+    assert replica.loop.alive
+    until(lambda: replica.server.in_flight == 0)
+    assert ask(replica.port, b"GET /api HTTP/1.1\r\nhost: x\r\n\r\n")[0].status == 200
+
+
+def test_a_client_that_never_reads_is_cut_after_the_send_timeout(replica: Replica, app: App) -> None:
+    client = Client(replica.port)
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.send(b"GET /api/stream/long HTTP/1.1\r\nhost: x\r\n\r\n")  # ...and never a recv
+    until(lambda: len(app.streamed) > 3)
+    until(app.stream_closed.is_set)  # cut: the stream is stopped, its slot freed
+    until(lambda: replica.server.in_flight == 0 and not replica.server.connections)
+
+
+def test_a_header_that_never_ends_is_refused_while_it_grows(replica: Replica, app: App) -> None:
+    client = Client(replica.port)
+    client.start()
+    client.send(b"GET /api HTTP/1.1\r\nhost: x\r\nx-endless: ")
+    for _ in range(12):  # 48 KiB of one value, no end of line: far past the 4 KiB head limit
+        try:
+            client.send(b"v" * 4096)
+        except OSError:
+            break
+    answer = client.answers(1)[0]
+    assert answer.status == 431 and app.seen == []
+
+
+def test_the_health_check_takes_no_body_and_counts_nothing(replica: Replica) -> None:
+    answer = ask(replica.port, b"POST /-/healthz HTTP/1.1\r\nhost: x\r\ncontent-length: 5000\r\n\r\n", "POST")
+    assert answer[0].status == 400
+    until(lambda: replica.server.in_flight == 0 and replica.server.buffered == 0)
+
+
+def test_an_upgrade_is_refused_once_and_never_reaches_the_app(replica: Replica, app: App) -> None:
+    answers = ask(
+        replica.port,
+        b"GET /api HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+        count=2,
+    )
+    assert [a.status for a in answers] == [400] and app.seen == []
+
+
+def test_a_204_stream_carries_no_body(replica: Replica) -> None:
+    client = Client(replica.port)
+    client.sock.sendall(
+        b"GET /api/stream/empty HTTP/1.1\r\nhost: x\r\n\r\nGET /api HTTP/1.1\r\nhost: x\r\n\r\n"
+    )
+    client.sock.settimeout(5)
+    received = b""
+    while received.count(b"HTTP/1.1 ") < 2 or not received.endswith(b"}"):
+        received += client.sock.recv(65536)
+    first = received.split(b"HTTP/1.1 200")[0]
+    assert (
+        first.startswith(b"HTTP/1.1 204")
+        and b"transfer-encoding" not in first
+        and first.endswith(b"\r\n\r\n")
+    )
+
+
+def test_a_deferred_100_continue_is_sent_once_its_turn_comes(replica: Replica, app: App) -> None:
+    client = Client(replica.port)
+    client.start("POST")
+    client.send(
+        b"POST /api/slow HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n"
+        b"POST /api HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n"
+    )
+    until(lambda: len(app.seen) == 1)
+    app.gate.set()
+    first = client.answers(1, ["POST"])[0]
+    assert first.status == 200
+    client.send(b"ok")  # (a client would wait for the 100 first; this one sends at once)
+    second = client.answers(1, ["POST"])[0]
+    assert second.json()["size"] == 2 and client.informational == [100]  # asked for, once its turn came
+
+
+def test_a_pipeline_of_one_still_flows(app: App) -> None:
+    loop = CoreLoop("test-pipeline-1")
+    replica = Replica(loop, app, Limits(max_pipeline=1), limit=10)
+    try:
+        answers = ask(replica.port, b"GET /api HTTP/1.1\r\nhost: x\r\n\r\n" * 5, count=5)
+        assert [a.status for a in answers] == [200] * 5
+    finally:
+        replica.stop()
+        loop.stop()
+
+
+def test_a_dropped_body_is_still_bounded(replica: Replica, app: App) -> None:
+    clients = []
+    for _ in range(4):  # the replica full
+        client = Client(replica.port)
+        client.send(b"POST /api/slow HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
+        clients.append(client)
+    until(lambda: replica.server.in_flight == 4)
+    endless = Client(replica.port)
+    endless.start("POST")
+    endless.send(b"POST /api HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")
+    for _ in range(30):  # 30 KB dropped for a 503, past the 10,000-byte body limit: cut
+        try:
+            endless.send(b"3e8\r\n" + b"z" * 1000 + b"\r\n")
+        except OSError:
+            break
+    answer = endless.answers(1, ["POST"])[0]
+    assert answer.status == 503 and endless.closed_within(3)
+    app.gate.set()

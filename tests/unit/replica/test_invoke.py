@@ -193,3 +193,46 @@ def test_an_inline_method_that_turns_slow_goes_back_to_the_thread_for_good(
     invoker.close()
     assert where[:2] == [True, True] and not any(where[2:])
     assert "runs in the handler's thread from now on" in caplog.text
+
+
+def test_one_handler_thread_means_one_call_at_a_time_inline_or_in_the_thread() -> None:
+    clock = ManualClock()
+    gate = threading.Event()
+    running: list[str] = []
+    seen_running: list[list[str]] = []
+
+    def slow(payload: str) -> None:
+        running.append("slow")
+        clock.skip(1.0)  # long: demoted to the thread after its first call
+        if payload == "hold":
+            gate.wait(10)
+        running.remove("slow")
+
+    def fast(payload: str) -> str:
+        seen_running.append(list(running))
+        return payload
+
+    invoker = Invoker(threads=1, max_waiting=4, name="t", clock=clock, inline_after=0)
+    slow_method, fast_method = Method.of(slow, ("payload",)), Method.of(fast, ("payload",))
+
+    async def main() -> None:
+        await invoker(slow_method, {"payload": "first"})
+        assert not invoker.runs_inline(slow_method) and invoker.runs_inline(fast_method) is False
+        await invoker(fast_method, {"payload": "warm"})
+        assert invoker.runs_inline(fast_method)
+        held = asyncio.create_task(invoker(slow_method, {"payload": "hold"}))  # in the thread
+        for _ in range(500):
+            if running:
+                break
+            await asyncio.sleep(0.001)
+        assert running == ["slow"]
+        quick = asyncio.create_task(invoker(fast_method, {"payload": "during"}))
+        await asyncio.sleep(0.05)
+        assert not quick.done()  # it waits for the slot: never beside the running call
+        gate.set()
+        assert await quick == "during"
+        await held
+
+    asyncio.run(main())
+    invoker.close()
+    assert seen_running == [[], []]
