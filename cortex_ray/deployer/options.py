@@ -28,6 +28,15 @@ from cortex_ray.spec.names import worker_name
 GATEWAY_CONCURRENCY = 1000
 """Requests an AsyncAPI gateway replica takes at once (it only stores and reads workloads)."""
 ROUTER = "cortex_ray.ingress.router:ModelRouter"
+PROXY_QUEUE_FLOOR = 256
+"""Requests one Serve proxy holds for an API while they wait to be sent to a replica, at least.
+
+Serve counts a request as queued from its arrival until a replica is chosen, which takes a probe
+of the replicas' queues: a burst arrives queued all at once. A queue as small as the API's
+``max_replica_concurrency`` drops such a burst with Serve's own text 503 before any replica could
+refuse it with Cortex's JSON 503 (seen: 5 requests at once, a limit of 2, two dropped). The
+replica refuses its excess within milliseconds, so the queue drains at that pace; it is bounded
+so that a proxy's memory is."""
 """Serve's router that reads the model from where the spec says (:mod:`cortex_ray.ingress.router`)."""
 
 __all__ = [
@@ -76,10 +85,10 @@ def deployment_options(api: ApiSpec, ingress: str = "proxy") -> dict[str, Any]:
         # when it is free (no workload waits behind a long one while another worker idles). On
         # Serve's proxy path a replica is sent up to twice its max_replica_concurrency, so that it
         # sees the excess and refuses it at once with Cortex's JSON 503 (it counts them itself:
-        # :class:`~cortex_ray.replica.deployment.ApiReplica`); beyond that, as many again wait in
-        # Serve's queue, then get Serve's own 503
+        # :class:`~cortex_ray.replica.deployment.ApiReplica`); a burst waits in Serve's queue for
+        # its turn to be refused (PROXY_QUEUE_FLOOR), and only beyond that gets Serve's own 503
         "max_ongoing_requests": 1 if asynchronous else a.max_replica_concurrency * (2 if proxy else 1),
-        **({} if asynchronous else {"max_queued_requests": a.max_replica_concurrency}),
+        **({} if asynchronous else {"max_queued_requests": _queue(a.max_replica_concurrency, proxy)}),
         "ray_actor_options": actor,
         "autoscaling_config": {
             "min_replicas": a.min_replicas,
@@ -92,6 +101,14 @@ def deployment_options(api: ApiSpec, ingress: str = "proxy") -> dict[str, Any]:
             **scaling_policy,
         },
     }
+
+
+def _queue(max_replica_concurrency: int, proxy: bool) -> int:
+    """Serve's ``max_queued_requests``: on the fast path Serve's router carries only calls made
+    through handles; on the proxy path it carries every request (:data:`PROXY_QUEUE_FLOOR`)."""
+    if proxy:
+        return max(PROXY_QUEUE_FLOOR, 2 * max_replica_concurrency)
+    return max_replica_concurrency
 
 
 def logging_config(api: ApiSpec) -> dict[str, Any]:

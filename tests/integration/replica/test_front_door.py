@@ -91,12 +91,16 @@ def test_above_max_replica_concurrency_a_sync_handler_answers_503_at_once(
     def call(_: int) -> tuple[int, float, dict[str, Any]]:
         started = time.monotonic()
         r = httpx.post(f"{base}/{name}", json={"seconds": 3}, timeout=60)
-        return r.status_code, time.monotonic() - started, r.json()
+        try:
+            body = r.json()
+        except ValueError:  # not JSON: Serve's own 503, not the replica's (shown if it fails)
+            body = {"not_json": r.text[:300]}
+        return r.status_code, time.monotonic() - started, body
 
     with ThreadPoolExecutor(5) as pool:
         answers = list(pool.map(call, range(5)))
     codes = sorted(code for code, _, _ in answers)
     assert codes == [200, 200, 503, 503, 503], answers
     refused = [(seconds, body) for code, seconds, body in answers if code == 503]
-    assert all(body["error"] == "too_many_requests" for _, body in refused)
+    assert all(body.get("error") == "too_many_requests" for _, body in refused), answers
     assert all(seconds < 2.5 for seconds, _ in refused)  # at once: not after a handler finished

@@ -75,6 +75,7 @@ def test_cpu_api(tmp_path: Path) -> None:
     (dep,) = app["deployments"]
     assert dep["ray_actor_options"] == {"num_cpus": 0.5, "memory": 1024**3}
     assert dep["max_ongoing_requests"] == 128  # twice max_replica_concurrency: the replica refuses the excess
+    assert dep["max_queued_requests"] == 256  # a burst waits its turn to be refused, not dropped by Serve
     assert dep["autoscaling_config"] == {
         "min_replicas": 2,
         "max_replicas": 5,
