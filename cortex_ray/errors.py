@@ -157,6 +157,14 @@ class ModelLoadError(CortexRayError):
     error_type = "model_load_failed"
 
 
+class CacheFullError(CortexRayError):
+    """No memory slot came free for a load in time: every one is held by a model that running
+    requests use, or by a load in flight."""
+
+    status_code = 503
+    error_type = "model_cache_full"
+
+
 class MethodNotAllowedError(CortexRayError):
     status_code = 405
     error_type = "method_not_allowed"

@@ -22,7 +22,15 @@ Slot accounting is a function of the state, nothing else:
   its current files, or older ones that a running load still reads (deleted once unread).
 
 ``queued`` means waiting for a slot (every slot is held by something that cannot be
-evicted now: loads in flight, folders being read). So the limits hold at every step.
+evicted now: loads in flight, folders being read, models in use). So the limits hold at
+every step.
+
+A loaded object is **in use** while a request that was given it runs (its :class:`Holder`
+is in ``LoadedModel.holders``): it is never evicted for another request's load. It can still
+be *replaced* in its slot (new files of the version, or the version that replaces it as
+"latest"): that is load before unload, and the requests using the old object finish with it
+(it is freed when the last one ends). A request's own models may be evicted for its own loads,
+so a request that uses more models than the cache holds is never left waiting on itself.
 """
 
 from __future__ import annotations
@@ -33,9 +41,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Entry", "Folder", "Key", "LoadedModel"]
+__all__ = ["Entry", "Folder", "Holder", "Key", "LoadedModel"]
 
 Key = tuple[str, int]
+
+
+class Holder:
+    """One request's holds on model objects: given with each object, let go when it ends."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held: list[LoadedModel] = []
 
 
 @dataclass
@@ -48,6 +65,8 @@ class LoadedModel:
     model: Any
     loaded_at: float = field(default_factory=time.time)
     load_seconds: float = 0.0
+    holders: set[Holder] = field(default_factory=set, compare=False, repr=False)
+    """The running requests that were given this object (it is in use while any is)."""
 
 
 @dataclass(eq=False)
@@ -110,9 +129,19 @@ class Entry:
         return self.download_slot or self.folder is not None or bool(self.old_folders)
 
     @property
-    def evictable_from_memory(self) -> bool:
-        """Evicting it frees a slot now (nothing of it is in flight, nothing borrows it)."""
+    def replaceable(self) -> bool:
+        """Its slot can be taken over now (nothing of it is in flight, nothing borrows it);
+        requests using it finish with the old object."""
         return self.loaded is not None and self.load is None and self.lent_to is None
+
+    def evictable_for(self, requester: Holder | None) -> bool:
+        """Evicting it frees a slot now, and no running request uses it (but ``requester``,
+        the request the slot is for)."""
+        return self.replaceable and self.loaded is not None and self.loaded.holders <= {requester}
+
+    @property
+    def evictable_from_memory(self) -> bool:
+        return self.evictable_for(None)
 
     @property
     def evictable_from_disk(self) -> bool:

@@ -29,6 +29,8 @@ class CacheView(Protocol):
 
     def held(self, key: Key) -> LoadedModel | None: ...
 
+    def in_use(self, key: Key) -> int: ...
+
     def entry_states(self, key: Key) -> tuple[str, str]: ...
 
     def is_on_disk(self, key: Key) -> bool: ...
@@ -61,6 +63,7 @@ def version_state(cache: CacheView, name: str, version: int) -> dict[str, Any]:
         metadata = getattr(held.model, "cortex_metadata", None)
         if isinstance(metadata, dict):
             out.update(metadata)
+        out["in_use"] = cache.in_use(key)  # running requests that hold it (never evicted for others)
         out["loaded_at"] = held.loaded_at
         out["load_seconds"] = round(held.load_seconds, 3)
         if info is not None and held.fingerprint != info.fingerprint:

@@ -23,12 +23,12 @@ from typing import Any
 from cortex_ray.cache.events import CacheEvents
 from cortex_ray.cache.introspect import version_state
 from cortex_ray.cache.resolve import parse_version, resolve_model, resolve_version
-from cortex_ray.cache.tiers import Key, LoadedModel, Loader, Superseded, Tiers
+from cortex_ray.cache.tiers import MEMORY_WAIT, Holder, Key, LoadedModel, Loader, Superseded, Tiers
 from cortex_ray.clock import SYSTEM, Clock
 from cortex_ray.errors import ModelLoadError
 from cortex_ray.models.tree import ModelInfo, ModelTree, VersionInfo
 
-__all__ = ["Key", "LoadedModel", "ModelCache"]
+__all__ = ["Holder", "Key", "LoadedModel", "ModelCache"]
 
 log = logging.getLogger("cortex_ray.cache")
 MAX_BACKOFF = 60.0
@@ -58,8 +58,13 @@ class ModelCache(Tiers):
         tree: ModelTree | None = None,
         events: CacheEvents | None = None,
         clock: Clock = SYSTEM,
+        memory_wait: float = MEMORY_WAIT,
+        idle_timeout: float | None = None,
     ) -> None:
-        super().__init__(loader, Path(root), memory_limit, disk_limit, clock)
+        super().__init__(loader, Path(root), memory_limit, disk_limit, clock, memory_wait)
+        self.idle_timeout = idle_timeout
+        """Unload versions no request used for this long (``None``: only to make room)."""
+        self._expiry_task: asyncio.Task[None] | None = None
         if events is not None:
             self.events = events
         self.tree = tree or ModelTree()
@@ -86,18 +91,24 @@ class ModelCache(Tiers):
             self._background(model_name, info)  # serve the old files while the new ones load
         return held
 
-    async def get(self, name: str | None, version: str | int | None = "latest") -> LoadedModel:
-        """The loaded model for ``name``/``version`` (loading it if needed)."""
+    async def get(
+        self, name: str | None, version: str | int | None = "latest", requester: Holder | None = None
+    ) -> LoadedModel:
+        """The loaded model for ``name``/``version`` (loading it if needed). With ``requester``
+        (the request asking), the object is held for it until :meth:`let_go`, and a load it
+        starts may evict models only it uses."""
         for attempt in range(5):  # a new tree may land while a load runs: resolve again
             held = self.try_get(name, version)
-            if held is not None:
-                return held
-            if attempt == 0:
-                self.events.miss("memory")
-            try:
-                return await self._load_for(name, version)
-            except Superseded:
-                continue
+            if held is None:
+                if attempt == 0:
+                    self.events.miss("memory")
+                try:
+                    held = await self._load_for(name, version, requester)
+                except Superseded:
+                    continue
+            if requester is not None:
+                self.hold(held, requester)
+            return held
         raise ModelLoadError(f"model {name!r} kept changing while it was being loaded; try again")
 
     def _serving_latest(self, name: str, model: ModelInfo) -> LoadedModel | None:
@@ -115,12 +126,14 @@ class ModelCache(Tiers):
             self._background(name, top)
         return held
 
-    async def _load_for(self, name: str | None, version: str | int | None) -> LoadedModel:
+    async def _load_for(
+        self, name: str | None, version: str | int | None, requester: Holder | None
+    ) -> LoadedModel:
         wanted = parse_version(version)
         if wanted is not None:
             model_name, info = resolve_version(self.tree, name, wanted)
             self._raise_if_backing_off(model_name, info)
-            return await self.load(model_name, info)
+            return await self.load(model_name, info, requester)
         model_name, model = resolve_model(self.tree, name)
         error: ModelLoadError | None = None
         for v in model.candidates:  # the highest version that loads
@@ -129,7 +142,7 @@ class ModelCache(Tiers):
                 held = self.peek(model_name, info)
                 if held is None:
                     self._raise_if_backing_off(model_name, info)
-                    held = await self.load(model_name, info)
+                    held = await self.load(model_name, info, requester)
             except Superseded:
                 raise
             except ModelLoadError as exc:
@@ -224,9 +237,22 @@ class ModelCache(Tiers):
                 ):
                     self._background(name, info)
 
+    def _ensure_expiry_loop(self) -> None:
+        if self.idle_timeout is not None and (self._expiry_task is None or self._expiry_task.done()):
+            self._expiry_task = asyncio.get_running_loop().create_task(self._expiry_loop(self.idle_timeout))
+
+    async def _expiry_loop(self, idle_timeout: float) -> None:
+        """Look for idle versions a few times per ``idle_timeout`` (at most every 30 s), while
+        anything is in memory (the next load starts it again)."""
+        every = min(max(idle_timeout / 4, 0.25), 30.0)
+        while self.in_memory:
+            await self.clock.sleep(every)
+            self.expire_idle(idle_timeout)
+
     # --- hooks called by Tiers ---------------------------------------------
 
     def _on_loaded(self, loaded: LoadedModel) -> None:
+        self._ensure_expiry_loop()
         self._failures.pop((loaded.name, loaded.version), None)
         model = self.tree.models.get(loaded.name)
         if model is not None and model.latest == loaded.version and loaded.name in self._latest:
@@ -286,7 +312,7 @@ class ModelCache(Tiers):
         return version_state(self, name, version)
 
     async def close(self) -> None:
-        for task in [*self._work, *([self._retry_task] if self._retry_task else [])]:
+        for task in [*self._work, *(t for t in (self._retry_task, self._expiry_task) if t is not None)]:
             task.cancel()
         for entry in self._entries.values():  # nobody awaiting a download or load hangs
             for future in (entry.load, entry.download):

@@ -4,8 +4,11 @@ Every model version is an :class:`~cortex_ray.cache.entry.Entry` whose state say
 slots it holds (see that module). A download or load first takes its slot: when the tier
 is full it evicts the entry that can go now and is least used (a decaying use count, see
 :mod:`cortex_ray.cache.usage`; the least recently used among equals), and when none can
-(every slot is held by something in flight or being read) it waits for one to be freed. So
-neither tier ever holds more than its limit, in-flight work included. One download and
+(every slot is held by something in flight, being read, or in use by a running request) it
+waits for one to be freed, at most ``memory_wait`` seconds for memory (then
+:class:`~cortex_ray.errors.CacheFullError`, a 503 naming what holds the slots). So neither
+tier ever holds more than its limit, in-flight work included, and no request loses a model
+it is using to another request's load. One download and
 one load per version at a time, however many callers ask. Folders are named by the
 files' fingerprint and are deleted only once no load reads them. All bookkeeping runs on
 the replica's event loop (no locks); downloads and the user's ``load_model`` run in
@@ -25,18 +28,21 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from cortex_ray.cache.entry import Entry, Folder, Key, LoadedModel
+from cortex_ray.cache.entry import Entry, Folder, Holder, Key, LoadedModel
 from cortex_ray.cache.events import CacheEvents
 from cortex_ray.cache.reclaim import Reclaimer
 from cortex_ray.cache.usage import Usage
 from cortex_ray.clock import SYSTEM, Clock
-from cortex_ray.errors import CortexRayError, ModelLoadError
+from cortex_ray.errors import CacheFullError, CortexRayError, ModelLoadError
 from cortex_ray.models.tree import VersionInfo
 from cortex_ray.storage import open_storage
 
-__all__ = ["Key", "LoadedModel", "Loader", "Superseded", "Tiers"]
+__all__ = ["MEMORY_WAIT", "Holder", "Key", "LoadedModel", "Loader", "Superseded", "Tiers"]
 
 log = logging.getLogger("cortex_ray.cache")
+
+MEMORY_WAIT = 120.0
+"""Seconds a load waits for a memory slot held by models in use or loads in flight."""
 
 Loader = Callable[[str, str, int], Any]
 """``loader(local_path, model_name, version)`` -> the model object."""
@@ -56,8 +62,12 @@ class Tiers:
         memory_limit: int | None,
         disk_limit: int | None,
         clock: Clock = SYSTEM,
+        memory_wait: float = MEMORY_WAIT,
     ) -> None:
         self._loader = loader
+        self.memory_wait = memory_wait
+        self._last_used: dict[Key, float] = {}
+        """When each version in memory was last used (given to a request, or let go by one)."""
         self.clock = clock
         """Time as the cache sees it (backoffs, use counts, durations): a test's own."""
         self._root = root
@@ -121,8 +131,39 @@ class Tiers:
         self.usage.use(key)
         if key in self._memory_lru:
             self._memory_lru.move_to_end(key)
+            self._last_used[key] = self.clock.monotonic()
         if key in self._disk_lru:
             self._disk_lru.move_to_end(key)
+
+    def hold(self, loaded: LoadedModel, holder: Holder) -> None:
+        """``holder``'s request was given ``loaded``: it is in use until :meth:`let_go`."""
+        if holder not in loaded.holders:
+            loaded.holders.add(holder)
+            holder.held.append(loaded)
+
+    def let_go(self, holder: Holder) -> None:
+        """``holder``'s request ended: what only it used can be evicted again."""
+        freed = False
+        now = self.clock.monotonic()
+        for loaded in holder.held:
+            loaded.holders.discard(holder)
+            freed = freed or not loaded.holders
+            key = (loaded.name, loaded.version)
+            if key in self._last_used:
+                self._last_used[key] = now  # used until now
+        holder.held.clear()
+        if freed:
+            self._notify()
+
+    def in_use(self, key: Key) -> int:
+        """How many running requests use the object in memory for ``key``."""
+        held = self.held(key)
+        return len(held.holders) if held is not None else 0
+
+    def idle_for(self, key: Key) -> float | None:
+        """Seconds since the version in memory was last used (``None``: not in memory)."""
+        at = self._last_used.get(key)
+        return None if at is None else self.clock.monotonic() - at
 
     def is_on_disk(self, key: Key) -> bool:
         return key in self._disk_lru
@@ -239,8 +280,9 @@ class Tiers:
 
     # --- memory ------------------------------------------------------------
 
-    async def load(self, name: str, info: VersionInfo) -> LoadedModel:
-        """Load ``info`` (once, however many callers ask at the same time)."""
+    async def load(self, name: str, info: VersionInfo, requester: Holder | None = None) -> LoadedModel:
+        """Load ``info`` (once, however many callers ask at the same time). The load that
+        starts may evict models only ``requester`` (the request asking, if any) uses."""
         key = (name, info.version)
         while True:
             held = self.peek(name, info)
@@ -251,12 +293,14 @@ class Tiers:
             if entry.load is None:
                 entry.load = asyncio.get_running_loop().create_future()
                 entry.load_fp = info.fingerprint
-                self._spawn(self._load(entry, info, entry.load))
+                self._spawn(self._load(entry, info, entry.load, requester))
             loaded = await _outcome(entry.load, entry.load_fp == info.fingerprint)
             if loaded is not None:
                 return loaded  # this caller's load: served even if evicted since it landed
 
-    async def _load(self, entry: Entry, info: VersionInfo, done: asyncio.Future[LoadedModel]) -> None:
+    async def _load(
+        self, entry: Entry, info: VersionInfo, done: asyncio.Future[LoadedModel], requester: Holder | None
+    ) -> None:
         name, version = entry.key
         try:
             # download (the model serving stays in memory meanwhile), then take a memory slot,
@@ -265,7 +309,7 @@ class Tiers:
             on_disk = entry.folder is not None and entry.folder.fingerprint == info.fingerprint
             (self.events.hit if on_disk else self.events.miss)("disk")
             await self.ensure_on_disk(name, info)
-            await self._reserve_memory(entry, info.fingerprint)
+            await self._reserve_memory(entry, info.fingerprint, requester)
             folder = await self.ensure_on_disk(name, info, pin=True)  # never deleted while read
             try:
                 loaded = await self._run_loader(folder, name, version, info.fingerprint)
@@ -288,7 +332,7 @@ class Tiers:
             self.events.loaded(name, loaded.load_seconds)
             done.set_result(loaded)
         except Exception as exc:
-            if not isinstance(exc, Superseded):
+            if not isinstance(exc, (Superseded, CacheFullError)):  # (a full cache is not the model's fault)
                 self.events.loaded(name, None)
                 self._on_failed(name, info, str(exc))
             done.set_exception(exc)
@@ -318,29 +362,48 @@ class Tiers:
             load_seconds=self.clock.monotonic() - started,
         )
 
-    async def _reserve_memory(self, entry: Entry, fingerprint: str) -> None:
+    async def _reserve_memory(self, entry: Entry, fingerprint: str, requester: Holder | None = None) -> None:
         """Take a memory slot for a load: the old object's (new files of a version in memory),
         the slot of the version this one replaces as "latest" (borrowed, nothing evicted), a
-        free one, or one freed by evicting the least recently used model that can go now.
-        Looked at again after every wait, and only while these files are still published."""
+        free one, or one freed by evicting the least used model that can go now (none that
+        another running request uses). Looked at again after every wait, and only while these
+        files are still published; after ``memory_wait`` seconds, :class:`CacheFullError`."""
+        deadline = self.clock.monotonic() + self.memory_wait
         while True:
             self._check_current(entry.key, fingerprint)
             if entry.loaded is not None or entry.load_slot:
                 return
             lender = self._entries.get(self._lender_for(entry.key) or ("", -1))
-            if lender is not None and lender is not entry and lender.evictable_from_memory:
+            if lender is not None and lender is not entry and lender.replaceable:
                 entry.borrowed_from, lender.lent_to = lender.key, entry.key  # in memory, not lent
                 return
             if self.memory_limit is None or self.memory_used() < self.memory_limit:
                 entry.load_slot = True
                 return
-            victim = self._victim(self._memory_lru, lambda e: e.evictable_from_memory, entry.key)
+            victim = self._victim(self._memory_lru, lambda e: e.evictable_for(requester), entry.key)
             if victim is not None:
                 log.info("evicting model %s version %s from memory (LRU)", *victim.key)
                 self.events.evicted("memory")
                 self._drop_memory(victim)
                 continue
-            await self._wait_for_slot()
+            if self.clock.monotonic() >= deadline:
+                raise CacheFullError(self._why_full(entry.key), model=entry.key[0], version=entry.key[1])
+            await self._wait_for_slot(deadline)
+
+    def _why_full(self, key: Key) -> str:
+        in_use = [
+            f"{e.key[0]} v{e.key[1]} ({len(e.loaded.holders)} request(s))"
+            for e in self._entries.values()
+            if e.loaded is not None and e.loaded.holders
+        ]
+        loading = [
+            f"{e.key[0]} v{e.key[1]}" for e in self._entries.values() if e.load is not None and e.key != key
+        ]
+        return (
+            f"no memory slot came free for model {key[0]!r} version {key[1]} in {self.memory_wait:g}s: "
+            f"cache_size {self.memory_limit} is held by models in use by running requests "
+            f"[{', '.join(in_use) or 'none'}] and loads in flight [{', '.join(loading) or 'none'}]"
+        )
 
     def _install(self, entry: Entry, loaded: LoadedModel, folder: Folder) -> None:
         if entry.borrowed_from is not None:
@@ -355,6 +418,7 @@ class Tiers:
         entry.loaded, entry.loaded_from, entry.load_slot = loaded, folder, False
         self._memory_lru[entry.key] = None
         self._memory_lru.move_to_end(entry.key)
+        self._last_used[entry.key] = self.clock.monotonic()
         self.usage.use(entry.key)  # the request that loaded it
         if old is not None:
             self.reclaimer.release(old.model)
@@ -387,6 +451,7 @@ class Tiers:
         obj = entry.loaded.model
         entry.loaded, entry.loaded_from = None, None
         self._memory_lru.pop(entry.key, None)
+        self._last_used.pop(entry.key, None)
         self.reclaimer.release(obj)
         self._sweep(entry)
         self._notify()
@@ -400,6 +465,20 @@ class Tiers:
         self._disk_lru.pop(entry.key, None)
         self._sweep(entry)
         self._notify()
+
+    def expire_idle(self, idle_timeout: float) -> list[Key]:
+        """Unload every version in memory that no request used for ``idle_timeout`` seconds and
+        none uses now (its files stay on disk); the keys unloaded."""
+        gone: list[Key] = []
+        for key in list(self._memory_lru):
+            entry, idle = self._entries.get(key), self.idle_for(key)
+            if entry is None or idle is None or idle < idle_timeout or not entry.evictable_from_memory:
+                continue
+            log.info("unloading model %s version %s: unused for %.0fs (idle_timeout)", key[0], key[1], idle)
+            self.events.evicted("memory")
+            self._drop_memory(entry)
+            gone.append(key)
+        return gone
 
     def drop_stale_folder(self, key: Key) -> None:
         """The version's files on disk are no longer the published ones (and it is not in memory)."""
@@ -436,8 +515,18 @@ class Tiers:
             candidates.sort(key=lambda e: e.loaded is not None)
         return candidates[0] if candidates else None
 
-    async def _wait_for_slot(self) -> None:
-        await self._freed.wait()
+    async def _wait_for_slot(self, deadline: float | None = None) -> None:
+        """Wait until a slot may have been freed, or ``deadline`` (the clock's) came."""
+        if deadline is None:
+            await self._freed.wait()
+            return
+        freed = asyncio.ensure_future(self._freed.wait())
+        timer = asyncio.ensure_future(self.clock.sleep(deadline - self.clock.monotonic()))
+        try:
+            await asyncio.wait({freed, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            freed.cancel()
+            timer.cancel()
 
     def _notify(self) -> None:
         self._freed.set()

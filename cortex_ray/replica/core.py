@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from cortex_ray.cache import ModelCache
+from cortex_ray.cache import Holder, ModelCache
 from cortex_ray.cache.root import private_cache_root
 from cortex_ray.endpoint import Endpoint, Method
 from cortex_ray.errors import CortexRayError, UserHandlerError
@@ -34,7 +34,7 @@ from cortex_ray.reload.subscriber import Subscriber
 from cortex_ray.replica.enter import enter_project
 from cortex_ray.replica.info import api_info, cluster_view, replica_report
 from cortex_ray.replica.invoke import HandlerEscape, Invoker
-from cortex_ray.replica.model_client import ModelClient, served_versions_var
+from cortex_ray.replica.model_client import ModelClient, holder_var, served_versions_var
 from cortex_ray.replica.user_code import check_handler, construct_handler, handler_methods, load_handler_class
 from cortex_ray.spec import ApiSpec
 from cortex_ray.tensorflow.client import TensorFlowClient
@@ -86,6 +86,7 @@ class ApiCore:
                 disk_limit=models.disk_cache_size,
                 tree=tree,
                 events=CacheMetrics(api.name),
+                idle_timeout=models.idle_timeout,
             )
             if not models.caching_enabled:
                 await self.cache.download_all()
@@ -122,6 +123,8 @@ class ApiCore:
         """Run a handler method; user errors become 500s; the model versions it used are
         written into ``used`` (kept when the handler raises)."""
         token = served_versions_var.set(used)
+        holder = Holder()
+        holding = holder_var.set(holder)
         try:
             return await self.invoker(method, kwargs)
         except CortexRayError:
@@ -140,6 +143,9 @@ class ApiCore:
             raise UserHandlerError(f"{type(exc).__name__}: {exc}", type=type(exc).__name__) from exc
         finally:
             served_versions_var.reset(token)
+            holder_var.reset(holding)
+            if self.cache is not None:
+                self.cache.let_go(holder)  # what it used can be evicted again
 
     async def run_callback(self, callback: Callable[[], Any]) -> None:
         await self.invoker.run_sync(callback)

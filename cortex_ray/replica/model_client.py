@@ -6,7 +6,9 @@ and versions. It may be called from a sync handler (it runs in a worker
 thread and waits for the replica's event loop) or, for a model already in
 memory, from the event loop itself; async handlers use ``get_model_async``.
 The versions a request used are kept per request (``served_versions``) and
-returned to the client in the ``X-Cortex-Model-Version`` header.
+returned to the client in the ``X-Cortex-Model-Version`` header, and the objects it was
+given are held for it (``holder_var``: never evicted for another request's load) until
+its handler returns.
 """
 
 from __future__ import annotations
@@ -17,16 +19,18 @@ import contextvars
 import threading
 from typing import Any
 
-from cortex_ray.cache import ModelCache
+from cortex_ray.cache import Holder, ModelCache
 from cortex_ray.errors import CortexRayError
 from cortex_ray.replica.invoke import await_in_handler, in_inline_handler
 from cortex_ray.replica.slots import HandlerSlots
 
-__all__ = ["ModelClient", "served_versions_var"]
+__all__ = ["ModelClient", "holder_var", "served_versions_var"]
 
 served_versions_var: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar(
     "cortex_ray_served_versions", default=None
 )
+holder_var: contextvars.ContextVar[Holder | None] = contextvars.ContextVar("cortex_ray_holder", default=None)
+"""The running request's holds on model objects (``None`` outside a request)."""
 
 
 class ModelClient:
@@ -46,17 +50,21 @@ class ModelClient:
         self, model_name: str | None = None, model_version: str | int = "latest"
     ) -> tuple[Any, int]:
         """Like :meth:`get_model`, plus the version that was actually used."""
+        holder = holder_var.get()
         if threading.get_ident() == self._loop_thread:
             held = self._cache.try_get(model_name, model_version)  # the same rules as get_model_async
             if held is None and in_inline_handler():  # a sync handler running inline: suspend it
-                held = await_in_handler(self._cache.get(model_name, model_version))
+                held = await_in_handler(self._cache.get(model_name, model_version, holder))
             if held is None:
                 raise CortexRayError(
                     f"model {model_name!r} is not loaded yet and get_model() was called on the event "
                     "loop: use `await model_client.get_model_async(...)` in async handlers"
                 )
-        else:
-            future = asyncio.run_coroutine_threadsafe(self._cache.get(model_name, model_version), self._loop)
+            if holder is not None:
+                self._cache.hold(held, holder)
+        else:  # (the cache holds it for the request on its loop)
+            getting = self._cache.get(model_name, model_version, holder)
+            future = asyncio.run_coroutine_threadsafe(getting, self._loop)
             try:
                 held = future.result(timeout=0.005)  # in memory: no need to give the slot back
             except concurrent.futures.TimeoutError:
@@ -71,7 +79,7 @@ class ModelClient:
     async def get_model_async(
         self, model_name: str | None = None, model_version: str | int = "latest"
     ) -> Any:
-        held = await self._cache.get(model_name, model_version)
+        held = await self._cache.get(model_name, model_version, holder_var.get())
         _record(held.name, held.version)
         return held.model
 

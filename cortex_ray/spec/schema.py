@@ -116,6 +116,9 @@ class MultiModelsSpec(_Spec):
     settle_time: Duration | None = Field(default=None, ge=0)
     """cortex-ray addition: how long a new or changed version's files must stay unchanged
     before it is served (default: ``poll_interval``, i.e. unchanged across two polls)."""
+    idle_timeout: Duration | None = Field(default=None, gt=0)
+    """cortex-ray addition: a version in memory that no request used for this long is unloaded
+    (its files stay on disk), even when the cache has room; off by default."""
 
     @field_validator("path", "dir")
     @classmethod

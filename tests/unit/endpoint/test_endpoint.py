@@ -474,3 +474,67 @@ def test_the_versions_a_request_used_are_in_its_header_and_model_errors_keep_the
 
     run(main())
     reset_memory_storage()
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_model_a_running_request_uses_is_not_evicted_for_another_request(tmp_path: Path, kind: str) -> None:
+    """cache_size 1: a slow request holds model a; a request for b waits for it to end (instead of
+    taking a from under it), then loads b; a request that raises lets go of its models too."""
+    reset_memory_storage()
+    storage = open_storage("mem://endpoint/models/")
+    for key, data in {"a/1/m": b"a1", "b/1/m": b"b1"}.items():
+        storage.upload(key, data)
+    tree = discover_models(MultiModelsSpec(dir="mem://endpoint/models/"), "python")
+    release = threading.Event()
+
+    def load(path: str, name: str, version: int) -> Any:
+        return (Path(path) / "m").read_bytes().decode()
+
+    class Sync:
+        def __init__(self, model_client: ModelClient) -> None:
+            self.models = model_client
+
+        def handle_post(self, payload: Any) -> Any:
+            model = self.models.get_model(payload["model"])
+            if payload.get("slow"):
+                release.wait(30)
+            if payload.get("fail"):
+                raise RuntimeError("the handler failed")
+            return {"model": model}
+
+    class Async(Sync):
+        async def handle_post(self, payload: Any) -> Any:  # type: ignore[override]
+            model = await self.models.get_model_async(payload["model"])
+            if payload.get("slow"):
+                await asyncio.to_thread(release.wait, 30)
+            if payload.get("fail"):
+                raise RuntimeError("the handler failed")
+            return {"model": model}
+
+    async def main() -> None:
+        core = ApiCore(api_spec(tmp_path, threads_per_process=4))
+        cache = core.cache = ModelCache(load, tmp_path / "disk", memory_limit=1, disk_limit=4, tree=tree)
+        client = ModelClient(cache, asyncio.get_running_loop(), core.invoker.slots)
+        core.use_handler((Sync if kind == "sync" else Async)(client))
+        ep = core.endpoint
+
+        def post(payload: dict[str, Any]) -> asyncio.Task[Outgoing]:
+            return asyncio.create_task(ep(request(body=json.dumps(payload).encode())))
+
+        slow = post({"model": "a", "slow": True})
+        while cache.in_use(("a", 1)) == 0:
+            await asyncio.sleep(0.001)
+        other = post({"model": "b"})
+        for _ in range(50):  # b's load downloads, then waits for the slot a holds
+            await asyncio.sleep(0.002)
+        assert not other.done() and cache.in_memory == [("a", 1)]
+        release.set()
+        first, second = await asyncio.wait_for(asyncio.gather(slow, other), 30)
+        assert (body_of(first), body_of(second)) == ({"model": "a1"}, {"model": "b1"})
+        assert cache.in_memory == [("b", 1)] and cache.in_use(("b", 1)) == 0
+        failed = await ep(request(body=b'{"model": "b", "fail": true}'))
+        assert failed.status == 500 and cache.in_use(("b", 1)) == 0
+        await cache.close()
+
+    run(main())
+    reset_memory_storage()
