@@ -37,6 +37,7 @@ class Handler:
         model, version = self.client.get_model_and_version(
             payload.get("model"), payload.get("version", "latest")
         )
+        time.sleep(payload.get("hold", 0))  # a slow request, using its model all along
         return {"model": model, "version": version}
 
     def handle_get(self):
@@ -112,6 +113,36 @@ def test_lru_order_and_both_limits(tmp_path: Path, deploy: Any, http: httpx.Clie
     assert cache["in_memory"] == ["b:1", "d:1"]
     assert sorted(cache["on_disk"]) == ["b:1", "c:1", "d:1"]
     assert (cache["memory_limit"], cache["disk_limit"]) == (2, 3)
+
+
+def test_a_model_in_use_waits_out_its_request_and_an_idle_one_leaves_memory(
+    tmp_path: Path, deploy: Any, http: httpx.Client, serve_url: str
+) -> None:
+    """cache_size 1: a request holding model a for 3 s is not robbed of it by a request for b,
+    which is answered once a's request ended; then b, unused for idle_timeout, leaves memory."""
+    project(tmp_path, {"a/1/model.txt": "a", "b/1/model.txt": "b"})
+    models = {"dir": "models", "cache_size": 1, "disk_cache_size": 2, "idle_timeout": "2s"}
+    deploy(tmp_path, [api("held", models, threads_per_process=4)])
+
+    def call(payload: dict[str, Any]) -> tuple[int, float, Any]:
+        r = httpx.post(f"{serve_url}/held", json=payload, timeout=60)
+        return r.status_code, time.monotonic(), r.json().get("model")
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(call, {"model": "a", "hold": 3})
+        deadline = time.monotonic() + 30
+        while http.get("/held/info").json()["model_metadata"]["a"]["details"]["1"].get("in_use") != 1:
+            assert time.monotonic() < deadline, "a never went in use"
+            time.sleep(0.05)
+        other = pool.submit(call, {"model": "b"})
+        (a_status, a_done, a_model), (b_status, b_done, b_model) = slow.result(), other.result()
+    assert (a_status, a_model, b_status, b_model) == (200, "a", 200, "b")
+    assert b_done >= a_done - 0.05  # b waited for a's request to end
+    deadline = time.monotonic() + 30
+    while http.get("/held/info").json()["cache"]["in_memory"] != []:  # b: idle for 2 s
+        assert time.monotonic() < deadline, "b never left memory"
+        time.sleep(0.1)
+    assert sorted(http.get("/held/info").json()["cache"]["on_disk"]) == ["a:1", "b:1"]
 
 
 def test_ten_concurrent_requests_for_a_cold_model_load_it_once(
