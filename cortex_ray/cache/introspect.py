@@ -31,6 +31,8 @@ class CacheView(Protocol):
 
     def in_use(self, key: Key) -> int: ...
 
+    def is_pinned(self, key: Key) -> bool: ...
+
     def entry_states(self, key: Key) -> tuple[str, str]: ...
 
     def is_on_disk(self, key: Key) -> bool: ...
@@ -70,4 +72,6 @@ def version_state(cache: CacheView, name: str, version: int) -> dict[str, Any]:
             out["serving_previous_files"] = True
     if cache.latest_pointer(name) == version:
         out["serving_latest"] = True
+    if cache.is_pinned(key):
+        out["pinned"] = True
     return out

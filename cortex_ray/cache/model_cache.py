@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +61,14 @@ class ModelCache(Tiers):
         clock: Clock = SYSTEM,
         memory_wait: float = MEMORY_WAIT,
         idle_timeout: float | None = None,
+        pinned: Iterable[tuple[str, int | None]] = (),
     ) -> None:
         super().__init__(loader, Path(root), memory_limit, disk_limit, clock, memory_wait)
         self.idle_timeout = idle_timeout
         """Unload versions no request used for this long (``None``: only to make room)."""
         self._expiry_task: asyncio.Task[None] | None = None
+        self.pinned = list(pinned)
+        """Models loaded at start and never evicted: (name, version), ``None`` for the latest."""
         if events is not None:
             self.events = events
         self.tree = tree or ModelTree()
@@ -181,11 +185,53 @@ class ModelCache(Tiers):
                 del self._latest[name]
             elif model.latest is not None and model.latest != pointer and self.held((name, pointer)):
                 self._background(name, model.versions[model.latest])
+        for name, version in self._missing_pins():
+            self._spawn(self._quiet(self.get(name, version or "latest")))
         if self.memory_limit is None:  # no cache limits: keep every version on disk, as Cortex did
             for name, model in tree.models.items():
                 for info in model.versions.values():
                     if info.valid and (name, info.version) not in self._disk_lru:
                         self._spawn(self._quiet(self.ensure_on_disk(name, info)))
+
+    # --- pins ------------------------------------------------------------------
+
+    def is_pinned(self, key: Key) -> bool:
+        name, version = key
+        if (name, version) in self.pinned:
+            return True
+        if (name, None) not in self.pinned:
+            return False
+        model = self.tree.models.get(name)  # "latest": the version serving it, and the one coming
+        return version == self._latest.get(name) or (model is not None and version == model.latest)
+
+    def _missing_pins(self) -> list[tuple[str, int | None]]:
+        """Pins whose version is in the tree but neither in memory nor loading."""
+        missing = []
+        for name, version in self.pinned:
+            model = self.tree.models.get(name)
+            wanted = model.latest if model is not None and version is None else version
+            if model is None or wanted is None or wanted not in model.versions:
+                continue
+            entry = self._entries.get((name, wanted))
+            if entry is None or (entry.loaded is None and entry.load is None):
+                missing.append((name, version))
+        return missing
+
+    async def load_pinned(self) -> None:
+        """Load every pinned model (at the replica's start: before it takes traffic). A pin that
+        fails to load is logged and retried like any failed version; one missing from the tree
+        is logged."""
+        for name, version in self.pinned:
+            model = self.tree.models.get(name)
+            if model is None or (version is not None and version not in model.versions):
+                log.warning(
+                    "pinned model %s%s is not in storage", name, "" if version is None else f"@{version}"
+                )
+                continue
+            try:
+                await self.get(name, version or "latest")
+            except Exception as exc:
+                log.error("pinned model %s could not be loaded: %s", name, exc)
 
     async def download_all(self) -> None:
         """Download every valid version (no-cache mode, before the replica is ready)."""
@@ -232,8 +278,10 @@ class ModelCache(Tiers):
                 name, version = key
                 pointer = self._latest.get(name)
                 model = self.tree.models.get(name)
-                if self.held(key) is not None or (
-                    pointer is not None and model is not None and model.latest == version
+                if (
+                    self.held(key) is not None
+                    or self.is_pinned(key)
+                    or (pointer is not None and model is not None and model.latest == version)
                 ):
                     self._background(name, info)
 
@@ -266,7 +314,7 @@ class ModelCache(Tiers):
         attempts = previous.attempts + 1 if previous and previous.fingerprint == info.fingerprint else 1
         self._failures[key] = _Failure(info.fingerprint, reason, attempts, self.clock)
         log.error("model %s version %s failed (attempt %d): %s", name, info.version, attempts, reason)
-        if self.held(key) is not None or name in self._latest:
+        if self.held(key) is not None or name in self._latest or self.is_pinned(key):
             self._ensure_retry_loop()
 
     def _lender_for(self, key: Key) -> Key | None:

@@ -107,6 +107,10 @@ class Tiers:
     def _on_replaced(self, old: Key, new: LoadedModel) -> None:
         """``new`` took over the slot of ``old``, which is unloaded right after this."""
 
+    def is_pinned(self, key: Key) -> bool:
+        """Whether the version stays in memory whatever comes (the subclass knows the pins)."""
+        return False
+
     # --- queries -----------------------------------------------------------
 
     def held(self, key: Key) -> LoadedModel | None:
@@ -380,7 +384,11 @@ class Tiers:
             if self.memory_limit is None or self.memory_used() < self.memory_limit:
                 entry.load_slot = True
                 return
-            victim = self._victim(self._memory_lru, lambda e: e.evictable_for(requester), entry.key)
+            victim = self._victim(
+                self._memory_lru,
+                lambda e: e.evictable_for(requester) and not self.is_pinned(e.key),
+                entry.key,
+            )
             if victim is not None:
                 log.info("evicting model %s version %s from memory (LRU)", *victim.key)
                 self.events.evicted("memory")
@@ -391,6 +399,7 @@ class Tiers:
             await self._wait_for_slot(deadline)
 
     def _why_full(self, key: Key) -> str:
+        pinned = [f"{k[0]} v{k[1]}" for k in self._memory_lru if self.is_pinned(k)]
         in_use = [
             f"{e.key[0]} v{e.key[1]} ({len(e.loaded.holders)} request(s))"
             for e in self._entries.values()
@@ -402,7 +411,8 @@ class Tiers:
         return (
             f"no memory slot came free for model {key[0]!r} version {key[1]} in {self.memory_wait:g}s: "
             f"cache_size {self.memory_limit} is held by models in use by running requests "
-            f"[{', '.join(in_use) or 'none'}] and loads in flight [{', '.join(loading) or 'none'}]"
+            f"[{', '.join(in_use) or 'none'}], loads in flight [{', '.join(loading) or 'none'}] "
+            f"and pinned models [{', '.join(pinned) or 'none'}]"
         )
 
     def _install(self, entry: Entry, loaded: LoadedModel, folder: Folder) -> None:
@@ -473,6 +483,8 @@ class Tiers:
         for key in list(self._memory_lru):
             entry, idle = self._entries.get(key), self.idle_for(key)
             if entry is None or idle is None or idle < idle_timeout or not entry.evictable_from_memory:
+                continue
+            if self.is_pinned(key):
                 continue
             log.info("unloading model %s version %s: unused for %.0fs (idle_timeout)", key[0], key[1], idle)
             self.events.evicted("memory")

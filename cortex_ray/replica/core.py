@@ -87,6 +87,7 @@ class ApiCore:
                 tree=tree,
                 events=CacheMetrics(api.name),
                 idle_timeout=models.idle_timeout,
+                pinned=models.pins,
             )
             if not models.caching_enabled:
                 await self.cache.download_all()
@@ -95,6 +96,8 @@ class ApiCore:
             self.subscriber.start(lambda: replica_report(self.cache) if self.cache else {})
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{api.name}-init") as init:
             self.use_handler(await loop.run_in_executor(init, construct_handler, cls, available))
+        if self.cache is not None:
+            await self.cache.load_pinned()  # before the replica takes traffic
         log.info("api %s ready (%s)", api.name, _tree_summary(self.cache.tree if self.cache else None))
 
     def use_handler(self, handler: Any) -> None:

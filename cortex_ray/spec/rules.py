@@ -168,6 +168,22 @@ def _models(api: ApiSpec) -> Iterator[Problem]:
             f"{field}.signature_key",
             "signature_key is not a supported field for the python handler type",
         )
+    if spec.pinned:
+        if spec.path is not None:
+            yield f"{field}.pinned", "pinned names models of `paths` or `dir`; a single `path` is one model"
+        elif spec.paths is not None:
+            names = [p.name for p in spec.paths]
+            for i, (name, _) in enumerate(spec.pins):
+                if name not in names:
+                    yield (
+                        f"{field}.pinned[{i}]",
+                        f"model {name!r} is not in paths (it has {', '.join(names)})",
+                    )
+        if spec.cache_size is not None and len(spec.pinned) > spec.cache_size:
+            yield (
+                f"{field}.pinned",
+                f"{len(spec.pinned)} pinned models cannot fit in cache_size ({spec.cache_size})",
+            )
     cache, disk = spec.cache_size, spec.disk_cache_size
     if (cache is None) != (disk is None):
         yield field, 'please specify both "cache_size" and "disk_cache_size" or neither of them'

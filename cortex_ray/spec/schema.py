@@ -119,6 +119,32 @@ class MultiModelsSpec(_Spec):
     idle_timeout: Duration | None = Field(default=None, gt=0)
     """cortex-ray addition: a version in memory that no request used for this long is unloaded
     (its files stay on disk), even when the cache has room; off by default."""
+    pinned: list[str] = Field(default_factory=list)
+    """cortex-ray addition: models loaded at start and never evicted nor expired: ``name`` (its
+    latest version, following it as it moves) or ``name@version``; counted in ``cache_size``."""
+
+    @field_validator("pinned")
+    @classmethod
+    def _pinned(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            name, _, version = entry.partition("@")
+            problem = model_name_problem(name)
+            if problem is not None:
+                raise ValueError(f"pinned entry {entry!r}: {problem}")
+            if "@" in entry and not (version.isascii() and version.isdigit() and int(version) > 0):
+                raise ValueError(f"pinned entry {entry!r}: the version after '@' must be a positive integer")
+        if len(set(value)) != len(value):
+            raise ValueError(f"pinned lists a model twice: {value}")
+        return value
+
+    @property
+    def pins(self) -> list[tuple[str, int | None]]:
+        """``pinned`` as (name, version), ``None`` for the latest version."""
+        out: list[tuple[str, int | None]] = []
+        for entry in self.pinned:
+            name, _, version = entry.partition("@")
+            out.append((name, int(version) if version else None))
+        return out
 
     @field_validator("path", "dir")
     @classmethod
