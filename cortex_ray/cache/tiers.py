@@ -23,7 +23,7 @@ import logging
 import shutil
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from cortex_ray.errors import CacheFullError, CortexRayError, ModelLoadError
 from cortex_ray.models.tree import VersionInfo
 from cortex_ray.storage import open_storage
 
-__all__ = ["MEMORY_WAIT", "Holder", "Key", "LoadedModel", "Loader", "Superseded", "Tiers"]
+__all__ = ["MEMORY_WAIT", "Holder", "Key", "LoadedModel", "Loader", "Superseded", "Tiers", "WarmUp"]
 
 log = logging.getLogger("cortex_ray.cache")
 
@@ -46,6 +46,8 @@ MEMORY_WAIT = 120.0
 
 Loader = Callable[[str, str, int], Any]
 """``loader(local_path, model_name, version)`` -> the model object."""
+WarmUp = Callable[[LoadedModel, Path], Awaitable[None]]
+"""``warm_up(loaded, folder)``: run after a load, before the version serves; raising fails the load."""
 
 
 class Superseded(ModelLoadError):
@@ -86,6 +88,8 @@ class Tiers:
         self.load_count = 0
         self.events = CacheEvents()
         """Told of hits, misses, loads, downloads and evictions (metrics)."""
+        self.warm_up: WarmUp | None = None
+        """Run on each loaded object before it is installed (the replica's warm-up requests)."""
 
     # --- hooks -------------------------------------------------------------
 
@@ -317,6 +321,12 @@ class Tiers:
             folder = await self.ensure_on_disk(name, info, pin=True)  # never deleted while read
             try:
                 loaded = await self._run_loader(folder, name, version, info.fingerprint)
+                if self.warm_up is not None and self._is_current(entry.key, info.fingerprint):
+                    try:
+                        await self.warm_up(loaded, folder.path)
+                    except BaseException:
+                        self.reclaimer.release(loaded.model)
+                        raise
             finally:
                 folder.readers -= 1
             self.load_count += 1

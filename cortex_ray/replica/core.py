@@ -36,6 +36,7 @@ from cortex_ray.replica.info import api_info, cluster_view, replica_report
 from cortex_ray.replica.invoke import HandlerEscape, Invoker
 from cortex_ray.replica.model_client import ModelClient, holder_var, served_versions_var
 from cortex_ray.replica.user_code import check_handler, construct_handler, handler_methods, load_handler_class
+from cortex_ray.replica.warmup import WarmUp
 from cortex_ray.spec import ApiSpec
 from cortex_ray.tensorflow.client import TensorFlowClient
 
@@ -89,6 +90,7 @@ class ApiCore:
                 idle_timeout=models.idle_timeout,
                 pinned=models.pins,
             )
+            self.cache.warm_up = WarmUp(self.endpoint)  # a version's warmup.json, before it serves
             if not models.caching_enabled:
                 await self.cache.download_all()
             model_client = ModelClient(self.cache, loop, self.invoker.slots)

@@ -19,18 +19,23 @@ import contextvars
 import threading
 from typing import Any
 
-from cortex_ray.cache import Holder, ModelCache
+from cortex_ray.cache import Holder, LoadedModel, ModelCache
 from cortex_ray.errors import CortexRayError
 from cortex_ray.replica.invoke import await_in_handler, in_inline_handler
 from cortex_ray.replica.slots import HandlerSlots
 
-__all__ = ["ModelClient", "holder_var", "served_versions_var"]
+__all__ = ["ModelClient", "holder_var", "served_versions_var", "warming_var"]
 
 served_versions_var: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar(
     "cortex_ray_served_versions", default=None
 )
 holder_var: contextvars.ContextVar[Holder | None] = contextvars.ContextVar("cortex_ray_holder", default=None)
 """The running request's holds on model objects (``None`` outside a request)."""
+warming_var: contextvars.ContextVar[LoadedModel | None] = contextvars.ContextVar(
+    "cortex_ray_warming", default=None
+)
+"""The version a running warm-up request warms (:mod:`cortex_ray.replica.warmup`): asked for by
+its name (or none) at "latest" or its version, it is what ``get_model`` returns."""
 
 
 class ModelClient:
@@ -50,6 +55,10 @@ class ModelClient:
         self, model_name: str | None = None, model_version: str | int = "latest"
     ) -> tuple[Any, int]:
         """Like :meth:`get_model`, plus the version that was actually used."""
+        held = _warming(model_name, model_version)
+        if held is not None:
+            _record(held.name, held.version)
+            return held.model, held.version
         holder = holder_var.get()
         if threading.get_ident() == self._loop_thread:
             held = self._cache.try_get(model_name, model_version)  # the same rules as get_model_async
@@ -79,7 +88,9 @@ class ModelClient:
     async def get_model_async(
         self, model_name: str | None = None, model_version: str | int = "latest"
     ) -> Any:
-        held = await self._cache.get(model_name, model_version, holder_var.get())
+        held = _warming(model_name, model_version) or await self._cache.get(
+            model_name, model_version, holder_var.get()
+        )
         _record(held.name, held.version)
         return held.model
 
@@ -92,6 +103,15 @@ class ModelClient:
     def models(self) -> dict[str, list[int]]:
         """Every servable model and its versions, as this replica knows them now."""
         return {name: list(m.valid_versions) for name, m in self._cache.tree.models.items()}
+
+
+def _warming(name: str | None, version: str | int | None) -> LoadedModel | None:
+    warming = warming_var.get()
+    if warming is None or name not in (None, warming.name):
+        return None
+    if version in (None, "latest") or str(version).strip() == str(warming.version):
+        return warming
+    return None
 
 
 def _record(name: str, version: int) -> None:
