@@ -12,7 +12,8 @@ Each version (``name``, ``version``) has a disk side and a memory side::
                                   absent     absent (evicted, removed: drained by refcount,
                                                      then reclaimed off the event loop)
 
-Slot accounting is a function of the state, nothing else:
+Slot accounting is a function of the state, nothing else (with budgets in bytes, a slot
+weighs its bytes: the loaded object's size, a load's reservation, the folders' files):
 
 * a **memory slot** is held by ``loading``, ``in_memory`` and ``swapping``; a load that
   replaces the version serving "latest" of the same model *borrows* that version's slot
@@ -65,6 +66,10 @@ class LoadedModel:
     model: Any
     loaded_at: float = field(default_factory=time.time)
     load_seconds: float = 0.0
+    size: int = 0
+    """Bytes it takes in memory (:mod:`cortex_ray.cache.sizes`)."""
+    size_source: str = ""
+    """How ``size`` was found: ``stated``, ``measured`` or ``estimated``."""
     holders: set[Holder] = field(default_factory=set, compare=False, repr=False)
     """The running requests that were given this object (it is in use while any is)."""
 
@@ -75,6 +80,8 @@ class Folder:
 
     path: Path
     fingerprint: str
+    size: int = 0
+    """Bytes of its files."""
     readers: int = 0
     """Loads reading these files right now: the folder is never deleted under them."""
 
@@ -90,6 +97,8 @@ class Entry:
     download_fp: str | None = None
     download_slot: bool = False
     """Whether the running download holds a disk slot (``False`` while queued for one)."""
+    download_reserved: int = 0
+    """Bytes the running download reserved on disk (a disk budget in bytes)."""
     wanted: int = 0
     """Loads waiting for this version's download to pin its folder (it stays until they have)."""
     loaded: LoadedModel | None = None
@@ -101,6 +110,9 @@ class Entry:
     while it borrows the slot of ``borrowed_from``)."""
     borrowed_from: Key | None = None
     lent_to: Key | None = None
+    reserved: int = 0
+    """Bytes the running load reserved in memory (a memory budget in bytes): its estimate, less
+    what it takes over from the object it replaces when the budget cannot hold both."""
 
     # --- states ------------------------------------------------------------
 
@@ -127,6 +139,17 @@ class Entry:
     @property
     def holds_disk_slot(self) -> bool:
         return self.download_slot or self.folder is not None or bool(self.old_folders)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held in memory: the loaded object's, and what a running load reserved."""
+        return (self.loaded.size if self.loaded is not None else 0) + self.reserved
+
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes held on disk: every folder's files, and what a running download reserved."""
+        folders = sum(f.size for f in self.old_folders) + (self.folder.size if self.folder else 0)
+        return folders + (self.download_reserved if self.download_slot else 0)
 
     @property
     def replaceable(self) -> bool:

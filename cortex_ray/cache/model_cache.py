@@ -28,6 +28,7 @@ from cortex_ray.cache.tiers import MEMORY_WAIT, Holder, Key, LoadedModel, Loader
 from cortex_ray.clock import SYSTEM, Clock
 from cortex_ray.errors import ModelLoadError
 from cortex_ray.models.tree import ModelInfo, ModelTree, VersionInfo
+from cortex_ray.spec.quantity import Budget
 
 __all__ = ["Holder", "Key", "LoadedModel", "ModelCache"]
 
@@ -62,8 +63,12 @@ class ModelCache(Tiers):
         memory_wait: float = MEMORY_WAIT,
         idle_timeout: float | None = None,
         pinned: Iterable[tuple[str, int | None]] = (),
+        memory: Budget | None = None,
+        disk: Budget | None = None,
     ) -> None:
-        super().__init__(loader, Path(root), memory_limit, disk_limit, clock, memory_wait)
+        super().__init__(
+            loader, Path(root), memory_limit, disk_limit, clock, memory_wait, memory=memory, disk=disk
+        )
         self.idle_timeout = idle_timeout
         """Unload versions no request used for this long (``None``: only to make room)."""
         self._expiry_task: asyncio.Task[None] | None = None
@@ -190,7 +195,7 @@ class ModelCache(Tiers):
         if self.memory_limit is None:  # no cache limits: keep every version on disk, as Cortex did
             for name, model in tree.models.items():
                 for info in model.versions.values():
-                    if info.valid and (name, info.version) not in self._disk_lru:
+                    if info.valid and (name, info.version) not in self.disk:
                         self._spawn(self._quiet(self.ensure_on_disk(name, info)))
 
     # --- pins ------------------------------------------------------------------

@@ -22,7 +22,6 @@ import functools
 import logging
 import shutil
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,10 +30,13 @@ from typing import Any
 from cortex_ray.cache.entry import Entry, Folder, Holder, Key, LoadedModel
 from cortex_ray.cache.events import CacheEvents
 from cortex_ray.cache.reclaim import Reclaimer
+from cortex_ray.cache.sizes import LoadMeter, stated_size
+from cortex_ray.cache.tier import Tier
 from cortex_ray.cache.usage import Usage
 from cortex_ray.clock import SYSTEM, Clock
 from cortex_ray.errors import CacheFullError, CortexRayError, ModelLoadError
 from cortex_ray.models.tree import VersionInfo
+from cortex_ray.spec.quantity import Budget, format_bytes
 from cortex_ray.storage import open_storage
 
 __all__ = ["MEMORY_WAIT", "Holder", "Key", "LoadedModel", "Loader", "Superseded", "Tiers", "WarmUp"]
@@ -61,11 +63,16 @@ class Tiers:
         self,
         loader: Loader,
         root: Path,
-        memory_limit: int | None,
-        disk_limit: int | None,
+        memory_limit: int | None = None,
+        disk_limit: int | None = None,
         clock: Clock = SYSTEM,
         memory_wait: float = MEMORY_WAIT,
+        *,
+        memory: Budget | None = None,
+        disk: Budget | None = None,
     ) -> None:
+        """Budgets: ``memory`` / ``disk`` (versions or bytes), or ``memory_limit`` /
+        ``disk_limit`` as counts of versions (Cortex's ``cache_size``)."""
         self._loader = loader
         self.memory_wait = memory_wait
         self._last_used: dict[Key, float] = {}
@@ -73,11 +80,16 @@ class Tiers:
         self.clock = clock
         """Time as the cache sees it (backoffs, use counts, durations): a test's own."""
         self._root = root
-        self.memory_limit = memory_limit
-        self.disk_limit = disk_limit
+        if memory is None and memory_limit is not None:
+            memory = Budget(memory_limit, "versions")
+        if disk is None and disk_limit is not None:
+            disk = Budget(disk_limit, "versions")
+        self.memory = Tier("memory", memory, _memory_weight(memory))
+        self.disk = Tier("disk", disk, _disk_weight(disk))
         self._entries: dict[Key, Entry] = {}
-        self._memory_lru: OrderedDict[Key, None] = OrderedDict()
-        self._disk_lru: OrderedDict[Key, None] = OrderedDict()
+        self.meter = LoadMeter()
+        self._sizes: dict[str, int] = {}
+        """The last size measured or stated per model name (the estimate for its next versions)."""
         self._freed = asyncio.Event()
         self._work: set[asyncio.Future[Any]] = set()
         self.reclaimer = Reclaimer(clock=clock)
@@ -137,11 +149,10 @@ class Tiers:
     def touch(self, key: Key) -> None:
         """A request used ``key``: most recently used, and one use more."""
         self.usage.use(key)
-        if key in self._memory_lru:
-            self._memory_lru.move_to_end(key)
+        if key in self.memory:
+            self.memory.touch(key)
             self._last_used[key] = self.clock.monotonic()
-        if key in self._disk_lru:
-            self._disk_lru.move_to_end(key)
+        self.disk.touch(key)
 
     def hold(self, loaded: LoadedModel, holder: Holder) -> None:
         """``holder``'s request was given ``loaded``: it is in use until :meth:`let_go`."""
@@ -174,16 +185,25 @@ class Tiers:
         return None if at is None else self.clock.monotonic() - at
 
     def is_on_disk(self, key: Key) -> bool:
-        return key in self._disk_lru
+        return key in self.disk
 
     @property
     def in_memory(self) -> list[Key]:
         """Keys in memory, least recently used first."""
-        return list(self._memory_lru)
+        return self.memory.versions()
 
     @property
     def on_disk(self) -> list[Key]:
-        return list(self._disk_lru)
+        return self.disk.versions()
+
+    @property
+    def memory_limit(self) -> int | None:
+        """The memory budget's amount (versions or bytes: ``memory.budget.unit``)."""
+        return self.memory.limit
+
+    @property
+    def disk_limit(self) -> int | None:
+        return self.disk.limit
 
     @property
     def idle(self) -> bool:
@@ -191,10 +211,16 @@ class Tiers:
         return not self._work and not any(e.load or e.download for e in self._entries.values())
 
     def memory_used(self) -> int:
-        return sum(1 for e in self._entries.values() if e.holds_memory_slot)
+        """Of the memory budget, in its unit (versions, or bytes), in-flight loads included."""
+        return self.memory.used(self._entries.values())
 
     def disk_used(self) -> int:
-        return sum(1 for e in self._entries.values() if e.holds_disk_slot)
+        return self.disk.used(self._entries.values())
+
+    def memory_bytes(self, key: Key) -> int | None:
+        """The size of the object in memory for ``key`` (``None``: not in memory)."""
+        held = self.held(key)
+        return held.size if held is not None else None
 
     def entry_states(self, key: Key) -> tuple[str, str]:
         entry = self._entries.get(key)
@@ -217,7 +243,7 @@ class Tiers:
         try:
             while True:
                 if entry.folder is not None and entry.folder.fingerprint == info.fingerprint:
-                    self._disk_lru.move_to_end(key)
+                    self.disk.touch(key)
                     if pin:
                         entry.folder.readers += 1
                     return entry.folder
@@ -236,7 +262,7 @@ class Tiers:
     async def _download(self, entry: Entry, info: VersionInfo, done: asyncio.Future[Folder]) -> None:
         name, version = entry.key
         try:
-            await self._reserve_disk(entry, info.fingerprint)
+            await self._reserve_disk(entry, info)
             unique = f"{version}-{info.fingerprint[:12]}-{uuid.uuid4().hex[:6]}"  # never a deleted one's path
             dest = self._root / name.replace("/", "_") / unique
             started = self.clock.monotonic()
@@ -249,15 +275,14 @@ class Tiers:
                     model=name,
                     version=version,
                 ) from exc
-            folder = Folder(dest, info.fingerprint)
+            folder = Folder(dest, info.fingerprint, info.size)
             if not self._is_current(entry.key, info.fingerprint):  # removed or changed meanwhile
                 self._delete_folders([folder])
                 raise Superseded(f"model {name!r} version {version} changed while downloading", model=name)
             if entry.folder is not None:
                 entry.old_folders.append(entry.folder)  # kept while the serving object came from it
             entry.folder = folder
-            self._disk_lru[entry.key] = None
-            self._disk_lru.move_to_end(entry.key)
+            self.disk.add(entry.key)
             elapsed = self.clock.monotonic() - started
             log.info("downloaded model %s version %s in %.2fs", name, version, elapsed)
             self.events.downloaded(info.size, elapsed)
@@ -269,21 +294,48 @@ class Tiers:
             done.exception()  # retrieved: background downloads need no awaiting caller
         finally:
             entry.download, entry.download_fp, entry.download_slot = None, None, False
+            entry.download_reserved = 0
             self._sweep(entry)
             self._notify()
 
-    async def _reserve_disk(self, entry: Entry, fingerprint: str) -> None:
+    async def _reserve_disk(self, entry: Entry, info: VersionInfo) -> None:
+        """Take room on disk for a download: a free slot (or bytes), or room made by evicting the
+        least used version whose files nothing reads (copies not also in memory first). In
+        versions, new files of a version on disk download into its slot; in bytes, they need
+        their own room, unless no eviction can make it (then the two copies overlap until the
+        old one is unread)."""
+        need = self.disk.need(info.size)
+        limit = self.disk.limit
+        if self.disk.in_bytes and limit is not None and need > limit:
+            raise ModelLoadError(
+                f"model {entry.key[0]!r} version {entry.key[1]} has {format_bytes(need)} of files, more than "
+                f"disk_cache_size ({self.disk.budget})",
+                model=entry.key[0],
+                version=entry.key[1],
+            )
         while True:
-            self._check_current(entry.key, fingerprint)
-            if entry.holds_disk_slot or self.disk_limit is None or self.disk_used() < self.disk_limit:
+            self._check_current(entry.key, info.fingerprint)
+            if not self.disk.in_bytes and entry.holds_disk_slot:
                 entry.download_slot = True
                 return
-            victim = self._victim(self._disk_lru, lambda e: e.evictable_from_disk, entry.key, disk=True)
+            if self.disk.fits(self._entries.values(), need):
+                entry.download_slot, entry.download_reserved = True, need if self.disk.in_bytes else 0
+                return
+            victim = self.disk.victim(
+                self._entries,
+                self.usage,
+                lambda e: e.evictable_from_disk,
+                entry.key,
+                lambda e: e.loaded is None,
+            )
             if victim is not None:
                 log.info("evicting model %s version %s from disk (LRU)", *victim.key)
                 self.events.evicted("disk")
                 self._drop_disk(victim)
                 continue
+            if self.disk.in_bytes and entry.holds_disk_slot:  # its old files: they overlap a while
+                entry.download_slot, entry.download_reserved = True, 0
+                return
             await self._wait_for_slot()
 
     # --- memory ------------------------------------------------------------
@@ -317,10 +369,12 @@ class Tiers:
             on_disk = entry.folder is not None and entry.folder.fingerprint == info.fingerprint
             (self.events.hit if on_disk else self.events.miss)("disk")
             await self.ensure_on_disk(name, info)
-            await self._reserve_memory(entry, info.fingerprint, requester)
+            estimate = self._sizes.get(name, info.size)
+            await self._reserve_memory(entry, info.fingerprint, requester, estimate)
             folder = await self.ensure_on_disk(name, info, pin=True)  # never deleted while read
             try:
-                loaded = await self._run_loader(folder, name, version, info.fingerprint)
+                loaded = await self._run_loader(folder, name, version, info.fingerprint, estimate)
+                self._check_fits(loaded)
                 if self.warm_up is not None and self._is_current(entry.key, info.fingerprint):
                     try:
                         await self.warm_up(loaded, folder.path)
@@ -335,13 +389,18 @@ class Tiers:
                 raise Superseded(f"model {name!r} version {version} changed while loading", model=name)
             replaced = entry.loaded is not None
             self._install(entry, loaded, folder)
+            if loaded.size_source != "estimated":
+                self._sizes[name] = loaded.size
             log.info(
-                "%s model %s version %s in %.2fs",
+                "%s model %s version %s in %.2fs (%s in memory, %s)",
                 "reloaded" if replaced else "loaded",
                 name,
                 version,
                 loaded.load_seconds,
+                format_bytes(loaded.size),
+                loaded.size_source,
             )
+            self._shrink_to_budget(entry.key)
             self._on_loaded(loaded)
             self.events.loaded(name, loaded.load_seconds)
             done.set_result(loaded)
@@ -356,17 +415,27 @@ class Tiers:
             self._sweep(entry)
             self._notify()
 
-    async def _run_loader(self, folder: Folder, name: str, version: int, fingerprint: str) -> LoadedModel:
+    async def _run_loader(
+        self, folder: Folder, name: str, version: int, fingerprint: str, estimate: int
+    ) -> LoadedModel:
         started = self.clock.monotonic()
         try:
             load = functools.partial(self._loader, str(folder.path), name, version)
-            obj = await asyncio.get_running_loop().run_in_executor(self._threads, load)
+            measured = functools.partial(self.meter.measure, load)
+            obj, grown = await asyncio.get_running_loop().run_in_executor(self._threads, measured)
         except Exception as exc:
             raise ModelLoadError(
                 f"failed loading model {name!r} of version {version}: {type(exc).__name__}: {exc}",
                 model=name,
                 version=version,
             ) from exc
+        stated = stated_size(obj)
+        if stated is not None:
+            size, source = stated, "stated"
+        elif grown is not None:
+            size, source = max(grown, folder.size), "measured"  # (freed memory reused hides growth)
+        else:
+            size, source = estimate, "estimated"
         return LoadedModel(
             name,
             version,
@@ -374,42 +443,116 @@ class Tiers:
             obj,
             loaded_at=self.clock.time(),
             load_seconds=self.clock.monotonic() - started,
+            size=size,
+            size_source=source,
         )
 
-    async def _reserve_memory(self, entry: Entry, fingerprint: str, requester: Holder | None = None) -> None:
-        """Take a memory slot for a load: the old object's (new files of a version in memory),
-        the slot of the version this one replaces as "latest" (borrowed, nothing evicted), a
-        free one, or one freed by evicting the least used model that can go now (none that
-        another running request uses). Looked at again after every wait, and only while these
-        files are still published; after ``memory_wait`` seconds, :class:`CacheFullError`."""
+    def _check_fits(self, loaded: LoadedModel) -> None:
+        """A model bigger than the whole memory budget fails (instead of evicting everything)."""
+        limit = self.memory.limit
+        if self.memory.in_bytes and limit is not None and loaded.size > limit:
+            self.reclaimer.release(loaded.model)
+            raise ModelLoadError(
+                f"model {loaded.name!r} version {loaded.version} takes {format_bytes(loaded.size)} in memory "
+                f"({loaded.size_source}), more than cache_size ({self.memory.budget})",
+                model=loaded.name,
+                version=loaded.version,
+            )
+
+    async def _reserve_memory(
+        self, entry: Entry, fingerprint: str, requester: Holder | None = None, estimate: int = 0
+    ) -> None:
+        """Take memory for a load. In versions: the old object's slot (new files of a version in
+        memory), the slot of the version this one replaces as "latest" (borrowed, nothing
+        evicted), a free one, or one freed by evicting the least used model that can go now.
+        In bytes: room for the estimate, made by evicting the least used models that can go
+        (never the one it replaces); when even that cannot make room, the object it replaces
+        lends its bytes (load before unload: both are in memory until the swap lands). Never a
+        model another running request uses, nor a pinned one. Looked at again after every wait,
+        and only while these files are still published; after ``memory_wait`` seconds,
+        :class:`CacheFullError`."""
+        in_bytes, limit = self.memory.in_bytes, self.memory.limit
+        need = self.memory.need(estimate)
+        if in_bytes and limit is not None and need > limit:
+            raise ModelLoadError(
+                f"model {entry.key[0]!r} version {entry.key[1]} needs about {format_bytes(need)} in memory "
+                f"(its estimate: {'its last load' if entry.key[0] in self._sizes else 'its files'}), more "
+                f"than cache_size ({self.memory.budget})",
+                model=entry.key[0],
+                version=entry.key[1],
+            )
         deadline = self.clock.monotonic() + self.memory_wait
         while True:
             self._check_current(entry.key, fingerprint)
-            if entry.loaded is not None or entry.load_slot:
+            if (
+                entry.load_slot
+                or entry.borrowed_from is not None
+                or (entry.loaded is not None and not in_bytes)
+            ):
                 return
             lender = self._entries.get(self._lender_for(entry.key) or ("", -1))
-            if lender is not None and lender is not entry and lender.replaceable:
+            if lender is not None and (lender is entry or not lender.replaceable):
+                lender = None
+            if not in_bytes and lender is not None:
                 entry.borrowed_from, lender.lent_to = lender.key, entry.key  # in memory, not lent
                 return
-            if self.memory_limit is None or self.memory_used() < self.memory_limit:
-                entry.load_slot = True
+            if self.memory.fits(self._entries.values(), need):
+                entry.load_slot, entry.reserved = True, need if in_bytes else 0
                 return
-            victim = self._victim(
-                self._memory_lru,
-                lambda e: e.evictable_for(requester) and not self.is_pinned(e.key),
-                entry.key,
-            )
+
+            def can_go(e: Entry, lender: Entry | None = lender) -> bool:
+                return e.evictable_for(requester) and not self.is_pinned(e.key) and e is not lender
+
+            victim = self.memory.victim(self._entries, self.usage, can_go, entry.key)
             if victim is not None:
                 log.info("evicting model %s version %s from memory (LRU)", *victim.key)
                 self.events.evicted("memory")
                 self._drop_memory(victim)
                 continue
+            replaced = entry.loaded if entry.loaded is not None else lender.loaded if lender else None
+            if (
+                in_bytes
+                and replaced is not None
+                and self.memory.fits(self._entries.values(), need - replaced.size)
+            ):
+                if entry.loaded is None and lender is not None:
+                    entry.borrowed_from, lender.lent_to = lender.key, entry.key
+                else:
+                    entry.load_slot = True
+                entry.reserved = max(0, need - replaced.size)
+                log.info(
+                    "model %s version %s loads beside the version it replaces (%s): the budget holds one",
+                    *entry.key,
+                    format_bytes(replaced.size),
+                )
+                return
             if self.clock.monotonic() >= deadline:
                 raise CacheFullError(self._why_full(entry.key), model=entry.key[0], version=entry.key[1])
             await self._wait_for_slot(deadline)
 
+    def _shrink_to_budget(self, loaded: Key) -> None:
+        """After a load whose size came out above its reservation: evict what can go until the
+        memory budget holds again (what cannot go yet leaves with the requests using it)."""
+        while not self.memory.fits(self._entries.values(), 0):
+            victim = self.memory.victim(
+                self._entries,
+                self.usage,
+                lambda e: e.evictable_from_memory and not self.is_pinned(e.key),
+                loaded,
+            )
+            if victim is None:
+                log.warning(
+                    "memory cache over its budget (%s of %s): what holds it is in use, loading or pinned",
+                    format_bytes(self.memory_used()),
+                    self.memory.budget,
+                )
+                return
+            log.info("evicting model %s version %s from memory (over the budget)", *victim.key)
+            self.events.evicted("memory")
+            self._drop_memory(victim)
+
     def _why_full(self, key: Key) -> str:
-        pinned = [f"{k[0]} v{k[1]}" for k in self._memory_lru if self.is_pinned(k)]
+        pinned = [f"{k[0]} v{k[1]}" for k in self.memory.order if self.is_pinned(k)]
         in_use = [
             f"{e.key[0]} v{e.key[1]} ({len(e.loaded.holders)} request(s))"
             for e in self._entries.values()
@@ -420,7 +563,7 @@ class Tiers:
         ]
         return (
             f"no memory slot came free for model {key[0]!r} version {key[1]} in {self.memory_wait:g}s: "
-            f"cache_size {self.memory_limit} is held by models in use by running requests "
+            f"cache_size ({self.memory.budget}) is held by models in use by running requests "
             f"[{', '.join(in_use) or 'none'}], loads in flight [{', '.join(loading) or 'none'}] "
             f"and pinned models [{', '.join(pinned) or 'none'}]"
         )
@@ -436,8 +579,7 @@ class Tiers:
                 self._drop_memory(lender)
         old = entry.loaded
         entry.loaded, entry.loaded_from, entry.load_slot = loaded, folder, False
-        self._memory_lru[entry.key] = None
-        self._memory_lru.move_to_end(entry.key)
+        self.memory.add(entry.key)
         self._last_used[entry.key] = self.clock.monotonic()
         self.usage.use(entry.key)  # the request that loaded it
         if old is not None:
@@ -448,7 +590,7 @@ class Tiers:
             raise Superseded(f"model {key[0]!r} version {key[1]} changed", model=key[0])
 
     def _end_load(self, entry: Entry) -> None:
-        entry.load, entry.load_fp, entry.load_slot = None, None, False
+        entry.load, entry.load_fp, entry.load_slot, entry.reserved = None, None, False, 0
         if entry.borrowed_from is not None:
             lender = self._entries.get(entry.borrowed_from)
             if lender is not None:
@@ -465,12 +607,14 @@ class Tiers:
             borrower = self._entries.get(entry.lent_to)
             if borrower is not None:
                 borrower.borrowed_from, borrower.load_slot = None, True
+                if self.memory.in_bytes:
+                    borrower.reserved += entry.loaded.size
             entry.lent_to = None
         if entry.load is not None and not entry.load_slot:
             entry.load_slot = True  # a swap in flight keeps the slot until it ends
         obj = entry.loaded.model
         entry.loaded, entry.loaded_from = None, None
-        self._memory_lru.pop(entry.key, None)
+        self.memory.discard(entry.key)
         self._last_used.pop(entry.key, None)
         self.reclaimer.release(obj)
         self._sweep(entry)
@@ -482,7 +626,7 @@ class Tiers:
             entry.old_folders.append(entry.folder)
             entry.folder = None
         entry.loaded_from = None
-        self._disk_lru.pop(entry.key, None)
+        self.disk.discard(entry.key)
         self._sweep(entry)
         self._notify()
 
@@ -490,7 +634,7 @@ class Tiers:
         """Unload every version in memory that no request used for ``idle_timeout`` seconds and
         none uses now (its files stay on disk); the keys unloaded."""
         gone: list[Key] = []
-        for key in list(self._memory_lru):
+        for key in self.memory.versions():
             entry, idle = self._entries.get(key), self.idle_for(key)
             if entry is None or idle is None or idle < idle_timeout or not entry.evictable_from_memory:
                 continue
@@ -528,15 +672,6 @@ class Tiers:
             entry = self._entries[key] = Entry(key)
         return entry
 
-    def _victim(
-        self, lru: OrderedDict[Key, None], can_go: Callable[[Entry], bool], exclude: Key, disk: bool = False
-    ) -> Entry | None:
-        keys = self.usage.order(k for k in lru if k != exclude and k in self._entries)
-        candidates = [e for e in (self._entries[k] for k in keys) if can_go(e)]
-        if disk:  # prefer copies whose model is not also in memory
-            candidates.sort(key=lambda e: e.loaded is not None)
-        return candidates[0] if candidates else None
-
     async def _wait_for_slot(self, deadline: float | None = None) -> None:
         """Wait until a slot may have been freed, or ``deadline`` (the clock's) came."""
         if deadline is None:
@@ -567,6 +702,18 @@ class Tiers:
                 self._spawn(asyncio.to_thread(shutil.rmtree, folder.path, True))
             except RuntimeError:  # no running loop (shutdown): do it here
                 shutil.rmtree(folder.path, ignore_errors=True)
+
+
+def _memory_weight(budget: Budget | None) -> Callable[[Entry], int]:
+    if budget is not None and budget.unit == "bytes":
+        return lambda e: e.memory_bytes
+    return lambda e: 1 if e.holds_memory_slot else 0
+
+
+def _disk_weight(budget: Budget | None) -> Callable[[Entry], int]:
+    if budget is not None and budget.unit == "bytes":
+        return lambda e: e.disk_bytes
+    return lambda e: 1 if e.holds_disk_slot else 0
 
 
 async def _outcome(future: asyncio.Future[Any], mine: bool) -> Any:

@@ -83,8 +83,8 @@ class ApiCore:
             self.cache = ModelCache(
                 loader=self._load_saved_model if tensorflow else self._load_model,
                 root=self.disk_root,
-                memory_limit=models.cache_size,
-                disk_limit=models.disk_cache_size,
+                memory=models.memory_budget,
+                disk=models.disk_budget,
                 tree=tree,
                 events=CacheMetrics(api.name),
                 idle_timeout=models.idle_timeout,

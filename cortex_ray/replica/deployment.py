@@ -124,7 +124,9 @@ class ApiReplica(Replica):
     ) -> None:
         core = ApiCore(api, info_details, project)
         models = api.handler.model_spec
-        self._affinity = Affinity(models.cache_size) if models is not None else None
+        budget = models.memory_budget if models is not None else None
+        counted = budget.amount if budget is not None and budget.unit == "versions" else None
+        self._affinity = Affinity(counted) if models is not None else None
         self._limit = api.autoscaling.max_replica_concurrency
         self._proxied = 0
         """Requests of Serve's proxy path in this replica now (counted on Serve's loop, which a

@@ -72,6 +72,11 @@ def model_info(cache: ModelCache) -> dict[str, Any]:
         "cache": {
             "memory_limit": cache.memory_limit,
             "disk_limit": cache.disk_limit,
+            "memory_unit": cache.memory.budget.unit if cache.memory.budget else None,
+            "disk_unit": cache.disk.budget.unit if cache.disk.budget else None,
+            "memory_used": cache.memory_used(),
+            "disk_used": cache.disk_used(),
+            "memory_bytes": sum(cache.memory_bytes(k) or 0 for k in cache.in_memory),
             "in_memory": [f"{n}:{v}" for n, v in cache.in_memory],
             "on_disk": [f"{n}:{v}" for n, v in cache.on_disk],
             "loads": cache.load_count,
@@ -98,7 +103,7 @@ def replica_report(cache: ModelCache) -> dict[str, Any]:
     return {
         "in_memory": [f"{n}:{v}" for n, v in cache.in_memory],
         "on_disk": [f"{n}:{v}" for n, v in cache.on_disk],
-        "memory_bytes": sum(_size(cache, k) for k in cache.in_memory),
+        "memory_bytes": sum(cache.memory_bytes(k) or 0 for k in cache.in_memory),
         "disk_bytes": sum(_size(cache, k) for k in cache.on_disk),
         "not_available": states,
         "loads": cache.load_count,

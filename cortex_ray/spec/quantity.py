@@ -7,8 +7,9 @@ is 90 seconds. Plain numbers are taken as they are (cores, bytes, seconds).
 from __future__ import annotations
 
 import re
+from typing import Literal, NamedTuple
 
-__all__ = ["parse_cpu", "parse_duration", "parse_memory"]
+__all__ = ["Budget", "format_bytes", "parse_budget", "parse_cpu", "parse_duration", "parse_memory"]
 
 _SUFFIXES = {
     "": 1.0,
@@ -64,6 +65,46 @@ def parse_cpu(value: object) -> float:
 def parse_memory(value: object) -> int:
     """Bytes from ``512Mi``, ``2Gi``, ``1G``, or a plain number of bytes."""
     return round(_parse_quantity(value, "memory"))
+
+
+class Budget(NamedTuple):
+    """A cache tier's limit: ``amount`` model versions, or ``amount`` bytes."""
+
+    amount: int
+    unit: Literal["versions", "bytes"]
+
+    def __str__(self) -> str:
+        return f"{self.amount} model version(s)" if self.unit == "versions" else format_bytes(self.amount)
+
+
+def parse_budget(value: object) -> Budget:
+    """``cache_size`` / ``disk_cache_size``: an integer counts model versions (Cortex's meaning);
+    a quantity with a unit (``6Gi``, ``500M``) is bytes."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number of model versions or a size such as 6Gi (got {value!r})")
+    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+        count = int(value)
+        if count <= 0:
+            raise ValueError(f"must be greater than 0 (got {value!r})")
+        return Budget(count, "versions")
+    match = _QUANTITY.match(value) if isinstance(value, str) else None
+    if match is not None and match.group(2) not in ("", "m"):
+        amount = parse_memory(value)
+        if amount <= 0:
+            raise ValueError(f"must be greater than 0 (got {value!r})")
+        return Budget(amount, "bytes")
+    raise ValueError(
+        f"must be a number of model versions (3) or a size with its unit (512Mi, 6Gi) (got {value!r})"
+    )
+
+
+def format_bytes(amount: float) -> str:
+    """``6442450944`` as ``6.0Gi`` (for messages)."""
+    for unit in ("", "Ki", "Mi", "Gi", "Ti"):
+        if abs(amount) < 1024 or unit == "Ti":
+            return f"{amount:.0f}B" if unit == "" else f"{amount:.1f}{unit}"
+        amount /= 1024
+    return f"{amount:.1f}Ti"
 
 
 def parse_duration(value: object) -> float:

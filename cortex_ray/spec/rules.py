@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+from cortex_ray.spec.quantity import format_bytes
 from cortex_ray.spec.schema import ApiSpec, MultiModelsSpec
 
 __all__ = ["api_warnings", "check_api", "check_apis"]
@@ -179,19 +180,28 @@ def _models(api: ApiSpec) -> Iterator[Problem]:
                         f"{field}.pinned[{i}]",
                         f"model {name!r} is not in paths (it has {', '.join(names)})",
                     )
-        if spec.cache_size is not None and len(spec.pinned) > spec.cache_size:
+        budget = spec.memory_budget
+        if budget is not None and budget.unit == "versions" and len(spec.pinned) > budget.amount:
             yield (
                 f"{field}.pinned",
                 f"{len(spec.pinned)} pinned models cannot fit in cache_size ({spec.cache_size})",
             )
-    cache, disk = spec.cache_size, spec.disk_cache_size
+    cache, disk = spec.memory_budget, spec.disk_budget
     if (cache is None) != (disk is None):
         yield field, 'please specify both "cache_size" and "disk_cache_size" or neither of them'
     elif cache is not None and disk is not None:
-        if cache > disk:
+        if cache.unit == disk.unit and cache.amount > disk.amount:
             yield (
                 f"{field}.cache_size",
-                f"cache_size ({cache}) cannot be greater than disk_cache_size ({disk})",
+                f"cache_size ({spec.cache_size}) cannot be greater than "
+                f"disk_cache_size ({spec.disk_cache_size})",
+            )
+        mem = api.compute.mem
+        if cache.unit == "bytes" and mem is not None and cache.amount > mem:
+            yield (
+                f"{field}.cache_size",
+                f"cache_size ({spec.cache_size}, {cache}) cannot be greater than the replica's memory "
+                f"compute.mem ({format_bytes(mem)})",
             )
         if h.processes_per_replica > 1:
             yield (

@@ -26,7 +26,7 @@ from pydantic import (
 
 from cortex_ray.spec.names import model_name_problem
 from cortex_ray.spec.paths import resolve_local_file, resolve_model_uri
-from cortex_ray.spec.quantity import parse_cpu, parse_duration, parse_memory
+from cortex_ray.spec.quantity import Budget, parse_budget, parse_cpu, parse_duration, parse_memory
 
 __all__ = [
     "NEURON_CORES_PER_CHIP",
@@ -59,6 +59,15 @@ _API_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 Cpu = Annotated[float, BeforeValidator(parse_cpu)]
 Memory = Annotated[int, BeforeValidator(parse_memory)]
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _cache_size(value: object) -> int | str:
+    parse_budget(value)  # (raises ValueError saying what it must be)
+    return value if isinstance(value, int) else str(value).strip()
+
+
+CacheSize = Annotated[int | str, BeforeValidator(_cache_size)]
+"""``cache_size`` as written (a count, or a size string); read it through ``memory_budget``."""
 
 
 def _base_dir(info: ValidationInfo) -> Path | None:
@@ -109,8 +118,11 @@ class MultiModelsSpec(_Spec):
     paths: list[ModelPathSpec] | None = None
     dir: str | None = None
     signature_key: str | None = None
-    cache_size: int | None = Field(default=None, gt=0)
-    disk_cache_size: int | None = Field(default=None, gt=0)
+    cache_size: CacheSize | None = None
+    """Model versions in memory (an integer, Cortex's meaning) or, a cortex-ray addition, a
+    memory budget in bytes (a size with its unit: ``6Gi``)."""
+    disk_cache_size: CacheSize | None = None
+    """The same for the disk tier (``50Gi``: bytes of model files)."""
     poll_interval: Duration = Field(default=5.0, gt=0)
     """cortex-ray addition: how often the reloader lists storage (seconds or ``10s``)."""
     settle_time: Duration | None = Field(default=None, ge=0)
@@ -154,6 +166,14 @@ class MultiModelsSpec(_Spec):
     @property
     def caching_enabled(self) -> bool:
         return self.cache_size is not None and self.disk_cache_size is not None
+
+    @property
+    def memory_budget(self) -> Budget | None:
+        return None if self.cache_size is None else parse_budget(self.cache_size)
+
+    @property
+    def disk_budget(self) -> Budget | None:
+        return None if self.disk_cache_size is None else parse_budget(self.disk_cache_size)
 
 
 class ServerSideBatchingSpec(_Spec):

@@ -145,6 +145,43 @@ def test_a_model_in_use_waits_out_its_request_and_an_idle_one_leaves_memory(
     assert sorted(http.get("/held/info").json()["cache"]["on_disk"]) == ["a:1", "b:1"]
 
 
+NUMPY_HANDLER = """
+import os
+import numpy as np
+
+class Handler:
+    def __init__(self, config, model_client):
+        self.client = model_client
+
+    def load_model(self, model_path):
+        megabytes = int(open(os.path.join(model_path, "model.txt")).read())
+        return np.ones(megabytes * 131072)  # 8-byte floats: that many MiB, every page touched
+
+    def handle_post(self, payload):
+        return {"sum": float(self.client.get_model(payload["model"]).sum())}
+"""
+
+
+def test_a_byte_budget_holds_models_by_their_measured_size(
+    tmp_path: Path, deploy: Any, http: httpx.Client
+) -> None:
+    """cache_size 18Mi, models of 8, 8 and 3 MiB of numpy memory (their files: a few bytes): sizes
+    are measured across load_model, and what is held never passes the budget."""
+    write_handler(tmp_path, NUMPY_HANDLER)
+    write_files(tmp_path / "models", {"a/1/model.txt": "8", "b/1/model.txt": "8", "c/1/model.txt": "3"})
+    deploy(tmp_path, [api("bytes", {"dir": "models", "cache_size": "18Mi", "disk_cache_size": 3})])
+    for name in "abc":
+        assert http.post("/bytes", json={"model": name}).status_code == 200
+        cache = http.get("/bytes/info").json()["cache"]
+        assert cache["memory_unit"] == "bytes" and cache["memory_used"] <= 18 * 2**20, cache
+    info = http.get("/bytes/info").json()
+    details = {n: info["model_metadata"][n]["details"]["1"] for n in "abc"}
+    assert info["cache"]["in_memory"] == ["b:1", "c:1"], info["cache"]  # a went for c: 8 + 8 + 3 > 18
+    for name, mib in (("b", 8), ("c", 3)):
+        assert details[name]["size_source"] == "measured"
+        assert mib * 2**20 <= details[name]["memory_bytes"] < (mib + 4) * 2**20, details[name]
+
+
 def test_ten_concurrent_requests_for_a_cold_model_load_it_once(
     tmp_path: Path, deploy: Any, http: httpx.Client, serve_url: str
 ) -> None:

@@ -255,6 +255,30 @@ def test_cross_field_rules(project: Path, overrides: dict[str, Any], field: str,
             "handler.multi_model_reloading.cache_size",
             "(got 0)",
         ),
+        (
+            {"handler": {"multi_model_reloading": {"dir": "m", "cache_size": "1.5", "disk_cache_size": 1}}},
+            "handler.multi_model_reloading.cache_size",
+            "must be a number of model versions (3) or a size with its unit (512Mi, 6Gi) (got '1.5')",
+        ),
+        (
+            {
+                "compute": {"mem": "4Gi"},
+                "handler": {
+                    "multi_model_reloading": {"dir": "m", "cache_size": "6Gi", "disk_cache_size": "50Gi"}
+                },
+            },
+            "handler.multi_model_reloading.cache_size",
+            "cache_size (6Gi, 6.0Gi) cannot be greater than the replica's memory compute.mem (4.0Gi)",
+        ),
+        (
+            {
+                "handler": {
+                    "multi_model_reloading": {"dir": "m", "cache_size": "60Gi", "disk_cache_size": "50Gi"}
+                }
+            },
+            "handler.multi_model_reloading.cache_size",
+            "cache_size (60Gi) cannot be greater than disk_cache_size (50Gi)",
+        ),
     ],
 )
 def test_field_rules_quote_the_value(project: Path, overrides: dict[str, Any], field: str, text: str) -> None:
@@ -364,3 +388,16 @@ def test_poll_interval(project: Path) -> None:
     )
     spec = load_spec(project / "cortex.yaml")
     assert spec.apis[0].handler.multi_model_reloading.poll_interval == 2  # type: ignore[union-attr]
+
+
+def test_cache_sizes_count_versions_or_bytes(project: Path) -> None:
+    from cortex_ray.spec import parse_spec
+    from cortex_ray.spec.quantity import Budget
+
+    models = {"dir": "models", "cache_size": "6Gi", "disk_cache_size": 3}  # bytes in memory, versions on disk
+    (spec,) = parse_spec([api(handler={"multi_model_reloading": models})], base_dir=project).apis
+    model_spec = spec.handler.model_spec
+    assert model_spec is not None
+    assert model_spec.memory_budget == Budget(6 * 1024**3, "bytes")
+    assert model_spec.disk_budget == Budget(3, "versions")
+    assert model_spec.cache_size == "6Gi"  # as written (the spec travels to clusters as data)
