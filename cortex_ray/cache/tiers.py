@@ -526,9 +526,15 @@ class Tiers:
                     format_bytes(replaced.size),
                 )
                 return
-            if self.clock.monotonic() >= deadline:
+            if self.clock.monotonic() >= deadline or self._only_pins_hold(entry):
                 raise CacheFullError(self._why_full(entry.key), model=entry.key[0], version=entry.key[1])
             await self._wait_for_slot(deadline)
+
+    def _only_pins_hold(self, entry: Entry) -> bool:
+        """Whether the memory that ``entry`` cannot get is all held by pinned versions at rest
+        (nothing will ever free it: waiting is pointless)."""
+        holding = [e for e in self._entries.values() if e is not entry and self.memory.used([e])]
+        return bool(holding) and all(self.is_pinned(e.key) and e.load is None for e in holding)
 
     def _shrink_to_budget(self, loaded: Key) -> None:
         """After a load whose size came out above its reservation: evict what can go until the
@@ -561,6 +567,11 @@ class Tiers:
         loading = [
             f"{e.key[0]} v{e.key[1]}" for e in self._entries.values() if e.load is not None and e.key != key
         ]
+        if pinned and not in_use and not loading:
+            return (
+                f"no memory can come free for model {key[0]!r} version {key[1]}: cache_size "
+                f"({self.memory.budget}) is held by pinned models [{', '.join(pinned)}]"
+            )
         return (
             f"no memory slot came free for model {key[0]!r} version {key[1]} in {self.memory_wait:g}s: "
             f"cache_size ({self.memory.budget}) is held by models in use by running requests "

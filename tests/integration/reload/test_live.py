@@ -306,3 +306,53 @@ def test_list_requests_do_not_grow_with_replicas(
         counts[replicas] = list_requests() - start
     assert 7 <= counts[1] <= 12, counts  # one list request a second, from the reloader alone
     assert abs(counts[3] - counts[1]) <= 2, counts
+
+
+WARM_HANDLER = """
+WARMED = []
+
+class Handler:
+    def __init__(self, model_client):
+        self.client = model_client
+
+    def load_model(self, model_path):
+        return open(model_path + "/model.txt").read()
+
+    def handle_post(self, payload):
+        model, version = self.client.get_model_and_version(payload["model"])
+        if payload.get("warm"):
+            WARMED.append(model)  # what "latest" meant while warming up
+        return {"content": model, "version": version}
+
+    def handle_get(self):
+        return {"warmed": WARMED}
+"""
+
+
+def test_a_pinned_model_warmed_up_at_start_and_its_new_version_warmed_before_it_serves(
+    tmp_path: Path, deploy: Any, serve_url: str, http: httpx.Client
+) -> None:
+    store = LocalStore(tmp_path / "store")
+    write_handler(tmp_path, WARM_HANDLER)
+    warmup = '[{"payload": {"model": "a", "warm": true}}]'
+    store.put("a/1/warmup.json", warmup)
+    store.put("a/1/model.txt", "a1")
+    store.put("b/1/model.txt", "b1")
+    models = {"pinned": ["a"], "cache_size": 1, "disk_cache_size": 4}
+    deploy(tmp_path, [live_api("live-pinned", store, **models)])
+    info = http.get("/live-pinned/info").json()
+    assert info["cache"]["in_memory"] == ["a:1"]  # loaded before the replica took traffic
+    assert info["model_metadata"]["a"]["details"]["1"]["pinned"] is True
+    assert http.get("/live-pinned").json() == {"warmed": ["a1"]}
+    with Traffic(f"{serve_url}/live-pinned", [{"model": "a"}]) as traffic:
+        traffic.wait_for(content("a1"))
+        b = httpx.post(f"{serve_url}/live-pinned", json={"model": "b"}, timeout=30)
+        assert b.status_code == 503 and b.json()["error"] == "model_cache_full"  # the one slot is pinned
+        store.put("a/2/warmup.json", warmup)
+        store.put("a/2/model.txt", "a2")
+        moved = traffic.wait_for(content("a2"))
+        time.sleep(0.5)
+    assert http.get("/live-pinned").json() == {"warmed": ["a1", "a2"]}  # a2 warmed as "latest"
+    assert traffic.failures() == []
+    assert bodies(traffic.since(moved)) == {("a2", 2)}
+    assert http.get("/live-pinned/info").json()["cache"]["in_memory"] == ["a:2"]

@@ -138,3 +138,21 @@ def test_the_spec_checks_pins() -> None:
         {"dir": "/m", "pinned": ["a@latest"]}
     )
     assert "a single `path` is one model" in spec_problem({"path": "/m/a", "pinned": ["a"]})
+
+
+def test_a_load_that_only_pins_stand_in_the_way_of_fails_at_once(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock
+) -> None:
+    async def main() -> None:
+        pins = [("a", None), ("b", None)]
+        cache = ModelCache(
+            loader, tmp_path, memory_limit=2, disk_limit=4, tree=publish(MODELS), clock=clock, pinned=pins
+        )
+        await cache.load_pinned()
+        await cache.ensure_on_disk("c", cache.tree.models["c"].versions[1])  # (no wait for a download)
+        with pytest.raises(CacheFullError, match=r"is held by pinned models \[a v1, b v1\]"):
+            await cache.get("c")  # nothing will ever free memory: no 120 s wait for nothing
+        assert clock.sleepers == 0
+        await cache.close()
+
+    asyncio.run(main())
