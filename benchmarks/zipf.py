@@ -68,7 +68,7 @@ class Multiplexed:
         self.loads = 0
         self.requests = 0
 
-    @serve.multiplexed(max_num_models_per_replica=4)
+    @serve.multiplexed(max_num_models_per_replica={per_replica})
     async def get_model(self, model_id: str):
         self.loads += 1
         data = open(os.path.join(STORE, model_id, "weights.bin"), "rb").read()

@@ -70,6 +70,8 @@ class LoadedModel:
     """Bytes it takes in memory (:mod:`cortex_ray.cache.sizes`)."""
     size_source: str = ""
     """How ``size`` was found: ``stated``, ``measured`` or ``estimated``."""
+    gpu_bytes: int | None = None
+    """CUDA memory its load allocated (PyTorch on a GPU, a load that ran alone), else ``None``."""
     holders: set[Holder] = field(default_factory=set, compare=False, repr=False)
     """The running requests that were given this object (it is in use while any is)."""
 

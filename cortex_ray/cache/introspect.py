@@ -68,6 +68,8 @@ def version_state(cache: CacheView, name: str, version: int) -> dict[str, Any]:
         out["in_use"] = cache.in_use(key)  # running requests that hold it (never evicted for others)
         out["memory_bytes"] = held.size
         out["size_source"] = held.size_source  # stated by the model, measured, or estimated
+        if held.gpu_bytes is not None:
+            out["gpu_bytes"] = held.gpu_bytes
         out["loaded_at"] = held.loaded_at
         out["load_seconds"] = round(held.load_seconds, 3)
         if info is not None and held.fingerprint != info.fingerprint:

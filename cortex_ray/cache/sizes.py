@@ -10,16 +10,22 @@
   another version of the same model, else the size of the version's files.
 
 Before a load, the cache reserves the estimate; after it, the size found replaces it.
+
+GPU memory is measured too, when the process uses PyTorch on a GPU: the growth of the CUDA
+memory torch reports allocated across a load that ran alone (``gpu_bytes`` in ``/info``). It is
+shown, not budgeted: a replica's GPU is its own (``compute.gpu``), and the reclaimer returns
+torch's cached blocks after unloads.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-__all__ = ["SIZE_ATTRIBUTE", "LoadMeter", "process_rss", "stated_size"]
+__all__ = ["SIZE_ATTRIBUTE", "LoadMeter", "Measured", "cuda_allocated", "process_rss", "stated_size"]
 
 T = TypeVar("T")
 
@@ -38,6 +44,18 @@ def process_rss() -> int | None:
         return None
 
 
+def cuda_allocated() -> int | None:
+    """Bytes of CUDA memory PyTorch holds allocated now (``None``: no torch on a GPU here)."""
+    torch = sys.modules.get("torch")
+    cuda = getattr(torch, "cuda", None) if torch is not None else None
+    try:
+        if cuda is None or not cuda.is_available():
+            return None
+        return int(cuda.memory_allocated())
+    except Exception:  # a broken CUDA setup must not fail a load
+        return None
+
+
 def stated_size(obj: Any) -> int | None:
     size = getattr(obj, SIZE_ATTRIBUTE, None)
     if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
@@ -45,31 +63,44 @@ def stated_size(obj: Any) -> int | None:
     return None
 
 
-class LoadMeter:
-    """Runs loads (in any threads) and measures the RSS growth of those that ran alone."""
+class Measured(NamedTuple):
+    """What a load grew, when it ran alone (``None``: it did not, or nothing to read)."""
 
-    def __init__(self, rss: Callable[[], int | None] = process_rss) -> None:
+    rss: int | None
+    gpu: int | None
+
+
+class LoadMeter:
+    """Runs loads (in any threads) and measures the memory growth of those that ran alone."""
+
+    def __init__(
+        self, rss: Callable[[], int | None] = process_rss, gpu: Callable[[], int | None] = cuda_allocated
+    ) -> None:
         self._rss = rss
+        self._gpu = gpu
         self._lock = threading.Lock()
         self._active = 0
         self._started = 0
 
-    def measure(self, load: Callable[[], T]) -> tuple[T, int | None]:
-        """``load()``'s result, and how much the RSS grew across it (``None``: another load ran
-        meanwhile, or RSS cannot be read)."""
+    def measure(self, load: Callable[[], T]) -> tuple[T, Measured]:
+        """``load()``'s result, and how much resident and GPU memory grew across it."""
         with self._lock:
             alone = self._active == 0
             self._active += 1
             self._started += 1
             mine = self._started
-        before = self._rss()
+        before, gpu_before = self._rss(), self._gpu()
         try:
             result = load()
         finally:
-            after = self._rss()
+            after, gpu_after = self._rss(), self._gpu()
             with self._lock:
                 self._active -= 1
                 alone = alone and self._started == mine  # nobody started after this one either
-        if not alone or before is None or after is None:
-            return result, None
-        return result, max(0, after - before)
+        return result, Measured(_growth(before, after, alone), _growth(gpu_before, gpu_after, alone))
+
+
+def _growth(before: int | None, after: int | None, alone: bool) -> int | None:
+    if not alone or before is None or after is None:
+        return None
+    return max(0, after - before)

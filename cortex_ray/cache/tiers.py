@@ -432,8 +432,8 @@ class Tiers:
         stated = stated_size(obj)
         if stated is not None:
             size, source = stated, "stated"
-        elif grown is not None:
-            size, source = max(grown, folder.size), "measured"  # (freed memory reused hides growth)
+        elif grown.rss is not None:
+            size, source = max(grown.rss, folder.size), "measured"  # (freed memory reused hides growth)
         else:
             size, source = estimate, "estimated"
         return LoadedModel(
@@ -445,6 +445,7 @@ class Tiers:
             load_seconds=self.clock.monotonic() - started,
             size=size,
             size_source=source,
+            gpu_bytes=grown.gpu,
         )
 
     def _check_fits(self, loaded: LoadedModel) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from cortex_ray.cache import ModelCache
-from cortex_ray.cache.sizes import LoadMeter
+from cortex_ray.cache.sizes import LoadMeter, Measured, cuda_allocated
 from cortex_ray.errors import ModelLoadError
 from cortex_ray.spec.quantity import Budget
 
@@ -179,9 +179,40 @@ def test_a_disk_budget_in_bytes_evicts_the_least_used_files(
 
 def test_the_meter_measures_loads_that_ran_alone_only() -> None:
     rss = iter([100, 250, 1000, 1000, 1000, 1000])
-    meter = LoadMeter(lambda: next(rss))
-    assert meter.measure(lambda: "m") == ("m", 150)
+    gpu = iter([0, 4096, 0, 0, 0, 0])
+    meter = LoadMeter(lambda: next(rss), lambda: next(gpu))
+    assert meter.measure(lambda: "m") == ("m", Measured(150, 4096))
     inner: list[Any] = []
     outer = meter.measure(lambda: inner.append(meter.measure(lambda: "inner")) or "outer")
-    assert outer == ("outer", None) and inner == [("inner", None)]  # they overlapped
-    assert LoadMeter(lambda: None).measure(lambda: 1) == (1, None)  # no RSS here
+    assert outer == ("outer", Measured(None, None)) and inner == [
+        ("inner", Measured(None, None))
+    ]  # overlapped
+    assert LoadMeter(lambda: None, lambda: None).measure(lambda: 1) == (
+        1,
+        Measured(None, None),
+    )  # no RSS, no GPU
+
+
+def test_cuda_memory_is_read_only_from_a_torch_already_imported_on_a_gpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+    import types
+
+    def fake_torch(available: bool, allocated: Any) -> types.ModuleType:
+        torch = types.ModuleType("torch")
+        torch.cuda = types.SimpleNamespace(is_available=lambda: available, memory_allocated=allocated)  # type: ignore[attr-defined]
+        return torch
+
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    assert cuda_allocated() is None  # torch never imported: nothing imported for it
+    monkeypatch.setitem(sys.modules, "torch", fake_torch(True, lambda: 123))
+    assert cuda_allocated() == 123
+    monkeypatch.setitem(sys.modules, "torch", fake_torch(False, lambda: 123))
+    assert cuda_allocated() is None
+
+    def broken() -> int:
+        raise RuntimeError("CUDA driver version is insufficient")
+
+    monkeypatch.setitem(sys.modules, "torch", fake_torch(True, broken))
+    assert cuda_allocated() is None  # a broken CUDA setup never fails a load
