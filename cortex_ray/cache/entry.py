@@ -50,10 +50,15 @@ Key = tuple[str, int]
 class Holder:
     """One request's holds on model objects: given with each object, let go when it ends."""
 
-    __slots__ = ("held",)
+    __slots__ = ("closed", "held", "patient")
 
     def __init__(self) -> None:
         self.held: list[LoadedModel] = []
+        self.closed = False
+        """The request ended (its holds were let go): nothing more is held for it."""
+        self.patient = True
+        """Whether a load it starts may wait for memory to come free (a warm-up request may not:
+        the version it warms holds memory that only its end frees)."""
 
 
 @dataclass

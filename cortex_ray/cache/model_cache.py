@@ -6,8 +6,10 @@ reloader publishes (an idempotent :meth:`ModelCache.set_tree`).
 
 Live reloading never makes a request wait on a swap: a version whose files changed
 keeps serving its loaded object while the new files load in the background; "latest"
-moves to a new version only once that version loaded (its load takes over the memory
-slot of the version it replaces, so nothing is evicted for it); a request for "latest"
+moves to a new version only once that version loaded (counted in versions, its load takes
+over the memory slot of the version it replaces, so nothing is evicted for it; in bytes, it
+takes room of its own when some can be made, and the version it replaced stays cached like
+any other until it is evicted, else it borrows that version's bytes); a request for "latest"
 that must load falls back to lower versions when the highest fails. Failed loads are
 retried with backoff, and at once when their files change again. The event loop's
 ``try_get`` and the awaiting ``get`` follow the same rules.

@@ -18,6 +18,7 @@ threads, and unloaded objects are reclaimed off the loop.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import shutil
@@ -39,7 +40,17 @@ from cortex_ray.models.tree import VersionInfo
 from cortex_ray.spec.quantity import Budget, format_bytes
 from cortex_ray.storage import open_storage
 
-__all__ = ["MEMORY_WAIT", "Holder", "Key", "LoadedModel", "Loader", "Superseded", "Tiers", "WarmUp"]
+__all__ = [
+    "MEMORY_WAIT",
+    "Holder",
+    "Key",
+    "LoadedModel",
+    "Loader",
+    "Superseded",
+    "Tiers",
+    "WarmUp",
+    "WarmUpRun",
+]
 
 log = logging.getLogger("cortex_ray.cache")
 
@@ -48,8 +59,10 @@ MEMORY_WAIT = 120.0
 
 Loader = Callable[[str, str, int], Any]
 """``loader(local_path, model_name, version)`` -> the model object."""
-WarmUp = Callable[[LoadedModel, Path], Awaitable[None]]
-"""``warm_up(loaded, folder)``: run after a load, before the version serves; raising fails the load."""
+WarmUpRun = Callable[[], Awaitable[None]]
+WarmUp = Callable[[LoadedModel, Path], Awaitable[WarmUpRun | None]]
+"""``warm_up(loaded, folder)``, after a load while its folder is read: ``None`` (nothing to do),
+or what to run before the version serves (raising fails the load)."""
 
 
 class Superseded(ModelLoadError):
@@ -155,8 +168,9 @@ class Tiers:
         self.disk.touch(key)
 
     def hold(self, loaded: LoadedModel, holder: Holder) -> None:
-        """``holder``'s request was given ``loaded``: it is in use until :meth:`let_go`."""
-        if holder not in loaded.holders:
+        """``holder``'s request was given ``loaded``: it is in use until :meth:`let_go` (a holder
+        already let go holds nothing: its request ended)."""
+        if not holder.closed and holder not in loaded.holders:
             loaded.holders.add(holder)
             holder.held.append(loaded)
 
@@ -171,6 +185,7 @@ class Tiers:
             if key in self._last_used:
                 self._last_used[key] = now  # used until now
         holder.held.clear()
+        holder.closed = True
         if freed:
             self._notify()
 
@@ -313,6 +328,7 @@ class Tiers:
                 model=entry.key[0],
                 version=entry.key[1],
             )
+        deadline = self.clock.monotonic() + self.memory_wait
         while True:
             self._check_current(entry.key, info.fingerprint)
             if not self.disk.in_bytes and entry.holds_disk_slot:
@@ -336,7 +352,15 @@ class Tiers:
             if self.disk.in_bytes and entry.holds_disk_slot:  # its old files: they overlap a while
                 entry.download_slot, entry.download_reserved = True, 0
                 return
-            await self._wait_for_slot()
+            if self.clock.monotonic() >= deadline:
+                raise CacheFullError(
+                    f"no room came free on disk for model {entry.key[0]!r} version {entry.key[1]} in "
+                    f"{self.memory_wait:g}s: disk_cache_size ({self.disk.budget}) is held by files that "
+                    "loads are reading or downloads are writing",
+                    model=entry.key[0],
+                    version=entry.key[1],
+                )
+            await self._wait_for_slot(deadline)
 
     # --- memory ------------------------------------------------------------
 
@@ -372,17 +396,25 @@ class Tiers:
             estimate = self._sizes.get(name, info.size)
             await self._reserve_memory(entry, info.fingerprint, requester, estimate)
             folder = await self.ensure_on_disk(name, info, pin=True)  # never deleted while read
+            warm_up: WarmUpRun | None = None
             try:
                 loaded = await self._run_loader(folder, name, version, info.fingerprint, estimate)
                 self._check_fits(loaded)
-                if self.warm_up is not None and self._is_current(entry.key, info.fingerprint):
-                    try:
-                        await self.warm_up(loaded, folder.path)
-                    except BaseException:
-                        self.reclaimer.release(loaded.model)
-                        raise
+                if self.warm_up is not None:
+                    warm_up = await self.warm_up(loaded, folder.path)  # (reads its requests)
+            except BaseException:
+                if "loaded" in locals():
+                    self.reclaimer.release(loaded.model)
+                raise
             finally:
-                folder.readers -= 1
+                folder.readers -= 1  # warm-up requests may need other models' files: not these
+            self._correct_reservation(entry, loaded, estimate)
+            if warm_up is not None and self._is_current(entry.key, info.fingerprint):
+                try:
+                    await warm_up()
+                except BaseException:
+                    self.reclaimer.release(loaded.model)
+                    raise
             self.load_count += 1
             if not self._is_current(entry.key, info.fingerprint):
                 self.reclaimer.release(loaded.model)
@@ -449,16 +481,33 @@ class Tiers:
         )
 
     def _check_fits(self, loaded: LoadedModel) -> None:
-        """A model bigger than the whole memory budget fails (instead of evicting everything)."""
+        """A model bigger than the memory budget (less what pinned models hold) fails, instead of
+        evicting everything or staying above the budget."""
         limit = self.memory.limit
-        if self.memory.in_bytes and limit is not None and loaded.size > limit:
-            self.reclaimer.release(loaded.model)
+        if not self.memory.in_bytes or limit is None:
+            return
+        key = (loaded.name, loaded.version)
+        pinned = sum(
+            e.loaded.size
+            for e in self._entries.values()
+            if e.loaded and e.key != key and self.is_pinned(e.key)
+        )
+        if loaded.size > limit - pinned:
+            left = f", less {format_bytes(pinned)} that pinned models hold" if pinned else ""
             raise ModelLoadError(
                 f"model {loaded.name!r} version {loaded.version} takes {format_bytes(loaded.size)} in memory "
-                f"({loaded.size_source}), more than cache_size ({self.memory.budget})",
+                f"({loaded.size_source}), more than cache_size ({self.memory.budget}{left})",
                 model=loaded.name,
                 version=loaded.version,
             )
+
+    def _correct_reservation(self, entry: Entry, loaded: LoadedModel, estimate: int) -> None:
+        """The size is known once loaded: the load's reservation becomes it (before any warm-up,
+        which may take long), and what can go makes room if it came out bigger."""
+        if not self.memory.in_bytes:
+            return
+        entry.reserved = max(0, entry.reserved + loaded.size - self.memory.need(estimate))
+        self._shrink_to_budget(entry.key)
 
     async def _reserve_memory(
         self, entry: Entry, fingerprint: str, requester: Holder | None = None, estimate: int = 0
@@ -529,6 +578,13 @@ class Tiers:
                 return
             if self.clock.monotonic() >= deadline or self._only_pins_hold(entry):
                 raise CacheFullError(self._why_full(entry.key), model=entry.key[0], version=entry.key[1])
+            if requester is not None and not requester.patient:
+                raise CacheFullError(
+                    f"no memory for model {entry.key[0]!r} version {entry.key[1]} now, and a warm-up request "
+                    "does not wait for it (the version it warms holds memory until it ends)",
+                    model=entry.key[0],
+                    version=entry.key[1],
+                )
             await self._wait_for_slot(deadline)
 
     def _only_pins_hold(self, entry: Entry) -> bool:
@@ -590,7 +646,7 @@ class Tiers:
                 self._on_replaced(lender.key, loaded)
                 self._drop_memory(lender)
         old = entry.loaded
-        entry.loaded, entry.loaded_from, entry.load_slot = loaded, folder, False
+        entry.loaded, entry.loaded_from, entry.load_slot, entry.reserved = loaded, folder, False, 0
         self.memory.add(entry.key)
         self._last_used[entry.key] = self.clock.monotonic()
         self.usage.use(entry.key)  # the request that loaded it
@@ -702,7 +758,8 @@ class Tiers:
         self._freed = asyncio.Event()
 
     def _spawn(self, coro: Any) -> asyncio.Future[Any]:
-        task = asyncio.ensure_future(coro)
+        # an empty context: a load or download is nobody's request (no holder, no versions)
+        task = contextvars.Context().run(asyncio.ensure_future, coro)
         self._work.add(task)
         task.add_done_callback(self._work.discard)
         return task

@@ -20,6 +20,7 @@ answered from the core's models.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import time
@@ -159,7 +160,8 @@ class Endpoint:
         result = await self.core.call_handler(method, method.kwargs(arguments), {})
         if is_callback_pair(result):
             result, callback = result
-            task = asyncio.get_running_loop().create_task(self._callback(callback)())
+            # outside the call's context: its request (its holds, a warm-up's model) has ended
+            task = contextvars.Context().run(asyncio.ensure_future, self._callback(callback)())
             self._after.add(task)
             task.add_done_callback(self._after.discard)
         return result

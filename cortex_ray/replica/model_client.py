@@ -59,7 +59,7 @@ class ModelClient:
         if held is not None:
             _record(held.name, held.version)
             return held.model, held.version
-        holder = holder_var.get()
+        holder = _holder()
         if threading.get_ident() == self._loop_thread:
             held = self._cache.try_get(model_name, model_version)  # the same rules as get_model_async
             if held is None and in_inline_handler():  # a sync handler running inline: suspend it
@@ -89,7 +89,7 @@ class ModelClient:
         self, model_name: str | None = None, model_version: str | int = "latest"
     ) -> Any:
         held = _warming(model_name, model_version) or await self._cache.get(
-            model_name, model_version, holder_var.get()
+            model_name, model_version, _holder()
         )
         _record(held.name, held.version)
         return held.model
@@ -103,6 +103,14 @@ class ModelClient:
     def models(self) -> dict[str, list[int]]:
         """Every servable model and its versions, as this replica knows them now."""
         return {name: list(m.valid_versions) for name, m in self._cache.tree.models.items()}
+
+
+def _holder() -> Holder | None:
+    """The running request's holder; in a warm-up request, one whose loads never wait."""
+    holder = holder_var.get()
+    if holder is not None and warming_var.get() is not None:
+        holder.patient = False
+    return holder
 
 
 def _warming(name: str | None, version: str | int | None) -> LoadedModel | None:

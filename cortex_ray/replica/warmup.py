@@ -8,10 +8,12 @@ A version's folder may hold ``warmup.json``: a JSON list of requests, each an ob
 
     [{"payload": {"text": "hello"}}, {"payload": {"text": "a longer one"}, "query_params": {"model": "m"}}]
 
-While they run, every ``get_model`` / ``tensorflow_client.predict`` of the model being warmed
-(its name, or no name, at ``latest`` or its version) returns the new object, whatever serves
-now. The first request that raises fails the load, with its error as the reason; the version
-serving meanwhile keeps serving, and the new one is retried like any failed load.
+They run once the version's files are no longer read (a warm-up request may need other
+models). While they run, every ``get_model`` / ``tensorflow_client.predict`` of the model being
+warmed (its name, or no name, at ``latest`` or its version) returns the new object, whatever
+serves now; a callback a warm-up request returns runs outside of it. The first request that
+raises fails the load, with its error as the reason; the version serving meanwhile keeps
+serving, and the new one is retried like any failed load.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cortex_ray.cache import LoadedModel
+from cortex_ray.cache.tiers import WarmUpRun
 from cortex_ray.endpoint import Endpoint
 from cortex_ray.errors import CortexRayError, ModelLoadError
 from cortex_ray.replica.model_client import warming_var
@@ -85,14 +88,15 @@ class WarmUp:
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
 
-    async def __call__(self, loaded: LoadedModel, folder: Path) -> None:
+    async def __call__(self, loaded: LoadedModel, folder: Path) -> WarmUpRun | None:
+        """Read the version's requests (its folder is still pinned); what runs them, or ``None``."""
         name, version = loaded.name, loaded.version
         if not self.endpoint.core.methods:  # the handler's __init__ asked for it: nothing to call yet
             if (folder / WARMUP_FILE).is_file():
                 log.warning(
                     "model %s version %s loaded during the handler's __init__: not warmed up", name, version
                 )
-            return
+            return None
         try:
             requests = await asyncio.to_thread(read_warmup, folder)
         except (OSError, ValueError) as exc:
@@ -100,7 +104,15 @@ class WarmUp:
                 f"warm-up of model {name!r} version {version}: {exc}", model=name, version=version
             ) from exc
         if not requests:
-            return
+            return None
+
+        async def run() -> None:
+            await self._run(loaded, requests)
+
+        return run
+
+    async def _run(self, loaded: LoadedModel, requests: list[WarmupRequest]) -> None:
+        name, version = loaded.name, loaded.version
         started = time.perf_counter()
         token = warming_var.set(loaded)
         try:

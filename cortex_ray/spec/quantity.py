@@ -82,13 +82,19 @@ def parse_budget(value: object) -> Budget:
     a quantity with a unit (``6Gi``, ``500M``) is bytes."""
     if isinstance(value, bool):
         raise ValueError(f"must be a number of model versions or a size such as 6Gi (got {value!r})")
-    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+    count: int | None = None
+    if isinstance(value, float) and value.is_integer():
+        count = int(value)  # (YAML's 3.0)
+    elif isinstance(value, int):
+        count = value
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         count = int(value)
+    if count is not None:
         if count <= 0:
             raise ValueError(f"must be greater than 0 (got {value!r})")
         return Budget(count, "versions")
     match = _QUANTITY.match(value) if isinstance(value, str) else None
-    if match is not None and match.group(2) not in ("", "m"):
+    if match is not None and match.group(2) in _SUFFIXES and match.group(2) not in ("", "m"):
         amount = parse_memory(value)
         if amount <= 0:
             raise ValueError(f"must be greater than 0 (got {value!r})")

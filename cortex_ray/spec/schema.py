@@ -62,8 +62,8 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 def _cache_size(value: object) -> int | str:
-    parse_budget(value)  # (raises ValueError saying what it must be)
-    return value if isinstance(value, int) else str(value).strip()
+    budget = parse_budget(value)  # (raises ValueError saying what it must be)
+    return budget.amount if budget.unit == "versions" else str(value).strip()
 
 
 CacheSize = Annotated[int | str, BeforeValidator(_cache_size)]

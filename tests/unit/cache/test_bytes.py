@@ -216,3 +216,51 @@ def test_cuda_memory_is_read_only_from_a_torch_already_imported_on_a_gpu(
 
     monkeypatch.setitem(sys.modules, "torch", fake_torch(True, broken))
     assert cuda_allocated() is None  # a broken CUDA setup never fails a load
+
+
+def test_a_model_just_loaded_is_counted_once_and_evicts_nothing_that_fits(
+    tmp_path: Path, publish: Publisher, clock: ManualClock, wait: Waits
+) -> None:
+    """Files as big as the models state (an estimate that is right): 400 + 400 + 190 fit in 1000."""
+
+    async def main() -> None:
+        loader = SizedLoader()
+        tree = publish(
+            {
+                f"{n}/1/model.bin": f"{n}:{size}".ljust(size).encode()
+                for n, size in (("a", 400), ("b", 400), ("c", 190))
+            }
+        )
+        cache = cache_of(publish, loader, tmp_path, clock, tree, 1000)
+        for name in "abc":
+            await wait.result(cache.get(name))
+        assert sorted(cache.in_memory) == [("a", 1), ("b", 1), ("c", 1)] and cache.memory_used() == 990
+        await cache.close()
+
+    asyncio.run(main())
+
+
+def test_a_model_bigger_than_the_budget_left_by_pins_fails_instead_of_staying_above_it(
+    tmp_path: Path, publish: Publisher, clock: ManualClock, wait: Waits
+) -> None:
+    async def main() -> None:
+        loader = SizedLoader()
+        tree = publish(files(a=600, b=500))
+        cache = ModelCache(
+            loader,
+            tmp_path,
+            tree=tree,
+            clock=clock,
+            memory=Budget(1000, "bytes"),
+            disk=Budget(10**6, "bytes"),
+            pinned=[("a", None)],
+        )
+        await cache.load_pinned()
+        with pytest.raises(
+            ModelLoadError, match=r"more than cache_size \(1000B, less 600B that pinned models hold\)"
+        ):
+            await wait.result(cache.get("b"))
+        assert cache.in_memory == [("a", 1)] and cache.memory_used() == 600
+        await cache.close()
+
+    asyncio.run(main())

@@ -124,3 +124,24 @@ def test_a_model_in_use_may_still_be_replaced_by_its_new_files(
         assert not old.holders
 
     asyncio.run(main())
+
+
+def test_a_request_that_ended_holds_nothing_more_and_an_impatient_one_never_waits(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock, wait: Waits
+) -> None:
+    async def main() -> None:
+        cache = cache_of(loader, tmp_path, publish, clock)
+        ended = Holder()
+        await cache.get("a", requester=ended)
+        cache.let_go(ended)
+        await cache.get("a", requester=ended)  # e.g. a thread of a cancelled request, still running
+        assert cache.in_use(("a", 1)) == 0
+        busy, impatient = Holder(), Holder()
+        await cache.get("a", requester=busy)
+        impatient.patient = False  # (a warm-up request)
+        with pytest.raises(CacheFullError, match="a warm-up request does not wait for it"):
+            await wait.result(cache.get("b", requester=impatient))
+        assert clock.sleepers == 0
+        await cache.close()
+
+    asyncio.run(main())

@@ -401,3 +401,26 @@ def test_cache_sizes_count_versions_or_bytes(project: Path) -> None:
     assert model_spec.memory_budget == Budget(6 * 1024**3, "bytes")
     assert model_spec.disk_budget == Budget(3, "versions")
     assert model_spec.cache_size == "6Gi"  # as written (the spec travels to clusters as data)
+
+
+@pytest.mark.parametrize(
+    ("value", "budget"),
+    [
+        (3, (3, "versions")),
+        (3.0, (3, "versions")),
+        (" 3 ", (3, "versions")),
+        ("0.5Gi", (512 * 1024**2, "bytes")),
+    ],
+)
+def test_cache_size_values(value: Any, budget: tuple[int, str]) -> None:
+    from cortex_ray.spec.quantity import parse_budget
+
+    assert tuple(parse_budget(value)) == budget
+
+
+@pytest.mark.parametrize("value", ["1.5", "500m", "6gi", "٣", True, 0, -2, "0Gi"])
+def test_bad_cache_sizes_say_what_a_cache_size_is(value: Any) -> None:
+    from cortex_ray.spec.quantity import parse_budget
+
+    with pytest.raises(ValueError, match=r"must be|greater than 0"):
+        parse_budget(value)
