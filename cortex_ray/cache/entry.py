@@ -6,7 +6,7 @@ Each version (``name``, ``version``) has a disk side and a memory side::
                                       ^            | new files      (evicted, removed:
                                       +------------+                 folders go once unread)
 
-    memory:  absent -> queued -> loading -> in_memory -> swapping -> in_memory
+    memory:  absent -> downloading -> queued -> loading -> in_memory -> swapping -> in_memory
                                     |          |         (new files, or the version that
                                     v          v          replaces it as latest, loading)
                                   absent     absent (evicted, removed: drained by refcount,
@@ -22,8 +22,9 @@ weighs its bytes: the loaded object's size, a load's reservation, the folders' f
 * a **disk slot** is held by ``downloading`` and while the version has any folder on disk:
   its current files, or older ones that a running load still reads (deleted once unread).
 
-``queued`` means waiting for a slot (every slot is held by something that cannot be
-evicted now: loads in flight, folders being read, models in use). So the limits hold at
+``downloading`` means a load waits for its files (it takes no memory meanwhile); ``queued``
+means waiting for a slot (every slot is held by something that cannot be evicted now: loads in
+flight, folders being read, models in use). So the limits hold at
 every step.
 
 A loaded object is **in use** while a request that was given it runs (its :class:`Holder`
@@ -134,7 +135,9 @@ class Entry:
         if self.load is not None:
             if self.loaded is not None:
                 return "swapping"
-            return "loading" if self.load_slot or self.borrowed_from else "queued"
+            if self.load_slot or self.borrowed_from:
+                return "loading"
+            return "downloading" if self.download is not None else "queued"
         return "in_memory" if self.loaded is not None else "absent"
 
     # --- slots -------------------------------------------------------------

@@ -275,22 +275,25 @@ class ModelCache(Tiers):
             self._retry_task = asyncio.get_running_loop().create_task(self._retry_loop())
 
     async def _retry_loop(self) -> None:
-        while self._failures:
+        """Every ``RETRY_EVERY`` s, retry the failed versions that are due and still wanted (held,
+        the model's latest, or pinned); ends when none is wanted (a new failure starts it again)."""
+        while True:
+            wanted = [key for key in self._failures if self._retry_wanted(key)]
+            if not wanted:
+                return
             await self.clock.sleep(RETRY_EVERY)
-            for key, failure in list(self._failures.items()):
-                info = self._info(key)
-                due = self.clock.monotonic() >= failure.retry_at
-                if info is None or info.fingerprint != failure.fingerprint or not due:
+            for key in wanted:
+                failure, info = self._failures.get(key), self._info(key)
+                if failure is None or info is None or info.fingerprint != failure.fingerprint:
                     continue
-                name, version = key
-                pointer = self._latest.get(name)
-                model = self.tree.models.get(name)
-                if (
-                    self.held(key) is not None
-                    or self.is_pinned(key)
-                    or (pointer is not None and model is not None and model.latest == version)
-                ):
-                    self._background(name, info)
+                if self.clock.monotonic() >= failure.retry_at and self._retry_wanted(key):
+                    self._background(key[0], info)
+
+    def _retry_wanted(self, key: Key) -> bool:
+        name, version = key
+        model = self.tree.models.get(name)
+        latest = self._latest.get(name) is not None and model is not None and model.latest == version
+        return self.held(key) is not None or self.is_pinned(key) or latest
 
     def _ensure_expiry_loop(self) -> None:
         if self.idle_timeout is not None and (self._expiry_task is None or self._expiry_task.done()):

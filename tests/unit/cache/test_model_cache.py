@@ -89,7 +89,7 @@ def test_slow_load_does_not_delay_a_warm_model(
 
 
 def test_lru_order_and_both_limits_are_never_exceeded(
-    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock, wait: Waits
 ) -> None:
     tree = publish({f"{n}/1/model.bin": n.encode() for n in "abcde"})
 
@@ -104,11 +104,13 @@ def test_lru_order_and_both_limits_are_never_exceeded(
         await cache.get("d")
         assert cache.in_memory == [("b", 1), ("d", 1)]
         assert sorted(cache.on_disk) == [("b", 1), ("c", 1), ("d", 1)]
+        await wait.idle(cache)  # (evicted folders are deleted in a thread)
         assert not (tmp_path / "disk" / "a").exists() or not any((tmp_path / "disk" / "a").iterdir())
         await cache.get("a")  # from storage again
         assert len(cache.in_memory) == 2 and len(cache.on_disk) == 3
         # while a load ran, memory never held more than limit - 1 other models
         assert len(loader.observed) == 5 and max(loader.observed) <= 1
+        await wait.idle(cache)
         folders = [p for p in (tmp_path / "disk").iterdir() if p.is_dir() and not p.name.startswith(".")]
         on_disk = sum(1 for f in folders for v in f.iterdir() if not v.name.startswith("."))
         assert on_disk == 3
@@ -340,3 +342,32 @@ def test_a_non_string_model_name_is_a_bad_request(publish: Publisher) -> None:
         resolve_version(tree, ["a"], "1")  # type: ignore[arg-type]
     with pytest.raises(BadRequestError, match="model_name must be a string, got dict"):
         resolve_version(tree, {"a": 1})  # type: ignore[arg-type]
+
+
+def test_a_failure_nothing_asks_for_again_wakes_nothing_and_a_cold_load_says_it_downloads(
+    tmp_path: Path,
+    publish: Publisher,
+    loader: Loader,
+    clock: ManualClock,
+    wait: Waits,
+    slow_downloads: dict[bytes, threading.Event],
+) -> None:
+    tree = publish({"a/1/model.bin": b"bad", "b/1/model.bin": b"b1"})
+    loader.fail_on = {b"bad"}
+
+    async def main() -> None:
+        cache = ModelCache(loader, tmp_path, tree=tree, clock=clock)
+        with pytest.raises(ModelLoadError):
+            await cache.get("a", "1")  # a version asked for once, not held, not latest
+        await clock.advance(5)
+        assert clock.sleepers == 0  # no retry loop waking every second for it
+        slow_downloads[b"b1"] = threading.Event()
+        b = asyncio.create_task(cache.get("b"))
+        await wait.until(
+            lambda: cache.entry_states(("b", 1)) == ("downloading", "downloading"), "b downloads"
+        )
+        slow_downloads[b"b1"].set()
+        assert (await wait.result(b)).model == "b1"
+        await cache.close()
+
+    run(main())
