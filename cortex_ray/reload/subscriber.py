@@ -65,6 +65,8 @@ class Subscriber:
         self._report_task: asyncio.Task[None] | None = None
         self._status: tuple[float, dict[str, Any]] | None = None
         self._status_call: asyncio.Future[dict[str, Any]] | None = None
+        self._status_asked_at = -1
+        """``updates`` when the status call in flight was made."""
 
     async def initial_tree(self, timeout: float = 120.0) -> ModelTree:
         """The first published tree (the reloader's first listing must have succeeded)."""
@@ -97,9 +99,10 @@ class Subscriber:
             self._report_task = loop.create_task(self._report(summary))
 
     async def stop(self) -> None:
-        for task in (self._task, self._report_task):
-            if task is not None:
-                task.cancel()
+        tasks = [t for t in (self._task, self._report_task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # ended, not only told to end
 
     async def replica_reports(self) -> dict[str, dict[str, Any]]:
         """What every replica of the API last reported to the reloader."""
@@ -134,8 +137,10 @@ class Subscriber:
             return self._status[1]
         if self._status_call is None or self._status_call.done():
             self._status_call = asyncio.ensure_future(self._fetch_status())
+            self._status_asked_at = self.updates
         status = await asyncio.shield(self._status_call)
-        self._status = (self._clock.monotonic(), status)
+        if self._status_asked_at == self.updates:  # (an answer asked before a new tree is not kept)
+            self._status = (self._clock.monotonic(), status)
         return status
 
     async def _fetch_status(self) -> dict[str, Any]:
@@ -167,11 +172,9 @@ class Subscriber:
                 if reconnect and self.epoch is not None and tree is not None:
                     await actor.seed.remote(tree)
                 reconnect = False
+                self.connected = True  # (until a call fails: not only once a long poll returned)
                 snap = await actor.snapshot.remote(self.epoch, self.version, LONG_POLL_TIMEOUT)
-                self.connected = True
                 backoff = 0.2
-                if snap is not None:
-                    self._take(snap)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -180,6 +183,21 @@ class Subscriber:
                 self._actor = None
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("api %s: reloader unreachable, serving what is held: %s", self.api_name, exc)
+                await self._clock.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if snap is None:
+                continue
+            try:
+                self._take(snap)
+            except Exception as exc:  # the replica's side: the reloader is fine, fetch it again
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.error(
+                    "api %s: applying model tree version %s failed (fetched again): %s",
+                    self.api_name,
+                    snap.get("version"),
+                    exc,
+                )
                 await self._clock.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 

@@ -681,3 +681,60 @@ def test_stop_cancels_both_loops() -> None:
         assert clock.sleepers == 0
 
     run(main)
+
+
+def test_connected_from_the_start_and_a_tree_that_fails_to_apply_is_not_a_lost_reloader() -> None:
+    async def main() -> None:
+        clock = RecordingClock()
+        serve = FakeServe(clock)
+        actor = serve.start_reloader()
+        actor.publish(tree("a"))
+        replica = Replica(serve, clock)
+        await replica.started()
+        assert replica.sub.info()["connected"] is True  # not only once a 30 s long poll returned
+        replica.fail_next.append(OSError("disk full"))
+        actor.publish(tree("a", "b"))
+        await until(lambda: len(replica.applied) == 1, "the failed try")
+        assert replica.sub.info()["connected"] is True and actor.count("seed") == 0  # nothing re-seeded
+        await clock.advance(0.2)
+        await until(lambda: replica.held is not None and len(replica.held.models) == 2, "applied again")
+        await replica.sub.stop()
+
+    run(main)
+
+
+def test_a_status_asked_before_a_new_tree_is_not_cached_after_it() -> None:
+    async def main() -> None:
+        clock = ManualClock()
+        serve = FakeServe(clock)
+        actor = serve.start_reloader()
+        actor.publish(tree("a"))
+        replica = Replica(serve, clock)
+        await replica.started()
+        actor.status_gate = asyncio.Event()
+        asked = asyncio.ensure_future(replica.sub.reloader_status())
+        await until(lambda: actor.count("status") == 1, "the status call")
+        actor.publish(tree("a", "b"))
+        await until(lambda: len(replica.applied) == 1, "the new tree")
+        actor.status_gate.set()
+        await asked  # (answered with what it got)
+        assert (await replica.sub.reloader_status())["version"] == 2  # asked again, not the stale one
+        assert actor.count("status") == 2
+        await replica.sub.stop()
+
+    run(main)
+
+
+def test_stop_returns_once_both_loops_ended() -> None:
+    async def main() -> None:
+        clock = ManualClock()
+        serve = FakeServe(clock)
+        actor = serve.start_reloader()
+        actor.publish(tree("a"))
+        replica = Replica(serve, clock)
+        await replica.started(lambda: {"in_memory": ["a"]})
+        await replica.sub.stop()
+        assert replica.sub._task is not None and replica.sub._task.done()
+        assert replica.sub._report_task is not None and replica.sub._report_task.done()
+
+    run(main)
