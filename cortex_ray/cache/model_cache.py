@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cortex_ray.cache.events import CacheEvents
+from cortex_ray.cache.files import ModelFiles
 from cortex_ray.cache.introspect import version_state
 from cortex_ray.cache.resolve import parse_version, resolve_model, resolve_version
 from cortex_ray.cache.tiers import MEMORY_WAIT, Holder, Key, LoadedModel, Loader, Superseded, Tiers
@@ -67,9 +68,18 @@ class ModelCache(Tiers):
         pinned: Iterable[tuple[str, int | None]] = (),
         memory: Budget | None = None,
         disk: Budget | None = None,
+        files: ModelFiles | None = None,
     ) -> None:
         super().__init__(
-            loader, Path(root), memory_limit, disk_limit, clock, memory_wait, memory=memory, disk=disk
+            loader,
+            Path(root),
+            memory_limit,
+            disk_limit,
+            clock,
+            memory_wait,
+            memory=memory,
+            disk=disk,
+            files=files,
         )
         self.idle_timeout = idle_timeout
         """Unload versions no request used for this long (``None``: only to make room)."""

@@ -21,7 +21,6 @@ import asyncio
 import contextvars
 import functools
 import logging
-import shutil
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,7 @@ from typing import Any
 
 from cortex_ray.cache.entry import Entry, Folder, Holder, Key, LoadedModel
 from cortex_ray.cache.events import CacheEvents
+from cortex_ray.cache.files import ModelFiles, StorageFiles
 from cortex_ray.cache.reclaim import Reclaimer
 from cortex_ray.cache.sizes import LoadMeter, stated_size
 from cortex_ray.cache.tier import Tier
@@ -38,7 +38,6 @@ from cortex_ray.clock import SYSTEM, Clock
 from cortex_ray.errors import CacheFullError, CortexRayError, ModelLoadError
 from cortex_ray.models.tree import VersionInfo
 from cortex_ray.spec.quantity import Budget, format_bytes
-from cortex_ray.storage import open_storage
 
 __all__ = [
     "MEMORY_WAIT",
@@ -83,10 +82,13 @@ class Tiers:
         *,
         memory: Budget | None = None,
         disk: Budget | None = None,
+        files: ModelFiles | None = None,
     ) -> None:
         """Budgets: ``memory`` / ``disk`` (versions or bytes), or ``memory_limit`` /
         ``disk_limit`` as counts of versions (Cortex's ``cache_size``)."""
         self._loader = loader
+        self.files: ModelFiles = files or StorageFiles()
+        """Downloads and deletions of the disk tier's folders (the cache's only I/O)."""
         self.memory_wait = memory_wait
         self._last_used: dict[Key, float] = {}
         """When each version in memory was last used (given to a request, or let go by one)."""
@@ -282,11 +284,18 @@ class Tiers:
             dest = self._root / name.replace("/", "_") / unique
             started = self.clock.monotonic()
             try:
-                fetch = functools.partial(open_storage(info.uri).download, "", dest, info.files)
+                fetch = functools.partial(self.files.fetch, info, dest)
                 await asyncio.get_running_loop().run_in_executor(self._threads, fetch)
             except CortexRayError as exc:
                 raise ModelLoadError(
                     f"failed downloading model {name!r} of version {version} from {info.uri}: {exc}",
+                    model=name,
+                    version=version,
+                ) from exc
+            except OSError as exc:  # the disk tier's side: full, read-only, gone
+                raise ModelLoadError(
+                    f"failed writing model {name!r} of version {version} to the disk cache "
+                    f"({self._root}): {exc}",
                     model=name,
                     version=version,
                 ) from exc
@@ -768,9 +777,9 @@ class Tiers:
         """Delete model folders in a thread (model folders can be gigabytes)."""
         for folder in folders:
             try:
-                self._spawn(asyncio.to_thread(shutil.rmtree, folder.path, True))
+                self._spawn(asyncio.to_thread(self.files.remove, folder.path))
             except RuntimeError:  # no running loop (shutdown): do it here
-                shutil.rmtree(folder.path, ignore_errors=True)
+                self.files.remove(folder.path)
 
 
 def _memory_weight(budget: Budget | None) -> Callable[[Entry], int]:
