@@ -74,7 +74,7 @@ def _describe_api(api: ApiSpec) -> str:
             else f"paths: {len(models.paths)} models"
         )
         cache = (
-            f", cache {models.cache_size} in memory / {models.disk_cache_size} on disk"
+            f", cache: {models.memory_budget} in memory / {models.disk_budget} on disk"
             if models.caching_enabled
             else ""
         )

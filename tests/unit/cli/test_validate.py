@@ -37,7 +37,7 @@ def test_valid_spec_exits_0_and_describes_apis(tmp_path: Path) -> None:
     result = run("validate", "cortex.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "multi (RealtimeAPI, python handler) at /multi" in result.stdout
-    assert "cache 1 in memory / 2 on disk" in result.stdout
+    assert "cache: 1 model version(s) in memory / 2 model version(s) on disk" in result.stdout
     assert "cortex.yaml: valid (1 API)" in result.stdout
 
 
