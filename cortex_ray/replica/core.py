@@ -128,7 +128,7 @@ class ApiCore:
         """Run a handler method; user errors become 500s; the model versions it used are
         written into ``used`` (kept when the handler raises)."""
         token = served_versions_var.set(used)
-        holder = Holder()
+        holder = Holder() if self.cache is not None else None  # (an API without models holds none)
         holding = holder_var.set(holder)
         try:
             return await self.invoker(method, kwargs)
@@ -149,7 +149,7 @@ class ApiCore:
         finally:
             served_versions_var.reset(token)
             holder_var.reset(holding)
-            if self.cache is not None:
+            if self.cache is not None and holder is not None:
                 self.cache.let_go(holder)  # what it used can be evicted again
 
     async def run_callback(self, callback: Callable[[], Any]) -> None:
