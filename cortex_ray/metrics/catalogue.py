@@ -52,7 +52,8 @@ CATALOGUE: dict[str, MetricSpec] = {
         _m(
             "cortex_ray_cache_bytes",
             "gauge",
-            "size of the model files of the versions held",
+            "bytes of the versions held: on disk their files, in memory their sizes "
+            "(stated, measured or estimated)",
             "tier",
             "replica",
         ),
