@@ -401,8 +401,9 @@ class Tiers:
             # its disk slot can take it (no deadlock), and the load downloads again if so
             on_disk = entry.folder is not None and entry.folder.fingerprint == info.fingerprint
             (self.events.hit if on_disk else self.events.miss)("disk")
-            await self.ensure_on_disk(name, info)
             estimate = self._sizes.get(name, info.size)
+            self._check_estimate(entry.key, estimate)  # (no download for what cannot fit)
+            await self.ensure_on_disk(name, info)
             await self._reserve_memory(entry, info.fingerprint, requester, estimate)
             folder = await self.ensure_on_disk(name, info, pin=True)  # never deleted while read
             warm_up: WarmUpRun | None = None
@@ -489,6 +490,19 @@ class Tiers:
             gpu_bytes=grown.gpu,
         )
 
+    def _check_estimate(self, key: Key, estimate: int) -> None:
+        """A version whose estimate alone is more than the memory budget fails (before its files
+        are even downloaded)."""
+        limit = self.memory.limit
+        if self.memory.in_bytes and limit is not None and self.memory.need(estimate) > limit:
+            raise ModelLoadError(
+                f"model {key[0]!r} version {key[1]} needs about {format_bytes(estimate)} in memory "
+                f"(its estimate: {'its last load' if key[0] in self._sizes else 'its files'}), more "
+                f"than cache_size ({self.memory.budget})",
+                model=key[0],
+                version=key[1],
+            )
+
     def _check_fits(self, loaded: LoadedModel) -> None:
         """A model bigger than the memory budget (less what pinned models hold) fails, instead of
         evicting everything or staying above the budget."""
@@ -496,10 +510,11 @@ class Tiers:
         if not self.memory.in_bytes or limit is None:
             return
         key = (loaded.name, loaded.version)
+        replaced = self._lender_for(key)  # (the version it replaces as latest leaves: not counted)
         pinned = sum(
             e.loaded.size
             for e in self._entries.values()
-            if e.loaded and e.key != key and self.is_pinned(e.key)
+            if e.loaded and e.key not in (key, replaced) and self.is_pinned(e.key)
         )
         if loaded.size > limit - pinned:
             left = f", less {format_bytes(pinned)} that pinned models hold" if pinned else ""
@@ -530,16 +545,9 @@ class Tiers:
         model another running request uses, nor a pinned one. Looked at again after every wait,
         and only while these files are still published; after ``memory_wait`` seconds,
         :class:`CacheFullError`."""
-        in_bytes, limit = self.memory.in_bytes, self.memory.limit
+        in_bytes = self.memory.in_bytes
         need = self.memory.need(estimate)
-        if in_bytes and limit is not None and need > limit:
-            raise ModelLoadError(
-                f"model {entry.key[0]!r} version {entry.key[1]} needs about {format_bytes(need)} in memory "
-                f"(its estimate: {'its last load' if entry.key[0] in self._sizes else 'its files'}), more "
-                f"than cache_size ({self.memory.budget})",
-                model=entry.key[0],
-                version=entry.key[1],
-            )
+        self._check_estimate(entry.key, estimate)
         deadline = self.clock.monotonic() + self.memory_wait
         while True:
             self._check_current(entry.key, fingerprint)
@@ -633,13 +641,17 @@ class Tiers:
         loading = [
             f"{e.key[0]} v{e.key[1]}" for e in self._entries.values() if e.load is not None and e.key != key
         ]
+        room = ""
+        if self.memory.in_bytes and self.memory.limit is not None:
+            free = max(0, self.memory.limit - self.memory_used())
+            room = f" ({format_bytes(free)} of {self.memory.budget} free)"
         if pinned and not in_use and not loading:
             return (
-                f"no memory can come free for model {key[0]!r} version {key[1]}: cache_size "
+                f"no memory can come free for model {key[0]!r} version {key[1]}{room}: cache_size "
                 f"({self.memory.budget}) is held by pinned models [{', '.join(pinned)}]"
             )
         return (
-            f"no memory slot came free for model {key[0]!r} version {key[1]} in {self.memory_wait:g}s: "
+            f"no memory slot came free for model {key[0]!r} version {key[1]} in {self.memory_wait:g}s{room}: "
             f"cache_size ({self.memory.budget}) is held by models in use by running requests "
             f"[{', '.join(in_use) or 'none'}], loads in flight [{', '.join(loading) or 'none'}] "
             f"and pinned models [{', '.join(pinned) or 'none'}]"

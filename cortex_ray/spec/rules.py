@@ -200,7 +200,7 @@ def _models(api: ApiSpec) -> Iterator[Problem]:
         if cache.unit == "bytes" and mem is not None and cache.amount > mem:
             yield (
                 f"{field}.cache_size",
-                f"cache_size ({spec.cache_size}, {cache}) cannot be greater than the replica's memory "
+                f"cache_size ({spec.cache_size}) cannot be greater than the replica's memory "
                 f"compute.mem ({format_bytes(mem)})",
             )
         if h.processes_per_replica > 1:

@@ -13,7 +13,7 @@ import pytest
 
 from cortex_ray.cache import ModelCache
 from cortex_ray.cache.sizes import LoadMeter, Measured, cuda_allocated
-from cortex_ray.errors import ModelLoadError
+from cortex_ray.errors import CacheFullError, ModelLoadError
 from cortex_ray.spec.quantity import Budget
 
 if TYPE_CHECKING:
@@ -127,6 +127,7 @@ def test_a_model_bigger_than_the_whole_budget_fails_clearly_and_evicts_nothing(
         with pytest.raises(ModelLoadError, match=r"takes 4\.9Ki in memory \(stated\), more than cache_size"):
             await wait.result(cache.get("huge"))
         assert cache.in_memory == [("a", 1)] and cache.memory_used() == 100
+        assert not cache.is_on_disk(("big", 1))  # not even downloaded: its files alone are too big
         assert cache.state("huge", 1)["state"] == "failed"
         await cache.close()
 
@@ -261,6 +262,35 @@ def test_a_model_bigger_than_the_budget_left_by_pins_fails_instead_of_staying_ab
         ):
             await wait.result(cache.get("b"))
         assert cache.in_memory == [("a", 1)] and cache.memory_used() == 600
+        await cache.close()
+
+    asyncio.run(main())
+
+
+def test_pinned_models_filling_the_budget_still_move_to_their_new_versions(
+    tmp_path: Path, publish: Publisher, clock: ManualClock, wait: Waits
+) -> None:
+    """Two pinned "latest" models of 300 in 640: a's version 2 loads beside version 1 (the budget
+    holds one of them) and replaces it; the other pin is all that is counted against it."""
+
+    async def main() -> None:
+        loader = SizedLoader()
+        cache = ModelCache(
+            loader,
+            tmp_path,
+            tree=publish({**files(a=300, b=300), "c/1/model.bin": b"c:100".ljust(100)}),  # c: estimated right
+            clock=clock,
+            memory=Budget(640, "bytes"),
+            disk=Budget(10**6, "bytes"),
+            pinned=[("a", None), ("b", None)],
+        )
+        await cache.load_pinned()
+        publish({"a/2/model.bin": b"a:300"})
+        cache.set_tree(publish.tree())
+        await wait.until(lambda: cache.latest_pointer("a") == 2, "a v2 took over from a v1")
+        assert sorted(cache.in_memory) == [("a", 2), ("b", 1)] and cache.memory_used() == 600
+        with pytest.raises(CacheFullError, match=r"\(40B of 640B free\).*held by pinned models"):
+            await wait.result(cache.get("c"))  # 100 more cannot fit beside the pins: said with numbers
         await cache.close()
 
     asyncio.run(main())

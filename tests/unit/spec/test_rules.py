@@ -268,7 +268,7 @@ def test_cross_field_rules(project: Path, overrides: dict[str, Any], field: str,
                 },
             },
             "handler.multi_model_reloading.cache_size",
-            "cache_size (6Gi, 6.0Gi) cannot be greater than the replica's memory compute.mem (4.0Gi)",
+            "cache_size (6Gi) cannot be greater than the replica's memory compute.mem (4.0Gi)",
         ),
         (
             {
