@@ -137,10 +137,8 @@ def test_metrics_info_all_and_get_after_real_traffic(
         return value(text, "cortex_ray_cache_models", api_name="ops", tier="memory") == 2
 
     wait_for(gauges, "the cache gauges (a and b in memory)")
-    assert value(text, "cortex_ray_cache_bytes", api_name="ops", tier="disk") == 4  # the files a1, b1
-    assert (
-        value(text, "cortex_ray_cache_bytes", api_name="ops", tier="memory") >= 4
-    )  # sizes measured (at least the files)
+    memory = value(text, "cortex_ray_cache_bytes", api_name="ops", tier="memory")
+    assert 4 <= memory < 64 * 2**20  # a's and b's measured sizes: at least their files (a1, b1)
     assert 'replica="' in text and value(text, "cortex_ray_replica_tree_lag_versions", api_name="ops") == 0
 
     # --- /info?all=1: every replica, as reported to the reloader -------------------------
