@@ -175,7 +175,7 @@ def case_lookup(models: int) -> dict[str, Any]:
                     try_get(target, "latest")
                 else:
                     name, info = resolve_version(cache.tree, target, "latest")
-                    cache.peek(name, info)
+                    cache.tiers.peek(name, info)
 
             started = time.perf_counter()
             for _ in range(n):

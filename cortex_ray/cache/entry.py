@@ -77,7 +77,10 @@ class LoadedModel:
     size_source: str = ""
     """How ``size`` was found: ``stated``, ``measured`` or ``estimated``."""
     gpu_bytes: int | None = None
-    """CUDA memory its load allocated (PyTorch on a GPU, a load that ran alone), else ``None``."""
+    """CUDA memory it takes: stated (``cortex_gpu_bytes``), or what its load allocated (PyTorch on
+    a GPU, a load that ran alone), or, under a GPU budget only, estimated; else ``None``."""
+    gpu_source: str = ""
+    """How ``gpu_bytes`` was found: ``stated``, ``measured`` or ``estimated`` (``""``: not found)."""
     holders: set[Holder] = field(default_factory=set, compare=False, repr=False)
     """The running requests that were given this object (it is in use while any is)."""
 
@@ -121,6 +124,8 @@ class Entry:
     reserved: int = 0
     """Bytes the running load reserved in memory (a memory budget in bytes): its estimate, less
     what it takes over from the object it replaces when the budget cannot hold both."""
+    gpu_reserved: int = 0
+    """The same, of GPU memory (``gpu_cache_size``)."""
 
     # --- states ------------------------------------------------------------
 
@@ -154,6 +159,12 @@ class Entry:
     def memory_bytes(self) -> int:
         """Bytes held in memory: the loaded object's, and what a running load reserved."""
         return (self.loaded.size if self.loaded is not None else 0) + self.reserved
+
+    @property
+    def gpu_bytes(self) -> int:
+        """GPU bytes held: the loaded object's, and what a running load reserved."""
+        held = self.loaded.gpu_bytes if self.loaded is not None else None
+        return (held or 0) + self.gpu_reserved
 
     @property
     def disk_bytes(self) -> int:

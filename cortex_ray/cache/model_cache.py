@@ -18,14 +18,16 @@ retried with backoff, and at once when their files change again. The event loop'
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from cortex_ray.cache.callbacks import TierCallbacks
 from cortex_ray.cache.events import CacheEvents
 from cortex_ray.cache.files import ModelFiles
-from cortex_ray.cache.introspect import version_state
+from cortex_ray.cache.introspect import CacheSnapshot, version_state
 from cortex_ray.cache.resolve import parse_version, resolve_model, resolve_version
 from cortex_ray.cache.tiers import MEMORY_WAIT, Holder, Key, LoadedModel, Loader, Superseded, Tiers
 from cortex_ray.clock import SYSTEM, Clock
@@ -51,8 +53,9 @@ class _Failure:
         self.retry_at = clock.monotonic() + min(MAX_BACKOFF, 2.0 ** (attempts - 1))
 
 
-class ModelCache(Tiers):
-    """Per-replica cache fed by the model trees the reloader publishes."""
+class ModelCache:
+    """Per-replica cache fed by the model trees the reloader publishes; it owns the tiers
+    (:attr:`tiers`) and answers what they ask (current files, pins, "latest")."""
 
     def __init__(
         self,
@@ -69,8 +72,10 @@ class ModelCache(Tiers):
         memory: Budget | None = None,
         disk: Budget | None = None,
         files: ModelFiles | None = None,
+        gpu: Budget | None = None,
     ) -> None:
-        super().__init__(
+        self.clock = clock
+        self.tiers = Tiers(
             loader,
             Path(root),
             memory_limit,
@@ -80,33 +85,54 @@ class ModelCache(Tiers):
             memory=memory,
             disk=disk,
             files=files,
+            gpu=gpu,
+            callbacks=TierCallbacks(
+                is_current=self._is_current,
+                is_pinned=self.is_pinned,
+                lender_for=self._lender_for,
+                on_loaded=self._on_loaded,
+                on_failed=self._on_failed,
+                on_replaced=self._on_replaced,
+            ),
         )
+        """The memory and disk tiers: slots, downloads, loads (their queries are public)."""
+        if events is not None:
+            self.tiers.events = events
         self.idle_timeout = idle_timeout
         """Unload versions no request used for this long (``None``: only to make room)."""
         self._expiry_task: asyncio.Task[None] | None = None
         self.pinned = list(pinned)
         """Models loaded at start and never evicted: (name, version), ``None`` for the latest."""
-        if events is not None:
-            self.events = events
         self.tree = tree or ModelTree()
         self._latest: dict[str, int] = {}
         self._failures: dict[Key, _Failure] = {}
         self._retry_task: asyncio.Task[None] | None = None
+        self._work: set[asyncio.Future[Any]] = set()
+        """Background loads and downloads this cache started (cancelled by :meth:`close`)."""
 
     # --- requests ----------------------------------------------------------
 
-    def try_get(self, name: str | None, version: str | int | None = "latest") -> LoadedModel | None:
+    def try_get(
+        self, name: str | None, version: str | int | None = "latest", requester: Holder | None = None
+    ) -> LoadedModel | None:
         """What serves ``name``/``version`` right now without waiting, or ``None`` when that
-        needs a load. Raises the request's 4xx/503 errors. Starts background swaps."""
+        needs a load. Raises the request's 4xx/503 errors. Starts background swaps. With
+        ``requester``, what it returns is held for that request (as :meth:`get`)."""
+        held = self._serving(name, version)
+        if held is not None and requester is not None:
+            self.tiers.hold(held, requester)
+        return held
+
+    def _serving(self, name: str | None, version: str | int | None) -> LoadedModel | None:
         wanted = parse_version(version)
         if wanted is None:
             model_name, model = resolve_model(self.tree, name)
             return self._serving_latest(model_name, model)
         model_name, info = resolve_version(self.tree, name, wanted)
-        held = self.held((model_name, info.version))
+        held = self.tiers.held((model_name, info.version))
         if held is None:
             return None
-        self.touch((model_name, info.version))
+        self.tiers.touch((model_name, info.version))
         self.events.hit("memory")
         if held.fingerprint != info.fingerprint:
             self._background(model_name, info)  # serve the old files while the new ones load
@@ -119,7 +145,7 @@ class ModelCache(Tiers):
         (the request asking), the object is held for it until :meth:`let_go`, and a load it
         starts may evict models only it uses."""
         for attempt in range(5):  # a new tree may land while a load runs: resolve again
-            held = self.try_get(name, version)
+            held = self._serving(name, version)
             if held is None:
                 if attempt == 0:
                     self.events.miss("memory")
@@ -128,17 +154,17 @@ class ModelCache(Tiers):
                 except Superseded:
                     continue
             if requester is not None:
-                self.hold(held, requester)
+                self.tiers.hold(held, requester)
             return held
         raise ModelLoadError(f"model {name!r} kept changing while it was being loaded; try again")
 
     def _serving_latest(self, name: str, model: ModelInfo) -> LoadedModel | None:
         pointer = self._latest.get(name)
-        held = self.held((name, pointer)) if pointer is not None else None
+        held = self.tiers.held((name, pointer)) if pointer is not None else None
         if held is None or pointer not in model.versions:
             return None
         assert pointer is not None and model.latest is not None
-        self.touch((name, pointer))
+        self.tiers.touch((name, pointer))
         self.events.hit("memory")
         top = model.versions[model.latest]
         if pointer != top.version:
@@ -154,16 +180,16 @@ class ModelCache(Tiers):
         if wanted is not None:
             model_name, info = resolve_version(self.tree, name, wanted)
             self._raise_if_backing_off(model_name, info)
-            return await self.load(model_name, info, requester)
+            return await self.tiers.load(model_name, info, requester)
         model_name, model = resolve_model(self.tree, name)
         error: ModelLoadError | None = None
         for v in model.candidates:  # the highest version that loads
             info = model.versions[v]
             try:
-                held = self.peek(model_name, info)
+                held = self.tiers.peek(model_name, info)
                 if held is None:
                     self._raise_if_backing_off(model_name, info)
-                    held = await self.load(model_name, info, requester)
+                    held = await self.tiers.load(model_name, info, requester)
             except Superseded:
                 raise
             except ModelLoadError as exc:
@@ -184,31 +210,31 @@ class ModelCache(Tiers):
     def set_tree(self, tree: ModelTree) -> None:
         """Reconcile with a newly published tree (idempotent)."""
         self.tree = tree
-        for key in {*self.in_memory, *self.on_disk}:
+        for key in {*self.tiers.in_memory, *self.tiers.on_disk}:
             info = self._info(key)
-            held = self.held(key)
+            held = self.tiers.held(key)
             if info is None or not info.valid:
-                self.remove(key)  # removed: free memory and disk (loads running are discarded)
+                self.tiers.remove(key)  # removed: free memory and disk (loads running are discarded)
             elif held is not None and held.fingerprint != info.fingerprint:
                 self._background(key[0], info)  # changed in place: reload, keep serving the old
             elif held is None:
-                entry = self._entries.get(key)
+                entry = self.tiers.entry(key)
                 if entry is not None and entry.folder and entry.folder.fingerprint != info.fingerprint:
-                    self.drop_stale_folder(key)  # deleted once no load reads it
+                    self.tiers.drop_stale_folder(key)  # deleted once no load reads it
         self._failures = {k: f for k, f in self._failures.items() if self._fingerprint(k) == f.fingerprint}
         for name, pointer in list(self._latest.items()):
             model = tree.models.get(name)
             if model is None or pointer not in model.versions:
                 del self._latest[name]
-            elif model.latest is not None and model.latest != pointer and self.held((name, pointer)):
+            elif model.latest is not None and model.latest != pointer and self.tiers.held((name, pointer)):
                 self._background(name, model.versions[model.latest])
         for name, version in self._missing_pins():
             self._spawn(self._quiet(self.get(name, version or "latest")))
-        if self.memory_limit is None:  # no cache limits: keep every version on disk, as Cortex did
+        if self.tiers.memory_limit is None:  # no cache limits: keep every version on disk, as Cortex did
             for name, model in tree.models.items():
                 for info in model.versions.values():
-                    if info.valid and (name, info.version) not in self.disk:
-                        self._spawn(self._quiet(self.ensure_on_disk(name, info)))
+                    if info.valid and (name, info.version) not in self.tiers.disk:
+                        self._spawn(self._quiet(self.tiers.ensure_on_disk(name, info)))
 
     # --- pins ------------------------------------------------------------------
 
@@ -229,7 +255,7 @@ class ModelCache(Tiers):
             wanted = model.latest if model is not None and version is None else version
             if model is None or wanted is None or wanted not in model.versions:
                 continue
-            entry = self._entries.get((name, wanted))
+            entry = self.tiers.entry((name, wanted))
             if entry is None or (entry.loaded is None and entry.load is None):
                 missing.append((name, version))
         return missing
@@ -253,7 +279,7 @@ class ModelCache(Tiers):
     async def download_all(self) -> None:
         """Download every valid version (no-cache mode, before the replica is ready)."""
         jobs = [
-            self.ensure_on_disk(name, info)
+            self.tiers.ensure_on_disk(name, info)
             for name, model in self.tree.models.items()
             for info in model.versions.values()
             if info.valid
@@ -265,14 +291,14 @@ class ModelCache(Tiers):
     # --- background loads and retries -----------------------------------------
 
     def _background(self, name: str, info: VersionInfo) -> None:
-        entry = self._entries.get((name, info.version))
+        entry = self.tiers.entry((name, info.version))
         if entry is not None and (entry.load is not None or entry.lent_to is not None):
             return  # loading already, or about to be replaced by the version that borrowed its slot
         failure = self._failures.get((name, info.version))
         if failure and failure.fingerprint == info.fingerprint and self.clock.monotonic() < failure.retry_at:
             self._ensure_retry_loop()
             return
-        self._spawn(self._quiet(self.load(name, info)))
+        self._spawn(self._quiet(self.tiers.load(name, info)))
 
     async def _quiet(self, awaitable: Any) -> None:
         try:
@@ -303,7 +329,7 @@ class ModelCache(Tiers):
         name, version = key
         model = self.tree.models.get(name)
         latest = self._latest.get(name) is not None and model is not None and model.latest == version
-        return self.held(key) is not None or self.is_pinned(key) or latest
+        return self.tiers.held(key) is not None or self.is_pinned(key) or latest
 
     def _ensure_expiry_loop(self) -> None:
         if self.idle_timeout is not None and (self._expiry_task is None or self._expiry_task.done()):
@@ -313,11 +339,11 @@ class ModelCache(Tiers):
         """Look for idle versions a few times per ``idle_timeout`` (at most every 30 s), while
         anything is in memory (the next load starts it again)."""
         every = min(max(idle_timeout / 4, 0.25), 30.0)
-        while self.in_memory:
+        while self.tiers.in_memory:
             await self.clock.sleep(every)
-            self.expire_idle(idle_timeout)
+            self.tiers.expire_idle(idle_timeout)
 
-    # --- hooks called by Tiers ---------------------------------------------
+    # --- what the tiers ask and tell (TierCallbacks) --------------------------------
 
     def _on_loaded(self, loaded: LoadedModel) -> None:
         self._ensure_expiry_loop()
@@ -334,7 +360,7 @@ class ModelCache(Tiers):
         attempts = previous.attempts + 1 if previous and previous.fingerprint == info.fingerprint else 1
         self._failures[key] = _Failure(info.fingerprint, reason, attempts, self.clock)
         log.error("model %s version %s failed (attempt %d): %s", name, info.version, attempts, reason)
-        if self.held(key) is not None or name in self._latest or self.is_pinned(key):
+        if self.tiers.held(key) is not None or name in self._latest or self.is_pinned(key):
             self._ensure_retry_loop()
 
     def _lender_for(self, key: Key) -> Key | None:
@@ -365,7 +391,7 @@ class ModelCache(Tiers):
 
     def needing_attention(self) -> set[Key]:
         """Versions loading now or whose last load failed (cheap: no walk of the tree)."""
-        return {*self._failures, *(k for k, e in self._entries.items() if e.load is not None)}
+        return {*self._failures, *self.tiers.loading()}
 
     def failure(self, key: Key) -> _Failure | None:
         """The last failed load of the version (until its files change, or it loads)."""
@@ -379,13 +405,31 @@ class ModelCache(Tiers):
         """What this replica knows of one version (for ``/info``)."""
         return version_state(self, name, version)
 
+    @property
+    def events(self) -> CacheEvents:
+        """Told of hits, misses, loads, downloads and evictions (metrics)."""
+        return self.tiers.events
+
+    @property
+    def idle(self) -> bool:
+        """No background load, download or folder removal is running."""
+        return not self._work and self.tiers.idle
+
+    def snapshot(self) -> CacheSnapshot:
+        """Both tiers as they are now."""
+        return self.tiers.snapshot()
+
+    def let_go(self, holder: Holder) -> None:
+        """``holder``'s request ended: what only it used can be evicted again."""
+        self.tiers.let_go(holder)
+
     async def close(self) -> None:
         for task in [*self._work, *(t for t in (self._retry_task, self._expiry_task) if t is not None)]:
             task.cancel()
-        for entry in self._entries.values():  # nobody awaiting a download or load hangs
-            for future in (entry.load, entry.download):
-                if future is not None and not future.done():
-                    future.set_exception(ModelLoadError("the replica is shutting down"))
-                    future.exception()
-        self.reclaimer.close()
-        self._threads.shutdown(wait=False, cancel_futures=True)
+        self.tiers.close()
+
+    def _spawn(self, coro: Any) -> None:
+        # an empty context: a background load is nobody's request (no holder, no versions)
+        task = contextvars.Context().run(asyncio.ensure_future, coro)
+        self._work.add(task)
+        task.add_done_callback(self._work.discard)

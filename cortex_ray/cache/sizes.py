@@ -11,10 +11,11 @@
 
 Before a load, the cache reserves the estimate; after it, the size found replaces it.
 
-GPU memory is measured too, when the process uses PyTorch on a GPU: the growth of the CUDA
-memory torch reports allocated across a load that ran alone (``gpu_bytes`` in ``/info``). It is
-shown, not budgeted: a replica's GPU is its own (``compute.gpu``), and the reclaimer returns
-torch's cached blocks after unloads.
+GPU memory follows the same order, in its own budget (``gpu_cache_size``): stated
+(``cortex_gpu_bytes``), else measured (the growth of the CUDA memory PyTorch reports allocated
+across a load that ran alone), else, under a GPU budget, estimated (the model's last GPU size,
+else its files' size). ``gpu_bytes`` in ``/info``; the reclaimer returns torch's cached blocks
+after unloads.
 """
 
 from __future__ import annotations
@@ -25,12 +26,22 @@ import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
-__all__ = ["SIZE_ATTRIBUTE", "LoadMeter", "Measured", "cuda_allocated", "process_rss", "stated_size"]
+__all__ = [
+    "GPU_SIZE_ATTRIBUTE",
+    "SIZE_ATTRIBUTE",
+    "LoadMeter",
+    "Measured",
+    "cuda_allocated",
+    "process_rss",
+    "stated_size",
+]
 
 T = TypeVar("T")
 
 SIZE_ATTRIBUTE = "cortex_size_bytes"
 """The attribute a handler may set on the object ``load_model`` returns: its size in bytes."""
+GPU_SIZE_ATTRIBUTE = "cortex_gpu_bytes"
+"""The same, for the GPU memory it takes."""
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -56,8 +67,9 @@ def cuda_allocated() -> int | None:
         return None
 
 
-def stated_size(obj: Any) -> int | None:
-    size = getattr(obj, SIZE_ATTRIBUTE, None)
+def stated_size(obj: Any, attribute: str = SIZE_ATTRIBUTE) -> int | None:
+    """The size the object states of itself (``attribute``, a non-negative integer), if any."""
+    size = getattr(obj, attribute, None)
     if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
         return size
     return None

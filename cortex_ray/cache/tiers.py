@@ -27,11 +27,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from cortex_ray.cache.callbacks import TierCallbacks
 from cortex_ray.cache.entry import Entry, Folder, Holder, Key, LoadedModel
 from cortex_ray.cache.events import CacheEvents
 from cortex_ray.cache.files import ModelFiles, StorageFiles
+from cortex_ray.cache.introspect import CacheSnapshot, TierSnapshot
 from cortex_ray.cache.reclaim import Reclaimer
-from cortex_ray.cache.sizes import LoadMeter, stated_size
+from cortex_ray.cache.sizes import GPU_SIZE_ATTRIBUTE, LoadMeter, stated_size
 from cortex_ray.cache.tier import Tier
 from cortex_ray.cache.usage import Usage
 from cortex_ray.clock import SYSTEM, Clock
@@ -69,7 +71,8 @@ class Superseded(ModelLoadError):
 
 
 class Tiers:
-    """Memory and disk tiers; subclasses decide what is current and react to loads."""
+    """Memory and disk tiers; their owner decides what is current and hears of loads
+    (:class:`~cortex_ray.cache.callbacks.TierCallbacks`)."""
 
     def __init__(
         self,
@@ -83,9 +86,14 @@ class Tiers:
         memory: Budget | None = None,
         disk: Budget | None = None,
         files: ModelFiles | None = None,
+        callbacks: TierCallbacks | None = None,
+        gpu: Budget | None = None,
     ) -> None:
         """Budgets: ``memory`` / ``disk`` (versions or bytes), or ``memory_limit`` /
-        ``disk_limit`` as counts of versions (Cortex's ``cache_size``)."""
+        ``disk_limit`` as counts of versions (Cortex's ``cache_size``); ``gpu`` in bytes
+        (``gpu_cache_size``)."""
+        self.callbacks = callbacks or TierCallbacks()
+        """What the tiers ask of their owner (current files, pins, "latest") and tell it."""
         self._loader = loader
         self.files: ModelFiles = files or StorageFiles()
         """Downloads and deletions of the disk tier's folders (the cache's only I/O)."""
@@ -101,10 +109,16 @@ class Tiers:
             disk = Budget(disk_limit, "versions")
         self.memory = Tier("memory", memory, _memory_weight(memory))
         self.disk = Tier("disk", disk, _disk_weight(disk))
+        if gpu is not None and gpu.unit != "bytes":
+            raise ValueError(f"a GPU budget is in bytes (got {gpu})")
+        self.gpu = Tier("gpu", gpu, lambda e: e.gpu_bytes)
+        """GPU memory (``gpu_cache_size``): the versions whose objects hold some, by their bytes."""
         self._entries: dict[Key, Entry] = {}
         self.meter = LoadMeter()
         self._sizes: dict[str, int] = {}
         """The last size measured or stated per model name (the estimate for its next versions)."""
+        self._gpu_sizes: dict[str, int] = {}
+        """The same, of GPU memory."""
         self._freed = asyncio.Event()
         self._work: set[asyncio.Future[Any]] = set()
         self.reclaimer = Reclaimer(clock=clock)
@@ -117,30 +131,6 @@ class Tiers:
         """Told of hits, misses, loads, downloads and evictions (metrics)."""
         self.warm_up: WarmUp | None = None
         """Run on each loaded object before it is installed (the replica's warm-up requests)."""
-
-    # --- hooks -------------------------------------------------------------
-
-    def _is_current(self, key: Key, fingerprint: str) -> bool:
-        """Whether these files are still the ones published for ``key`` (subclasses know the tree)."""
-        return True
-
-    def _on_loaded(self, loaded: LoadedModel) -> None:
-        """Called after every load that was installed (the subclass moves "latest" there)."""
-
-    def _on_failed(self, name: str, info: VersionInfo, reason: str) -> None:
-        """Called after every failed download or load (the subclass records it and retries)."""
-
-    def _lender_for(self, key: Key) -> Key | None:
-        """The version whose memory slot a load of ``key`` takes over (it replaces it as the
-        model's "latest"), or ``None``; asked again at every pass of a reservation."""
-        return None
-
-    def _on_replaced(self, old: Key, new: LoadedModel) -> None:
-        """``new`` took over the slot of ``old``, which is unloaded right after this."""
-
-    def is_pinned(self, key: Key) -> bool:
-        """Whether the version stays in memory whatever comes (the subclass knows the pins)."""
-        return False
 
     # --- queries -----------------------------------------------------------
 
@@ -157,6 +147,14 @@ class Tiers:
         self.touch((name, info.version))
         return held
 
+    def entry(self, key: Key) -> Entry | None:
+        """The version's state (read it, never change it: the tiers own it)."""
+        return self._entries.get(key)
+
+    def loading(self) -> set[Key]:
+        """Versions with a load running."""
+        return {k for k, e in self._entries.items() if e.load is not None}
+
     def in_flight(self, name: str, info: VersionInfo) -> bool:
         entry = self._entries.get((name, info.version))
         return entry is not None and entry.load is not None and entry.load_fp == info.fingerprint
@@ -167,6 +165,7 @@ class Tiers:
         if key in self.memory:
             self.memory.touch(key)
             self._last_used[key] = self.clock.monotonic()
+        self.gpu.touch(key)
         self.disk.touch(key)
 
     def hold(self, loaded: LoadedModel, holder: Holder) -> None:
@@ -239,6 +238,24 @@ class Tiers:
         held = self.held(key)
         return held.size if held is not None else None
 
+    def snapshot(self) -> CacheSnapshot:
+        """Both tiers as they are now (for ``/info``, the reloader's reports and tests)."""
+        entries = list(self._entries.values())
+
+        def tier(t: Tier, size: Callable[[Entry], int]) -> TierSnapshot:
+            keys = tuple(t.versions())
+            held = sum(size(self._entries[k]) for k in keys if k in self._entries)
+            unit = t.budget.unit if t.budget is not None else None
+            return TierSnapshot(t.limit, unit, t.used(entries), keys, held)
+
+        return CacheSnapshot(
+            memory=tier(self.memory, lambda e: e.loaded.size if e.loaded is not None else 0),
+            disk=tier(self.disk, lambda e: e.folder.size if e.folder is not None else 0),
+            gpu=tier(self.gpu, lambda e: (e.loaded.gpu_bytes or 0) if e.loaded is not None else 0),
+            loads=self.load_count,
+            reclaim=self.reclaimer.stats(),
+        )
+
     def entry_states(self, key: Key) -> tuple[str, str]:
         entry = self._entries.get(key)
         return (entry.memory_state, entry.disk_state) if entry else ("absent", "absent")
@@ -300,7 +317,7 @@ class Tiers:
                     version=version,
                 ) from exc
             folder = Folder(dest, info.fingerprint, info.size)
-            if not self._is_current(entry.key, info.fingerprint):  # removed or changed meanwhile
+            if not self.callbacks.is_current(entry.key, info.fingerprint):  # removed or changed meanwhile
                 self._delete_folders([folder])
                 raise Superseded(f"model {name!r} version {version} changed while downloading", model=name)
             if entry.folder is not None:
@@ -402,13 +419,17 @@ class Tiers:
             on_disk = entry.folder is not None and entry.folder.fingerprint == info.fingerprint
             (self.events.hit if on_disk else self.events.miss)("disk")
             estimate = self._sizes.get(name, info.size)
-            self._check_estimate(entry.key, estimate)  # (no download for what cannot fit)
+            gpu_estimate = self._gpu_sizes.get(name, info.size) if self.gpu.budget is not None else 0
+            self._check_estimate(entry.key, estimate, gpu_estimate)  # (no download for what cannot fit)
             await self.ensure_on_disk(name, info)
             await self._reserve_memory(entry, info.fingerprint, requester, estimate)
+            await self._reserve_gpu(entry, info.fingerprint, requester, gpu_estimate)
             folder = await self.ensure_on_disk(name, info, pin=True)  # never deleted while read
             warm_up: WarmUpRun | None = None
             try:
-                loaded = await self._run_loader(folder, name, version, info.fingerprint, estimate)
+                loaded = await self._run_loader(
+                    folder, name, version, info.fingerprint, estimate, gpu_estimate
+                )
                 self._check_fits(loaded)
                 if self.warm_up is not None:
                     warm_up = await self.warm_up(loaded, folder.path)  # (reads its requests)
@@ -418,21 +439,23 @@ class Tiers:
                 raise
             finally:
                 folder.readers -= 1  # warm-up requests may need other models' files: not these
-            self._correct_reservation(entry, loaded, estimate)
-            if warm_up is not None and self._is_current(entry.key, info.fingerprint):
+            self._correct_reservation(entry, loaded, estimate, gpu_estimate)
+            if warm_up is not None and self.callbacks.is_current(entry.key, info.fingerprint):
                 try:
                     await warm_up()
                 except BaseException:
                     self.reclaimer.release(loaded.model)
                     raise
             self.load_count += 1
-            if not self._is_current(entry.key, info.fingerprint):
+            if not self.callbacks.is_current(entry.key, info.fingerprint):
                 self.reclaimer.release(loaded.model)
                 raise Superseded(f"model {name!r} version {version} changed while loading", model=name)
             replaced = entry.loaded is not None
             self._install(entry, loaded, folder)
             if loaded.size_source != "estimated":
                 self._sizes[name] = loaded.size
+            if loaded.gpu_bytes is not None and loaded.gpu_source != "estimated":
+                self._gpu_sizes[name] = loaded.gpu_bytes
             log.info(
                 "%s model %s version %s in %.2fs (%s in memory, %s)",
                 "reloaded" if replaced else "loaded",
@@ -443,13 +466,13 @@ class Tiers:
                 loaded.size_source,
             )
             self._shrink_to_budget(entry.key)
-            self._on_loaded(loaded)
+            self.callbacks.on_loaded(loaded)
             self.events.loaded(name, loaded.load_seconds)
             done.set_result(loaded)
         except Exception as exc:
             if not isinstance(exc, (Superseded, CacheFullError)):  # (a full cache is not the model's fault)
                 self.events.loaded(name, None)
-                self._on_failed(name, info, str(exc))
+                self.callbacks.on_failed(name, info, str(exc))
             done.set_exception(exc)
             done.exception()
         finally:
@@ -458,7 +481,7 @@ class Tiers:
             self._notify()
 
     async def _run_loader(
-        self, folder: Folder, name: str, version: int, fingerprint: str, estimate: int
+        self, folder: Folder, name: str, version: int, fingerprint: str, estimate: int, gpu_estimate: int
     ) -> LoadedModel:
         started = self.clock.monotonic()
         try:
@@ -478,6 +501,11 @@ class Tiers:
             size, source = max(grown.rss, folder.size), "measured"  # (freed memory reused hides growth)
         else:
             size, source = estimate, "estimated"
+        gpu, gpu_source = stated_size(obj, GPU_SIZE_ATTRIBUTE), "stated"
+        if gpu is None:
+            gpu, gpu_source = grown.gpu, "measured"
+        if gpu is None and self.gpu.budget is not None:
+            gpu, gpu_source = gpu_estimate, "estimated"
         return LoadedModel(
             name,
             version,
@@ -487,12 +515,22 @@ class Tiers:
             load_seconds=self.clock.monotonic() - started,
             size=size,
             size_source=source,
-            gpu_bytes=grown.gpu,
+            gpu_bytes=gpu,
+            gpu_source=gpu_source if gpu is not None else "",
         )
 
-    def _check_estimate(self, key: Key, estimate: int) -> None:
-        """A version whose estimate alone is more than the memory budget fails (before its files
-        are even downloaded)."""
+    def _check_estimate(self, key: Key, estimate: int, gpu_estimate: int = 0) -> None:
+        """A version whose estimate alone is more than the memory (or GPU) budget fails (before
+        its files are even downloaded)."""
+        gpu_limit = self.gpu.limit
+        if gpu_limit is not None and gpu_estimate > gpu_limit:
+            raise ModelLoadError(
+                f"model {key[0]!r} version {key[1]} needs about {format_bytes(gpu_estimate)} of GPU memory "
+                f"(its estimate: {'its last load' if key[0] in self._gpu_sizes else 'its files'}), more "
+                f"than gpu_cache_size ({self.gpu.budget})",
+                model=key[0],
+                version=key[1],
+            )
         limit = self.memory.limit
         if self.memory.in_bytes and limit is not None and self.memory.need(estimate) > limit:
             raise ModelLoadError(
@@ -506,31 +544,38 @@ class Tiers:
     def _check_fits(self, loaded: LoadedModel) -> None:
         """A model bigger than the memory budget (less what pinned models hold) fails, instead of
         evicting everything or staying above the budget."""
-        limit = self.memory.limit
-        if not self.memory.in_bytes or limit is None:
-            return
         key = (loaded.name, loaded.version)
-        replaced = self._lender_for(key)  # (the version it replaces as latest leaves: not counted)
-        pinned = sum(
-            e.loaded.size
+        replaced = self.callbacks.lender_for(key)  # (the version it replaces as latest leaves: not counted)
+        pins = [
+            e.loaded
             for e in self._entries.values()
-            if e.loaded and e.key not in (key, replaced) and self.is_pinned(e.key)
-        )
-        if loaded.size > limit - pinned:
+            if e.loaded and e.key not in (key, replaced) and self.callbacks.is_pinned(e.key)
+        ]
+        checks = [(self.memory, loaded.size, loaded.size_source, sum(p.size for p in pins), "in memory")]
+        if loaded.gpu_bytes is not None:
+            gpu_pinned = sum(p.gpu_bytes or 0 for p in pins)
+            checks.append((self.gpu, loaded.gpu_bytes, loaded.gpu_source, gpu_pinned, "of GPU memory"))
+        for tier, size, source, pinned, where in checks:
+            limit = tier.limit
+            if not tier.in_bytes or limit is None or size <= limit - pinned:
+                continue
             left = f", less {format_bytes(pinned)} that pinned models hold" if pinned else ""
             raise ModelLoadError(
-                f"model {loaded.name!r} version {loaded.version} takes {format_bytes(loaded.size)} in memory "
-                f"({loaded.size_source}), more than cache_size ({self.memory.budget}{left})",
+                f"model {loaded.name!r} version {loaded.version} takes {format_bytes(size)} {where} "
+                f"({source}), more than {_FIELD[tier.name]} ({tier.budget}{left})",
                 model=loaded.name,
                 version=loaded.version,
             )
 
-    def _correct_reservation(self, entry: Entry, loaded: LoadedModel, estimate: int) -> None:
+    def _correct_reservation(
+        self, entry: Entry, loaded: LoadedModel, estimate: int, gpu_estimate: int
+    ) -> None:
         """The size is known once loaded: the load's reservation becomes it (before any warm-up,
         which may take long), and what can go makes room if it came out bigger."""
-        if not self.memory.in_bytes:
-            return
-        entry.reserved = max(0, entry.reserved + loaded.size - self.memory.need(estimate))
+        if self.memory.in_bytes:
+            entry.reserved = max(0, entry.reserved + loaded.size - self.memory.need(estimate))
+        if self.gpu.budget is not None:
+            entry.gpu_reserved = max(0, entry.gpu_reserved + (loaded.gpu_bytes or 0) - gpu_estimate)
         self._shrink_to_budget(entry.key)
 
     async def _reserve_memory(
@@ -557,7 +602,7 @@ class Tiers:
                 or (entry.loaded is not None and not in_bytes)
             ):
                 return
-            lender = self._entries.get(self._lender_for(entry.key) or ("", -1))
+            lender = self._entries.get(self.callbacks.lender_for(entry.key) or ("", -1))
             if lender is not None and (lender is entry or not lender.replaceable):
                 lender = None
             if not in_bytes and lender is not None:
@@ -568,7 +613,7 @@ class Tiers:
                 return
 
             def can_go(e: Entry, lender: Entry | None = lender) -> bool:
-                return e.evictable_for(requester) and not self.is_pinned(e.key) and e is not lender
+                return e.evictable_for(requester) and not self.callbacks.is_pinned(e.key) and e is not lender
 
             victim = self.memory.victim(self._entries, self.usage, can_go, entry.key)
             if victim is not None:
@@ -604,55 +649,114 @@ class Tiers:
                 )
             await self._wait_for_slot(deadline)
 
-    def _only_pins_hold(self, entry: Entry) -> bool:
+    async def _reserve_gpu(self, entry: Entry, fingerprint: str, requester: Holder | None, need: int) -> None:
+        """Take GPU memory for a load (``gpu_cache_size``), after its memory: room for the
+        estimate, made by unloading the least used models holding GPU memory that can go (never
+        one in use, pinned, or the one it replaces); when that cannot make room, the object it
+        replaces lends its GPU bytes (both are loaded until the swap lands). Waits as
+        :meth:`_reserve_memory` does. A load waiting here holds its memory reservation: the
+        models it waits for are in use or loading, and neither waits on it."""
+        if self.gpu.budget is None:
+            return
+        deadline = self.clock.monotonic() + self.memory_wait
+        while True:
+            self._check_current(entry.key, fingerprint)
+            if self.gpu.fits(self._entries.values(), need):
+                entry.gpu_reserved = need
+                return
+            lender = self._entries.get(self.callbacks.lender_for(entry.key) or ("", -1))
+            if lender is not None and (lender is entry or not lender.replaceable):
+                lender = None
+
+            def can_go(e: Entry, lender: Entry | None = lender) -> bool:
+                return (
+                    e.evictable_for(requester)
+                    and not self.callbacks.is_pinned(e.key)
+                    and e is not lender
+                    and e is not entry
+                )
+
+            victim = self.gpu.victim(self._entries, self.usage, can_go, entry.key)
+            if victim is not None:
+                log.info("evicting model %s version %s from memory (LRU, for GPU memory)", *victim.key)
+                self.events.evicted("gpu")
+                self._drop_memory(victim)
+                continue
+            replaced = entry.loaded if entry.loaded is not None else lender.loaded if lender else None
+            took = (replaced.gpu_bytes or 0) if replaced is not None else 0
+            if took and self.gpu.fits(self._entries.values(), need - took):
+                entry.gpu_reserved = max(0, need - took)
+                return
+            if self.clock.monotonic() >= deadline or self._only_pins_hold(entry, self.gpu):
+                raise CacheFullError(
+                    self._why_full(entry.key, self.gpu), model=entry.key[0], version=entry.key[1]
+                )
+            if requester is not None and not requester.patient:
+                raise CacheFullError(
+                    f"no GPU memory for model {entry.key[0]!r} version {entry.key[1]} now, and a warm-up "
+                    "request does not wait for it",
+                    model=entry.key[0],
+                    version=entry.key[1],
+                )
+            await self._wait_for_slot(deadline)
+
+    def _only_pins_hold(self, entry: Entry, tier: Tier | None = None) -> bool:
         """Whether the memory that ``entry`` cannot get is all held by pinned versions at rest
         (nothing will ever free it: waiting is pointless)."""
-        holding = [e for e in self._entries.values() if e is not entry and self.memory.used([e])]
-        return bool(holding) and all(self.is_pinned(e.key) and e.load is None for e in holding)
+        tier = tier or self.memory
+        holding = [e for e in self._entries.values() if e is not entry and tier.used([e])]
+        return bool(holding) and all(self.callbacks.is_pinned(e.key) and e.load is None for e in holding)
 
     def _shrink_to_budget(self, loaded: Key) -> None:
         """After a load whose size came out above its reservation: evict what can go until the
         memory budget holds again (what cannot go yet leaves with the requests using it)."""
-        while not self.memory.fits(self._entries.values(), 0):
-            victim = self.memory.victim(
-                self._entries,
-                self.usage,
-                lambda e: e.evictable_from_memory and not self.is_pinned(e.key),
-                loaded,
-            )
-            if victim is None:
-                log.warning(
-                    "memory cache over its budget (%s of %s): what holds it is in use, loading or pinned",
-                    format_bytes(self.memory_used()),
-                    self.memory.budget,
+        for tier in (self.memory, self.gpu):
+            while not tier.fits(self._entries.values(), 0):
+                victim = tier.victim(
+                    self._entries,
+                    self.usage,
+                    lambda e: e.evictable_from_memory and not self.callbacks.is_pinned(e.key),
+                    loaded,
                 )
-                return
-            log.info("evicting model %s version %s from memory (over the budget)", *victim.key)
-            self.events.evicted("memory")
-            self._drop_memory(victim)
+                if victim is None:
+                    log.warning(
+                        "%s cache over its budget (%s of %s): what holds it is in use, loading or pinned",
+                        tier.name,
+                        format_bytes(tier.used(self._entries.values())),
+                        tier.budget,
+                    )
+                    break
+                log.info(
+                    "evicting model %s version %s from memory (%s over its budget)", *victim.key, tier.name
+                )
+                self.events.evicted(tier.name)
+                self._drop_memory(victim)
 
-    def _why_full(self, key: Key) -> str:
-        pinned = [f"{k[0]} v{k[1]}" for k in self.memory.order if self.is_pinned(k)]
+    def _why_full(self, key: Key, tier: Tier | None = None) -> str:
+        tier = tier or self.memory
+        field, what = _FIELD[tier.name], "GPU memory" if tier is self.gpu else "memory"
+        holds = [e for e in self._entries.values() if tier.used([e])]
+        pinned = [f"{e.key[0]} v{e.key[1]}" for e in holds if self.callbacks.is_pinned(e.key)]
         in_use = [
             f"{e.key[0]} v{e.key[1]} ({len(e.loaded.holders)} request(s))"
-            for e in self._entries.values()
+            for e in holds
             if e.loaded is not None and e.loaded.holders
         ]
-        loading = [
-            f"{e.key[0]} v{e.key[1]}" for e in self._entries.values() if e.load is not None and e.key != key
-        ]
+        loading = [f"{e.key[0]} v{e.key[1]}" for e in holds if e.load is not None and e.key != key]
         room = ""
-        if self.memory.in_bytes and self.memory.limit is not None:
-            free = max(0, self.memory.limit - self.memory_used())
-            room = f" ({format_bytes(free)} of {self.memory.budget} free)"
+        if tier.in_bytes and tier.limit is not None:
+            free = max(0, tier.limit - tier.used(self._entries.values()))
+            room = f" ({format_bytes(free)} of {tier.budget} free)"
         if pinned and not in_use and not loading:
             return (
-                f"no memory can come free for model {key[0]!r} version {key[1]}{room}: cache_size "
-                f"({self.memory.budget}) is held by pinned models [{', '.join(pinned)}]"
+                f"no {what} can come free for model {key[0]!r} version {key[1]}{room}: {field} "
+                f"({tier.budget}) is held by pinned models [{', '.join(pinned)}]"
             )
+        slot = "slot " if tier is self.memory else ""
         return (
-            f"no memory slot came free for model {key[0]!r} version {key[1]} in {self.memory_wait:g}s{room}: "
-            f"cache_size ({self.memory.budget}) is held by models in use by running requests "
+            f"no {what} {slot}came free for model {key[0]!r} version {key[1]} "
+            f"in {self.memory_wait:g}s{room}: "
+            f"{field} ({tier.budget}) is held by models in use by running requests "
             f"[{', '.join(in_use) or 'none'}], loads in flight [{', '.join(loading) or 'none'}] "
             f"and pinned models [{', '.join(pinned) or 'none'}]"
         )
@@ -664,22 +768,28 @@ class Tiers:
             if lender is not None:
                 lender.lent_to = None
                 log.info("model %s version %s replaced by version %s", *lender.key, loaded.version)
-                self._on_replaced(lender.key, loaded)
+                self.callbacks.on_replaced(lender.key, loaded)
                 self._drop_memory(lender)
         old = entry.loaded
         entry.loaded, entry.loaded_from, entry.load_slot, entry.reserved = loaded, folder, False, 0
+        entry.gpu_reserved = 0
         self.memory.add(entry.key)
+        if loaded.gpu_bytes:
+            self.gpu.add(entry.key)
+        else:
+            self.gpu.discard(entry.key)
         self._last_used[entry.key] = self.clock.monotonic()
         self.usage.use(entry.key)  # the request that loaded it
         if old is not None:
             self.reclaimer.release(old.model)
 
     def _check_current(self, key: Key, fingerprint: str) -> None:
-        if not self._is_current(key, fingerprint):
+        if not self.callbacks.is_current(key, fingerprint):
             raise Superseded(f"model {key[0]!r} version {key[1]} changed", model=key[0])
 
     def _end_load(self, entry: Entry) -> None:
         entry.load, entry.load_fp, entry.load_slot, entry.reserved = None, None, False, 0
+        entry.gpu_reserved = 0
         if entry.borrowed_from is not None:
             lender = self._entries.get(entry.borrowed_from)
             if lender is not None:
@@ -698,12 +808,15 @@ class Tiers:
                 borrower.borrowed_from, borrower.load_slot = None, True
                 if self.memory.in_bytes:
                     borrower.reserved += entry.loaded.size
+                if borrower.load is not None and self.gpu.budget is not None:
+                    borrower.gpu_reserved += entry.loaded.gpu_bytes or 0
             entry.lent_to = None
         if entry.load is not None and not entry.load_slot:
             entry.load_slot = True  # a swap in flight keeps the slot until it ends
         obj = entry.loaded.model
         entry.loaded, entry.loaded_from = None, None
         self.memory.discard(entry.key)
+        self.gpu.discard(entry.key)
         self._last_used.pop(entry.key, None)
         self.reclaimer.release(obj)
         self._sweep(entry)
@@ -727,7 +840,7 @@ class Tiers:
             entry, idle = self._entries.get(key), self.idle_for(key)
             if entry is None or idle is None or idle < idle_timeout or not entry.evictable_from_memory:
                 continue
-            if self.is_pinned(key):
+            if self.callbacks.is_pinned(key):
                 continue
             log.info("unloading model %s version %s: unused for %.0fs (idle_timeout)", key[0], key[1], idle)
             self.events.evicted("memory")
@@ -752,6 +865,18 @@ class Tiers:
         self._delete_folders(entry.deletable_folders())
         if entry.idle:
             self._entries.pop(entry.key, None)
+
+    def close(self) -> None:
+        """Stop: downloads and loads are cancelled, and nobody awaiting one hangs."""
+        for task in list(self._work):
+            task.cancel()
+        for entry in self._entries.values():
+            for future in (entry.load, entry.download):
+                if future is not None and not future.done():
+                    future.set_exception(ModelLoadError("the replica is shutting down"))
+                    future.exception()
+        self.reclaimer.close()
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
     # --- helpers -----------------------------------------------------------
 
@@ -792,6 +917,10 @@ class Tiers:
                 self._spawn(asyncio.to_thread(self.files.remove, folder.path))
             except RuntimeError:  # no running loop (shutdown): do it here
                 self.files.remove(folder.path)
+
+
+_FIELD = {"memory": "cache_size", "disk": "disk_cache_size", "gpu": "gpu_cache_size"}
+"""The spec field that sets each tier's budget (in errors)."""
 
 
 def _memory_weight(budget: Budget | None) -> Callable[[Entry], int]:

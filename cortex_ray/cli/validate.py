@@ -11,7 +11,9 @@ from cortex_ray.cli.report import load_checked, print_errors
 from cortex_ray.errors import CortexRayError, SpecErrors
 from cortex_ray.models import ModelTree, discover_models, layout_for
 from cortex_ray.project.runtime_env import INSTALL
-from cortex_ray.spec import ApiSpec
+from cortex_ray.spec import ApiSpec, MultiModelsSpec
+from cortex_ray.spec.paths import is_local_uri, local_path_of
+from cortex_ray.spec.quantity import format_bytes
 
 __all__ = ["add_parser", "run_validate"]
 
@@ -58,6 +60,8 @@ def run_validate(
             ok = False
             continue
         ok = _print_tree(tree, out) and ok
+        if tree.models:
+            ok = _check_models(models, tree, out) and ok
     verdict = "valid" if ok else "invalid"
     print(f"{path}: {verdict} ({len(spec.apis)} API{'s' * (len(spec.apis) != 1)})", file=out)
     return 0 if ok else 1
@@ -98,6 +102,68 @@ def _print_tree(tree: ModelTree, out: TextIO) -> bool:
         for problem in model.problems:
             print(f"    problem: {problem}", file=out)
     return tree.valid
+
+
+def _check_models(spec: MultiModelsSpec, tree: ModelTree, out: TextIO) -> bool:
+    """What the spec asks of the tree that only storage can answer: its pins are there, every
+    version fits the cache's byte budgets, every local ``warmup.json`` is valid."""
+    from cortex_ray.replica.warmup import WARMUP_FILE, read_warmup
+
+    ok = True
+    for entry, (name, version) in zip(spec.pinned, spec.pins, strict=True):
+        model = tree.models.get(name)
+        if model is None:
+            print(f"  error: pinned {entry!r}: no model {name!r} (models: {', '.join(tree.names)})", file=out)
+            ok = False
+        elif version is not None and version not in model.versions:
+            versions = ", ".join(str(v) for v in sorted(model.versions)) or "none"
+            print(
+                f"  error: pinned {entry!r}: model {name!r} has no version {version} (versions: {versions})",
+                file=out,
+            )
+            ok = False
+    memory, disk = spec.memory_budget, spec.disk_budget
+    unchecked = 0
+    for name in tree.names:
+        for version, info in sorted(tree.models[name].versions.items()):
+            where = f"model {name!r} version {version}"
+            if info.valid and disk is not None and disk.unit == "bytes" and info.size > disk.amount:
+                print(
+                    f"  error: {where}: its files ({_compare(info.size, disk.amount)}) are larger than "
+                    f"disk_cache_size ({spec.disk_cache_size}): it can never be downloaded",
+                    file=out,
+                )
+                ok = False
+            elif info.valid and memory is not None and memory.unit == "bytes" and info.size > memory.amount:
+                print(
+                    f"  warning: {where}: its files ({_compare(info.size, memory.amount)}) are larger than "
+                    f"cache_size ({spec.cache_size}): in memory it usually takes at least as much, so it "
+                    "would fail to load",
+                    file=out,
+                )
+            if not any(f.key == WARMUP_FILE for f in info.files):
+                continue
+            if not is_local_uri(info.uri):
+                unchecked += 1  # (it would have to be downloaded)
+                continue
+            try:
+                read_warmup(local_path_of(info.uri))
+            except (OSError, ValueError) as exc:
+                print(f"  error: {where}: {exc}", file=out)
+                ok = False
+    if unchecked:
+        print(
+            f"  note: {unchecked} {WARMUP_FILE} file(s) in remote storage not checked (only local "
+            "model folders are; each is read when its version loads)",
+            file=out,
+        )
+    return ok
+
+
+def _compare(size: int, limit: int) -> str:
+    """``size`` for a message beside ``limit``: exact bytes when rounding would show them equal."""
+    shown = format_bytes(size)
+    return f"{shown}, {size} bytes" if shown == format_bytes(limit) else shown
 
 
 def _size(n: int) -> str:

@@ -85,12 +85,13 @@ class ApiCore:
                 root=self.disk_root,
                 memory=models.memory_budget,
                 disk=models.disk_budget,
+                gpu=models.gpu_budget,
                 tree=tree,
                 events=CacheMetrics(api.name),
                 idle_timeout=models.idle_timeout,
                 pinned=models.pins,
             )
-            self.cache.warm_up = WarmUp(self.endpoint)  # a version's warmup.json, before it serves
+            self.cache.tiers.warm_up = WarmUp(self.endpoint)  # a version's warmup.json, before it serves
             if not models.caching_enabled:
                 await self.cache.download_all()
             model_client = ModelClient(self.cache, loop, self.invoker.slots)

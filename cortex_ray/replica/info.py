@@ -67,20 +67,26 @@ def model_info(cache: ModelCache) -> dict[str, Any]:
                 "files": len(info.files),
             }
         metadata[name] = entry
+    snap = cache.snapshot()
     return {
         "model_metadata": metadata,
         "cache": {
-            "memory_limit": cache.memory_limit,
-            "disk_limit": cache.disk_limit,
-            "memory_unit": cache.memory.budget.unit if cache.memory.budget else None,
-            "disk_unit": cache.disk.budget.unit if cache.disk.budget else None,
-            "memory_used": cache.memory_used(),
-            "disk_used": cache.disk_used(),
-            "memory_bytes": sum(cache.memory_bytes(k) or 0 for k in cache.in_memory),
-            "in_memory": [f"{n}:{v}" for n, v in cache.in_memory],
-            "on_disk": [f"{n}:{v}" for n, v in cache.on_disk],
-            "loads": cache.load_count,
-            "reclaim": cache.reclaimer.stats(),
+            "memory_limit": snap.memory.limit,
+            "disk_limit": snap.disk.limit,
+            "memory_unit": snap.memory.unit,
+            "disk_unit": snap.disk.unit,
+            "memory_used": snap.memory.used,
+            "disk_used": snap.disk.used,
+            "memory_bytes": snap.memory.bytes,
+            "in_memory": [f"{n}:{v}" for n, v in snap.memory.versions],
+            "on_disk": [f"{n}:{v}" for n, v in snap.disk.versions],
+            "loads": snap.loads,
+            "reclaim": snap.reclaim,
+            **(
+                {"gpu_limit": snap.gpu.limit, "gpu_used": snap.gpu.used}
+                if snap.gpu.limit is not None
+                else {}
+            ),
         },
     }
 
@@ -100,13 +106,14 @@ def replica_report(cache: ModelCache) -> dict[str, Any]:
         state = cache.state(name, v)
         if state["state"] != "available":
             states[f"{name}:{v}"] = {k: state[k] for k in ("state", "reason", "attempts") if k in state}
+    snap = cache.snapshot()
     return {
-        "in_memory": [f"{n}:{v}" for n, v in cache.in_memory],
-        "on_disk": [f"{n}:{v}" for n, v in cache.on_disk],
-        "memory_bytes": sum(cache.memory_bytes(k) or 0 for k in cache.in_memory),
-        "disk_bytes": sum(_size(cache, k) for k in cache.on_disk),
+        "in_memory": [f"{n}:{v}" for n, v in snap.memory.versions],
+        "on_disk": [f"{n}:{v}" for n, v in snap.disk.versions],
+        "memory_bytes": snap.memory.bytes,
+        "disk_bytes": snap.disk.bytes,
         "not_available": states,
-        "loads": cache.load_count,
+        "loads": snap.loads,
     }
 
 
@@ -121,12 +128,6 @@ def _invalid_versions(tree: ModelTree) -> list[tuple[str, int]]:
         found = [(n, v) for n, m in tree.models.items() for v, info in m.versions.items() if info.error]
         _invalid[:] = [weakref.ref(tree), found]
     return list(_invalid[1])
-
-
-def _size(cache: ModelCache, key: tuple[str, int]) -> int:
-    model = cache.tree.models.get(key[0])
-    info = model.versions.get(key[1]) if model else None
-    return info.size if info is not None else 0
 
 
 def cluster_view(replicas: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -61,7 +61,7 @@ class ModelClient:
             return held.model, held.version
         holder = _holder()
         if threading.get_ident() == self._loop_thread:
-            held = self._cache.try_get(model_name, model_version)  # the same rules as get_model_async
+            held = self._cache.try_get(model_name, model_version, holder)  # as get_model_async
             if held is None and in_inline_handler():  # a sync handler running inline: suspend it
                 held = await_in_handler(self._cache.get(model_name, model_version, holder))
             if held is None:
@@ -69,8 +69,6 @@ class ModelClient:
                     f"model {model_name!r} is not loaded yet and get_model() was called on the event "
                     "loop: use `await model_client.get_model_async(...)` in async handlers"
                 )
-            if holder is not None:
-                self._cache.hold(held, holder)
         else:  # (the cache holds it for the request on its loop)
             getting = self._cache.get(model_name, model_version, holder)
             future = asyncio.run_coroutine_threadsafe(getting, self._loop)

@@ -79,7 +79,12 @@ class Budget(NamedTuple):
 
 def parse_budget(value: object) -> Budget:
     """``cache_size`` / ``disk_cache_size``: an integer counts model versions (Cortex's meaning);
-    a quantity with a unit (``6Gi``, ``500M``) is bytes."""
+    a quantity with a unit (``6Gi``, ``500M``) is bytes.
+
+    A size with a unit Kubernetes does not spell that way (``6GB``, ``6gb``, ``6gi``, ``512mi``,
+    ``1.5GiB``, ``500m``) is refused with a suggestion: ``; did you mean '6Gi'?``. The suggestion
+    is always the binary suffix (``Ki``, ``Mi``, ``Gi``, ``Ti``...), ``6Gi`` for ``6GB`` too rather
+    than the decimal ``6G``: memory and disk sizes are usually meant in powers of 1024."""
     if isinstance(value, bool):
         raise ValueError(f"must be a number of model versions or a size such as 6Gi (got {value!r})")
     count: int | None = None
@@ -99,9 +104,24 @@ def parse_budget(value: object) -> Budget:
         if amount <= 0:
             raise ValueError(f"must be greater than 0 (got {value!r})")
         return Budget(amount, "bytes")
+    meant = _meant_size(value) if isinstance(value, str) else None
+    hint = f"; did you mean {meant!r}?" if meant is not None else ""
     raise ValueError(
-        f"must be a number of model versions (3) or a size with its unit (512Mi, 6Gi) (got {value!r})"
+        f"must be a number of model versions (3) or a size with its unit (512Mi, 6Gi) (got {value!r}){hint}"
     )
+
+
+_MISSPELLED_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*([kmgtpe])(i?)(b?)\s*$", re.IGNORECASE)
+
+
+def _meant_size(value: str) -> str | None:
+    """The Kubernetes quantity a size with a misspelled unit most likely meant (``6GB`` ->
+    ``6Gi``), or ``None`` when it does not look like one."""
+    match = _MISSPELLED_SIZE.match(value)
+    if match is None or float(match.group(1)) == 0:
+        return None
+    number, letter = match.group(1), match.group(2).upper()
+    return f"{number}{letter}i"
 
 
 def format_bytes(amount: float) -> str:

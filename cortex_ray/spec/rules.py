@@ -58,7 +58,7 @@ _UNMAPPED_DEFAULTS = {
 
 def api_warnings(api: ApiSpec) -> list[Problem]:
     """Cortex fields that cortex-ray accepts but ignores (the platform does their job, or Ray
-    Serve has no equivalent)."""
+    Serve has no equivalent), and values that are allowed but unwise."""
     h = api.handler
     ignored = {
         "handler.image": (h.image, "install the handler's dependencies with requirements.txt"),
@@ -80,7 +80,35 @@ def api_warnings(api: ApiSpec) -> list[Problem]:
         for key, default in _UNMAPPED_DEFAULTS.items()
         if getattr(api.autoscaling, key) != default
     ]
+    problems += _cache_size_room(api)
     return problems
+
+
+_CACHE_SHARE_OF_MEM = 0.9
+"""A ``cache_size`` in bytes above this share of ``compute.mem`` leaves no room for the rest."""
+
+
+def _cache_size_room(api: ApiSpec) -> list[Problem]:
+    """A ``cache_size`` in bytes that fits in ``compute.mem`` (more is an error) but leaves it
+    no room for the handler, Python and Ray."""
+    spec, mem = api.handler.model_spec, api.compute.mem
+    cache = spec.memory_budget if spec is not None else None
+    if spec is None or cache is None or cache.unit != "bytes" or mem is None:
+        return []
+    if not mem * _CACHE_SHARE_OF_MEM < cache.amount <= mem:
+        return []
+    field = "handler.models" if api.handler.type == "tensorflow" else "handler.multi_model_reloading"
+    limit = f"{_CACHE_SHARE_OF_MEM:.0%}"
+    share = "equal to" if cache.amount == mem else f"above {limit} of"
+    below = int(mem * _CACHE_SHARE_OF_MEM) // 2**20  # (in Mi, rounded down: under the line)
+    return [
+        (
+            f"{field}.cache_size",
+            f"cache_size ({spec.cache_size}) is {share} the replica's memory compute.mem "
+            f"({format_bytes(mem)}), which leaves no room for the handler, Python and Ray: "
+            f"use a lower cache_size ({below}Mi, {limit} of compute.mem, or less)",
+        )
+    ]
 
 
 def _handler(api: ApiSpec) -> Iterator[Problem]:
@@ -187,6 +215,18 @@ def _models(api: ApiSpec) -> Iterator[Problem]:
                 f"{len(spec.pinned)} pinned models cannot fit in cache_size ({spec.cache_size})",
             )
     cache, disk = spec.memory_budget, spec.disk_budget
+    if spec.gpu_cache_size is not None:
+        if cache is None:
+            yield (
+                f"{field}.gpu_cache_size",
+                "gpu_cache_size budgets the GPU memory of a model cache: set cache_size and "
+                "disk_cache_size too",
+            )
+        if api.compute.gpu <= 0:
+            yield (
+                f"{field}.gpu_cache_size",
+                f"gpu_cache_size ({spec.gpu_cache_size}) needs a GPU: compute.gpu is {api.compute.gpu:g}",
+            )
     if (cache is None) != (disk is None):
         yield field, 'please specify both "cache_size" and "disk_cache_size" or neither of them'
     elif cache is not None and disk is not None:

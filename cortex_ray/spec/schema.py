@@ -70,6 +70,18 @@ CacheSize = Annotated[int | str, BeforeValidator(_cache_size)]
 """``cache_size`` as written (a count, or a size string); read it through ``memory_budget``."""
 
 
+def _gpu_cache_size(value: object) -> str:
+    budget = parse_budget(value)
+    if budget.unit != "bytes":
+        raise ValueError(
+            f"must be a size with its unit, such as 20Gi: GPU memory is budgeted in bytes (got {value!r})"
+        )
+    return str(value).strip()
+
+
+GpuCacheSize = Annotated[str, BeforeValidator(_gpu_cache_size)]
+
+
 def _base_dir(info: ValidationInfo) -> Path | None:
     """Where the project's files (handler, python_path) are: the folder of the spec."""
     context = info.context or {}
@@ -123,6 +135,9 @@ class MultiModelsSpec(_Spec):
     memory budget in bytes (a size with its unit: ``6Gi``)."""
     disk_cache_size: CacheSize | None = None
     """The same for the disk tier (``50Gi``: bytes of model files)."""
+    gpu_cache_size: GpuCacheSize | None = None
+    """cortex-ray addition: the GPU memory the models in memory may take (``20Gi``), a budget of
+    its own beside ``cache_size``."""
     poll_interval: Duration = Field(default=5.0, gt=0)
     """cortex-ray addition: how often the reloader lists storage (seconds or ``10s``)."""
     settle_time: Duration | None = Field(default=None, ge=0)
@@ -174,6 +189,10 @@ class MultiModelsSpec(_Spec):
     @property
     def disk_budget(self) -> Budget | None:
         return None if self.disk_cache_size is None else parse_budget(self.disk_cache_size)
+
+    @property
+    def gpu_budget(self) -> Budget | None:
+        return None if self.gpu_cache_size is None else parse_budget(self.gpu_cache_size)
 
 
 class ServerSideBatchingSpec(_Spec):

@@ -156,7 +156,7 @@ class Loader:
         answer: Future[tuple[int, int]] = Future()
 
         def snapshot() -> None:
-            answer.set_result((len(cache.in_memory), cache.memory_used()))
+            answer.set_result((len(cache.tiers.in_memory), cache.tiers.memory_used()))
 
         try:
             loop.call_soon_threadsafe(snapshot)

@@ -47,7 +47,7 @@ class SizedLoader:
 
     async def _used(self) -> int:
         assert self.cache is not None
-        return self.cache.memory_used()
+        return self.cache.tiers.memory_used()
 
 
 def files(**sizes: int) -> dict[str, bytes | None]:
@@ -72,12 +72,15 @@ def test_models_of_different_sizes_share_a_byte_budget_which_holds_at_every_mome
         cache = cache_of(publish, loader, tmp_path, clock, publish(files(a=600, b=300, c=500, d=50)), 1000)
         for name in "ab":
             await wait.result(cache.get(name))
-        assert cache.memory_used() == 900 and cache.state("a", 1)["size_source"] == "stated"
+        assert cache.tiers.memory_used() == 900 and cache.state("a", 1)["size_source"] == "stated"
         await wait.result(cache.get("b"))  # b more used than a
         await wait.result(cache.get("c"))  # 500 more: a (600) goes, b stays
-        assert sorted(cache.in_memory) == [("b", 1), ("c", 1)] and cache.memory_used() == 800
+        assert sorted(cache.tiers.in_memory) == [("b", 1), ("c", 1)] and cache.tiers.memory_used() == 800
         await wait.result(cache.get("d"))  # 50 fits beside them: nothing goes
-        assert sorted(cache.in_memory) == [("b", 1), ("c", 1), ("d", 1)] and cache.memory_used() == 850
+        assert (
+            sorted(cache.tiers.in_memory) == [("b", 1), ("c", 1), ("d", 1)]
+            and cache.tiers.memory_used() == 850
+        )
         assert max(loader.used_during_loads) <= 1000  # reservations included, at every load
         await cache.close()
 
@@ -97,15 +100,15 @@ def test_the_estimate_is_reserved_before_the_load_and_corrected_after(
         assert loader.used_during_loads == [5]  # its files' size, reserved while it loads
         loader.gate.set()
         await wait.result(loading)
-        assert cache.memory_used() == 700
+        assert cache.tiers.memory_used() == 700
         await wait.result(cache.get("b"))  # reserved 5, took 500: over the budget, so a goes
-        assert cache.in_memory == [("b", 1)] and cache.memory_used() == 500
+        assert cache.tiers.in_memory == [("b", 1)] and cache.tiers.memory_used() == 500
         publish({"a/2/model.bin": b"a:650"})
         cache.set_tree(publish.tree())
         loader.used_during_loads.clear()
         await wait.result(cache.get("a", "2"))  # a's next version is estimated at a's last size
         assert loader.used_during_loads == [700]  # b went to make room for 700, not for 5
-        assert cache.in_memory == [("a", 2)] and cache.memory_used() == 650
+        assert cache.tiers.in_memory == [("a", 2)] and cache.tiers.memory_used() == 650
         await cache.close()
 
     asyncio.run(main())
@@ -126,8 +129,8 @@ def test_a_model_bigger_than_the_whole_budget_fails_clearly_and_evicts_nothing(
             await wait.result(cache.get("big"))
         with pytest.raises(ModelLoadError, match=r"takes 4\.9Ki in memory \(stated\), more than cache_size"):
             await wait.result(cache.get("huge"))
-        assert cache.in_memory == [("a", 1)] and cache.memory_used() == 100
-        assert not cache.is_on_disk(("big", 1))  # not even downloaded: its files alone are too big
+        assert cache.tiers.in_memory == [("a", 1)] and cache.tiers.memory_used() == 100
+        assert not cache.tiers.is_on_disk(("big", 1))  # not even downloaded: its files alone are too big
         assert cache.state("huge", 1)["state"] == "failed"
         await cache.close()
 
@@ -146,12 +149,12 @@ def test_a_swap_loads_beside_the_version_it_replaces_only_when_nothing_else_can_
         cache.set_tree(publish.tree())
         assert (await cache.get("a")).model.text == "a:600"  # v1 serves; v2 loads behind it
         await wait.until(lambda: cache.latest_pointer("a") == 2, "a v2 took over")
-        assert sorted(cache.in_memory) == [("a", 2)]  # b went first; then v2 loaded beside v1
+        assert sorted(cache.tiers.in_memory) == [("a", 2)]  # b went first; then v2 loaded beside v1
         assert loader.used_during_loads[-1] <= 1000
         publish({"a/3/model.bin": b"a:900"})
         cache.set_tree(publish.tree())
         await wait.until(lambda: cache.latest_pointer("a") == 3, "a v3 took over")  # 600 + 900 > 1000
-        assert cache.in_memory == [("a", 3)] and cache.memory_used() == 900
+        assert cache.tiers.in_memory == [("a", 3)] and cache.tiers.memory_used() == 900
         await cache.close()
 
     asyncio.run(main())
@@ -172,7 +175,7 @@ def test_a_disk_budget_in_bytes_evicts_the_least_used_files(
         )
         for name in "abc":
             await wait.result(cache.get(name))
-        assert cache.on_disk == [("b", 1), ("c", 1)] and cache.disk_used() == 80
+        assert cache.tiers.on_disk == [("b", 1), ("c", 1)] and cache.tiers.disk_used() == 80
         await cache.close()
 
     asyncio.run(main())
@@ -235,7 +238,10 @@ def test_a_model_just_loaded_is_counted_once_and_evicts_nothing_that_fits(
         cache = cache_of(publish, loader, tmp_path, clock, tree, 1000)
         for name in "abc":
             await wait.result(cache.get(name))
-        assert sorted(cache.in_memory) == [("a", 1), ("b", 1), ("c", 1)] and cache.memory_used() == 990
+        assert (
+            sorted(cache.tiers.in_memory) == [("a", 1), ("b", 1), ("c", 1)]
+            and cache.tiers.memory_used() == 990
+        )
         await cache.close()
 
     asyncio.run(main())
@@ -261,7 +267,7 @@ def test_a_model_bigger_than_the_budget_left_by_pins_fails_instead_of_staying_ab
             ModelLoadError, match=r"more than cache_size \(1000B, less 600B that pinned models hold\)"
         ):
             await wait.result(cache.get("b"))
-        assert cache.in_memory == [("a", 1)] and cache.memory_used() == 600
+        assert cache.tiers.in_memory == [("a", 1)] and cache.tiers.memory_used() == 600
         await cache.close()
 
     asyncio.run(main())
@@ -288,7 +294,7 @@ def test_pinned_models_filling_the_budget_still_move_to_their_new_versions(
         publish({"a/2/model.bin": b"a:300"})
         cache.set_tree(publish.tree())
         await wait.until(lambda: cache.latest_pointer("a") == 2, "a v2 took over from a v1")
-        assert sorted(cache.in_memory) == [("a", 2), ("b", 1)] and cache.memory_used() == 600
+        assert sorted(cache.tiers.in_memory) == [("a", 2), ("b", 1)] and cache.tiers.memory_used() == 600
         with pytest.raises(CacheFullError, match=r"\(40B of 640B free\).*held by pinned models"):
             await wait.result(cache.get("c"))  # 100 more cannot fit beside the pins: said with numbers
         await cache.close()

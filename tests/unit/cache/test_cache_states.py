@@ -43,11 +43,11 @@ def test_a_new_version_loads_without_evicting_the_one_serving(
         await wait.until(lambda: b"v2" in loader.calls, "version 2 is loading")
         for _ in range(5):  # while version 2 loads, version 1 serves at once
             assert at_once(cache.get("a")).version == 1
-        assert cache.in_memory == [("a", 1)] and cache.memory_used() == 1
+        assert cache.tiers.in_memory == [("a", 1)] and cache.tiers.memory_used() == 1
         gate.set()
         await wait.idle(cache)
         assert at_once(cache.get("a")).version == 2
-        assert cache.in_memory == [("a", 2)]
+        assert cache.tiers.in_memory == [("a", 2)]
         assert loader.calls.count(b"v1") == 1 and loader.max_memory_seen <= 1
 
     asyncio.run(main())
@@ -68,7 +68,7 @@ def test_retries_of_a_broken_version_never_evict_the_one_serving(
         def serving_v1() -> None:
             loaded = at_once(cache.get("a"))
             assert (loaded.version, loaded.model) == (1, "v1")
-            assert cache.in_memory == [("a", 1)]
+            assert cache.tiers.in_memory == [("a", 1)]
 
         for _ in range(7):  # 3.5 s in half seconds; backoff 1 s, then 2 s: retries at 1 s and 3 s
             serving_v1()
@@ -99,7 +99,7 @@ def test_new_files_landing_during_a_cold_load_never_delete_its_folder(
         before = asyncio.all_tasks()
         cache.set_tree(publish({"a/1/model.bin": b"new"}))  # not in memory: old folder is stale
         await wait.drained(before)  # a removal of its folder, had one started, is done
-        assert cache.disk_used() == 1  # the folder being read still holds its slot
+        assert cache.tiers.disk_used() == 1  # the folder being read still holds its slot
         gate.set()
         loaded = await wait.result(cold)  # no FileNotFoundError: the request is served
         assert loaded.model == "new"
@@ -148,8 +148,8 @@ def test_an_in_place_swap_keeps_its_slot_so_memory_never_exceeds_the_limit(
         want_b = asyncio.create_task(cache.get("b"))
 
         def b_waits_for_the_slot() -> bool:
-            assert cache.memory_used() <= 1 and len(cache.in_memory) <= 1  # at every step
-            return b"a-new" in loader.calls and cache.entry_states(("b", 1)) == ("queued", "on_disk")
+            assert cache.tiers.memory_used() <= 1 and len(cache.tiers.in_memory) <= 1  # at every step
+            return b"a-new" in loader.calls and cache.tiers.entry_states(("b", 1)) == ("queued", "on_disk")
 
         await wait.until(b_waits_for_the_slot, "b's files are on disk and its load queues for memory")
         await wait.turns()  # had b's reservation taken the swap's slot, it would have by now
@@ -158,7 +158,7 @@ def test_an_in_place_swap_keeps_its_slot_so_memory_never_exceeds_the_limit(
         gate.set()
         assert (await wait.result(want_b)).model == "b"
         await wait.idle(cache)
-        assert cache.in_memory == [("b", 1)]
+        assert cache.tiers.in_memory == [("b", 1)]
         assert loader.max_memory_seen <= 1
 
     asyncio.run(main())
@@ -176,19 +176,19 @@ def test_a_swap_whose_version_is_removed_keeps_its_slot_until_its_load_ends(
         at_once(cache.get("a"))  # the swap starts
         await wait.until(lambda: loader.active == 1, "the swap's load runs")
         cache.set_tree(publish({"a/1/model.bin": None}))  # a is removed while its new files load
-        assert cache.in_memory == []
+        assert cache.tiers.in_memory == []
         want_b = asyncio.create_task(cache.get("b"))
         await wait.until(
-            lambda: cache.entry_states(("b", 1)) == ("queued", "on_disk"), "b's load queues for memory"
+            lambda: cache.tiers.entry_states(("b", 1)) == ("queued", "on_disk"), "b's load queues for memory"
         )
         await wait.turns()
-        assert cache.entry_states(("b", 1))[0] == "queued"
-        assert not want_b.done() and cache.memory_used() == 1  # the running load still holds it
+        assert cache.tiers.entry_states(("b", 1))[0] == "queued"
+        assert not want_b.done() and cache.tiers.memory_used() == 1  # the running load still holds it
         assert b"b" not in loader.calls
         gate.set()
         assert (await wait.result(want_b)).model == "b"
         await wait.idle(cache)
-        assert cache.in_memory == [("b", 1)]
+        assert cache.tiers.in_memory == [("b", 1)]
 
     asyncio.run(main())
 
@@ -358,16 +358,16 @@ def test_random_traffic_and_trees_never_break_a_limit(
         return change
 
     def check(cache: ModelCache) -> None:
-        assert cache.memory_used() <= memory_limit
-        assert len(cache.in_memory) <= memory_limit
-        assert cache.disk_used() <= disk_limit
+        assert cache.tiers.memory_used() <= memory_limit
+        assert len(cache.tiers.in_memory) <= memory_limit
+        assert cache.tiers.disk_used() <= disk_limit
         assert loader.max_memory_seen <= memory_limit
         # objects in memory plus loads building one: over the limit only by the swaps, whose
         # new object shares the slot of the one it replaces until it lands
         sharing = sum(
-            1 for e in cache._entries.values() if e.borrowed_from or (e.loaded and e.load is not None)
+            1 for e in cache.tiers._entries.values() if e.borrowed_from or (e.loaded and e.load is not None)
         )
-        assert len(cache.in_memory) + loader.active - sharing <= memory_limit
+        assert len(cache.tiers.in_memory) + loader.active - sharing <= memory_limit
 
     async def request(cache: ModelCache) -> None:
         name = rng.choice(names)
@@ -443,11 +443,11 @@ def test_the_version_serving_never_swaps_while_a_new_latest_borrows_its_slot(
         slow_downloads[b"v1-new"] = threading.Event()
         cache.set_tree(publish({"a/1/model.bin": b"v1-new"}))  # the lender's own files change too
         v2.set()
-        await wait.until(lambda: cache.held(("a", 2)) is not None, "version 2 is in memory")
+        await wait.until(lambda: cache.tiers.held(("a", 2)) is not None, "version 2 is in memory")
         slow_downloads[b"v1-new"].set()
         for version in ("latest", "2", "1"):  # nothing hangs, the limit holds
             assert (await wait.result(cache.get("a", version))).model in ("v2", "v1-new")
-            assert cache.memory_used() <= 1 and len(cache.in_memory) <= 1
+            assert cache.tiers.memory_used() <= 1 and len(cache.tiers.in_memory) <= 1
         await cache.close()
 
     asyncio.run(main())
@@ -468,7 +468,7 @@ def test_equal_limits_with_a_swap_and_a_cold_load_do_not_deadlock(
         slow_downloads[b"x"] = threading.Event()
         want_x = asyncio.create_task(cache.get("x"))
         await wait.until(  # x downloading: it holds the only disk slot
-            lambda: cache.entry_states(("x", 1))[1] == "downloading", "x downloads"
+            lambda: cache.tiers.entry_states(("x", 1))[1] == "downloading", "x downloads"
         )
         cache.set_tree(publish({"y/1/model.bin": b"y2"}))  # y swaps: it needs the disk slot too
         assert cache.try_get("y").model == "y"  # type: ignore[union-attr]
@@ -476,7 +476,7 @@ def test_equal_limits_with_a_swap_and_a_cold_load_do_not_deadlock(
         assert (await wait.result(want_x)).model == "x"
         assert (await wait.result(cache.get("y"))).model == "y2"
         await wait.idle(cache)
-        assert cache.disk_used() <= 1
+        assert cache.tiers.disk_used() <= 1
         await cache.close()
 
     asyncio.run(main())
@@ -501,13 +501,13 @@ def test_two_new_versions_in_a_row_keep_latest_pointing_at_a_held_version(
         await wait.until(lambda: b"v2" in loader.calls, "version 2 is loading")
         cache.set_tree(publish({"a/3/model.bin": b"v3"}))
         v2.set()
-        await wait.until(lambda: cache.held(("a", 2)) is not None, "version 2 is in memory")
+        await wait.until(lambda: cache.tiers.held(("a", 2)) is not None, "version 2 is in memory")
         held = cache.try_get("a")  # what a sync get_model on the event loop gets: never None
         assert held is not None and held.version == 2
         assert at_once(cache.get("a")).version == 2  # no request waits for v3
         v3.set()
         await wait.idle(cache)
-        assert at_once(cache.get("a")).version == 3 and cache.in_memory == [("a", 3)]
+        assert at_once(cache.get("a")).version == 3 and cache.tiers.in_memory == [("a", 3)]
         assert loader.calls.count(b"v1") == 1 and loader.calls.count(b"v2") == 1
 
     asyncio.run(main())
@@ -532,7 +532,7 @@ def test_changed_files_and_a_new_version_at_once_never_evict_the_one_serving(
         await wait.until(lambda: b"v1b" in loader.calls, "version 1's new files are loading")
         v1b.set()
         await wait.until(lambda: b"v2" in loader.calls, "version 2 is loading")
-        assert cache.in_memory == [("a", 1)]  # v2 borrowed v1's slot once v1's swap was done
+        assert cache.tiers.in_memory == [("a", 1)]  # v2 borrowed v1's slot once v1's swap was done
         assert at_once(cache.get("a")).model == "v1b"
         v2.set()
         await wait.idle(cache)
@@ -553,17 +553,17 @@ def test_a_queued_load_of_a_removed_version_evicts_nothing(
         cache.try_get("a")  # a swaps: its slot is busy
         want_b = asyncio.create_task(cache.get("b"))  # b queues for the slot
         await wait.until(
-            lambda: cache.entry_states(("b", 1)) == ("queued", "on_disk"), "b's load queues for memory"
+            lambda: cache.tiers.entry_states(("b", 1)) == ("queued", "on_disk"), "b's load queues for memory"
         )
         await wait.turns()
-        assert cache.entry_states(("b", 1))[0] == "queued" and not want_b.done()
+        assert cache.tiers.entry_states(("b", 1))[0] == "queued" and not want_b.done()
         cache.set_tree(publish({"b/1/model.bin": None}))  # b is removed while it waits
         a2.set()
         with pytest.raises(Exception) as info:
             await wait.result(want_b)
         assert getattr(info.value, "status_code", None) == 404
         await wait.idle(cache)
-        assert cache.in_memory == [("a", 1)] and b"b1" not in loader.calls
+        assert cache.tiers.in_memory == [("a", 1)] and b"b1" not in loader.calls
 
     asyncio.run(main())
 

@@ -30,8 +30,8 @@ def test_a_version_unused_for_idle_timeout_leaves_memory_and_stays_on_disk(
         await clock.advance(7.5)
         await cache.get("b")  # b is used again; a is not
         await clock.advance(5)  # a: 12.5 s unused; b: 5 s
-        assert cache.in_memory == [("b", 1)] and cache.is_on_disk(("a", 1))
-        assert cache.entry_states(("a", 1)) == ("absent", "on_disk")
+        assert cache.tiers.in_memory == [("b", 1)] and cache.tiers.is_on_disk(("a", 1))
+        assert cache.tiers.entry_states(("a", 1)) == ("absent", "on_disk")
         again = await wait.result(cache.get("a"))  # loaded again from disk: no new download
         assert again.model == "a1" and loader.calls == [b"a1", b"b1", b"a1"]
         await cache.close()
@@ -47,12 +47,12 @@ def test_a_version_in_use_never_expires_and_its_idle_time_starts_when_the_reques
         request = Holder()
         await cache.get("a", requester=request)
         await clock.advance(60)  # a request running for a minute
-        assert cache.in_memory == [("a", 1)]
+        assert cache.tiers.in_memory == [("a", 1)]
         cache.let_go(request)
         await clock.advance(7.5)
-        assert cache.in_memory == [("a", 1)] and 7 <= (cache.idle_for(("a", 1)) or 0) <= 8
+        assert cache.tiers.in_memory == [("a", 1)] and 7 <= (cache.tiers.idle_for(("a", 1)) or 0) <= 8
         await clock.advance(5)
-        assert cache.in_memory == []
+        assert cache.tiers.in_memory == []
         await cache.close()
 
     asyncio.run(main())
@@ -65,14 +65,14 @@ def test_the_sweep_stops_when_memory_is_empty_and_idle_timeout_is_off_by_default
         cache = cache_of(loader, tmp_path, publish, clock)
         await cache.get("a")
         await clock.advance(15)
-        assert cache.in_memory == []
+        assert cache.tiers.in_memory == []
         await clock.advance(60)  # the reclaimer's wait passes too
         assert clock.sleepers == 0  # nothing wakes while nothing is in memory
         await cache.close()
         forever = ModelCache(loader, tmp_path / "f", tree=cache.tree, clock=clock)
         await forever.get("a")
         await clock.advance(3600)
-        assert forever.in_memory == [("a", 1)] and clock.sleepers == 0
+        assert forever.tiers.in_memory == [("a", 1)] and clock.sleepers == 0
         await forever.close()
 
     asyncio.run(main())

@@ -34,16 +34,16 @@ def test_a_model_in_use_is_not_evicted_for_another_request_until_that_request_en
         cache = cache_of(loader, tmp_path, publish, clock)
         slow_request, other = Holder(), Holder()
         a = await cache.get("a", requester=slow_request)
-        assert cache.in_use(("a", 1)) == 1 and cache.state("a", 1)["in_use"] == 1
+        assert cache.tiers.in_use(("a", 1)) == 1 and cache.state("a", 1)["in_use"] == 1
         b = asyncio.create_task(cache.get("b", requester=other))
-        await wait.until(lambda: cache.entry_states(("b", 1))[0] == "queued", "b waits for a slot")
+        await wait.until(lambda: cache.tiers.entry_states(("b", 1))[0] == "queued", "b waits for a slot")
         await wait.turns()
-        assert cache.in_memory == [("a", 1)] and not b.done()  # a is not taken from the slow request
+        assert cache.tiers.in_memory == [("a", 1)] and not b.done()  # a is not taken from the slow request
         cache.let_go(slow_request)  # the slow request answered
         loaded = await wait.result(b)
-        assert loaded.model == "b1" and cache.in_memory == [("b", 1)]
+        assert loaded.model == "b1" and cache.tiers.in_memory == [("b", 1)]
         assert a.model == "a1"  # what the slow request had was never touched
-        assert cache.memory_used() <= 1
+        assert cache.tiers.memory_used() <= 1
 
     asyncio.run(main())
 
@@ -57,10 +57,10 @@ def test_a_model_only_idle_requests_used_is_evicted_at_once(
         await cache.get("a", requester=first)
         await cache.get("b", requester=second)
         cache.let_go(second)
-        assert cache.in_use(("b", 1)) == 0 and cache.in_use(("a", 1)) == 1
+        assert cache.tiers.in_use(("b", 1)) == 0 and cache.tiers.in_use(("a", 1)) == 1
         c = await wait.result(cache.get("c", requester=third))
         assert c.model == "c1"  # b went, although a was used less recently: a is in use
-        assert sorted(cache.in_memory) == [("a", 1), ("c", 1)]
+        assert sorted(cache.tiers.in_memory) == [("a", 1), ("c", 1)]
 
     asyncio.run(main())
 
@@ -75,9 +75,9 @@ def test_a_request_may_evict_its_own_models_for_its_next_one(
         request = Holder()
         a = await cache.get("a", requester=request)
         b = await wait.result(cache.get("b", requester=request))
-        assert (a.model, b.model) == ("a1", "b1") and cache.in_memory == [("b", 1)]
+        assert (a.model, b.model) == ("a1", "b1") and cache.tiers.in_memory == [("b", 1)]
         cache.let_go(request)
-        assert cache.in_use(("b", 1)) == 0
+        assert cache.tiers.in_use(("b", 1)) == 0
 
     asyncio.run(main())
 
@@ -119,7 +119,7 @@ def test_a_model_in_use_may_still_be_replaced_by_its_new_files(
         cache.set_tree(publish({"a/2/model.bin": b"a2"}))
         assert (await cache.get("a")).model == "a1"  # serving the old one; v2 loads behind it
         await wait.until(lambda: cache.latest_pointer("a") == 2, "v2 took over a's slot")
-        assert cache.in_memory == [("a", 2)] and old.model == "a1"
+        assert cache.tiers.in_memory == [("a", 2)] and old.model == "a1"
         cache.let_go(request)  # the old object's holds are dropped without error
         assert not old.holders
 
@@ -135,7 +135,7 @@ def test_a_request_that_ended_holds_nothing_more_and_an_impatient_one_never_wait
         await cache.get("a", requester=ended)
         cache.let_go(ended)
         await cache.get("a", requester=ended)  # e.g. a thread of a cancelled request, still running
-        assert cache.in_use(("a", 1)) == 0
+        assert cache.tiers.in_use(("a", 1)) == 0
         busy, impatient = Holder(), Holder()
         await cache.get("a", requester=busy)
         impatient.patient = False  # (a warm-up request)

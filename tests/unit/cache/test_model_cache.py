@@ -44,7 +44,7 @@ def test_load_once_then_hit(tmp_path: Path, publish: Publisher, loader: Loader, 
         assert again is first
         old = await cache.get("a", "1")
         assert (old.model, old.version) == ("a1", 1)
-        assert cache.load_count == 2
+        assert cache.tiers.load_count == 2
 
     run(main())
 
@@ -98,16 +98,16 @@ def test_lru_order_and_both_limits_are_never_exceeded(
         loader.watch(cache)
         for name in "abc":
             await cache.get(name)
-        assert cache.in_memory == [("b", 1), ("c", 1)]
-        assert cache.on_disk == [("a", 1), ("b", 1), ("c", 1)]
+        assert cache.tiers.in_memory == [("b", 1), ("c", 1)]
+        assert cache.tiers.on_disk == [("a", 1), ("b", 1), ("c", 1)]
         await cache.get("b")  # touch b: c becomes the LRU in memory
         await cache.get("d")
-        assert cache.in_memory == [("b", 1), ("d", 1)]
-        assert sorted(cache.on_disk) == [("b", 1), ("c", 1), ("d", 1)]
+        assert cache.tiers.in_memory == [("b", 1), ("d", 1)]
+        assert sorted(cache.tiers.on_disk) == [("b", 1), ("c", 1), ("d", 1)]
         await wait.idle(cache)  # (evicted folders are deleted in a thread)
         assert not (tmp_path / "disk" / "a").exists() or not any((tmp_path / "disk" / "a").iterdir())
         await cache.get("a")  # from storage again
-        assert len(cache.in_memory) == 2 and len(cache.on_disk) == 3
+        assert len(cache.tiers.in_memory) == 2 and len(cache.tiers.on_disk) == 3
         # while a load ran, memory never held more than limit - 1 other models
         assert len(loader.observed) == 5 and max(loader.observed) <= 1
         await wait.idle(cache)
@@ -128,7 +128,7 @@ def test_concurrent_loads_respect_the_memory_limit(
         loader.watch(cache)
         results = await asyncio.gather(*(cache.get(n) for n in "abcd"))
         assert [r.model for r in results] == list("abcd")
-        assert len(cache.in_memory) == 1
+        assert len(cache.tiers.in_memory) == 1
         assert len(loader.observed) == 4 and max(loader.observed) == 0
 
     run(main())
@@ -171,12 +171,12 @@ def test_new_tree_drops_removed_versions_and_reloads_changed_ones(
         await cache.get("a", 1)
         await cache.get("a", 2)
         cache.set_tree(publish({"a/1/model.bin": None, "a/2/model.bin": b"a2-new"}))
-        assert cache.in_memory == [("a", 2)]  # version 1 removed and freed; 2 reloads in the background
+        assert cache.tiers.in_memory == [("a", 2)]  # version 1 removed and freed; 2 reloads in the background
         with pytest.raises(VersionNotFoundError):
             await cache.get("a", 1)
         await wait.idle(cache)
         assert (await cache.get("a")).model == "a2-new"
-        assert cache.on_disk == [("a", 2)]
+        assert cache.tiers.on_disk == [("a", 2)]
 
     run(main())
 
@@ -189,8 +189,8 @@ def test_download_all_fetches_every_valid_version(
     async def main() -> None:
         cache = ModelCache(loader, tmp_path, tree=tree, clock=clock)
         await cache.download_all()
-        assert sorted(cache.on_disk) == [("a", 1), ("a", 2), ("b", 1)]
-        assert cache.in_memory == [] and loader.calls == []
+        assert sorted(cache.tiers.on_disk) == [("a", 1), ("a", 2), ("b", 1)]
+        assert cache.tiers.in_memory == [] and loader.calls == []
 
     run(main())
 
@@ -312,7 +312,7 @@ def test_removed_latest_falls_back_and_is_freed(
         cache = ModelCache(loader, tmp_path, tree=tree, clock=clock)
         assert (await cache.get("a")).version == 2
         cache.set_tree(publish({"a/2/model.bin": None}))
-        assert ("a", 2) not in cache.in_memory and ("a", 2) not in cache.on_disk
+        assert ("a", 2) not in cache.tiers.in_memory and ("a", 2) not in cache.tiers.on_disk
         assert (await cache.get("a")).version == 1
 
     run(main())
@@ -331,7 +331,7 @@ def test_in_place_update_with_full_tiers_reloads_without_deadlock(
         await wait.idle(cache)
         assert (await cache.get("a")).model == "a-new"
         assert (await wait.result(cache.get("b"))).model == "b"  # the tiers still turn over
-        assert cache.in_memory == [("b", 1)] and cache.on_disk == [("b", 1)]
+        assert cache.tiers.in_memory == [("b", 1)] and cache.tiers.on_disk == [("b", 1)]
 
     run(main())
 
@@ -364,7 +364,7 @@ def test_a_failure_nothing_asks_for_again_wakes_nothing_and_a_cold_load_says_it_
         slow_downloads[b"b1"] = threading.Event()
         b = asyncio.create_task(cache.get("b"))
         await wait.until(
-            lambda: cache.entry_states(("b", 1)) == ("downloading", "downloading"), "b downloads"
+            lambda: cache.tiers.entry_states(("b", 1)) == ("downloading", "downloading"), "b downloads"
         )
         slow_downloads[b"b1"].set()
         assert (await wait.result(b)).model == "b1"

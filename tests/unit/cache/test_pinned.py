@@ -30,11 +30,11 @@ def test_a_pinned_model_is_loaded_at_start_and_never_evicted_by_the_churn_of_oth
             loader, tmp_path, memory_limit=3, disk_limit=4, tree=tree, clock=clock, pinned=pins
         )
         await cache.load_pinned()
-        assert sorted(cache.in_memory) == [("a", 1), ("d", 1)] and loader.calls == [b"a1", b"d1"]
+        assert sorted(cache.tiers.in_memory) == [("a", 1), ("d", 1)] and loader.calls == [b"a1", b"d1"]
         assert cache.state("a", 1)["pinned"] and "pinned" not in cache.state("b", 1)
         for name in "bcbcbc":  # one slot left for the others: they take turns
             assert (await wait.result(cache.get(name))).model == f"{name}1"
-        assert sorted(cache.in_memory) == [("a", 1), ("c", 1), ("d", 1)]
+        assert sorted(cache.tiers.in_memory) == [("a", 1), ("c", 1), ("d", 1)]
         await cache.close()
 
     asyncio.run(main())
@@ -56,7 +56,11 @@ def test_a_pinned_latest_follows_the_new_version_and_its_old_one_goes(
         await cache.load_pinned()
         cache.set_tree(publish({"a/2/model.bin": b"a2"}))  # no request needed: the pin loads it
         await wait.until(lambda: cache.latest_pointer("a") == 2, "a v2 took over")
-        assert cache.in_memory == [("a", 2)] and cache.is_pinned(("a", 2)) and not cache.is_pinned(("a", 1))
+        assert (
+            cache.tiers.in_memory == [("a", 2)]
+            and cache.is_pinned(("a", 2))
+            and not cache.is_pinned(("a", 1))
+        )
         await cache.close()
 
     asyncio.run(main())
@@ -72,12 +76,12 @@ def test_a_pin_missing_at_start_loads_once_it_appears_and_a_failing_one_does_not
             loader, tmp_path, memory_limit=3, disk_limit=4, tree=publish(MODELS), clock=clock, pinned=pins
         )
         await cache.load_pinned()  # b fails, e is not there: the replica starts all the same
-        assert cache.in_memory == [] and cache.state("b", 1)["state"] == "failed"
+        assert cache.tiers.in_memory == [] and cache.state("b", 1)["state"] == "failed"
         cache.set_tree(publish({"e/1/model.bin": b"e1"}))
-        await wait.until(lambda: cache.in_memory == [("e", 1)], "the pin e loaded once it appeared")
+        await wait.until(lambda: cache.tiers.in_memory == [("e", 1)], "the pin e loaded once it appeared")
         loader.fail_on.clear()
         await clock.advance(2)  # the retry loop tries the failed pin again
-        await wait.until(lambda: ("b", 1) in cache.in_memory, "the failed pin b retried and loaded")
+        await wait.until(lambda: ("b", 1) in cache.tiers.in_memory, "the failed pin b retried and loaded")
         await cache.close()
 
     asyncio.run(main())
@@ -109,7 +113,7 @@ def test_pins_are_never_expired_and_a_full_cache_names_them(
             c.result()
         cache.let_go(request)
         await clock.advance(20)
-        assert cache.in_memory == [("a", 1)]  # b expired, the pinned a stays
+        assert cache.tiers.in_memory == [("a", 1)]  # b expired, the pinned a stays
         await cache.close()
 
     asyncio.run(main())
@@ -149,7 +153,7 @@ def test_a_load_that_only_pins_stand_in_the_way_of_fails_at_once(
             loader, tmp_path, memory_limit=2, disk_limit=4, tree=publish(MODELS), clock=clock, pinned=pins
         )
         await cache.load_pinned()
-        await cache.ensure_on_disk("c", cache.tree.models["c"].versions[1])  # (no wait for a download)
+        await cache.tiers.ensure_on_disk("c", cache.tree.models["c"].versions[1])  # (no wait for a download)
         with pytest.raises(CacheFullError, match=r"is held by pinned models \[a v1, b v1\]"):
             await cache.get("c")  # nothing will ever free memory: no 120 s wait for nothing
         assert clock.sleepers == 0

@@ -138,3 +138,117 @@ def test_a_pin_of_its_day_fails_in_seconds_naming_it_and_the_versions_that_insta
         installed.returncode == 1
         and "tinypkg==0.0.9 is not installed in this environment" in installed.stderr
     )
+
+
+def write_files(root: Path, files: dict[str, bytes | str]) -> None:
+    for rel, content in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, str):
+            (root / rel).write_text(content)
+        else:
+            (root / rel).write_bytes(content)
+
+
+def test_check_models_fails_on_pins_that_storage_does_not_hold(tmp_path: Path) -> None:
+    spec = {"dir": "models", "cache_size": 3, "disk_cache_size": 3, "pinned": ["a@3", "c", "a@2"]}
+    make_project(tmp_path, spec)
+    write_files(tmp_path, {"models/a/1/w.bin": b"x", "models/a/2/w.bin": b"x", "models/b/w.bin": b"x"})
+    result = run("validate", "cortex.yaml", "--check-models", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "  error: pinned 'a@3': model 'a' has no version 3 (versions: 1, 2)\n" in result.stdout
+    assert "  error: pinned 'c': no model 'c' (models: a, b)\n" in result.stdout
+    assert "'a@2'" not in result.stdout  # a pin that storage holds says nothing
+    assert "cortex.yaml: invalid (1 API)" in result.stdout
+    make_project(tmp_path, {**spec, "pinned": ["a@2", "b"]})
+    result = run("validate", "cortex.yaml", "--check-models", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "pinned" not in result.stdout
+
+
+def test_check_models_parses_every_local_warmup_json(tmp_path: Path) -> None:
+    make_project(tmp_path, {"dir": "models"})
+    write_files(
+        tmp_path,
+        {
+            "models/a/1/w.bin": b"x",
+            "models/a/1/warmup.json": '[{"payload": {"text": "hi"}}]',  # valid
+            "models/a/2/w.bin": b"x",
+            "models/a/2/warmup.json": '[{"payload": 1}',  # not JSON
+            "models/b/w.bin": b"x",
+            "models/b/warmup.json": '[{"method": "post"}]',  # no payload
+        },
+    )
+    result = run("validate", "cortex.yaml", "--check-models", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    errors = [line for line in result.stdout.splitlines() if line.startswith("  error:")]
+    assert len(errors) == 2, result.stdout
+    assert errors[0].startswith("  error: model 'a' version 2: warmup.json is not valid JSON: ")
+    assert errors[1] == (
+        "  error: model 'b' version 1: warmup.json[0] must be an object with payload "
+        "(and method, query_params, headers)"
+    )
+    assert "note:" not in result.stdout
+    write_files(tmp_path, {"models/a/2/warmup.json": "[]", "models/b/warmup.json": '[{"payload": null}]'})
+    result = run("validate", "cortex.yaml", "--check-models", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_check_models_measures_versions_against_byte_budgets(tmp_path: Path) -> None:
+    """Files above disk_cache_size can never be downloaded (error); above cache_size in bytes
+    they would fail to load (warning); budgets that count versions are not compared."""
+    make_project(tmp_path, {"dir": "models", "cache_size": "1Ki", "disk_cache_size": "2Ki"})
+    write_files(
+        tmp_path,
+        {
+            "models/a/1/w.bin": b"x" * 1000,  # fits both
+            "models/a/2/w.bin": b"x" * 1500,  # above cache_size only
+            "models/b/w.bin": b"x" * 3072,  # above disk_cache_size
+        },
+    )
+    result = run("validate", "cortex.yaml", "--check-models", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (
+        "  warning: model 'a' version 2: its files (1.5Ki) are larger than cache_size (1Ki): in memory it "
+        "usually takes at least as much, so it would fail to load\n"
+    ) in result.stdout
+    assert (
+        "  error: model 'b' version 1: its files (3.0Ki) are larger than disk_cache_size (2Ki): it can "
+        "never be downloaded\n"
+    ) in result.stdout
+    assert "model 'a' version 1" not in result.stdout  # it fits both
+    (tmp_path / "models/b/w.bin").write_bytes(b"x" * 2049)  # shown as 2.0Ki, like the budget
+    result = run("validate", "cortex.yaml", "--check-models", cwd=tmp_path)
+    assert "error: model 'b' version 1: its files (2.0Ki, 2049 bytes) are larger" in result.stdout
+    (tmp_path / "models/b/w.bin").write_bytes(b"x" * 10)
+    result = run("validate", "cortex.yaml", "--check-models", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr  # a warning alone does not fail
+    assert "warning: model 'a' version 2" in result.stdout
+    make_project(tmp_path, {"dir": "models", "cache_size": 1, "disk_cache_size": 1})
+    (tmp_path / "models/b/w.bin").write_bytes(b"x" * 3072)
+    result = run("validate", "cortex.yaml", "--check-models", cwd=tmp_path)
+    assert result.returncode == 0 and "its files" not in result.stdout, result.stdout
+
+
+def test_check_models_notes_once_that_remote_warmups_are_not_read(tmp_path: Path) -> None:
+    """Models outside local folders (S3; here the in-memory fake) are listed, their warmup.json
+    files are not downloaded: one note says so."""
+    import io
+
+    from cortex_ray.cli.validate import run_validate
+    from cortex_ray.storage import MemoryStorage, reset_memory_storage
+
+    make_project(tmp_path, {"dir": "mem://validate-warmups/models"})
+    storage = MemoryStorage("validate-warmups", "models")
+    for key in ("a/1/w.bin", "a/1/warmup.json", "a/2/w.bin", "a/2/warmup.json", "b/w.bin"):
+        storage.upload(key, b"not json at all")
+    out = io.StringIO()
+    try:
+        status = run_validate(str(tmp_path / "cortex.yaml"), check_models=True, out=out)
+    finally:
+        reset_memory_storage()
+    assert status == 0, out.getvalue()
+    notes = [line for line in out.getvalue().splitlines() if "note:" in line]
+    assert notes == [
+        "  note: 2 warmup.json file(s) in remote storage not checked (only local model folders are; "
+        "each is read when its version loads)"
+    ]

@@ -522,18 +522,18 @@ def test_a_model_a_running_request_uses_is_not_evicted_for_another_request(tmp_p
             return asyncio.create_task(ep(request(body=json.dumps(payload).encode())))
 
         slow = post({"model": "a", "slow": True})
-        while cache.in_use(("a", 1)) == 0:
+        while cache.tiers.in_use(("a", 1)) == 0:
             await asyncio.sleep(0.001)
         other = post({"model": "b"})
         for _ in range(50):  # b's load downloads, then waits for the slot a holds
             await asyncio.sleep(0.002)
-        assert not other.done() and cache.in_memory == [("a", 1)]
+        assert not other.done() and cache.tiers.in_memory == [("a", 1)]
         release.set()
         first, second = await asyncio.wait_for(asyncio.gather(slow, other), 30)
         assert (body_of(first), body_of(second)) == ({"model": "a1"}, {"model": "b1"})
-        assert cache.in_memory == [("b", 1)] and cache.in_use(("b", 1)) == 0
+        assert cache.tiers.in_memory == [("b", 1)] and cache.tiers.in_use(("b", 1)) == 0
         failed = await ep(request(body=b'{"model": "b", "fail": true}'))
-        assert failed.status == 500 and cache.in_use(("b", 1)) == 0
+        assert failed.status == 500 and cache.tiers.in_use(("b", 1)) == 0
         await cache.close()
 
     run(main())

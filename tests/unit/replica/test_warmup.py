@@ -62,7 +62,7 @@ def make_core(tmp_path: Path) -> tuple[ApiCore, Handler, ModelCache]:
     cache = core.cache = ModelCache(
         lambda path, name, version: (Path(path) / "m").read_text(), tmp_path / "d", tree=tree()
     )
-    cache.warm_up = WarmUp(core.endpoint)
+    cache.tiers.warm_up = WarmUp(core.endpoint)
     handler = Handler(ModelClient(cache, asyncio.get_running_loop(), core.invoker.slots))
     core.use_handler(handler)
     return core, handler, cache

@@ -190,6 +190,28 @@ def test_message_names_file_api_index_field(project: Path) -> None:
         ),
         (
             {
+                "handler": {"multi_model_reloading": {"dir": "models", "gpu_cache_size": "20Gi"}},
+                "compute": {"gpu": 1},
+            },
+            "handler.multi_model_reloading.gpu_cache_size",
+            "gpu_cache_size budgets the GPU memory of a model cache: set cache_size and disk_cache_size too",
+        ),
+        (
+            {
+                "handler": {
+                    "multi_model_reloading": {
+                        "dir": "models",
+                        "cache_size": 2,
+                        "disk_cache_size": 4,
+                        "gpu_cache_size": "20Gi",
+                    }
+                }
+            },
+            "handler.multi_model_reloading.gpu_cache_size",
+            "gpu_cache_size (20Gi) needs a GPU: compute.gpu is 0",
+        ),
+        (
+            {
                 "handler": {
                     "processes_per_replica": 2,
                     "multi_model_reloading": {"dir": "models", "cache_size": 1, "disk_cache_size": 2},
@@ -403,6 +425,21 @@ def test_cache_sizes_count_versions_or_bytes(project: Path) -> None:
     assert model_spec.cache_size == "6Gi"  # as written (the spec travels to clusters as data)
 
 
+def test_a_gpu_cache_size_is_bytes_of_its_own(project: Path) -> None:
+    from cortex_ray.spec import parse_spec
+    from cortex_ray.spec.quantity import Budget
+
+    models = {"dir": "models", "cache_size": 4, "disk_cache_size": 8, "gpu_cache_size": "20Gi"}
+    spec = api(handler={"multi_model_reloading": models}, compute={"gpu": 1})
+    (parsed,) = parse_spec([spec], base_dir=project).apis
+    assert parsed.handler.model_spec is not None
+    assert parsed.handler.model_spec.gpu_budget == Budget(20 * 1024**3, "bytes")
+    counted = api(handler={"multi_model_reloading": {**models, "gpu_cache_size": 3}}, compute={"gpu": 1})
+    message = one_error(project, counted)
+    assert "handler.multi_model_reloading.gpu_cache_size" in message
+    assert "GPU memory is budgeted in bytes (got 3)" in message
+
+
 @pytest.mark.parametrize(
     ("value", "budget"),
     [
@@ -410,6 +447,7 @@ def test_cache_sizes_count_versions_or_bytes(project: Path) -> None:
         (3.0, (3, "versions")),
         (" 3 ", (3, "versions")),
         ("0.5Gi", (512 * 1024**2, "bytes")),
+        ("6 Gi", (6 * 1024**3, "bytes")),  # (a space, as compute.mem takes it, is not a mistake)
     ],
 )
 def test_cache_size_values(value: Any, budget: tuple[int, str]) -> None:
@@ -424,3 +462,99 @@ def test_bad_cache_sizes_say_what_a_cache_size_is(value: Any) -> None:
 
     with pytest.raises(ValueError, match=r"must be|greater than 0"):
         parse_budget(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "meant"),
+    [
+        ("6GB", "6Gi"),
+        ("6gb", "6Gi"),
+        ("6gi", "6Gi"),
+        ("6g", "6Gi"),
+        ("6 GB", "6Gi"),
+        ("512MB", "512Mi"),
+        ("512mi", "512Mi"),
+        ("500m", "500Mi"),
+        ("1.5GiB", "1.5Gi"),
+        ("2kb", "2Ki"),
+        ("1TB", "1Ti"),
+    ],
+)
+def test_a_size_with_a_wrong_unit_suggests_the_quantity_it_meant(value: str, meant: str) -> None:
+    from cortex_ray.spec.quantity import parse_budget
+
+    with pytest.raises(ValueError) as info:
+        parse_budget(value)
+    assert str(info.value).endswith(f"(got {value!r}); did you mean {meant!r}?")
+    assert parse_budget(meant).unit == "bytes"  # the suggestion itself is accepted
+
+
+@pytest.mark.parametrize("value", ["1.5", "6B", "6x", "0GB", "GB", "6GBs"])
+def test_values_that_are_not_a_misspelled_size_get_no_suggestion(value: str) -> None:
+    from cortex_ray.spec.quantity import parse_budget
+
+    with pytest.raises(ValueError, match="must be") as info:
+        parse_budget(value)
+    assert "did you mean" not in str(info.value)
+
+
+def test_the_suggestion_reaches_the_spec_error_naming_file_api_and_field(project: Path) -> None:
+    models = {"dir": "models", "cache_size": "6GB", "disk_cache_size": "50Gi"}
+    message = one_error(project, api(handler={"multi_model_reloading": models}))
+    assert message == (
+        f"{project / 'cortex.yaml'}: api 'iris' (#0): handler.multi_model_reloading.cache_size: "
+        "must be a number of model versions (3) or a size with its unit (512Mi, 6Gi) (got '6GB'); "
+        "did you mean '6Gi'?"
+    )
+
+
+def warnings_of(project: Path, *apis: dict[str, Any]) -> list[str]:
+    (project / "cortex.yaml").write_text(yaml.safe_dump(list(apis)))
+    return load_spec(project / "cortex.yaml").warnings
+
+
+@pytest.mark.parametrize(
+    ("cache_size", "share"),
+    [("4Gi", "equal to"), ("3900Mi", "above 90% of"), ("3687Mi", "above 90% of")],
+)
+def test_a_cache_size_near_compute_mem_warns_that_it_leaves_no_room(
+    project: Path, cache_size: str, share: str
+) -> None:
+    models = {"dir": "models", "cache_size": cache_size, "disk_cache_size": "50Gi"}
+    warnings = warnings_of(project, api(compute={"mem": "4Gi"}, handler={"multi_model_reloading": models}))
+    assert warnings == [
+        f"{project / 'cortex.yaml'}: api 'iris' (#0): handler.multi_model_reloading.cache_size: "
+        f"cache_size ({cache_size}) is {share} the replica's memory compute.mem (4.0Gi), which leaves "
+        "no room for the handler, Python and Ray: use a lower cache_size (3686Mi, 90% of compute.mem, "
+        "or less)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("compute", "models"),
+    [
+        ({"mem": "4Gi"}, {"cache_size": "3686Mi", "disk_cache_size": "50Gi"}),  # 90%, not above
+        ({"mem": "4Gi"}, {"cache_size": 3, "disk_cache_size": 5}),  # versions, not bytes
+        ({}, {"cache_size": "4Gi", "disk_cache_size": "50Gi"}),  # no compute.mem
+    ],
+)
+def test_a_cache_size_with_room_left_does_not_warn(
+    project: Path, compute: dict[str, Any], models: dict[str, Any]
+) -> None:
+    overrides = {"compute": compute, "handler": {"multi_model_reloading": {"dir": "models", **models}}}
+    assert warnings_of(project, api(**overrides)) == []
+
+
+def test_a_cache_size_above_compute_mem_stays_an_error_without_the_warning(project: Path) -> None:
+    models = {"dir": "models", "cache_size": "5Gi", "disk_cache_size": "50Gi"}
+    (project / "cortex.yaml").write_text(
+        yaml.safe_dump([api(compute={"mem": "4Gi"}, handler={"multi_model_reloading": models})])
+    )
+    with pytest.raises(SpecErrors) as info:
+        load_spec(project / "cortex.yaml")
+    (error,) = info.value.errors
+    assert "cache_size (5Gi) cannot be greater than the replica's memory compute.mem (4.0Gi)" in str(error)
+    # the warning alone, for the tensorflow handler's field
+    tf = {"type": "tensorflow", "models": {**models, "cache_size": "4Gi"}}
+    (warning,) = warnings_of(project, api(compute={"mem": "4Gi"}, handler=tf))
+    assert "handler.models.cache_size: cache_size (4Gi) is equal to the replica's memory" in warning
