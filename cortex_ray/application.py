@@ -123,7 +123,9 @@ def build_api(
     options = deployment_options(api, ingress)
     options.pop("rolling_update_percentage", None)  # a Serve config option only
     if api.handler.model_spec is not None:
-        options["deployment_actors"] = [_actor(RELOADER_ACTOR, ModelReloader, (Sealed(api),), envs.every)]
+        options["deployment_actors"] = [
+            _actor(RELOADER_ACTOR, ModelReloader, (Sealed(api), True), envs.every)
+        ]
     actor = {
         **options["ray_actor_options"],
         **_env(envs.for_user_code()),

@@ -126,6 +126,11 @@ class Entry:
     what it takes over from the object it replaces when the budget cannot hold both."""
     gpu_reserved: int = 0
     """The same, of GPU memory (``gpu_cache_size``)."""
+    borrowed_bytes: int = 0
+    """Of its memory estimate, the bytes it takes over from the version it borrows from (they
+    become its own reservation if that version leaves before the load lands)."""
+    gpu_borrowed: int = 0
+    """The same, of GPU memory."""
 
     # --- states ------------------------------------------------------------
 

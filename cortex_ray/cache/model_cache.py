@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ from cortex_ray.cache.resolve import parse_version, resolve_model, resolve_versi
 from cortex_ray.cache.tiers import MEMORY_WAIT, Holder, Key, LoadedModel, Loader, Superseded, Tiers
 from cortex_ray.clock import SYSTEM, Clock
 from cortex_ray.errors import ModelLoadError
+from cortex_ray.models.delta import TreeDelta
+from cortex_ray.models.diff import Change, diff_trees
 from cortex_ray.models.tree import ModelInfo, ModelTree, VersionInfo
 from cortex_ray.spec.quantity import Budget
 
@@ -107,6 +109,8 @@ class ModelCache:
         self._latest: dict[str, int] = {}
         self._failures: dict[Key, _Failure] = {}
         self._retry_task: asyncio.Task[None] | None = None
+        self._undownloaded: set[Key] = set()
+        """Versions whose download failed (no memory budget: every version is kept on disk)."""
         self._work: set[asyncio.Future[Any]] = set()
         """Background loads and downloads this cache started (cancelled by :meth:`close`)."""
 
@@ -207,10 +211,20 @@ class ModelCache:
 
     # --- new trees ---------------------------------------------------------
 
-    def set_tree(self, tree: ModelTree) -> None:
-        """Reconcile with a newly published tree (idempotent)."""
+    def set_tree(self, tree: ModelTree, changed: Collection[str] | None = None) -> list[Change]:
+        """Reconcile with a newly published tree (idempotent); returns what changed, version by
+        version. ``changed``: the names of the models that changed (from a delta; ``None``: any
+        may have): then the work is proportional to what the cache holds and to ``changed``, not
+        to the tree."""
+        if changed is None:
+            changes = diff_trees(self.tree, tree)
+        else:
+            changes = TreeDelta({n: tree.models.get(n) for n in changed}).changes(self.tree)
         self.tree = tree
+        only = None if changed is None else set(changed)
         for key in {*self.tiers.in_memory, *self.tiers.on_disk}:
+            if only is not None and key[0] not in only:
+                continue  # (its model did not change)
             info = self._info(key)
             held = self.tiers.held(key)
             if info is None or not info.valid:
@@ -223,6 +237,8 @@ class ModelCache:
                     self.tiers.drop_stale_folder(key)  # deleted once no load reads it
         self._failures = {k: f for k, f in self._failures.items() if self._fingerprint(k) == f.fingerprint}
         for name, pointer in list(self._latest.items()):
+            if only is not None and name not in only:
+                continue
             model = tree.models.get(name)
             if model is None or pointer not in model.versions:
                 del self._latest[name]
@@ -231,10 +247,15 @@ class ModelCache:
         for name, version in self._missing_pins():
             self._spawn(self._quiet(self.get(name, version or "latest")))
         if self.tiers.memory_limit is None:  # no cache limits: keep every version on disk, as Cortex did
-            for name, model in tree.models.items():
-                for info in model.versions.values():
+            self._undownloaded = {k for k in self._undownloaded if self._info(k) is not None}
+            # (with a delta: the changed models, and those whose download failed before)
+            names = tree.models if changed is None else {*changed, *(k[0] for k in self._undownloaded)}
+            for name in names:
+                model = tree.models.get(name)
+                for info in model.versions.values() if model is not None else ():
                     if info.valid and (name, info.version) not in self.tiers.disk:
-                        self._spawn(self._quiet(self.tiers.ensure_on_disk(name, info)))
+                        self._spawn(self._download(name, info))
+        return changes
 
     # --- pins ------------------------------------------------------------------
 
@@ -279,14 +300,24 @@ class ModelCache:
     async def download_all(self) -> None:
         """Download every valid version (no-cache mode, before the replica is ready)."""
         jobs = [
-            self.tiers.ensure_on_disk(name, info)
+            self._download(name, info)
             for name, model in self.tree.models.items()
             for info in model.versions.values()
             if info.valid
         ]
-        for result in await asyncio.gather(*jobs, return_exceptions=True):
-            if isinstance(result, BaseException):
-                log.error("download failed: %s", result)
+        await asyncio.gather(*jobs)
+
+    async def _download(self, name: str, info: VersionInfo) -> None:
+        """Download a version without a memory budget; one that fails is tried again with the
+        next tree (a delta included)."""
+        key = (name, info.version)
+        try:
+            await self.tiers.ensure_on_disk(name, info)
+        except Exception as exc:
+            self._undownloaded.add(key)
+            log.error("download of model %s version %s failed: %s", name, info.version, exc)
+        else:
+            self._undownloaded.discard(key)
 
     # --- background loads and retries -----------------------------------------
 

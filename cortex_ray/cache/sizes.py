@@ -32,6 +32,8 @@ __all__ = [
     "LoadMeter",
     "Measured",
     "cuda_allocated",
+    "gpu_size",
+    "memory_size",
     "process_rss",
     "stated_size",
 ]
@@ -73,6 +75,31 @@ def stated_size(obj: Any, attribute: str = SIZE_ATTRIBUTE) -> int | None:
     if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
         return size
     return None
+
+
+def memory_size(obj: Any, grown: Measured, files: int, estimate: int) -> tuple[int, str]:
+    """The memory a loaded object takes, and how it was found: stated, else measured (at least
+    its ``files``' size: memory freed by evicted models and reused hides growth), else the
+    ``estimate``."""
+    stated = stated_size(obj)
+    if stated is not None:
+        return stated, "stated"
+    if grown.rss is not None:
+        return max(grown.rss, files), "measured"
+    return estimate, "estimated"
+
+
+def gpu_size(obj: Any, grown: Measured, estimate: int | None) -> tuple[int | None, str]:
+    """The GPU memory a loaded object takes, and how it was found: stated, else measured, else
+    ``estimate`` (given under a GPU budget only); ``(None, "")`` when none of them says."""
+    stated = stated_size(obj, GPU_SIZE_ATTRIBUTE)
+    if stated is not None:
+        return stated, "stated"
+    if grown.gpu is not None:
+        return grown.gpu, "measured"
+    if estimate is not None:
+        return estimate, "estimated"
+    return None, ""
 
 
 class Measured(NamedTuple):

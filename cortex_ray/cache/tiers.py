@@ -33,7 +33,7 @@ from cortex_ray.cache.events import CacheEvents
 from cortex_ray.cache.files import ModelFiles, StorageFiles
 from cortex_ray.cache.introspect import CacheSnapshot, TierSnapshot
 from cortex_ray.cache.reclaim import Reclaimer
-from cortex_ray.cache.sizes import GPU_SIZE_ATTRIBUTE, LoadMeter, stated_size
+from cortex_ray.cache.sizes import LoadMeter, gpu_size, memory_size
 from cortex_ray.cache.tier import Tier
 from cortex_ray.cache.usage import Usage
 from cortex_ray.clock import SYSTEM, Clock
@@ -419,7 +419,7 @@ class Tiers:
             on_disk = entry.folder is not None and entry.folder.fingerprint == info.fingerprint
             (self.events.hit if on_disk else self.events.miss)("disk")
             estimate = self._sizes.get(name, info.size)
-            gpu_estimate = self._gpu_sizes.get(name, info.size) if self.gpu.budget is not None else 0
+            gpu_estimate = self._gpu_estimate(name, info.size)
             self._check_estimate(entry.key, estimate, gpu_estimate)  # (no download for what cannot fit)
             await self.ensure_on_disk(name, info)
             await self._reserve_memory(entry, info.fingerprint, requester, estimate)
@@ -494,18 +494,8 @@ class Tiers:
                 model=name,
                 version=version,
             ) from exc
-        stated = stated_size(obj)
-        if stated is not None:
-            size, source = stated, "stated"
-        elif grown.rss is not None:
-            size, source = max(grown.rss, folder.size), "measured"  # (freed memory reused hides growth)
-        else:
-            size, source = estimate, "estimated"
-        gpu, gpu_source = stated_size(obj, GPU_SIZE_ATTRIBUTE), "stated"
-        if gpu is None:
-            gpu, gpu_source = grown.gpu, "measured"
-        if gpu is None and self.gpu.budget is not None:
-            gpu, gpu_source = gpu_estimate, "estimated"
+        size, source = memory_size(obj, grown, folder.size, estimate)
+        gpu, gpu_source = gpu_size(obj, grown, gpu_estimate if self.gpu.budget is not None else None)
         return LoadedModel(
             name,
             version,
@@ -516,18 +506,26 @@ class Tiers:
             size=size,
             size_source=source,
             gpu_bytes=gpu,
-            gpu_source=gpu_source if gpu is not None else "",
+            gpu_source=gpu_source,
         )
 
+    def _gpu_estimate(self, name: str, files: int) -> int:
+        """The GPU memory to reserve for a load: the model's last GPU size found, else its files'
+        size, at most the whole budget (a guess never fails a load by itself); 0 without a GPU
+        budget."""
+        limit = self.gpu.limit
+        if limit is None:
+            return 0
+        return self._gpu_sizes.get(name, min(files, limit))
+
     def _check_estimate(self, key: Key, estimate: int, gpu_estimate: int = 0) -> None:
-        """A version whose estimate alone is more than the memory (or GPU) budget fails (before
-        its files are even downloaded)."""
+        """A version whose estimate alone is more than the memory budget fails (before its files
+        are even downloaded); on the GPU only when the estimate is the model's last GPU size."""
         gpu_limit = self.gpu.limit
-        if gpu_limit is not None and gpu_estimate > gpu_limit:
+        if gpu_limit is not None and gpu_estimate > gpu_limit and key[0] in self._gpu_sizes:
             raise ModelLoadError(
                 f"model {key[0]!r} version {key[1]} needs about {format_bytes(gpu_estimate)} of GPU memory "
-                f"(its estimate: {'its last load' if key[0] in self._gpu_sizes else 'its files'}), more "
-                f"than gpu_cache_size ({self.gpu.budget})",
+                f"(its last load's), more than gpu_cache_size ({self.gpu.budget})",
                 model=key[0],
                 version=key[1],
             )
@@ -627,11 +625,12 @@ class Tiers:
                 and replaced is not None
                 and self.memory.fits(self._entries.values(), need - replaced.size)
             ):
+                entry.reserved = max(0, need - replaced.size)
                 if entry.loaded is None and lender is not None:
                     entry.borrowed_from, lender.lent_to = lender.key, entry.key
+                    entry.borrowed_bytes = need - entry.reserved
                 else:
                     entry.load_slot = True
-                entry.reserved = max(0, need - replaced.size)
                 log.info(
                     "model %s version %s loads beside the version it replaces (%s): the budget holds one",
                     *entry.key,
@@ -654,8 +653,9 @@ class Tiers:
         estimate, made by unloading the least used models holding GPU memory that can go (never
         one in use, pinned, or the one it replaces); when that cannot make room, the object it
         replaces lends its GPU bytes (both are loaded until the swap lands). Waits as
-        :meth:`_reserve_memory` does. A load waiting here holds its memory reservation: the
-        models it waits for are in use or loading, and neither waits on it."""
+        :meth:`_reserve_memory` does. A load waiting here holds its memory reservation meanwhile:
+        with both budgets in bytes, a swap of a bigger version waiting for that memory while
+        holding the GPU this load waits for ends only at ``memory_wait`` (a 503), a known limit."""
         if self.gpu.budget is None:
             return
         deadline = self.clock.monotonic() + self.memory_wait
@@ -664,8 +664,16 @@ class Tiers:
             if self.gpu.fits(self._entries.values(), need):
                 entry.gpu_reserved = need
                 return
-            lender = self._entries.get(self.callbacks.lender_for(entry.key) or ("", -1))
-            if lender is not None and (lender is entry or not lender.replaceable):
+            # the version it replaces: the one its memory already borrows from, else the latest's
+            lender = self._entries.get(
+                entry.borrowed_from or self.callbacks.lender_for(entry.key) or ("", -1)
+            )
+            if lender is not None and (
+                lender is entry
+                or lender.loaded is None
+                or lender.load is not None
+                or lender.lent_to not in (None, entry.key)
+            ):
                 lender = None
 
             def can_go(e: Entry, lender: Entry | None = lender) -> bool:
@@ -683,9 +691,13 @@ class Tiers:
                 self._drop_memory(victim)
                 continue
             replaced = entry.loaded if entry.loaded is not None else lender.loaded if lender else None
-            took = (replaced.gpu_bytes or 0) if replaced is not None else 0
+            took = min(need, replaced.gpu_bytes or 0) if replaced is not None else 0
             if took and self.gpu.fits(self._entries.values(), need - took):
-                entry.gpu_reserved = max(0, need - took)
+                entry.gpu_reserved = need - took  # (load before unload: both until the swap lands)
+                if entry.loaded is None and lender is not None:
+                    if entry.borrowed_from is None:  # (its memory had room of its own)
+                        entry.borrowed_from, lender.lent_to = lender.key, entry.key
+                    entry.gpu_borrowed = took
                 return
             if self.clock.monotonic() >= deadline or self._only_pins_hold(entry, self.gpu):
                 raise CacheFullError(
@@ -772,7 +784,7 @@ class Tiers:
                 self._drop_memory(lender)
         old = entry.loaded
         entry.loaded, entry.loaded_from, entry.load_slot, entry.reserved = loaded, folder, False, 0
-        entry.gpu_reserved = 0
+        entry.gpu_reserved = entry.borrowed_bytes = entry.gpu_borrowed = 0
         self.memory.add(entry.key)
         if loaded.gpu_bytes:
             self.gpu.add(entry.key)
@@ -789,7 +801,7 @@ class Tiers:
 
     def _end_load(self, entry: Entry) -> None:
         entry.load, entry.load_fp, entry.load_slot, entry.reserved = None, None, False, 0
-        entry.gpu_reserved = 0
+        entry.gpu_reserved = entry.borrowed_bytes = entry.gpu_borrowed = 0
         if entry.borrowed_from is not None:
             lender = self._entries.get(entry.borrowed_from)
             if lender is not None:
@@ -806,10 +818,9 @@ class Tiers:
             borrower = self._entries.get(entry.lent_to)
             if borrower is not None:
                 borrower.borrowed_from, borrower.load_slot = None, True
-                if self.memory.in_bytes:
-                    borrower.reserved += entry.loaded.size
-                if borrower.load is not None and self.gpu.budget is not None:
-                    borrower.gpu_reserved += entry.loaded.gpu_bytes or 0
+                borrower.reserved += borrower.borrowed_bytes  # (what it took over is its own now)
+                borrower.gpu_reserved += borrower.gpu_borrowed
+                borrower.borrowed_bytes = borrower.gpu_borrowed = 0
             entry.lent_to = None
         if entry.load is not None and not entry.load_slot:
             entry.load_slot = True  # a swap in flight keeps the slot until it ends

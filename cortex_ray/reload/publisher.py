@@ -13,6 +13,9 @@ The reloader lists storage every ``poll_interval``; this turns each listing
   version that was published; a model whose folder turns invalid (e.g. mixed
   layout while being restructured) keeps its published versions. The problem is
   reported, not served.
+* **Unchanged models keep their object.** A model whose published state is the same as before
+  is the very ``ModelInfo`` published before, so what changed is told by identity
+  (:func:`~cortex_ray.models.delta.delta_between`): decided here, once, where the listing is read.
 * **Removal** settles like any other change: a model or version missing from
   the listing stays published until it has been missing for ``settle_time``
   (so a folder briefly moved away, or a ``dir`` swapped with two ``mv``, never
@@ -97,7 +100,7 @@ class Publisher:
                 if before is not None and before.versions:
                     models[name] = before  # keep serving what was published
                 else:
-                    models[name] = seen
+                    models[name] = _kept(before, seen)
                 continue
             versions: dict[int, VersionInfo] = {}
             old_versions = before.versions if before else {}
@@ -112,8 +115,8 @@ class Publisher:
                 chosen = self._version(name, v, info, old, now)
                 if chosen is not None:
                     versions[v] = chosen
-            models[name] = ModelInfo(
-                name, seen.uri, seen.versioned, versions, signature_key=seen.signature_key
+            models[name] = _kept(
+                before, ModelInfo(name, seen.uri, seen.versioned, versions, signature_key=seen.signature_key)
             )
         live = {(n, v) for n, m in models.items() for v in m.versions}
         self._pending = {k: p for k, p in self._pending.items() if k[0] in observed.models}
@@ -181,3 +184,25 @@ class Publisher:
             return old
         self.published_at[key] = now
         return info
+
+
+def _kept(before: ModelInfo | None, new: ModelInfo) -> ModelInfo:
+    """``before`` when ``new`` publishes the same thing (its object stays: nothing changed)."""
+    if before is None or (before.uri, before.versioned, before.error, before.signature_key) != (
+        new.uri,
+        new.versioned,
+        new.error,
+        new.signature_key,
+    ):
+        return new
+    if before.versions.keys() != new.versions.keys():
+        return new
+    for v, info in new.versions.items():
+        old = before.versions[v]
+        if old is not info and _version_key(old) != _version_key(info):
+            return new
+    return before
+
+
+def _version_key(info: VersionInfo) -> tuple[str, str, str | None]:
+    return info.fingerprint, info.uri, info.error

@@ -4,9 +4,13 @@ It runs as a Serve deployment-scoped actor (Serve creates it before the
 replicas, health-checks it, recreates it if it dies and deletes it with the
 application). Every ``poll_interval`` it lists storage, turns the listing into
 the published tree (:class:`~cortex_ray.reload.publisher.Publisher`) and, when
-that changed, bumps its version and wakes every replica waiting in
-:meth:`ModelReloader.snapshot` (a long poll). Storage requests therefore do not
-grow with the number of replicas. A failed listing changes nothing.
+that changed, bumps its version, logs the change as a delta (the models that changed,
+:class:`~cortex_ray.models.delta.TreeDelta`) and wakes every replica waiting in
+:meth:`ModelReloader.snapshot` (a long poll). A replica that holds a recent version of this
+reloader's tree gets the changes since (one delta, the size of what changed); a new replica,
+one too far behind, or one from before a restart (another epoch) gets the whole tree.
+Storage requests therefore do not grow with the number of replicas, and what travels per
+change grows with the change, not with the tree. A failed listing changes nothing.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from typing import Any
 
 from cortex_ray import process_log
 from cortex_ray.metrics.reloader import ReloaderMetrics
-from cortex_ray.models import diff_trees, discover_models, layout_for
+from cortex_ray.models import discover_models, layout_for
+from cortex_ray.models.delta import delta_between
 from cortex_ray.models.tree import ModelTree
+from cortex_ray.reload.deltas import DeltaLog
 from cortex_ray.reload.publisher import Publisher
 from cortex_ray.spec import ApiSpec
 from cortex_ray.spec.sealed import Sealed, unseal
@@ -38,8 +44,14 @@ REPORT_STALE = 20.0
 class ModelReloader:
     """Plain class; :mod:`cortex_ray.application` wraps it with ``ray.remote`` for Serve."""
 
-    def __init__(self, api: ApiSpec | Sealed) -> None:
+    def __init__(self, api: ApiSpec | Sealed, share_trees: bool = False) -> None:
+        """``share_trees`` (in a Ray actor): a whole tree is put in Ray's object store once per
+        version and every replica that needs it fetches that one copy (instead of one
+        serialization per replica's call)."""
         api = unseal(api)
+        self._share_trees = share_trees
+        self._shared: tuple[int, Any] | None = None
+        """(version, object ref) of the whole tree last put in the object store."""
         spec = api.handler.model_spec
         if spec is None:
             raise ValueError(f"api {api.name!r} has no models to watch")
@@ -53,6 +65,10 @@ class ModelReloader:
         self.epoch = uuid.uuid4().hex[:12]
         self.version = 0
         self.tree: ModelTree | None = None
+        self.deltas = DeltaLog()
+        """The recent deltas, by the version they lead to."""
+        self.full_syncs = 0
+        self.delta_syncs = 0
         self._changed: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self.poll_count = 0
@@ -73,7 +89,10 @@ class ModelReloader:
     # --- called by replicas ------------------------------------------------
 
     async def snapshot(self, epoch: str | None, known: int, timeout: float = 30.0) -> dict[str, Any] | None:
-        """The published tree once it differs from ``(epoch, known)``, else ``None`` after ``timeout``."""
+        """What changed once the published tree differs from ``(epoch, known)``, else ``None``
+        after ``timeout``: ``{"epoch", "version", "base": known, "delta"}`` when the log holds
+        every change since ``known`` of this epoch, else ``{"epoch", "version", "tree"}`` (or
+        ``"tree_ref"``, a list holding the object ref of the tree, with ``share_trees``)."""
         self._start()
         assert self._changed is not None
         deadline = time.monotonic() + timeout
@@ -86,6 +105,18 @@ class ModelReloader:
                 await asyncio.wait_for(changed.wait(), remaining)
             except asyncio.TimeoutError:
                 return None
+        delta = self.deltas.since(known, self.version) if epoch == self.epoch else None
+        if delta is not None:
+            self.delta_syncs += 1
+            return {"epoch": self.epoch, "version": self.version, "base": known, "delta": delta}
+        self.full_syncs += 1
+        if self._share_trees:
+            if self._shared is None or self._shared[0] != self.version:
+                import ray
+
+                self._shared = (self.version, ray.put(self.tree))
+            # (in a list: Ray resolves a top-level ref, not one inside a container)
+            return {"epoch": self.epoch, "version": self.version, "tree_ref": [self._shared[1]]}
         return {"epoch": self.epoch, "version": self.version, "tree": self.tree}
 
     async def report(self, meta: dict[str, Any], summary: dict[str, Any] | None) -> dict[str, float]:
@@ -126,6 +157,8 @@ class ModelReloader:
             "poll_count": self.poll_count,
             "failed_polls": self.failed_polls,
             "list_calls": self.list_calls,
+            "full_syncs": self.full_syncs,
+            "delta_syncs": self.delta_syncs,
             "last_successful_poll": self.last_success,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
@@ -211,11 +244,11 @@ class ModelReloader:
                 versions,
                 self.interval,
             )
-        else:
-            changes = diff_trees(self.tree, published)
-            if not changes:
+        delta = delta_between(self.tree or ModelTree(), published)
+        if self.tree is not None:
+            if not delta.models and published.warnings == self.tree.warnings:
                 return
-            for change in changes:
+            for change in delta.changes(self.tree):
                 log.info("api %s: %s", self.api_name, change)
                 if change.kind == "version_removed":
                     self.removed[f"{change.model}:{change.version}"] = now
@@ -223,6 +256,7 @@ class ModelReloader:
                     self.removed.pop(f"{change.model}:{change.version}", None)
         self.tree = published
         self.version += 1
+        self.deltas.append(self.version, delta)
         self.published_times[self.version] = now
         self.published_times = {v: t for v, t in self.published_times.items() if v > self.version - 1000}
         self._metrics.published()

@@ -1,24 +1,28 @@
 """A replica's subscription to its API's reloader.
 
 At start the replica pulls the published tree (waiting for the reloader's first
-listing); then a background task long-polls the reloader and hands every new
-tree to the cache; another reports what the replica holds (the cluster's view, and the
-replica's lag behind the reloader). If the reloader dies, the replica keeps serving what it
-holds, resolves the (recreated) actor again and catches up at once: a new
-reloader has a new epoch, so the first long poll returns immediately.
+listing); then a background task long-polls the reloader, saying which version of the tree it
+holds, and gets what changed since (a delta, applied to the tree it holds) or, when the
+reloader cannot say (a restart, a replica too far behind), the whole tree; every new tree goes
+to the cache with the names of the models that changed. Another task reports what the replica
+holds (the cluster's view, and the replica's lag behind the reloader). If the reloader dies,
+the replica keeps serving what it holds, resolves the (recreated) actor again and catches up
+at once: a new reloader has a new epoch, so the first long poll returns immediately (the
+whole tree).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from cortex_ray.clock import SYSTEM, Clock
 from cortex_ray.errors import DeploymentError
 from cortex_ray.identity import replica_identity
 from cortex_ray.metrics.replica import record_cache_gauges, record_lag
+from cortex_ray.models.delta import apply_delta
 from cortex_ray.models.tree import ModelTree
 from cortex_ray.spec.names import RELOADER_ACTOR
 
@@ -43,7 +47,7 @@ class Subscriber:
     def __init__(
         self,
         api_name: str,
-        on_tree: Callable[[ModelTree], None],
+        on_tree: Callable[[ModelTree, Collection[str] | None], None],
         current_tree: Callable[[], ModelTree | None] = lambda: None,
         *,
         find_actor: Callable[[], Any] = find_reloader,
@@ -58,6 +62,8 @@ class Subscriber:
         self.epoch: str | None = None
         self.version = -1
         self.updates = 0
+        self.deltas = 0
+        """How many of the updates were deltas (the rest: whole trees)."""
         self.last_update: float | None = None
         self.connected = False
         self.last_error: str | None = None
@@ -74,8 +80,10 @@ class Subscriber:
         while True:
             try:
                 actor = await self._resolve(deadline)
-                snap = await actor.snapshot.remote(
-                    None, -1, min(10.0, max(0.1, deadline - self._clock.monotonic()))
+                snap = await _fetched(
+                    await actor.snapshot.remote(
+                        None, -1, min(10.0, max(0.1, deadline - self._clock.monotonic()))
+                    )
                 )
             except Exception as exc:  # the actor may be starting or restarting
                 snap = None
@@ -155,6 +163,7 @@ class Subscriber:
             "epoch": self.epoch,
             "tree_version": self.version,
             "updates": self.updates,
+            "deltas": self.deltas,
             "last_update": self.last_update,
             "connected": self.connected,
             "last_error": self.last_error,
@@ -173,7 +182,9 @@ class Subscriber:
                     await actor.seed.remote(tree)
                 reconnect = False
                 self.connected = True  # (until a call fails: not only once a long poll returned)
-                snap = await actor.snapshot.remote(self.epoch, self.version, LONG_POLL_TIMEOUT)
+                snap = await _fetched(
+                    await actor.snapshot.remote(self.epoch, self.version, LONG_POLL_TIMEOUT)
+                )
                 backoff = 0.2
             except asyncio.CancelledError:
                 raise
@@ -215,8 +226,19 @@ class Subscriber:
 
     def _take(self, snap: dict[str, Any], initial: bool = False) -> None:
         restarted = self.epoch is not None and snap["epoch"] != self.epoch
-        if not initial:
-            self._on_tree(snap["tree"])  # applied first: a tree that failed to apply is fetched again
+        if "delta" in snap:
+            held = self._current_tree()
+            if held is None or snap["epoch"] != self.epoch or snap["base"] != self.version:
+                holds = self.version
+                self.version = -1  # (not the base it applies to: the whole tree, next)
+                raise RuntimeError(
+                    f"a delta from tree version {snap['base']}, but this replica holds {holds}"
+                )
+            delta = snap["delta"]
+            self._on_tree(apply_delta(held, delta), list(delta.models))
+            self.deltas += 1
+        elif not initial:
+            self._on_tree(snap["tree"], None)  # applied first: a tree that failed to apply is fetched again
         self.epoch, self.version = snap["epoch"], snap["version"]
         self._status = None  # a new tree: the reloader's status changed too
         self.updates += 1
@@ -224,3 +246,12 @@ class Subscriber:
         self.last_error = None
         if restarted:
             log.info("api %s: reloader restarted, resubscribed", self.api_name)
+
+
+async def _fetched(snap: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The long poll's answer with its whole tree in hand (a shared one is fetched from Ray's
+    object store: one copy for every replica)."""
+    if snap is None or "tree_ref" not in snap:
+        return snap
+    tree = await snap["tree_ref"][0]
+    return {**{k: v for k, v in snap.items() if k != "tree_ref"}, "tree": tree}

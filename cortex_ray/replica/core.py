@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -28,7 +28,7 @@ from cortex_ray.errors import CortexRayError, UserHandlerError
 from cortex_ray.metrics.cache import CacheMetrics
 from cortex_ray.metrics.custom import MetricsClient
 from cortex_ray.metrics.requests import RequestMetrics
-from cortex_ray.models import ModelTree, diff_trees
+from cortex_ray.models import ModelTree
 from cortex_ray.project import ProjectRef
 from cortex_ray.reload.subscriber import Subscriber
 from cortex_ray.replica.enter import enter_project
@@ -158,13 +158,12 @@ class ApiCore:
 
     # --- models ------------------------------------------------------------
 
-    def update_models(self, tree: ModelTree) -> None:
-        """Take a new model tree (the reloader publishes these)."""
+    def update_models(self, tree: ModelTree, changed: Collection[str] | None = None) -> None:
+        """Take a new model tree (the reloader publishes these); ``changed``: the names of the
+        models that changed (``None``: any may have)."""
         if self.cache is None:
             return
-        changes = diff_trees(self.cache.tree, tree)
-        self.cache.set_tree(tree)
-        for change in changes:
+        for change in self.cache.set_tree(tree, changed):
             log.info("api %s: %s", self.api.name, change)
 
     async def info(self, details: bool = True, cluster: bool = False) -> dict[str, Any]:

@@ -83,9 +83,7 @@ def model_info(cache: ModelCache) -> dict[str, Any]:
             "loads": snap.loads,
             "reclaim": snap.reclaim,
             **(
-                {"gpu_limit": snap.gpu.limit, "gpu_used": snap.gpu.used}
-                if snap.gpu.limit is not None
-                else {}
+                {"gpu_limit": snap.gpu.limit, "gpu_used": snap.gpu.used} if snap.gpu.limit is not None else {}
             ),
         },
     }

@@ -280,6 +280,9 @@ def test_a_killed_reloader_is_restarted_and_changes_still_arrive(
     info = http.get("/live-kill/info").json()
     assert info["reloader"]["epoch"] != before
     assert info["replica"]["epoch"] == info["reloader"]["epoch"]
+    # the new reloader gave the replica its whole tree once (another epoch), then the change alone
+    assert info["reloader"]["full_syncs"] >= 1 and info["reloader"]["delta_syncs"] >= 1
+    assert info["replica"]["deltas"] >= 1
 
 
 @pytest.mark.s3

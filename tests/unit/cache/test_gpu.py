@@ -182,3 +182,33 @@ def test_evicting_a_torch_model_returns_its_cuda_memory_under_a_gpu_budget(
         await cache.close()
 
     asyncio.run(main())
+
+
+def test_a_new_latest_replaces_the_version_serving_when_the_gpu_holds_one_of_them(
+    tmp_path: Path, publish: Publisher, clock: ManualClock, wait: Waits
+) -> None:
+    async def main() -> None:
+        tree = publish(_models(m=700))
+        cache = _cache(tmp_path, clock, 1000, tree=tree, memory_wait=0)
+        assert (await wait.result(cache.get("m"))).version == 1
+        v2 = f"{800} ".ljust(800).encode()
+        cache.set_tree(publish({"m/2/model.bin": v2}))
+        assert cache.try_get("m").version == 1  # type: ignore[union-attr]  # v2 loads in the background
+        await wait.until(lambda: cache.latest_pointer("m") == 2, "m v2 took over")
+        assert cache.tiers.in_memory == [("m", 2)] and cache.snapshot().gpu.used == 800
+        await cache.close()
+
+    asyncio.run(main())
+
+
+def test_an_unmeasured_model_is_not_refused_for_its_files_size(
+    tmp_path: Path, publish: Publisher, clock: ManualClock, wait: Waits
+) -> None:
+    async def main() -> None:
+        tree = publish({"cpu/1/model.bin": b"0 " + b"x" * 3000})  # 3 KB of files, no GPU memory
+        cache = _cache(tmp_path, clock, 1000, tree=tree)
+        loaded = await wait.result(cache.get("cpu"))
+        assert loaded.gpu_bytes == 0 and cache.snapshot().gpu.used == 0
+        await cache.close()
+
+    asyncio.run(main())

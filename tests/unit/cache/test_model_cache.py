@@ -20,7 +20,7 @@ from cortex_ray.errors import (
     ModelNotFoundError,
     VersionNotFoundError,
 )
-from cortex_ray.models import discover_models
+from cortex_ray.models import ModelTree, discover_models
 from cortex_ray.spec import MultiModelsSpec
 from cortex_ray.storage import open_storage
 
@@ -368,6 +368,37 @@ def test_a_failure_nothing_asks_for_again_wakes_nothing_and_a_cold_load_says_it_
         )
         slow_downloads[b"b1"].set()
         assert (await wait.result(b)).model == "b1"
+        await cache.close()
+
+    run(main())
+
+
+def test_a_delta_reconciles_the_models_it_names_as_a_whole_tree_would(
+    tmp_path: Path, publish: Publisher, loader: Loader, clock: ManualClock, wait: Waits
+) -> None:
+    from cortex_ray.models.delta import apply_delta, delta_between
+
+    async def main() -> None:
+        tree = publish({"a/1/model.bin": b"a1", "b/1/model.bin": b"b1", "c/1/model.bin": b"c1"})
+        cache = ModelCache(loader, tmp_path, memory_limit=3, disk_limit=3, tree=tree, clock=clock)
+        for name in "abc":
+            await wait.result(cache.get(name))
+        storage = open_storage("mem://cache/models/")
+        storage.delete("a/1/model.bin")
+        listed = publish({"b/1/model.bin": b"b1, new"})  # a removed, b changed in place, c as it was
+        new = ModelTree({**listed.models, "c": tree.models["c"]})  # (the publisher keeps c's object)
+        delta = delta_between(tree, new)
+        assert sorted(delta.models) == ["a", "b"]
+        changes = cache.set_tree(apply_delta(tree, delta), list(delta.models))
+        assert [str(c) for c in changes] == [
+            "model removed: a",
+            "version removed: a v1",
+            "version changed: b v1",
+        ]
+        await wait.idle(cache)
+        assert sorted(cache.tiers.in_memory) == [("b", 1), ("c", 1)]
+        assert cache.try_get("b").model == "b1, new"  # type: ignore[union-attr]
+        assert cache.try_get("c").model == "c1"  # type: ignore[union-attr]
         await cache.close()
 
     run(main())

@@ -51,7 +51,8 @@ def test_long_poll_returns_on_change_and_times_out_otherwise(tmp_path: Path) -> 
         store.upload("b/1/m", b"2")
         await r.poll_now()
         changed = await waiter
-        assert changed is not None and sorted(changed["tree"].models) == ["a", "b"]
+        assert changed is not None and changed["base"] == first["version"]  # the change, not the tree
+        assert list(changed["delta"].models) == ["b"] and changed["version"] == first["version"] + 1
         status = await r.status()
         assert status["list_calls"] >= 2 and status["last_error"] is None
 
@@ -110,5 +111,31 @@ def test_a_local_dir_moved_away_changes_nothing(tmp_path: Path) -> None:
         (tmp_path / "models.old").rename(root)
         await r.poll_now()
         assert r.version == first["version"]  # back as it was: nothing to publish
+
+    asyncio.run(main())
+
+
+def test_a_change_travels_as_a_delta_and_a_poll_with_nothing_new_publishes_nothing(tmp_path: Path) -> None:
+    store = open_storage("mem://rel/models/")
+    for name in "ab":
+        store.upload(f"{name}/1/m", name.encode())
+
+    async def main() -> None:
+        r = ModelReloader(api(tmp_path, settle_time=0))
+        first = await r.snapshot(None, -1, timeout=5)
+        assert first is not None and "tree" in first
+        assert await r.poll_now() == first["version"]  # the same listing: nothing published
+        store.upload("a/2/m", b"a2")
+        await r.poll_now()
+        delta = await r.snapshot(first["epoch"], first["version"], timeout=1)
+        assert delta is not None and list(delta["delta"].models) == ["a"]
+        assert sorted(delta["delta"].models["a"].versions) == [1, 2]
+        assert r.tree is not None and r.tree.models["b"] is first["tree"].models["b"]  # (unchanged: kept)
+        whole = await r.snapshot(
+            "another-epoch", first["version"], timeout=1
+        )  # a restarted reloader's replica
+        assert whole is not None and sorted(whole["tree"].models) == ["a", "b"]
+        status = await r.status()
+        assert (status["full_syncs"], status["delta_syncs"]) == (2, 1)
 
     asyncio.run(main())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterator
 from typing import Any
 
 import pytest
@@ -18,8 +18,10 @@ import pytest
 from cortex_ray.clock import ManualClock
 from cortex_ray.errors import DeploymentError
 from cortex_ray.metrics.recorder import MemorySink, recorder
+from cortex_ray.models.delta import TreeDelta, delta_between
 from cortex_ray.models.tree import ModelInfo, ModelTree
 from cortex_ray.reload import subscriber as subscriber_module
+from cortex_ray.reload.deltas import DeltaLog
 from cortex_ray.reload.subscriber import (
     LONG_POLL_TIMEOUT,
     REPORT_EVERY,
@@ -93,6 +95,8 @@ class FakeReloader:
         self.cancelled_polls = 0
         self.waiting = 0
         """Long polls waiting now (on a change, or on the clock for their timeout)."""
+        self.deltas: DeltaLog | None = None
+        """With a log, long polls answer with deltas as ModelReloader's do (else whole trees)."""
         self._changed = asyncio.Event()
         self.snapshot = Remote(self._snapshot)
         self.seed = Remote(self._seed)
@@ -103,6 +107,8 @@ class FakeReloader:
     # scripting
 
     def publish(self, tree: ModelTree) -> None:
+        if self.deltas is not None:
+            self.deltas.append(self.version + 1, delta_between(self.tree or ModelTree(), tree))
         self.tree, self.version = tree, self.version + 1
         self._wake()
 
@@ -165,6 +171,9 @@ class FakeReloader:
                 changed.cancel()
                 timer.cancel()
             self._check("snapshot")
+        delta = self.deltas.since(known, self.version) if self.deltas and epoch == self.epoch else None
+        if delta is not None:
+            return {"epoch": self.epoch, "version": self.version, "base": known, "delta": delta}
         return {"epoch": self.epoch, "version": self.version, "tree": self.tree}
 
     async def _seed(self, tree: ModelTree) -> bool:
@@ -242,12 +251,15 @@ class Replica:
     def __init__(self, serve: FakeServe, clock: ManualClock) -> None:
         self.clock = clock
         self.applied: list[ModelTree] = []
+        self.changed: list[list[str] | None] = []
+        """With each tree applied: the models a delta changed (``None``: a whole tree)."""
         self.held: ModelTree | None = None
         self.fail_next: list[Exception] = []
         self.sub = Subscriber("api", self.on_tree, lambda: self.held, find_actor=serve.find, clock=clock)
 
-    def on_tree(self, new: ModelTree) -> None:
+    def on_tree(self, new: ModelTree, changed: Collection[str] | None = None) -> None:
         self.applied.append(new)
+        self.changed.append(None if changed is None else sorted(changed))
         if self.fail_next:
             raise self.fail_next.pop(0)
         self.held = new
@@ -736,5 +748,56 @@ def test_stop_returns_once_both_loops_ended() -> None:
         await replica.sub.stop()
         assert replica.sub._task is not None and replica.sub._task.done()
         assert replica.sub._report_task is not None and replica.sub._report_task.done()
+
+    run(main)
+
+
+def test_after_the_first_tree_a_replica_gets_only_what_changed() -> None:
+    async def main() -> None:
+        clock = ManualClock()
+        serve = FakeServe(clock)
+        actor = serve.start_reloader()
+        actor.deltas = DeltaLog()
+        first = tree("a", "b", "c")
+        actor.publish(first)
+        replica = Replica(serve, clock)
+        await replica.started()
+        await until(lambda: actor.polling(2), "the watch's long poll")
+        second = ModelTree({**first.models, "d": tree("d").models["d"]})  # a, b, c: the same objects
+        actor.publish(second)
+        await until(lambda: len(replica.applied) == 1, "the change")
+        third = ModelTree({n: m for n, m in second.models.items() if n != "a"})
+        actor.publish(third)
+        await until(lambda: len(replica.applied) == 2, "the removal")
+        assert replica.changed == [["d"], ["a"]]  # the models each delta carried, no more
+        assert replica.applied == [second, third] and replica.held == third
+        assert replica.held.models["b"] is first.models["b"]  # unchanged models: the objects held
+        info = replica.sub.info()
+        assert (info["tree_version"], info["updates"], info["deltas"]) == (3, 3, 2)
+        await replica.sub.stop()
+
+    run(main)
+
+
+def test_a_delta_for_another_base_is_refused_and_the_whole_tree_fetched() -> None:
+    async def main() -> None:
+        clock = RecordingClock()
+        serve = FakeServe(clock)
+        actor = serve.start_reloader()
+        actor.deltas = DeltaLog()
+        actor.publish(tree("a"))
+        replica = Replica(serve, clock)
+        await replica.started()
+        await until(lambda: actor.polling(2), "the watch's long poll")
+        wrong = {"epoch": "epoch-1", "version": 5, "base": 4, "delta": TreeDelta({"z": None})}
+        with pytest.raises(RuntimeError, match="a delta from tree version 4, but this replica holds 1"):
+            replica.sub._take(wrong)
+        assert replica.applied == [] and replica.sub.version == -1  # nothing applied; asks for all
+        actor.publish(tree("a", "b"))  # the poll waiting (from version 1) gets a delta: refused too
+        await until(lambda: clock.slept == [0.2], "the backoff after the refusal")
+        await clock.advance(0.2)
+        await until(lambda: len(replica.applied) == 1, "the next answer")
+        assert replica.changed == [None] and sorted(replica.held.models) == ["a", "b"]  # a whole tree
+        await replica.sub.stop()
 
     run(main)
