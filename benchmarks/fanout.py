@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import pickle
 import statistics
 import sys
@@ -37,6 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+_VERSIONS = itertools.count(3)
 HOSTS = 4
 """Ray actors standing for replica processes (the K subscribers are spread over them)."""
 
@@ -171,7 +173,7 @@ def run_case(
     rows: list[dict[str, float]] = []
     for c in range(changes):
         model = f"m{(c * 7919) % models:05d}"
-        version = 3 + c
+        version = next(_VERSIONS)  # (new in every case: the dir is shared by the cases)
         ray.get([h.reset.remote() for h in hosts])
         cpu0 = ray.get(reloader.cpu.remote())
         folder = models_dir / model / str(version)
@@ -224,7 +226,7 @@ def main() -> None:
                     results[(models, replicas, mode)] = r
                     print(
                         f"{models:>6} {replicas:>4} {mode:>6} {r['fanout']:>10.3f} {r['cpu']:>15.3f} "
-                        f"{r['bytes']:>11,} {r['stall'] * 1000:>9.1f}",
+                        f"{r['bytes']:>11,.0f} {r['stall'] * 1000:>9.1f}",
                         flush=True,
                     )
                 t, d = results[(models, replicas, "tree")], results[(models, replicas, "delta")]

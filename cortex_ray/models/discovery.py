@@ -18,7 +18,7 @@ from cortex_ray.spec.names import SINGLE_MODEL_NAME, model_name_problem
 from cortex_ray.spec.schema import MultiModelsSpec
 from cortex_ray.storage import Storage, open_storage
 
-__all__ = ["discover_models"]
+__all__ = ["discover_model", "discover_models"]
 
 Opener = Callable[[str], Storage]
 
@@ -63,3 +63,31 @@ def _from_dir(uri: str, layout: Layout, signature_key: str | None, opener: Opene
     if loose:
         warnings = (f"{uri}: files outside any model folder are ignored: {describe_tree(loose, 10)}",)
     return ModelTree(models=models, warnings=warnings)
+
+
+def discover_model(
+    spec: MultiModelsSpec, layout: Layout, name: str, opener: Opener = open_storage
+) -> ModelInfo | None:
+    """One model of the tree, as storage holds it right now (its prefix listed, nothing else);
+    ``None`` when the spec's storage holds no such model. Errors as :func:`discover_models`
+    (a missing local ``dir`` included: it never lists as a model removed)."""
+    if spec.dir is not None:
+        storage = opener(spec.dir)
+        storage.check_root()
+        objects = storage.list(f"{name}/")
+        if not objects:
+            return None
+        model_uri = f"{spec.dir}{name}/"
+        problem = model_name_problem(name)
+        if problem is not None:
+            return ModelInfo(name, model_uri, False, error=problem)
+        return build_model(name, model_uri, objects, layout, spec.signature_key)
+    if spec.path is not None:
+        if name != SINGLE_MODEL_NAME:
+            return None
+        return build_model(name, spec.path, opener(spec.path).list(), layout, spec.signature_key)
+    for entry in spec.paths or []:
+        if entry.name == name:
+            key = entry.signature_key or spec.signature_key
+            return build_model(name, entry.path, opener(entry.path).list(), layout, key)
+    return None

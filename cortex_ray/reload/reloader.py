@@ -11,6 +11,11 @@ reloader's tree gets the changes since (one delta, the size of what changed); a 
 one too far behind, or one from before a restart (another epoch) gets the whole tree.
 Storage requests therefore do not grow with the number of replicas, and what travels per
 change grows with the change, not with the tree. A failed listing changes nothing.
+
+With ``events: watch``, file events are hints (:mod:`cortex_ray.reload.events`): the models an
+event names are listed at once (their prefixes only) and again ``settle_time`` later, when the
+settle rule lets an unchanged upload be published; the full listing every ``poll_interval``
+goes on as the reconciliation.
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ from cortex_ray import process_log
 from cortex_ray.metrics.reloader import ReloaderMetrics
 from cortex_ray.models import discover_models, layout_for
 from cortex_ray.models.delta import delta_between
+from cortex_ray.models.discovery import discover_model
 from cortex_ray.models.tree import ModelTree
 from cortex_ray.reload.deltas import DeltaLog
+from cortex_ray.reload.events import EventSource, event_source
 from cortex_ray.reload.publisher import Publisher
 from cortex_ray.spec import ApiSpec
 from cortex_ray.spec.sealed import Sealed, unseal
@@ -85,6 +92,14 @@ class ModelReloader:
         """What each replica last reported (see :meth:`report`)."""
         self._metrics = ReloaderMetrics(api.name)
         self._storages: dict[str, Storage] = {}
+        self._observed: ModelTree | None = None
+        """The last full listing, with the models listed since on events."""
+        self.events: EventSource | None = event_source(spec)
+        self.event_batches = 0
+        self._event_task: asyncio.Task[None] | None = None
+        self._listing: asyncio.Lock | None = None
+        """One listing (full, or of evented models) at a time: each builds on the last."""
+        self._confirms: set[asyncio.Task[None]] = set()
 
     # --- called by replicas ------------------------------------------------
 
@@ -157,6 +172,8 @@ class ModelReloader:
             "poll_count": self.poll_count,
             "failed_polls": self.failed_polls,
             "list_calls": self.list_calls,
+            "events": "watch" if self.events is not None else None,
+            "event_batches": self.event_batches,
             "full_syncs": self.full_syncs,
             "delta_syncs": self.delta_syncs,
             "last_successful_poll": self.last_success,
@@ -197,7 +214,50 @@ class ModelReloader:
     def _start(self) -> None:
         if self._task is None:
             self._changed = asyncio.Event()
+            self._listing = asyncio.Lock()
             self._task = asyncio.get_running_loop().create_task(self._loop())
+            if self.events is not None:
+                self._event_task = asyncio.get_running_loop().create_task(self._follow_events(self.events))
+
+    async def _follow_events(self, source: EventSource) -> None:
+        """List what each batch of events names, now and once more ``settle_time`` later (the
+        settle rule publishes an upload unchanged that long). A watcher that fails is started
+        again after a pause; polling goes on meanwhile."""
+        while True:
+            try:
+                async for names in source.batches():
+                    self.event_batches += 1
+                    await self._on_event(names)
+                    settle = self._publisher.settle_time
+                    if settle > 0:
+                        task = asyncio.get_running_loop().create_task(self._confirm(names, settle))
+                        self._confirms.add(task)
+                        task.add_done_callback(self._confirms.discard)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "api %s: watching model storage failed, polling only for now: %s", self.api_name, exc
+                )
+            await asyncio.sleep(5.0)
+
+    @property
+    def confirming(self) -> int:
+        """Listings of evented models waiting for ``settle_time`` to pass."""
+        return len(self._confirms)
+
+    async def _confirm(self, names: set[str] | None, after: float) -> None:
+        await asyncio.sleep(after + 0.05)  # (just past the settle time: the rule is >=)
+        await self._on_event(names)
+
+    async def _on_event(self, names: set[str] | None) -> None:
+        try:
+            if names is None:
+                await self._poll_once()
+            else:
+                await self._poll_models(names)
+        except Exception:
+            log.exception("reloader %s: listing on an event failed", self.api_name)
 
     async def _loop(self) -> None:
         # let replicas that outlived a previous reloader seed their tree before the first listing
@@ -219,6 +279,42 @@ class ModelReloader:
         return storage
 
     async def _poll_once(self) -> None:
+        assert self._listing is not None
+        async with self._listing:
+            await self._list_all()
+
+    async def _poll_models(self, names: set[str]) -> None:
+        """List the models named (an event's), on top of the last full listing, and publish."""
+        assert self._listing is not None
+        async with self._listing:
+            if self._observed is None or self.tree is None:
+                return  # (before the first full listing: it comes)
+            calls = self.list_calls
+
+            def listed() -> dict[str, Any]:
+                return {n: discover_model(self._spec, self._layout, n, self._opener) for n in sorted(names)}
+
+            try:
+                models = await asyncio.to_thread(listed)
+            except Exception as exc:
+                self._metrics.polled(self.list_calls - calls, ok=False)
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.last_error_at = time.time()
+                log.warning(
+                    "api %s: listing %s failed, keeping what is served: %s", self.api_name, names, exc
+                )
+                return
+            self._metrics.polled(self.list_calls - calls, ok=True, at=time.time())
+            merged = dict(self._observed.models)
+            for name, model in models.items():
+                if model is None:
+                    merged.pop(name, None)
+                else:
+                    merged[name] = model
+            self._observed = ModelTree(merged, warnings=self._observed.warnings)
+            self._publish(self._observed, time.time())
+
+    async def _list_all(self) -> None:
         self.poll_count += 1
         calls = self.list_calls
         try:
@@ -233,6 +329,12 @@ class ModelReloader:
         now = time.time()
         self.last_success = now
         self._metrics.polled(self.list_calls - calls, ok=True, at=now)
+        self._observed = observed
+        self._publish(observed, now)
+
+    def _publish(self, observed: ModelTree, now: float) -> None:
+        """Turn a listing into the published tree; a change is logged as a delta and wakes the
+        replicas' long polls."""
         published = self._publisher.observe(observed, now)
         self._metrics.delays(self._publisher.delays)
         if self.tree is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+from cortex_ray.spec.paths import is_local_uri
 from cortex_ray.spec.quantity import format_bytes
 from cortex_ray.spec.schema import ApiSpec, MultiModelsSpec
 
@@ -213,6 +214,14 @@ def _models(api: ApiSpec) -> Iterator[Problem]:
             yield (
                 f"{field}.pinned",
                 f"{len(spec.pinned)} pinned models cannot fit in cache_size ({spec.cache_size})",
+            )
+    if spec.events == "watch":
+        uris = [spec.dir] if spec.dir else [spec.path] if spec.path else [p.path for p in spec.paths or []]
+        remote = [u for u in uris if u is not None and not is_local_uri(u)]
+        if remote:
+            yield (
+                f"{field}.events",
+                f"events: watch watches local folders; {remote[0]} is not one (models in S3 are polled)",
             )
     cache, disk = spec.memory_budget, spec.disk_budget
     if spec.gpu_cache_size is not None:

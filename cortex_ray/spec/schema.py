@@ -143,6 +143,10 @@ class MultiModelsSpec(_Spec):
     settle_time: Duration | None = Field(default=None, ge=0)
     """cortex-ray addition: how long a new or changed version's files must stay unchanged
     before it is served (default: ``poll_interval``, i.e. unchanged across two polls)."""
+    events: Literal["watch"] | None = None
+    """cortex-ray addition: ``watch``: local model folders are watched (file events), and a
+    model an event names is listed and published at once, ``settle_time`` after its last event
+    (the full listing every ``poll_interval`` still runs, catching what an event missed)."""
     idle_timeout: Duration | None = Field(default=None, gt=0)
     """cortex-ray addition: a version in memory that no request used for this long is unloaded
     (its files stay on disk), even when the cache has room; off by default."""

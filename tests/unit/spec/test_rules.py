@@ -425,6 +425,20 @@ def test_cache_sizes_count_versions_or_bytes(project: Path) -> None:
     assert model_spec.cache_size == "6Gi"  # as written (the spec travels to clusters as data)
 
 
+def test_events_watch_is_for_local_folders(project: Path) -> None:
+    from cortex_ray.spec import parse_spec
+
+    local = api(handler={"multi_model_reloading": {"dir": "models", "events": "watch"}})
+    (parsed,) = parse_spec([local], base_dir=project).apis
+    assert parsed.handler.model_spec is not None and parsed.handler.model_spec.events == "watch"
+    remote = api(handler={"multi_model_reloading": {"dir": "s3://bucket/models/", "events": "watch"}})
+    message = one_error(project, remote)
+    assert "handler.multi_model_reloading.events" in message
+    assert "events: watch watches local folders; s3://bucket/models/ is not one" in message
+    other = api(handler={"multi_model_reloading": {"dir": "models", "events": "sqs"}})
+    assert "handler.multi_model_reloading.events" in one_error(project, other)
+
+
 def test_a_gpu_cache_size_is_bytes_of_its_own(project: Path) -> None:
     from cortex_ray.spec import parse_spec
     from cortex_ray.spec.quantity import Budget
