@@ -9,6 +9,9 @@ an event missed.
 
 * :class:`LocalWatch`: a local ``dir`` / ``path`` / ``paths``, watched with ``watchfiles``
   (inotify on Linux; installed with Ray Serve).
+* :class:`SqsEvents`: models in S3, from an SQS queue receiving the bucket's event
+  notifications (:mod:`cortex_ray.storage.sqs`); a batch's messages are deleted only once the
+  reloader handled it (a failure: they come back after the queue's visibility timeout).
 * :class:`QueuedEvents`: names put by hand (tests, and the base of queue-fed sources).
 """
 
@@ -23,8 +26,10 @@ from typing import Protocol
 from cortex_ray.spec.names import SINGLE_MODEL_NAME
 from cortex_ray.spec.paths import is_local_uri, local_path_of
 from cortex_ray.spec.schema import MultiModelsSpec
+from cortex_ray.storage import split_uri
+from cortex_ray.storage.sqs import WAIT_SECONDS, SqsQueue
 
-__all__ = ["EventSource", "LocalWatch", "QueuedEvents", "event_source"]
+__all__ = ["EventSource", "LocalWatch", "QueuedEvents", "SqsEvents", "event_source"]
 
 log = logging.getLogger("cortex_ray.reloader")
 DEBOUNCE_MS = 50
@@ -96,8 +101,63 @@ class LocalWatch:
         self._stop.set()
 
 
+class SqsEvents:
+    """S3 event notifications from an SQS queue, as model names (keys outside the spec's
+    prefixes are ignored)."""
+
+    def __init__(self, spec: MultiModelsSpec, queue: str, wait: float | None = None) -> None:
+        self.queue = SqsQueue(queue)
+        self._wait = WAIT_SECONDS if wait is None else wait
+        self._closed = False
+        self._prefixes: list[tuple[str, str, str | None]] = []
+        """(bucket, key prefix, model): a ``dir`` (model ``None``), or one model's prefix."""
+        if spec.dir is not None:
+            self._prefixes.append((*_bucket_prefix(spec.dir), None))
+        elif spec.path is not None:
+            self._prefixes.append((*_bucket_prefix(spec.path), SINGLE_MODEL_NAME))
+        else:
+            self._prefixes += [(*_bucket_prefix(p.path), p.name) for p in spec.paths or []]
+        self.messages = 0
+        """Messages received and handled."""
+
+    def model_of(self, bucket: str, key: str) -> str | bool | None:
+        """The model a changed object belongs to; ``None``: the ``dir`` itself (a loose file: list
+        everything); ``False``: none of this API's."""
+        for where, prefix, model in self._prefixes:
+            if bucket != where or not key.startswith(prefix):
+                continue
+            if model is not None:
+                return model
+            head, slash, _ = key[len(prefix) :].partition("/")
+            return head if slash and head else None
+        return False
+
+    async def batches(self) -> AsyncIterator[set[str] | None]:
+        while not self._closed:
+            batch = await asyncio.to_thread(self.queue.receive, self._wait)
+            if not batch.receipts:
+                continue
+            found = {self.model_of(bucket, key) for bucket, key in batch.keys}
+            found.discard(False)
+            if found:
+                yield None if None in found else {n for n in found if isinstance(n, str)}
+            await asyncio.to_thread(self.queue.delete, batch.receipts)  # (handled: never again)
+            self.messages += len(batch.receipts)
+
+    def close(self) -> None:
+        self._closed = True  # (the receive running ends within its wait)
+
+
+def _bucket_prefix(uri: str) -> tuple[str, str]:
+    _, bucket, prefix = split_uri(uri)
+    return bucket, f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+
+
 def event_source(spec: MultiModelsSpec) -> EventSource | None:
-    """The spec's event source (``events: watch``), or ``None`` (polling alone)."""
+    """The spec's event source (``events: watch`` or ``events: {sqs: ...}``), or ``None``
+    (polling alone)."""
+    if spec.events is not None and not isinstance(spec.events, str):
+        return SqsEvents(spec, spec.events.sqs)
     if spec.events != "watch":
         return None
     uris = [spec.dir] if spec.dir else [spec.path] if spec.path else [p.path for p in spec.paths or []]

@@ -95,7 +95,11 @@ class ModelReloader:
         self._observed: ModelTree | None = None
         """The last full listing, with the models listed since on events."""
         self.events: EventSource | None = event_source(spec)
+        events = spec.events
+        self._events_label = events if isinstance(events, str) or events is None else f"sqs: {events.sqs}"
         self.event_batches = 0
+        self.events_error: str | None = None
+        """Why the event source failed last (cleared by its next batch); polling goes on."""
         self._event_task: asyncio.Task[None] | None = None
         self._listing: asyncio.Lock | None = None
         """One listing (full, or of evented models) at a time: each builds on the last."""
@@ -172,8 +176,9 @@ class ModelReloader:
             "poll_count": self.poll_count,
             "failed_polls": self.failed_polls,
             "list_calls": self.list_calls,
-            "events": "watch" if self.events is not None else None,
+            "events": self._events_label,
             "event_batches": self.event_batches,
+            "events_error": self.events_error,
             "full_syncs": self.full_syncs,
             "delta_syncs": self.delta_syncs,
             "last_successful_poll": self.last_success,
@@ -222,11 +227,14 @@ class ModelReloader:
     async def _follow_events(self, source: EventSource) -> None:
         """List what each batch of events names, now and once more ``settle_time`` later (the
         settle rule publishes an upload unchanged that long). A watcher that fails is started
-        again after a pause; polling goes on meanwhile."""
+        again after a pause (5 s, doubling to 60 s); polling goes on meanwhile."""
+        pause = 5.0
         while True:
             try:
                 async for names in source.batches():
                     self.event_batches += 1
+                    self.events_error = None
+                    pause = 5.0
                     await self._on_event(names)
                     settle = self._publisher.settle_time
                     if settle > 0:
@@ -236,10 +244,10 @@ class ModelReloader:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning(
-                    "api %s: watching model storage failed, polling only for now: %s", self.api_name, exc
-                )
-            await asyncio.sleep(5.0)
+                self.events_error = f"{type(exc).__name__}: {exc}"
+                log.warning("api %s: storage events failed, polling only for now: %s", self.api_name, exc)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 60.0)
 
     @property
     def confirming(self) -> int:

@@ -215,6 +215,14 @@ def _models(api: ApiSpec) -> Iterator[Problem]:
                 f"{field}.pinned",
                 f"{len(spec.pinned)} pinned models cannot fit in cache_size ({spec.cache_size})",
             )
+    if spec.events is not None and not isinstance(spec.events, str):
+        uris = [spec.dir] if spec.dir else [spec.path] if spec.path else [p.path for p in spec.paths or []]
+        local = [u for u in uris if u is not None and not u.startswith("s3://")]
+        if local:
+            yield (
+                f"{field}.events.sqs",
+                f"events from SQS are S3 event notifications; {local[0]} is not in S3 (use events: watch)",
+            )
     if spec.events == "watch":
         uris = [spec.dir] if spec.dir else [spec.path] if spec.path else [p.path for p in spec.paths or []]
         remote = [u for u in uris if u is not None and not is_local_uri(u)]

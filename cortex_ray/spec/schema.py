@@ -123,6 +123,11 @@ class ModelPathSpec(_Spec):
         return resolve_model_uri(value, _data_dir(info))
 
 
+class SqsEventsSpec(_Spec):
+    sqs: str = Field(min_length=1)
+    """The queue: its URL or its ARN."""
+
+
 class MultiModelsSpec(_Spec):
     """``handler.models`` (tensorflow) or ``handler.multi_model_reloading`` (python)."""
 
@@ -143,16 +148,25 @@ class MultiModelsSpec(_Spec):
     settle_time: Duration | None = Field(default=None, ge=0)
     """cortex-ray addition: how long a new or changed version's files must stay unchanged
     before it is served (default: ``poll_interval``, i.e. unchanged across two polls)."""
-    events: Literal["watch"] | None = None
-    """cortex-ray addition: ``watch``: local model folders are watched (file events), and a
-    model an event names is listed and published at once, ``settle_time`` after its last event
-    (the full listing every ``poll_interval`` still runs, catching what an event missed)."""
+    events: Literal["watch"] | SqsEventsSpec | None = None
+    """cortex-ray addition: storage events as hints. ``watch``: local model folders are watched
+    (file events); ``{sqs: <queue URL or ARN>}``: models in S3, from an SQS queue receiving the
+    bucket's event notifications. A model an event names is listed (its prefix only) at once
+    and ``settle_time`` after its last event; the full listing every ``poll_interval`` still
+    runs, catching what an event missed."""
     idle_timeout: Duration | None = Field(default=None, gt=0)
     """cortex-ray addition: a version in memory that no request used for this long is unloaded
     (its files stay on disk), even when the cache has room; off by default."""
     pinned: list[str] = Field(default_factory=list)
     """cortex-ray addition: models loaded at start and never evicted nor expired: ``name`` (its
     latest version, following it as it moves) or ``name@version``; counted in ``cache_size``."""
+
+    @field_validator("events", mode="before")
+    @classmethod
+    def _events(cls, value: object) -> object:
+        if value is None or value == "watch" or isinstance(value, (dict, SqsEventsSpec)):
+            return value
+        raise ValueError(f"must be watch (local folders) or {{sqs: <queue URL or ARN>}} (S3) (got {value!r})")
 
     @field_validator("pinned")
     @classmethod

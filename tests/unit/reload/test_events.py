@@ -97,3 +97,18 @@ def test_only_local_folders_are_watched(tmp_path: Path) -> None:
     assert event_source(MultiModelsSpec(dir=str(tmp_path))) is None  # (events: not asked)
     assert isinstance(event_source(MultiModelsSpec(dir=str(tmp_path), events="watch")), LocalWatch)
     assert event_source(MultiModelsSpec(dir="s3://bucket/models/", events="watch")) is None
+
+
+def test_s3_keys_map_to_the_models_of_the_api_and_others_are_ignored() -> None:
+    from cortex_ray.reload.events import SqsEvents
+
+    events = SqsEvents(MultiModelsSpec(dir="s3://bucket/team/models/"), "arn:aws:sqs:us-east-1:1:q")
+    assert events.model_of("bucket", "team/models/iris/2/model.onnx") == "iris"
+    assert events.model_of("bucket", "team/models/readme.txt") is None  # the dir itself: list all
+    assert events.model_of("bucket", "team/other/iris/1/m") is False  # not this API's
+    assert events.model_of("another", "team/models/iris/1/m") is False
+    paths = MultiModelsSpec(
+        paths=[{"name": "a", "path": "s3://bucket/x/"}, {"name": "b", "path": "s3://b2/y"}]
+    )
+    events = SqsEvents(paths, "https://sqs.us-east-1.amazonaws.com/1/q")
+    assert events.model_of("b2", "y/3/w.bin") == "b" and events.model_of("bucket", "x/1/m") == "a"

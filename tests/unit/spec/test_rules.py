@@ -437,6 +437,12 @@ def test_events_watch_is_for_local_folders(project: Path) -> None:
     assert "events: watch watches local folders; s3://bucket/models/ is not one" in message
     other = api(handler={"multi_model_reloading": {"dir": "models", "events": "sqs"}})
     assert "handler.multi_model_reloading.events" in one_error(project, other)
+    queue = {"sqs": "arn:aws:sqs:us-east-1:123456789012:models"}
+    s3 = api(handler={"multi_model_reloading": {"dir": "s3://bucket/models/", "events": queue}})
+    (parsed,) = parse_spec([s3], base_dir=project).apis
+    assert parsed.handler.model_spec is not None and parsed.handler.model_spec.events.sqs == queue["sqs"]  # type: ignore[union-attr]
+    local_sqs = api(handler={"multi_model_reloading": {"dir": "models", "events": queue}})
+    assert "events from SQS are S3 event notifications" in one_error(project, local_sqs)
 
 
 def test_a_gpu_cache_size_is_bytes_of_its_own(project: Path) -> None:
