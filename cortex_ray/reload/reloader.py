@@ -44,6 +44,8 @@ __all__ = ["ModelReloader"]
 
 log = logging.getLogger("cortex_ray.reloader")
 SEED_GRACE = 1.0
+SEED_PROMISE = 5.0
+"""Seconds a replica told to send its tree as the baseline has to do so before another is."""
 REPORT_STALE = 20.0
 """A replica that has not reported for this long is left out of the cluster's view."""
 
@@ -104,6 +106,7 @@ class ModelReloader:
         self._listing: asyncio.Lock | None = None
         """One listing (full, or of evented models) at a time: each builds on the last."""
         self._confirms: set[asyncio.Task[None]] = set()
+        self._seed_promised: float | None = None
 
     # --- called by replicas ------------------------------------------------
 
@@ -190,6 +193,19 @@ class ModelReloader:
             "published_at": {f"{m}:{v}": t for (m, v), t in self._publisher.published_at.items()},
             "removed": dict(self.removed),
         }
+
+    async def wants_seed(self) -> bool:
+        """Whether this reloader still takes a replica's tree as the baseline of its first
+        listing (nothing listed yet). Said to one replica at a time (for ``SEED_PROMISE`` s): the
+        others keep their trees, so a restart does not bring every replica's tree here."""
+        self._start()
+        if self.tree is not None or self._publisher.published is not None:
+            return False
+        now = time.monotonic()
+        if self._seed_promised is not None and now - self._seed_promised < SEED_PROMISE:
+            return False
+        self._seed_promised = now
+        return True
 
     async def seed(self, tree: ModelTree) -> bool:
         """A replica's tree from before this reloader (re)started: the baseline of its first poll.

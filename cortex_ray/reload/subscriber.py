@@ -178,7 +178,8 @@ class Subscriber:
             try:
                 actor = await self._resolve(self._clock.monotonic() + 30)
                 tree = self._current_tree()
-                if reconnect and self.epoch is not None and tree is not None:
+                offer = reconnect and self.epoch is not None and tree is not None
+                if offer and await actor.wants_seed.remote():  # (one replica's tree is enough)
                     await actor.seed.remote(tree)
                 reconnect = False
                 self.connected = True  # (until a call fails: not only once a long poll returned)

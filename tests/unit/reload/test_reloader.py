@@ -11,7 +11,7 @@ import pytest
 from cortex_ray.models import discover_models
 from cortex_ray.reload import reloader as reloader_module
 from cortex_ray.reload.reloader import ModelReloader
-from cortex_ray.spec import parse_spec
+from cortex_ray.spec import MultiModelsSpec, parse_spec
 from cortex_ray.storage import open_storage
 from cortex_ray.storage.memory import reset_memory_storage
 
@@ -137,5 +137,24 @@ def test_a_change_travels_as_a_delta_and_a_poll_with_nothing_new_publishes_nothi
         assert whole is not None and sorted(whole["tree"].models) == ["a", "b"]
         status = await r.status()
         assert (status["full_syncs"], status["delta_syncs"]) == (2, 1)
+
+    asyncio.run(main())
+
+
+def test_a_restarted_reloader_asks_one_replica_at_a_time_for_its_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    open_storage("mem://rel/models/").upload("a/1/m", b"1")
+    monkeypatch.setattr(reloader_module, "SEED_GRACE", 3600.0)  # (no listing during the test)
+
+    async def main() -> None:
+        r = ModelReloader(api(tmp_path))
+        assert await r.wants_seed() is True
+        assert await r.wants_seed() is False  # promised to the first replica: the others keep theirs
+        monkeypatch.setattr(reloader_module, "SEED_PROMISE", 0.0)  # the first never sent it
+        assert await r.wants_seed() is True
+        seeded = discover_models(MultiModelsSpec(dir="mem://rel/models/"), "python")
+        assert await r.seed(seeded) is True
+        assert await r.wants_seed() is False  # seeded: nobody else's tree is wanted
 
     asyncio.run(main())

@@ -88,6 +88,7 @@ class FakeReloader:
         """Method name (or ``*``) -> the error its calls raise."""
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self.seeds: list[ModelTree] = []
+        self.seed_promised = False
         self.reports: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
         self.lag = {"lag_versions": 0, "lag_seconds": 0.0}
         self.last_error: str | None = None
@@ -100,6 +101,7 @@ class FakeReloader:
         self._changed = asyncio.Event()
         self.snapshot = Remote(self._snapshot)
         self.seed = Remote(self._seed)
+        self.wants_seed = Remote(self._wants_seed)
         self.report = Remote(self._report)
         self.status = Remote(self._status)
         self.replicas = Remote(self._replicas)
@@ -175,6 +177,12 @@ class FakeReloader:
         if delta is not None:
             return {"epoch": self.epoch, "version": self.version, "base": known, "delta": delta}
         return {"epoch": self.epoch, "version": self.version, "tree": self.tree}
+
+    async def _wants_seed(self) -> bool:
+        self._enter("wants_seed")
+        self._check("wants_seed")
+        promised, self.seed_promised = self.seed_promised, True
+        return self.tree is None and not promised
 
     async def _seed(self, tree: ModelTree) -> bool:
         self._enter("seed", tree)
@@ -433,7 +441,8 @@ def test_a_restarted_reloader_is_seeded_once_and_followed() -> None:
         await clock.advance(0.2)  # the first backoff
         await until(lambda: new.polling(1), "the long poll on the new reloader")
         assert new.seeds == [first]  # our baseline, before its first listing
-        assert new.calls[0][0] == "seed" and new.calls[1] == ("snapshot", ("epoch-1", 1, LONG_POLL_TIMEOUT))
+        assert [name for name, _ in new.calls[:2]] == ["wants_seed", "seed"]
+        assert new.calls[2] == ("snapshot", ("epoch-1", 1, LONG_POLL_TIMEOUT))
         relisted = tree("a", "c")
         new.publish(relisted)  # version 1 again, but of a new epoch: a new tree all the same
         await until(lambda: len(replica.applied) == 1, "the new reloader's tree")
@@ -500,7 +509,7 @@ def test_unreachable_reloader_backs_off_keeps_serving_and_reconnects() -> None:
             await clock.advance(delay)
         await until(lambda: len(clock.slept) == len(backoffs) + 1 and clock.sleepers == 1, "the cap")
         assert clock.slept == pytest.approx([*backoffs, 5.0])
-        assert actor.count("seed") == len(backoffs)  # every reconnection offers the baseline again
+        assert actor.count("wants_seed") == len(backoffs)  # every reconnection offers the baseline again
         assert replica.applied == [] and replica.held is first  # serving what it holds
         assert replica.sub.info()["tree_version"] == 1
         actor.heal()
@@ -799,5 +808,30 @@ def test_a_delta_for_another_base_is_refused_and_the_whole_tree_fetched() -> Non
         await until(lambda: len(replica.applied) == 1, "the next answer")
         assert replica.changed == [None] and sorted(replica.held.models) == ["a", "b"]  # a whole tree
         await replica.sub.stop()
+
+    run(main)
+
+
+def test_after_a_restart_only_one_replica_sends_its_tree() -> None:
+    async def main() -> None:
+        clock = ManualClock()
+        serve = FakeServe(clock)
+        old = serve.start_reloader()
+        first = tree("a", "b")
+        old.publish(first)
+        replicas = [Replica(serve, clock), Replica(serve, clock)]
+        for replica in replicas:
+            replica.held = await replica.sub.initial_tree()
+            replica.sub.start()
+        await until(lambda: old.count("snapshot") == 4 and old.waiting == 2, "both long polls")
+        new = serve.restart_reloader()
+        await until(
+            lambda: all(r.sub.info()["last_error"] for r in replicas) and clock.sleepers == 2, "both back off"
+        )
+        await clock.advance(0.2)
+        await until(lambda: new.count("snapshot") == 2 and new.waiting == 2, "both on the new reloader")
+        assert new.count("wants_seed") == 2 and new.seeds == [first]  # asked twice, sent once
+        for replica in replicas:
+            await replica.sub.stop()
 
     run(main)
