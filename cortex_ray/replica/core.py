@@ -24,6 +24,8 @@ from typing import Any
 from cortex_ray.cache import Holder, ModelCache
 from cortex_ray.cache.root import private_cache_root
 from cortex_ray.endpoint import Endpoint, Method
+from cortex_ray.endpoint.batching import BatchingCore
+from cortex_ray.endpoint.endpoint import HandlerCore
 from cortex_ray.errors import CortexRayError, UserHandlerError
 from cortex_ray.metrics.cache import CacheMetrics
 from cortex_ray.metrics.custom import MetricsClient
@@ -34,7 +36,7 @@ from cortex_ray.reload.subscriber import Subscriber
 from cortex_ray.replica.enter import enter_project
 from cortex_ray.replica.info import api_info, cluster_view, replica_report
 from cortex_ray.replica.invoke import HandlerEscape, Invoker
-from cortex_ray.replica.model_client import ModelClient, holder_var, served_versions_var
+from cortex_ray.replica.model_client import ModelClient, holder_var, served_versions_var, warming_var
 from cortex_ray.replica.user_code import check_handler, construct_handler, handler_methods, load_handler_class
 from cortex_ray.replica.warmup import WarmUp
 from cortex_ray.spec import ApiSpec
@@ -55,11 +57,21 @@ class ApiCore:
         waiting = api.autoscaling.max_replica_concurrency
         self.invoker = Invoker(handler.threads_per_process, waiting, api.name, inline=inline)
         self.cache: ModelCache | None = None
+        self.batching: BatchingCore | None = None
         self.subscriber: Subscriber | None = None
         self.handler: Any = None
         self.methods: dict[str, Method] = {}
         self.disk_root = ""
-        self.endpoint = Endpoint(self, api.name, self.info, info_details, RequestMetrics(api.name))
+        batching = handler.server_side_batching
+        core: HandlerCore = self
+        if batching is not None:  # handle_post calls grouped (Cortex's server-side batching)
+            core = self.batching = BatchingCore(
+                self,
+                batching.max_batch_size,
+                batching.batch_interval,
+                alone=lambda: warming_var.get() is not None,  # (warm-up requests: never with clients')
+            )
+        self.endpoint = Endpoint(core, api.name, self.info, info_details, RequestMetrics(api.name))
 
     async def start(self) -> None:
         """Load the handler and its models (on the core loop)."""
@@ -107,6 +119,10 @@ class ApiCore:
         """Serve this constructed ``Handler`` (what :meth:`start` ends with; tests give their own)."""
         self.handler = handler
         self.methods = handler_methods(handler)
+        if self.batching is not None and "POST" not in self.methods:
+            raise UserHandlerError(
+                "server_side_batching groups handle_post requests, and the handler has no handle_post"
+            )
 
     def _load_saved_model(self, path: str, name: str, version: int) -> Any:
         """The cache's loader for the TensorFlow handler."""

@@ -148,11 +148,8 @@ def _handler(api: ApiSpec) -> Iterator[Problem]:
             yield f"handler.dependencies.{key}", f"file {file!r} does not exist"
     if h.protobuf_path is not None:
         yield "handler.protobuf_path", "gRPC APIs (protobuf_path) are not supported by cortex-ray"
-    if h.server_side_batching is not None:
-        yield (
-            "handler.server_side_batching",
-            "server_side_batching is not supported by cortex-ray yet",
-        )
+    if h.server_side_batching is not None and api.kind != "RealtimeAPI":
+        yield "handler.server_side_batching", f"server_side_batching key is not supported for {api.kind} kind"
     if api.kind != "AsyncAPI" and api.workloads is not None:
         yield "workloads", "workloads is only supported for the AsyncAPI kind"
     if api.kind == "AsyncAPI":

@@ -181,6 +181,14 @@ def test_message_names_file_api_index_field(project: Path) -> None:
             "handler.threads_per_process",
             "threads_per_process (4) must be 1 for the AsyncAPI kind",
         ),
+        (
+            {
+                "kind": "AsyncAPI",
+                "handler": {"server_side_batching": {"max_batch_size": 4, "batch_interval": 0.1}},
+            },
+            "handler.server_side_batching",
+            "server_side_batching key is not supported for AsyncAPI kind",
+        ),
         ({"handler": {"path": "missing.py"}}, "handler.path", "does not exist"),
         ({"handler": {"python_path": "nowhere"}}, "handler.python_path", "does not exist"),
         (
