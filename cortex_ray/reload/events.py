@@ -11,7 +11,11 @@ an event missed.
   (inotify on Linux; installed with Ray Serve).
 * :class:`SqsEvents`: models in S3, from an SQS queue receiving the bucket's event
   notifications (:mod:`cortex_ray.storage.sqs`); a batch's messages are deleted only once the
-  reloader handled it (a failure: they come back after the queue's visibility timeout).
+  reloader listed what they name (a failed listing: they come back after the queue's
+  visibility timeout).
+
+The consumer tells a source how each batch went: ``ok = yield names`` in the source, the
+reloader answering ``asend(True)`` once the batch's listing succeeded, ``asend(False)`` if not.
 * :class:`QueuedEvents`: names put by hand (tests, and the base of queue-fed sources).
 """
 
@@ -19,7 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Protocol
 
@@ -36,10 +41,13 @@ DEBOUNCE_MS = 50
 """Events this close together come as one batch."""
 
 
+Batches = AsyncGenerator[set[str] | None, bool | None]
+"""Batches of model names that may have changed (``None``: any may have); what is sent back
+says whether the batch before was handled (``None``: not said)."""
+
+
 class EventSource(Protocol):
-    def batches(self) -> AsyncIterator[set[str] | None]:
-        """Batches of model names that may have changed (``None``: any may have)."""
-        ...
+    def batches(self) -> Batches: ...
 
     def close(self) -> None: ...
 
@@ -51,7 +59,7 @@ class QueuedEvents:
     def put(self, names: set[str] | None) -> None:
         self._queue.put_nowait(names)
 
-    async def batches(self) -> AsyncIterator[set[str] | None]:
+    async def batches(self) -> Batches:
         while True:
             yield await self._queue.get()
 
@@ -60,9 +68,15 @@ class QueuedEvents:
 
 
 class LocalWatch:
-    """File events under the spec's local model folders, as model names."""
+    """File events under the spec's local model folders, as model names.
 
-    def __init__(self, spec: MultiModelsSpec) -> None:
+    A watched folder that is replaced or removed (``mv models models.old``) would silence its
+    watch: every ``check_every`` seconds the folders' identities are compared with the watch's,
+    and a change ends the batches with one ``None`` (list everything) and an error (the
+    reloader watches again after a pause)."""
+
+    def __init__(self, spec: MultiModelsSpec, check_every: float = 2.0) -> None:
+        self.check_every = check_every
         self._roots: list[tuple[Path, str | None]] = []
         """(folder, model): a ``dir`` (model ``None``: the first path component names it), or one
         model's folder."""
@@ -87,15 +101,43 @@ class LocalWatch:
             return rel.parts[0] if len(rel.parts) > 1 else None  # (a loose file, or the dir itself)
         return None
 
-    async def batches(self) -> AsyncIterator[set[str] | None]:
+    async def batches(self) -> Batches:
         import watchfiles
 
         roots = [str(root) for root, _ in self._roots]
-        async for changes in watchfiles.awatch(
-            *roots, stop_event=self._stop, debounce=DEBOUNCE_MS, step=10, recursive=True
-        ):
-            names = {self.model_of(path) for _, path in changes}
-            yield None if None in names else {n for n in names if n is not None}
+        watched = {root: _identity(root) for root in roots}
+        stop = asyncio.Event()
+        replaced: list[str] = []
+
+        async def check() -> None:
+            while True:
+                try:
+                    await asyncio.wait_for(self._stop.wait(), self.check_every)
+                    break  # (closed)
+                except TimeoutError:
+                    pass
+                replaced.extend(r for r, was in watched.items() if _identity(r) != was)
+                if replaced:
+                    break
+            stop.set()
+
+        checker = asyncio.get_running_loop().create_task(check())
+        try:
+            async for changes in watchfiles.awatch(
+                *roots,
+                stop_event=stop,
+                debounce=DEBOUNCE_MS,
+                step=10,
+                recursive=True,
+                watch_filter=None,  # (every file counts: a model may hold any name)
+            ):
+                names = {self.model_of(path) for _, path in changes}
+                yield None if None in names else {n for n in names if n is not None}
+        finally:
+            checker.cancel()
+        if replaced:
+            yield None  # (anything may have changed)
+            raise FileNotFoundError(f"the watched model folder {replaced[0]} was replaced or removed")
 
     def close(self) -> None:
         self._stop.set()
@@ -118,7 +160,9 @@ class SqsEvents:
         else:
             self._prefixes += [(*_bucket_prefix(p.path), p.name) for p in spec.paths or []]
         self.messages = 0
-        """Messages received and handled."""
+        """Messages received, handled and deleted."""
+        self.kept = 0
+        """Messages received whose listing failed, left in the queue."""
 
     def model_of(self, bucket: str, key: str) -> str | bool | None:
         """The model a changed object belongs to; ``None``: the ``dir`` itself (a loose file: list
@@ -132,20 +176,32 @@ class SqsEvents:
             return head if slash and head else None
         return False
 
-    async def batches(self) -> AsyncIterator[set[str] | None]:
+    async def batches(self) -> Batches:
         while not self._closed:
             batch = await asyncio.to_thread(self.queue.receive, self._wait)
             if not batch.receipts:
                 continue
             found = {self.model_of(bucket, key) for bucket, key in batch.keys}
             found.discard(False)
+            handled: bool | None = True
             if found:
-                yield None if None in found else {n for n in found if isinstance(n, str)}
+                handled = yield None if None in found else {n for n in found if isinstance(n, str)}
+            if handled is False:  # (left in the queue: received again after its visibility timeout)
+                self.kept += len(batch.receipts)
+                continue
             await asyncio.to_thread(self.queue.delete, batch.receipts)  # (handled: never again)
             self.messages += len(batch.receipts)
 
     def close(self) -> None:
         self._closed = True  # (the receive running ends within its wait)
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _bucket_prefix(uri: str) -> tuple[str, str]:

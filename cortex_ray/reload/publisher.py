@@ -28,6 +28,7 @@ The reloader lists storage every ``poll_interval``; this turns each listing
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from cortex_ray.models.tree import ModelInfo, ModelTree, VersionInfo
@@ -67,10 +68,19 @@ class Publisher:
         self._empty_since: float | None = None
         """Published models (version ``None``) and versions missing from the listing, since when."""
 
-    def observe(self, observed: ModelTree, now: float | None = None) -> ModelTree:
-        """The tree to publish after this listing (also kept as ``published``)."""
+    def observe(
+        self, observed: ModelTree, now: float | None = None, only: Collection[str] | None = None
+    ) -> ModelTree:
+        """The tree to publish after this listing (also kept as ``published``).
+
+        ``only``: the listing is of these models alone (an event's); every other model keeps
+        what is published and its problems, undecided (its last listing is not evidence now: a
+        version it showed half-uploaded may have changed since).
+        """
         now = time.time() if now is None else now
         previous = self.published
+        if only is not None and previous is not None:
+            return self._observe_some(observed, set(only), now)
         self.problems = []
         self.delays = []
         if previous is None:  # the first listing is published as it is
@@ -86,46 +96,76 @@ class Publisher:
             self._empty_since = now
         models: dict[str, ModelInfo] = {}
         for name in sorted(set(observed.models) | set(previous.models)):
+            chosen = self._model(name, observed.models.get(name), previous.models.get(name), now)
+            if chosen is not None:
+                models[name] = chosen
+        return self._published(models, observed.warnings, lambda name: name in observed.models)
+
+    def _observe_some(self, observed: ModelTree, only: set[str], now: float) -> ModelTree:
+        assert self.published is not None
+        previous = self.published
+        self.problems = [p for p in self.problems if p.model not in only]
+        self.delays = []
+        models = dict(previous.models)
+        for name in sorted(only):
             seen, before = observed.models.get(name), previous.models.get(name)
-            if seen is None:
-                assert before is not None
-                if before.versions and (
-                    not self._absence_settled(name, None, now) or not self._emptiness_settled(now)
-                ):
-                    models[name] = before  # gone from one listing: not yet removed
-                continue
-            self._absent.pop((name, None), None)
-            if seen.error:
-                self.problems.append(ModelProblem(name, None, seen.error))
-                if before is not None and before.versions:
-                    models[name] = before  # keep serving what was published
-                else:
-                    models[name] = _kept(before, seen)
-                continue
-            versions: dict[int, VersionInfo] = {}
-            old_versions = before.versions if before else {}
-            for v in sorted(set(seen.versions) | set(old_versions)):
-                info, old = seen.versions.get(v), old_versions.get(v)
-                if info is None:
-                    assert old is not None
-                    if not self._absence_settled(name, v, now):
-                        versions[v] = old
-                    continue
-                self._absent.pop((name, v), None)
-                chosen = self._version(name, v, info, old, now)
-                if chosen is not None:
-                    versions[v] = chosen
-            models[name] = _kept(
-                before, ModelInfo(name, seen.uri, seen.versioned, versions, signature_key=seen.signature_key)
-            )
+            if seen is None and before is None:
+                continue  # (an event for a model neither listed nor published)
+            chosen = self._model(name, seen, before, now)
+            if chosen is None:
+                models.pop(name, None)
+            else:
+                models[name] = chosen
+        return self._published(
+            models, previous.warnings, lambda name: name not in only or name in observed.models
+        )
+
+    def _published(
+        self, models: dict[str, ModelInfo], warnings: tuple[str, ...], listed: Callable[[str], bool]
+    ) -> ModelTree:
         live = {(n, v) for n, m in models.items() for v in m.versions}
-        self._pending = {k: p for k, p in self._pending.items() if k[0] in observed.models}
+        self._pending = {k: p for k, p in self._pending.items() if listed(k[0])}
         self._absent = {
             k: t for k, t in self._absent.items() if (k[0] in models if k[1] is None else k in live)
         }
         self.published_at = {k: t for k, t in self.published_at.items() if k in live}
-        self.published = ModelTree(models, warnings=observed.warnings)
+        self.published = ModelTree(models, warnings=warnings)
         return self.published
+
+    def _model(
+        self, name: str, seen: ModelInfo | None, before: ModelInfo | None, now: float
+    ) -> ModelInfo | None:
+        """What to publish for one model (``None``: nothing) given its listing (``seen``) and what
+        is published (``before``)."""
+        if seen is None:
+            assert before is not None
+            if before.versions and (
+                not self._absence_settled(name, None, now) or not self._emptiness_settled(now)
+            ):
+                return before  # gone from one listing: not yet removed
+            return None
+        self._absent.pop((name, None), None)
+        if seen.error:
+            self.problems.append(ModelProblem(name, None, seen.error))
+            if before is not None and before.versions:
+                return before  # keep serving what was published
+            return _kept(before, seen)
+        versions: dict[int, VersionInfo] = {}
+        old_versions = before.versions if before else {}
+        for v in sorted(set(seen.versions) | set(old_versions)):
+            info, old = seen.versions.get(v), old_versions.get(v)
+            if info is None:
+                assert old is not None
+                if not self._absence_settled(name, v, now):
+                    versions[v] = old
+                continue
+            self._absent.pop((name, v), None)
+            chosen = self._version(name, v, info, old, now)
+            if chosen is not None:
+                versions[v] = chosen
+        return _kept(
+            before, ModelInfo(name, seen.uri, seen.versioned, versions, signature_key=seen.signature_key)
+        )
 
     def _emptiness_settled(self, now: float) -> bool:
         """A listing that would remove every model (an empty mount point, an emptied bucket)

@@ -50,6 +50,10 @@ REPORT_STALE = 20.0
 """A replica that has not reported for this long is left out of the cluster's view."""
 
 
+EVENTS_RETRY = 5.0
+"""Seconds before a failed event source is started again (doubling up to 60 s)."""
+
+
 class ModelReloader:
     """Plain class; :mod:`cortex_ray.application` wraps it with ``ray.remote`` for Serve."""
 
@@ -105,7 +109,7 @@ class ModelReloader:
         self._event_task: asyncio.Task[None] | None = None
         self._listing: asyncio.Lock | None = None
         """One listing (full, or of evented models) at a time: each builds on the last."""
-        self._confirms: set[asyncio.Task[None]] = set()
+        self._confirms: dict[frozenset[str] | None, asyncio.Task[None]] = {}
         self._seed_promised: float | None = None
 
     # --- called by replicas ------------------------------------------------
@@ -188,9 +192,10 @@ class ModelReloader:
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
             "problems": [
-                {"model": p.model, "version": p.version, "reason": p.reason} for p in self._publisher.problems
+                {"model": p.model, "version": p.version, "reason": p.reason}
+                for p in list(self._publisher.problems)  # (copies: a listing may be observed meanwhile)
             ],
-            "published_at": {f"{m}:{v}": t for (m, v), t in self._publisher.published_at.items()},
+            "published_at": {f"{m}:{v}": t for (m, v), t in dict(self._publisher.published_at).items()},
             "removed": dict(self.removed),
         }
 
@@ -215,6 +220,11 @@ class ModelReloader:
         Returns whether the seed was taken (only before anything was published).
         """
         self._start()
+        assert self._listing is not None
+        async with self._listing:  # (never while a listing is being published)
+            return self._seed(tree)
+
+    def _seed(self, tree: ModelTree) -> bool:
         if self.tree is not None or self._publisher.published is not None:
             return False
         self._publisher.published = tree
@@ -244,44 +254,71 @@ class ModelReloader:
         """List what each batch of events names, now and once more ``settle_time`` later (the
         settle rule publishes an upload unchanged that long). A watcher that fails is started
         again after a pause (5 s, doubling to 60 s); polling goes on meanwhile."""
-        pause = 5.0
+        pause = EVENTS_RETRY
         while True:
+            batches = source.batches()
             try:
-                async for names in source.batches():
+                handled: bool | None = None
+                while True:
+                    try:
+                        names = await batches.asend(handled)
+                    except StopAsyncIteration:
+                        break
                     self.event_batches += 1
                     self.events_error = None
-                    pause = 5.0
-                    await self._on_event(names)
+                    pause = EVENTS_RETRY
+                    handled = await self._on_event(names)
                     settle = self._publisher.settle_time
                     if settle > 0:
-                        task = asyncio.get_running_loop().create_task(self._confirm(names, settle))
-                        self._confirms.add(task)
-                        task.add_done_callback(self._confirms.discard)
+                        self._confirm_later(names, settle)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.events_error = f"{type(exc).__name__}: {exc}"
                 log.warning("api %s: storage events failed, polling only for now: %s", self.api_name, exc)
+            finally:
+                await batches.aclose()
             await asyncio.sleep(pause)
             pause = min(pause * 2, 60.0)
+
+    @property
+    def listing(self) -> bool:
+        """Whether a listing is running now."""
+        return self._listing is not None and self._listing.locked()
 
     @property
     def confirming(self) -> int:
         """Listings of evented models waiting for ``settle_time`` to pass."""
         return len(self._confirms)
 
+    def _confirm_later(self, names: set[str] | None, after: float) -> None:
+        """List ``names`` again ``after`` seconds from now; a later event for the same models
+        moves the confirmation later (one pending per set of names)."""
+        key = None if names is None else frozenset(names)
+        pending = self._confirms.pop(key, None)
+        if pending is not None:
+            pending.cancel()
+        task = asyncio.get_running_loop().create_task(self._confirm(names, after))
+        self._confirms[key] = task
+        task.add_done_callback(lambda done: self._confirm_done(key, done))
+
+    def _confirm_done(self, key: frozenset[str] | None, task: asyncio.Task[None]) -> None:
+        if self._confirms.get(key) is task:
+            del self._confirms[key]
+
     async def _confirm(self, names: set[str] | None, after: float) -> None:
         await asyncio.sleep(after + 0.05)  # (just past the settle time: the rule is >=)
-        await self._on_event(names)
+        await asyncio.shield(self._on_event(names))  # (a later event moves a waiting one only)
 
-    async def _on_event(self, names: set[str] | None) -> None:
+    async def _on_event(self, names: set[str] | None) -> bool:
+        """List what an event names; whether the listing succeeded."""
         try:
             if names is None:
-                await self._poll_once()
-            else:
-                await self._poll_models(names)
+                return await self._poll_once()
+            return await self._poll_models(names)
         except Exception:
             log.exception("reloader %s: listing on an event failed", self.api_name)
+            return False
 
     async def _loop(self) -> None:
         # let replicas that outlived a previous reloader seed their tree before the first listing
@@ -302,17 +339,18 @@ class ModelReloader:
             storage = self._storages[uri] = open_storage(uri)
         return storage
 
-    async def _poll_once(self) -> None:
+    async def _poll_once(self) -> bool:
         assert self._listing is not None
         async with self._listing:
-            await self._list_all()
+            return await self._list_all()
 
-    async def _poll_models(self, names: set[str]) -> None:
-        """List the models named (an event's), on top of the last full listing, and publish."""
+    async def _poll_models(self, names: set[str]) -> bool:
+        """List the models named (an event's), on top of the last full listing, and publish;
+        whether the listing succeeded."""
         assert self._listing is not None
         async with self._listing:
             if self._observed is None or self.tree is None:
-                return  # (before the first full listing: it comes)
+                return True  # (before the first full listing, which lists them too)
             calls = self.list_calls
 
             def listed() -> dict[str, Any]:
@@ -327,7 +365,7 @@ class ModelReloader:
                 log.warning(
                     "api %s: listing %s failed, keeping what is served: %s", self.api_name, names, exc
                 )
-                return
+                return False
             self._metrics.polled(self.list_calls - calls, ok=True, at=time.time())
             merged = dict(self._observed.models)
             for name, model in models.items():
@@ -336,9 +374,11 @@ class ModelReloader:
                 else:
                     merged[name] = model
             self._observed = ModelTree(merged, warnings=self._observed.warnings)
-            self._publish(self._observed, time.time())
+            # decided for the models listed only: the others' last listing may be stale by now
+            await self._publish(self._observed, time.time(), only=names)
+            return True
 
-    async def _list_all(self) -> None:
+    async def _list_all(self) -> bool:
         self.poll_count += 1
         calls = self.list_calls
         try:
@@ -349,17 +389,19 @@ class ModelReloader:
             self.last_error = f"{type(exc).__name__}: {exc}"
             self.last_error_at = time.time()
             log.warning("api %s: listing models failed, keeping what is served: %s", self.api_name, exc)
-            return
+            return False
         now = time.time()
         self.last_success = now
         self._metrics.polled(self.list_calls - calls, ok=True, at=now)
         self._observed = observed
-        self._publish(observed, now)
+        await self._publish(observed, now)
+        return True
 
-    def _publish(self, observed: ModelTree, now: float) -> None:
-        """Turn a listing into the published tree; a change is logged as a delta and wakes the
-        replicas' long polls."""
-        published = self._publisher.observe(observed, now)
+    async def _publish(self, observed: ModelTree, now: float, only: set[str] | None = None) -> None:
+        """Turn a listing (of the models ``only`` names, or of all) into the published tree; a
+        change is logged as a delta and wakes the replicas' long polls."""
+        # in a thread: at 10,000 models it takes tens of ms, and long polls wait on this loop
+        published = await asyncio.to_thread(self._publisher.observe, observed, now, only)
         self._metrics.delays(self._publisher.delays)
         if self.tree is None:
             versions = sum(len(m.valid_versions) for m in published.models.values())

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from cortex_ray.reload import reloader as reloader_module
+from cortex_ray.reload.events import LocalWatch
 from cortex_ray.reload.reloader import ModelReloader
 from cortex_ray.spec import parse_spec
 
@@ -19,6 +20,7 @@ from cortex_ray.spec import parse_spec
 @pytest.fixture(autouse=True)
 def _no_grace(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reloader_module, "SEED_GRACE", 0.0)
+    monkeypatch.setattr(reloader_module, "EVENTS_RETRY", 0.2)
 
 
 def api(tmp_path: Path, settle_time: float) -> Any:
@@ -58,11 +60,18 @@ async def watching(r: ModelReloader, models: Path) -> dict[str, Any]:
             break
     else:
         raise AssertionError("the watcher never saw an event")
-    for _ in range(2000):  # each probe event: a full listing, and one more after settle_time
-        if not r.confirming and r.poll_count == 1 + 2 * r.event_batches:
-            answer = await r.snapshot(None, -1, timeout=5)
-            assert answer is not None
-            return answer
+    # each probe event: a full listing, and one more after settle_time; done once all is quiet
+    # for half a second
+    quiet_since, polls = None, -1
+    for _ in range(3000):
+        quiet = not r.confirming and not r.listing
+        if quiet and r.poll_count == polls and quiet_since is not None:
+            if time.monotonic() - quiet_since >= 0.5:
+                answer = await r.snapshot(None, -1, timeout=5)
+                assert answer is not None
+                return answer
+        else:
+            quiet_since, polls = (time.monotonic(), r.poll_count) if quiet else (None, -1)
         await asyncio.sleep(0.01)
     raise AssertionError("the probe's listings never ended")
 
@@ -113,5 +122,43 @@ def test_a_version_uploaded_file_by_file_is_never_published_half_written(tmp_pat
         assert files == ["part0.bin", "part1.bin", "part2.bin", "part3.bin"]
         assert r.poll_count == polls
         r.events.close()  # type: ignore[union-attr]
+
+    asyncio.run(main())
+
+
+def test_a_replaced_model_folder_is_watched_again(tmp_path: Path) -> None:
+    write(tmp_path / "models" / "a" / "1" / "m.bin", "a1")
+
+    async def main() -> None:
+        r = ModelReloader(api(tmp_path, settle_time=0.3))
+        assert isinstance(r.events, LocalWatch)
+        r.events.check_every = 0.1
+        assert await r.snapshot(None, -1, timeout=10) is not None
+        first = await watching(r, tmp_path / "models")
+        # the whole folder swapped for a new one (as `mv new models` after `mv models old`)
+        write(tmp_path / "new" / "a" / "1" / "m.bin", "a1")
+        write(tmp_path / "new" / "a" / "2" / "m.bin", "a2")
+        (tmp_path / "models").rename(tmp_path / "old")
+        (tmp_path / "new").rename(tmp_path / "models")
+        for _ in range(1000):
+            if r.events_error:
+                break
+            await asyncio.sleep(0.01)
+        assert r.events_error is not None and "replaced or removed" in r.events_error
+        # the last batch before the error lists everything (the probe file's warning may go first)
+        change = await published(r, first)
+        if "a" not in change["delta"].models:
+            change = await published(r, change)
+        assert sorted(change["delta"].models["a"].versions) == [1, 2]
+        # watched again: a new model in the new folder is published on its events
+        batches = r.event_batches
+        for _ in range(1000):
+            write(tmp_path / "models" / "b" / "1" / "m.bin", "b1")
+            if r.event_batches > batches:
+                break
+            await asyncio.sleep(0.05)
+        change = await published(r, change)
+        assert list(change["delta"].models) == ["b"]
+        r.events.close()
 
     asyncio.run(main())

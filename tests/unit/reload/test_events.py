@@ -5,6 +5,7 @@ in-memory fake and the events come from a queue."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +113,64 @@ def test_s3_keys_map_to_the_models_of_the_api_and_others_are_ignored() -> None:
     )
     events = SqsEvents(paths, "https://sqs.us-east-1.amazonaws.com/1/q")
     assert events.model_of("b2", "y/3/w.bin") == "b" and events.model_of("bucket", "x/1/m") == "a"
+
+
+class FakeQueue:
+    """Stands in for :class:`~cortex_ray.storage.sqs.SqsQueue`: hands out the batches given,
+    then nothing; records what is deleted."""
+
+    def __init__(self, *batches: Any) -> None:
+        self.batches = list(batches)
+        self.deleted: list[str] = []
+
+    def receive(self, wait: float = 0) -> Any:
+        from cortex_ray.storage.sqs import QueueBatch
+
+        if self.batches:
+            return self.batches.pop(0)
+        time.sleep(0.001)  # (in a thread, as the real long poll)
+        return QueueBatch()
+
+    def delete(self, receipts: list[str]) -> None:
+        self.deleted += receipts
+
+
+def test_sqs_messages_are_deleted_only_once_their_listing_succeeded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cortex_ray.reload.events import SqsEvents
+    from cortex_ray.storage.sqs import QueueBatch
+
+    store = open_storage("mem://ev/models/")
+    store.upload("a/1/m", b"a1")
+    real = reloader_module.discover_model
+
+    def broken(*args: Any) -> Any:
+        raise OSError("storage unreachable")
+
+    async def main() -> None:
+        spec = api(tmp_path, settle_time=0)
+        r = ModelReloader(spec)
+        events = SqsEvents(spec.handler.multi_model_reloading, "arn:aws:sqs:us-east-1:1:q")
+        queue = events.queue = FakeQueue(  # type: ignore[assignment]
+            QueueBatch([("ev", "models/a/2/m")], ["first"])
+        )
+        assert await r.snapshot(None, -1, timeout=5) is not None
+        monkeypatch.setattr(reloader_module, "discover_model", broken)
+        store.upload("a/2/m", b"a2")
+        r.events = events
+        r._event_task = asyncio.get_running_loop().create_task(r._follow_events(events))
+        await until(lambda: events.kept == 1, "the failed batch kept in the queue")
+        assert queue.deleted == [] and r.last_error is not None
+        monkeypatch.setattr(reloader_module, "discover_model", real)
+        queue.batches += [  # (the first comes back after its visibility timeout)
+            QueueBatch([("ev", "models/a/2/m")], ["again"]),
+            QueueBatch([("other", "models/a/2/m")], ["not ours"]),
+        ]
+        await until(lambda: events.messages == 2, "the next batches handled")
+        assert queue.deleted == ["again", "not ours"]  # (ours once listed; another's at once)
+        assert r.tree is not None and sorted(r.tree.models["a"].versions) == [1, 2]
+        events.close()
+        r._event_task.cancel()
+
+    asyncio.run(main())

@@ -114,3 +114,30 @@ def test_an_empty_listing_removes_every_model_only_after_a_minute() -> None:
         assert sorted(p.observe(ModelTree({}), now=t).models) == ["a", "b"]
     assert any("no models at all" in pr.reason for pr in p.problems)
     assert p.observe(ModelTree({}), now=65).models == {}
+
+
+def test_a_listing_of_some_models_decides_only_those() -> None:
+    p = Publisher(settle_time=5)
+    p.observe(tree(a=[obj("1/f")], b=[obj("1/f")]), now=0)
+    # the full listing at 1 sees a's version 2 half-uploaded
+    p.observe(tree(a=[obj("1/f"), obj("2/f")], b=[obj("1/f")]), now=1)
+    assert any(pr.model == "a" and pr.version == 2 for pr in p.problems)
+    # an event lists b alone at 7: a's listing from 1 is no proof that its upload settled
+    merged = tree(a=[obj("1/f"), obj("2/f")], b=[obj("1/f"), obj("2/f")])
+    published = p.observe(merged, now=7, only={"b"})
+    assert list(published.models["a"].versions) == [1]
+    assert any(pr.model == "a" and pr.version == 2 for pr in p.problems), "a's problem is kept"
+    assert list(published.models["b"].versions) == [1]  # b's 2 was first seen now
+    # a listing of a itself, still unchanged since 1, publishes it
+    assert list(p.observe(merged, now=8, only={"a"}).models["a"].versions) == [1, 2]
+    assert not any(pr.model == "a" for pr in p.problems)
+    assert any(pr.model == "b" for pr in p.problems), "b's problem is kept"
+
+
+def test_a_listing_of_some_models_removes_only_those_gone_long_enough() -> None:
+    p = Publisher(settle_time=2)
+    p.observe(tree(a=[obj("1/f")], b=[obj("1/f")]), now=0)
+    assert set(p.observe(tree(b=[obj("1/f")]), now=1, only={"a"}).models) == {"a", "b"}
+    assert set(p.observe(tree(b=[obj("1/f")]), now=3.5, only={"a"}).models) == {"b"}
+    # a model the listing did not name stays, even if missing from the (merged) listing
+    assert set(p.observe(tree(), now=10, only={"c"}).models) == {"b"}
