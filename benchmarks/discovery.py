@@ -12,6 +12,9 @@ small files, then times, as the median of ``--repeat`` runs:
 * ``tree``: building the :class:`ModelTree` alone, i.e. ``discover_models`` fed
   a listing taken beforehand (an opener whose storage returns it);
 * ``discover``: ``discover_models(MultiModelsSpec(dir=uri), "python")``: all three;
+* ``repoll``: ``discover`` again with the reloader's
+  :class:`~cortex_ray.models.discovery.RememberingBuilder`, storage unchanged since its last
+  call (a poll that finds nothing new: listed, nothing rebuilt);
 * ``diff``: ``diff_trees(tree, tree2)`` after one file changed.
 
 The S3 part runs against the moto test server of ``tests/support/s3_server.py``
@@ -49,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from cortex_ray.models import ModelTree, diff_trees, discover_models
+from cortex_ray.models.discovery import RememberingBuilder
 from cortex_ray.spec.schema import MultiModelsSpec
 from cortex_ray.storage import ObjectInfo, Storage, open_storage
 
@@ -181,7 +185,10 @@ def bench_backend(
         "list": Row(backend, "list", "storage.list() (storage opened)"),
         "tree": Row(backend, "tree", "discover_models on a prefetched listing"),
         "discover": Row(backend, "discover", 'discover_models(MultiModelsSpec(dir=uri), "python")'),
+        "repoll": Row(backend, "repoll", "discover, nothing new: the reloader's RememberingBuilder"),
     }
+    remembering = RememberingBuilder()
+    discover_models(spec, "python", build=remembering)  # (what the reloader's last poll built)
     tree: ModelTree | None = None
     for i in range(repeat):
         print(f"  [{backend}] run {i + 1}/{repeat}: raw", end="", flush=True)
@@ -204,6 +211,12 @@ def bench_backend(
         print(", discover", end="", flush=True)
         _, tree = timed(lambda: discover_models(spec, "python"), rows["discover"])
         rows["discover"].items = sum(len(v.files) for m in tree.models.values() for v in m.versions.values())
+        print(", repoll", end="", flush=True)
+        reused = remembering.reused
+        _, again = timed(lambda: discover_models(spec, "python", build=remembering), rows["repoll"])
+        rows["repoll"].items = sum(len(v.files) for m in again.models.values() for v in m.versions.values())
+        if remembering.reused - reused != len(again.models):
+            raise RuntimeError(f"{backend}: a poll with nothing new rebuilt models")
         print(f" ({rows['raw'].times[-1]:.3f}s / {rows['discover'].times[-1]:.3f}s)", flush=True)
         if rows["list"].items != objects or rows["raw"].items != objects or rows["discover"].items != objects:
             raise RuntimeError(

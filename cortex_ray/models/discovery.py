@@ -9,18 +9,50 @@ caller (the reloader) can keep what it had. A local ``dir`` that does not exist
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from cortex_ray.models.layout import Layout, describe_tree
 from cortex_ray.models.tree import ModelInfo, ModelTree, build_model, split_dir_listing
 from cortex_ray.spec.names import SINGLE_MODEL_NAME, model_name_problem
 from cortex_ray.spec.schema import MultiModelsSpec
-from cortex_ray.storage import Storage, open_storage
+from cortex_ray.storage import ObjectInfo, Storage, open_storage
 
-__all__ = ["discover_model", "discover_models"]
+__all__ = ["Builder", "RememberingBuilder", "discover_model", "discover_models"]
 
 Opener = Callable[[str], Storage]
+Builder = Callable[[str, str, Iterable[ObjectInfo], Layout, "str | None"], ModelInfo]
+"""Builds a model from its folder's listing (:func:`~cortex_ray.models.tree.build_model`)."""
+
+
+class RememberingBuilder:
+    """:func:`~cortex_ray.models.tree.build_model` that gives back the very ``ModelInfo`` it built
+    last time for a model whose listing is the same (keys, sizes, ETags, times): a poll that
+    finds nothing new rebuilds and digests nothing, and unchanged models keep their objects
+    (what downstream tells changes by). Only the models of the last full listing are kept."""
+
+    def __init__(self) -> None:
+        self._built: dict[str, tuple[list[ObjectInfo], tuple[str, Layout, str | None], ModelInfo]] = {}
+        self.reused = 0
+        """Models given back unchanged, since the start."""
+
+    def __call__(
+        self, name: str, uri: str, objects: Iterable[ObjectInfo], layout: Layout, signature_key: str | None
+    ) -> ModelInfo:
+        listed = list(objects)
+        how = (uri, layout, signature_key)
+        before = self._built.get(name)
+        if before is not None and before[1] == how and before[0] == listed:
+            self.reused += 1
+            return before[2]
+        model = build_model(name, uri, listed, layout, signature_key)
+        self._built[name] = (listed, how, model)
+        return model
+
+    def keep_only(self, names: Iterable[str]) -> None:
+        """Forget the models not in ``names`` (gone from a full listing)."""
+        keep = set(names)
+        self._built = {n: built for n, built in self._built.items() if n in keep}
 
 
 def discover_models(
@@ -28,10 +60,11 @@ def discover_models(
     layout: Layout,
     opener: Opener = open_storage,
     max_workers: int = 8,
+    build: Builder = build_model,
 ) -> ModelTree:
     """The model tree that ``spec`` names, as storage holds it right now."""
     if spec.dir is not None:
-        return _from_dir(spec.dir, layout, spec.signature_key, opener)
+        return _from_dir(spec.dir, layout, spec.signature_key, opener, build)
     if spec.path is not None:
         entries = [(SINGLE_MODEL_NAME, spec.path, spec.signature_key)]
     else:
@@ -39,7 +72,7 @@ def discover_models(
 
     def one(entry: tuple[str, str, str | None]) -> ModelInfo:
         name, uri, key = entry
-        return build_model(name, uri, opener(uri).list(), layout, key)
+        return build(name, uri, opener(uri).list(), layout, key)
 
     workers = max(1, min(max_workers, len(entries)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -47,7 +80,9 @@ def discover_models(
     return ModelTree(models={m.name: m for m in models})
 
 
-def _from_dir(uri: str, layout: Layout, signature_key: str | None, opener: Opener) -> ModelTree:
+def _from_dir(
+    uri: str, layout: Layout, signature_key: str | None, opener: Opener, build: Builder
+) -> ModelTree:
     storage = opener(uri)
     storage.check_root()  # a `dir` that is missing is an error, not a folder without models
     groups, loose = split_dir_listing(storage.list())
@@ -58,7 +93,7 @@ def _from_dir(uri: str, layout: Layout, signature_key: str | None, opener: Opene
         if problem is not None:
             models[name] = ModelInfo(name, model_uri, False, error=problem)
         else:
-            models[name] = build_model(name, model_uri, groups[name], layout, signature_key)
+            models[name] = build(name, model_uri, groups[name], layout, signature_key)
     warnings: tuple[str, ...] = ()
     if loose:
         warnings = (f"{uri}: files outside any model folder are ignored: {describe_tree(loose, 10)}",)
@@ -66,7 +101,11 @@ def _from_dir(uri: str, layout: Layout, signature_key: str | None, opener: Opene
 
 
 def discover_model(
-    spec: MultiModelsSpec, layout: Layout, name: str, opener: Opener = open_storage
+    spec: MultiModelsSpec,
+    layout: Layout,
+    name: str,
+    opener: Opener = open_storage,
+    build: Builder = build_model,
 ) -> ModelInfo | None:
     """One model of the tree, as storage holds it right now (its prefix listed, nothing else);
     ``None`` when the spec's storage holds no such model. Errors as :func:`discover_models`
@@ -81,13 +120,13 @@ def discover_model(
         problem = model_name_problem(name)
         if problem is not None:
             return ModelInfo(name, model_uri, False, error=problem)
-        return build_model(name, model_uri, objects, layout, spec.signature_key)
+        return build(name, model_uri, objects, layout, spec.signature_key)
     if spec.path is not None:
         if name != SINGLE_MODEL_NAME:
             return None
-        return build_model(name, spec.path, opener(spec.path).list(), layout, spec.signature_key)
+        return build(name, spec.path, opener(spec.path).list(), layout, spec.signature_key)
     for entry in spec.paths or []:
         if entry.name == name:
             key = entry.signature_key or spec.signature_key
-            return build_model(name, entry.path, opener(entry.path).list(), layout, key)
+            return build(name, entry.path, opener(entry.path).list(), layout, key)
     return None

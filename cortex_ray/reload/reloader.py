@@ -31,7 +31,7 @@ from cortex_ray import process_log
 from cortex_ray.metrics.reloader import ReloaderMetrics
 from cortex_ray.models import discover_models, layout_for
 from cortex_ray.models.delta import delta_between
-from cortex_ray.models.discovery import discover_model
+from cortex_ray.models.discovery import RememberingBuilder, discover_model
 from cortex_ray.models.tree import ModelTree
 from cortex_ray.reload.deltas import DeltaLog
 from cortex_ray.reload.events import EventSource, event_source
@@ -99,6 +99,8 @@ class ModelReloader:
         self._metrics = ReloaderMetrics(api.name)
         self._storages: dict[str, Storage] = {}
         self._observed: ModelTree | None = None
+        self._build = RememberingBuilder()
+        """An unchanged model's listing gives back the same ModelInfo: nothing rebuilt or digested."""
         """The last full listing, with the models listed since on events."""
         self.events: EventSource | None = event_source(spec)
         events = spec.events
@@ -354,7 +356,10 @@ class ModelReloader:
             calls = self.list_calls
 
             def listed() -> dict[str, Any]:
-                return {n: discover_model(self._spec, self._layout, n, self._opener) for n in sorted(names)}
+                return {
+                    n: discover_model(self._spec, self._layout, n, self._opener, self._build)
+                    for n in sorted(names)
+                }
 
             try:
                 models = await asyncio.to_thread(listed)
@@ -382,7 +387,9 @@ class ModelReloader:
         self.poll_count += 1
         calls = self.list_calls
         try:
-            observed = await asyncio.to_thread(discover_models, self._spec, self._layout, self._opener)
+            observed = await asyncio.to_thread(
+                discover_models, self._spec, self._layout, self._opener, build=self._build
+            )
         except Exception as exc:
             self._metrics.polled(self.list_calls - calls, ok=False)
             self.failed_polls += 1
@@ -392,6 +399,7 @@ class ModelReloader:
             return False
         now = time.time()
         self.last_success = now
+        self._build.keep_only(observed.models)
         self._metrics.polled(self.list_calls - calls, ok=True, at=now)
         self._observed = observed
         await self._publish(observed, now)

@@ -248,3 +248,26 @@ def test_a_missing_local_dir_is_an_error_not_an_empty_tree(tmp_path: Path) -> No
         discover_models(spec(dir=str(tmp_path / "unmounted")), "python")
     (tmp_path / "unmounted").mkdir()
     assert discover_models(spec(dir=str(tmp_path / "unmounted")), "python").models == {}
+
+
+def test_a_remembering_builder_gives_back_an_unchanged_model_and_rebuilds_a_changed_one(
+    tmp_path: Path,
+) -> None:
+    from cortex_ray.models import layout_for
+    from cortex_ray.models.discovery import RememberingBuilder
+
+    write(tmp_path, {"a/1/m.bin": "a1", "b/1/m.bin": "b1"})
+    models, layout, build = spec(dir=str(tmp_path)), layout_for("python", False), RememberingBuilder()
+    first = discover_models(models, layout, build=build)
+    again = discover_models(models, layout, build=build)
+    assert again.models["a"] is first.models["a"] and again.models["b"] is first.models["b"]
+    assert build.reused == 2
+    write(tmp_path, {"b/2/m.bin": "b2"})
+    os.utime(tmp_path / "a" / "1" / "m.bin", (1, 1))  # same name and size, another time
+    changed = discover_models(models, layout, build=build)
+    assert changed.models["a"] is not first.models["a"] and changed.models["b"] is not first.models["b"]
+    assert sorted(changed.models["b"].versions) == [1, 2]
+    assert changed.models["a"].versions[1].fingerprint != first.models["a"].versions[1].fingerprint
+    assert changed == discover_models(models, layout)  # the same tree as a builder without memory
+    build.keep_only(["b"])  # a gone from a full listing: forgotten
+    assert discover_models(models, layout, build=build).models["a"] is not changed.models["a"]
