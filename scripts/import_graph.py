@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("cache",),
     ("metrics",),
     ("endpoint", "tensorflow"),
+    ("protocols",),
     ("reload",),
     ("project",),
     ("ingress",),

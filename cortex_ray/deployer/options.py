@@ -69,8 +69,10 @@ def deployment_options(api: ApiSpec, ingress: str = "proxy") -> dict[str, Any]:
     extra: dict[str, Any] = {}
     scaling_policy = {"policy": {"policy_function": POLICY}} if ingress == "fast" and not asynchronous else {}
     routing = api.networking.model_routing
-    if ingress == "proxy" and not asynchronous and routing is not None and routing.json_field is None:
-        kind, key = routing.as_pair()  # Serve's proxy: the model id from where the spec says
+    by_spec = routing is not None and routing.json_field is None
+    if ingress == "proxy" and not asynchronous and (by_spec or h.model_spec is not None):
+        # Serve's proxy: the model id from where the spec says, and from the protocols' routes
+        kind, key = routing.as_pair() if routing is not None and by_spec else ("", "")
         extra["request_router_config"] = {
             "request_router_class": ROUTER,
             "request_router_kwargs": {"kind": kind, "key": key, "endpoint": api.endpoint},

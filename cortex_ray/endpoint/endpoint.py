@@ -35,7 +35,7 @@ from cortex_ray.endpoint.messages import Incoming, Outgoing, error_outgoing, jso
 from cortex_ray.errors import MethodNotAllowedError, ModelLoadError
 from cortex_ray.metrics.requests import RequestMetrics
 
-__all__ = ["ASYNC", "VERSION_HEADER", "Endpoint", "HandlerCore", "is_callback_pair"]
+__all__ = ["ASYNC", "VERSION_HEADER", "Endpoint", "HandlerCore", "Routes", "is_callback_pair"]
 
 log = logging.getLogger("cortex_ray.replica")
 VERSION_HEADER = b"x-cortex-model-version"
@@ -45,6 +45,14 @@ ASYNC = "ASYNC"
 
 Info = Callable[[bool, bool], Awaitable[dict[str, Any]]]
 """``info(details, cluster)``: the ``/info`` body."""
+
+
+class Routes(Protocol):
+    """Routes answered beside the handler's methods (the protocols' ``v1/...``, ``v2/...``)."""
+
+    def serves(self, path: str) -> bool: ...
+
+    async def __call__(self, incoming: Incoming, used: dict[str, Any]) -> Outgoing: ...
 
 
 class HandlerCore(Protocol):
@@ -62,6 +70,12 @@ class HandlerCore(Protocol):
     async def run_callback(self, callback: Callable[[], Any]) -> None:
         """Run a ``(result, callback)`` pair's callback, as the handler's methods run."""
         ...
+
+
+def _version_header(out: Outgoing, used: dict[str, Any]) -> None:
+    if used:
+        value = ", ".join(f"{n}={v}" for n, v in sorted(used.items()))
+        out.headers.append((VERSION_HEADER, value.encode()))
 
 
 def is_callback_pair(result: Any) -> bool:
@@ -82,6 +96,8 @@ class Endpoint:
         self._info = info
         self.info_details = info_details
         self.metrics = metrics
+        self.routes: Routes | None = None
+        """Set once the handler is known, if the API serves protocol routes."""
         self._after: set[asyncio.Task[None]] = set()
 
     # --- HTTP ----------------------------------------------------------------
@@ -92,7 +108,11 @@ class Endpoint:
             return await self._info_answer(incoming)
         started = time.perf_counter()
         used: dict[str, Any] = {}
-        out = await self._answer(incoming, used)
+        if self.routes is not None and self.routes.serves(incoming.path):
+            out = await self.routes(incoming, used)
+            _version_header(out, used)
+        else:
+            out = await self._answer(incoming, used)
         if self.metrics is not None:
             self.metrics.record(used, out.status, time.perf_counter() - started)
         return out
@@ -118,9 +138,7 @@ class Endpoint:
             if is_callback_pair(result):
                 result, callback = result
             out = encode_result(result)
-            if used:
-                value = ", ".join(f"{n}={v}" for n, v in sorted(used.items()))
-                out.headers.append((VERSION_HEADER, value.encode()))
+            _version_header(out, used)
             if callback is not None:
                 out.after = self._callback(callback)
             return out

@@ -3,7 +3,8 @@
 One HAProxy listens on the public host and port. Each API is a backend chosen by its
 endpoint (longest prefix first); its servers are the replicas' own HTTP ports. Within a
 backend, requests that name a model (as the API's ``networking.model_routing`` says:
-query parameter, header, JSON body field or path segment; or Serve's
+query parameter, header, JSON body field or path segment; the protocols' routes,
+``v1/models/{m}...`` and ``v2/models/{m}/...``; or Serve's
 ``serve_multiplexed_model_id`` header) are balanced by a consistent hash of the name
 with bounded load (``hash-balance-factor``): each model goes to the same replica, so its
 cache holds it, and when that replica is loaded well above the average (one hot model),
@@ -164,12 +165,20 @@ def _backend(b: Backend) -> list[str]:
         f"    http-request return status 413 content-type application/json string {too_large} "
         f"if {{ req.hdr_val(content-length) gt {b.max_body} }}",
     ]
+    # the protocols' routes name their model in the path: v2/models/{m}/..., v1/models/{m}[:verb]
+    base = b.endpoint.rstrip("/")
+    field = len([p for p in b.endpoint.split("/") if p]) + 4
+    set_model = "    http-request set-var(txn.model)"
+    lines += [
+        f"{set_model} path,field({field},/) if {{ path_beg {base}/v2/models/ }}",
+        f"{set_model} path,field({field},/),field(1,:) if {{ path_beg {base}/v1/models/ }}",
+    ]
     routing = b.model_routing
     if routing is not None:
         kind, key = routing
         if kind == "json":
             lines.append("    option http-buffer-request")
-        lines.append(f"    http-request set-var(txn.model) {_sample(kind, key, b.endpoint)}")
+        lines.append(f"{set_model} {_sample(kind, key, b.endpoint)} unless {{ var(txn.model) -m found }}")
     for header in ("serve_multiplexed_model_id", "serve-multiplexed-model-id"):
         lines.append(
             f"    http-request set-var(txn.model) req.hdr({header}) unless {{ var(txn.model) -m found }}"

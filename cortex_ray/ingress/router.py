@@ -25,7 +25,11 @@ __all__ = ["ModelRouter", "model_named"]
 
 
 def model_named(scope: dict[str, Any], kind: str, key: str, endpoint: str) -> str | None:
-    """The model an ASGI request ``scope`` names, as ``kind``/``key`` say, or ``None``."""
+    """The model an ASGI request ``scope`` names: in a protocol route's path
+    (``v1/models/{m}...``, ``v2/models/{m}/...``), else as ``kind``/``key`` say; or ``None``."""
+    below = scope.get("path", "")[len(endpoint.rstrip("/")) :].strip("/").split("/")
+    if len(below) >= 3 and below[0] in ("v1", "v2") and below[1] == "models":
+        return below[2].split(":", 1)[0] or None
     if kind == "query":
         values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(key)
         return values[0] if values else None
@@ -36,7 +40,6 @@ def model_named(scope: dict[str, Any], kind: str, key: str, endpoint: str) -> st
                 return str(value.decode("latin-1"))
         return None
     if kind == "path":
-        below = scope.get("path", "")[len(endpoint.rstrip("/")) :].strip("/").split("/")
         index = int(key)
         return below[index] if index < len(below) and below[index] else None
     return None

@@ -32,11 +32,13 @@ from cortex_ray.metrics.custom import MetricsClient
 from cortex_ray.metrics.requests import RequestMetrics
 from cortex_ray.models import ModelTree
 from cortex_ray.project import ProjectRef
+from cortex_ray.protocols import ProtocolRoutes
 from cortex_ray.reload.subscriber import Subscriber
 from cortex_ray.replica.enter import enter_project
 from cortex_ray.replica.info import api_info, cluster_view, replica_report
 from cortex_ray.replica.invoke import HandlerEscape, Invoker
 from cortex_ray.replica.model_client import ModelClient, holder_var, served_versions_var, warming_var
+from cortex_ray.replica.protocols import ReplicaModels, protocols_of
 from cortex_ray.replica.user_code import check_handler, construct_handler, handler_methods, load_handler_class
 from cortex_ray.replica.warmup import WarmUp
 from cortex_ray.spec import ApiSpec
@@ -57,6 +59,7 @@ class ApiCore:
         waiting = api.autoscaling.max_replica_concurrency
         self.invoker = Invoker(handler.threads_per_process, waiting, api.name, inline=inline)
         self.cache: ModelCache | None = None
+        self.model_client: ModelClient | None = None
         self.batching: BatchingCore | None = None
         self.subscriber: Subscriber | None = None
         self.handler: Any = None
@@ -106,7 +109,7 @@ class ApiCore:
             self.cache.tiers.warm_up = WarmUp(self.endpoint)  # a version's warmup.json, before it serves
             if not models.caching_enabled:
                 await self.cache.download_all()
-            model_client = ModelClient(self.cache, loop, self.invoker.slots)
+            model_client = self.model_client = ModelClient(self.cache, loop, self.invoker.slots)
             available[client_arg] = TensorFlowClient(model_client) if tensorflow else model_client
             self.subscriber.start(lambda: replica_report(self.cache) if self.cache else {})
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{api.name}-init") as init:
@@ -123,6 +126,13 @@ class ApiCore:
             raise UserHandlerError(
                 "server_side_batching groups handle_post requests, and the handler has no handle_post"
             )
+        tensorflow = self.api.handler.type == "tensorflow"
+        protocols = protocols_of(self.api.handler.protocols, tensorflow, handler)
+        if protocols and self.cache is not None and self.model_client is not None:
+            models = ReplicaModels(
+                self.api.name, tensorflow, self.cache, self.model_client, self.call_handler, handler
+            )
+            self.endpoint.routes = ProtocolRoutes(models, protocols)
 
     def _load_saved_model(self, path: str, name: str, version: int) -> Any:
         """The cache's loader for the TensorFlow handler."""

@@ -150,6 +150,20 @@ def _handler(api: ApiSpec) -> Iterator[Problem]:
         yield "handler.protobuf_path", "gRPC APIs (protobuf_path) are not supported by cortex-ray"
     if h.server_side_batching is not None and api.kind != "RealtimeAPI":
         yield "handler.server_side_batching", f"server_side_batching key is not supported for {api.kind} kind"
+    if h.protocols:
+        if api.kind != "RealtimeAPI":
+            yield "handler.protocols", f"protocol routes are served by RealtimeAPIs, not {api.kind}"
+        elif "v1" in h.protocols and h.type != "tensorflow":
+            yield (
+                "handler.protocols",
+                "v1 (TF Serving's REST API) runs a SavedModel's signatures: it needs handler.type tensorflow "
+                "(a Python API can serve v2 with handle_infer)",
+            )
+        elif h.model_spec is None:
+            yield (
+                "handler.protocols",
+                "the protocol routes serve the API's models, and it has none (multi_model_reloading)",
+            )
     if api.kind != "AsyncAPI" and api.workloads is not None:
         yield "workloads", "workloads is only supported for the AsyncAPI kind"
     if api.kind == "AsyncAPI":

@@ -248,6 +248,10 @@ class HandlerSpec(_Spec):
     multi_model_reloading: MultiModelsSpec | None = None
     models: MultiModelsSpec | None = None
     server_side_batching: ServerSideBatchingSpec | None = None
+    protocols: list[Literal["v1", "v2"]] | None = None
+    """cortex-ray: the protocol routes served below the endpoint (``v1``: TF Serving's REST API,
+    ``v2``: the Open Inference Protocol); ``None``: both for a TensorFlow API, ``v2`` for a Python
+    API whose handler has ``handle_infer``."""
     protobuf_path: str | None = None
     shm_size: Memory | None = None
     image: str | None = None

@@ -46,11 +46,58 @@ class SavedModel:
             self._loaded = tf.saved_model.load(path)
         except Exception as exc:
             raise _load_error(exc, path) from exc
-        signatures = dict(self._loaded.signatures)
-        self.signature_key = resolve_signature_key(signature_key, list(signatures))
-        self._fn = signatures[self.signature_key]
-        _, kwargs = self._fn.structured_input_signature
-        self.inputs: dict[str, Any] = dict(kwargs)
+        self.path = path
+        self.signatures: dict[str, Any] = dict(self._loaded.signatures)
+        self.signature_key = resolve_signature_key(signature_key, list(self.signatures))
+        self._fn = self.signatures[self.signature_key]
+        self.inputs: dict[str, Any] = _inputs_of(self._fn)
+        self._signature_defs: dict[str, Any] | str
+        try:  # (now: the version's files may leave the disk while it serves from memory)
+            self._signature_defs = _read_signature_defs(path)
+        except ModelLoadError as exc:
+            self._signature_defs = str(exc)
+
+    def signature(self, name: str | None = None) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """A signature's key, its inputs and its outputs (``tf.TensorSpec`` by name); ``name``
+        ``None`` or empty: the API's (``signature_key``, else Cortex's rule)."""
+        key = name or self.signature_key
+        fn = self.signatures.get(key)
+        if fn is None:
+            raise BadRequestError(
+                f"model '{self.name}' of version {self.version} has no signature '{key}' "
+                f"(it has {', '.join(sorted(self.signatures))})"
+            )
+        outputs = fn.structured_outputs
+        return key, _inputs_of(fn), dict(outputs) if isinstance(outputs, dict) else {}
+
+    def run(self, arrays: dict[str, Any], signature_name: str | None = None) -> dict[str, Any]:
+        """Run a signature on named arrays (converted to its dtypes, shapes checked); its
+        outputs as numpy arrays by name."""
+        tf = _tf()
+        key, inputs, _ = self.signature(signature_name)
+        where = f"model '{self.name}' of version {self.version}"
+        missing = sorted(set(inputs) - set(arrays))
+        if missing:
+            raise BadRequestError(f"{where}: missing input(s) {', '.join(missing)} of signature '{key}'")
+        extra = sorted(set(arrays) - set(inputs))
+        if extra:
+            raise BadRequestError(
+                f"{where}: unexpected input(s) {', '.join(extra)} (signature '{key}' takes "
+                f"{', '.join(sorted(inputs))})"
+            )
+        tensors = {k: _convert(tf, arrays[k], spec, k, where) for k, spec in inputs.items()}
+        try:
+            outputs = self.signatures[key](**tensors)
+        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
+            raise BadRequestError(f"{where}: the input was rejected: {_first_line(exc)}") from exc
+        return {n: v.numpy() for n, v in outputs.items()}
+
+    def signature_defs(self) -> dict[str, Any]:
+        """The SavedModel's ``signature_def`` map as TF Serving's metadata API writes it (the
+        protobuf's JSON, field names kept, defaults written), read from ``saved_model.pb`` at load."""
+        if isinstance(self._signature_defs, str):
+            raise ModelLoadError(self._signature_defs)
+        return self._signature_defs
 
     @property
     def cortex_metadata(self) -> dict[str, Any]:
@@ -90,6 +137,34 @@ class SavedModel:
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
             raise BadRequestError(f"{where}: the input was rejected: {_first_line(exc)}") from exc
         return {name: _to_python(value.numpy(), keep_shapes) for name, value in outputs.items()}
+
+
+def _inputs_of(fn: Any) -> dict[str, Any]:
+    _, kwargs = fn.structured_input_signature
+    return dict(kwargs)
+
+
+def _read_signature_defs(path: str) -> dict[str, Any]:
+    import os
+
+    from google.protobuf import json_format
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    try:
+        with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+            saved.ParseFromString(f.read())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read the signatures of the SavedModel at {path}: {exc}") from exc
+    if not saved.meta_graphs:
+        return {}
+    defs = saved.meta_graphs[0].signature_def
+    return {
+        key: json_format.MessageToDict(
+            defs[key], always_print_fields_with_no_presence=True, preserving_proto_field_name=True
+        )
+        for key in sorted(defs)
+    }
 
 
 def _convert(tf: Any, value: Any, spec: Any, key: str, where: str) -> Any:

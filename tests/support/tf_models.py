@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["save_classifier", "save_cortex_iris", "save_multi_signature", "save_text_model"]
+__all__ = [
+    "save_classifier",
+    "save_cortex_iris",
+    "save_half_plus_two",
+    "save_multi_signature",
+    "save_text_model",
+]
 
 
 def _tf() -> Any:
@@ -81,5 +87,25 @@ def save_text_model(path: Path) -> Path:
             return {"length": tf.strings.length(text), "upper": tf.strings.upper(text)}
 
     module = Text()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+def save_half_plus_two(path: Path) -> Path:
+    """TF Serving's test model: ``x: float32[None]`` -> ``y = 0.5 x + 2`` (``serving_default``,
+    also under ``predict``)."""
+    tf = _tf()
+
+    class HalfPlusTwo(tf.Module):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = tf.Variable(0.5)
+            self.b = tf.Variable(2.0)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def serve(self, x: Any) -> dict[str, Any]:
+            return {"y": self.a * x + self.b}
+
+    module = HalfPlusTwo()
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
     return path

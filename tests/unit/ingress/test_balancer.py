@@ -143,3 +143,28 @@ def test_a_busy_replica_spills_a_hot_model_to_another(loop: CoreLoop, balancer: 
         t.join()
     assert results == [200] * 8
     assert min(in_flight) > 0, in_flight  # both replicas took some of the hot model's requests
+
+
+@pytest.mark.parametrize("endpoint", ["/api", "/"])
+def test_the_protocols_routes_go_by_the_model_their_path_names(
+    loop: CoreLoop, balancer: Balancer, endpoint: str
+) -> None:
+    replicas = [Replica(loop, f"r{i}", endpoint) for i in range(3)]
+    # (the API's own routing, by query, applies to its other requests)
+    balancer.apply([Backend("api", endpoint, ("query", "model"), tuple(r.entry for r in replicas))])
+    base = f"http://127.0.0.1:{balancer.port}{endpoint.rstrip('/')}"
+    with httpx.Client(base_url=base) as client:
+
+        def owners(path: str) -> set[str]:
+            return {client.post(path).json()["replica"] for _ in range(4)}
+
+        owner = {}
+        for m in "abcdefghij":
+            (owner[m],) = owners(f"/v2/models/{m}/infer")
+            # v2 with a version, v1's predict and status, and the API's own query: the same replica
+            assert owners(f"/v2/models/{m}/versions/3/infer") == {owner[m]}
+            assert owners(f"/v1/models/{m}:predict") == {owner[m]}
+            assert owners(f"/v1/models/{m}/versions/2:predict") == {owner[m]}
+            assert owners(f"/?model={m}") == {owner[m]}
+        assert len(set(owner.values())) > 1
+        assert len({client.post("/v2/health/ready").json()["replica"] for _ in range(30)}) == 3

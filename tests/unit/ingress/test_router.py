@@ -18,3 +18,16 @@ def test_query_header_and_path() -> None:
     assert model_named(SCOPE, "path", "0", "/models") == "iris"
     assert model_named(SCOPE, "path", "5", "/models") is None
     assert model_named(SCOPE, "json", "model", "/models") is None  # the body is not there yet
+
+
+def test_the_protocols_routes_name_their_model() -> None:
+    def scope(path: str) -> dict[str, object]:
+        return {"path": path, "query_string": b"model=other"}
+
+    assert model_named(scope("/api/v2/models/iris/infer"), "query", "model", "/api") == "iris"
+    assert model_named(scope("/api/v2/models/iris/versions/2/ready"), "", "", "/api") == "iris"
+    assert model_named(scope("/api/v1/models/iris:predict"), "", "", "/api") == "iris"
+    assert model_named(scope("/v1/models/iris/versions/3:predict"), "", "", "/") == "iris"
+    assert model_named(scope("/api/v2/health/ready"), "", "", "/api") is None
+    assert model_named(scope("/api/v2/models/iris/infer"), "", "", "/other") is None
+    assert model_named(scope("/api/infer"), "query", "model", "/api") == "other"

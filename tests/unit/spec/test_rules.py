@@ -189,6 +189,18 @@ def test_message_names_file_api_index_field(project: Path) -> None:
             "handler.server_side_batching",
             "server_side_batching key is not supported for AsyncAPI kind",
         ),
+        (
+            {"handler": {"protocols": ["v1"], "multi_model_reloading": {"dir": "models"}}},
+            "handler.protocols",
+            "v1 (TF Serving's REST API) runs a SavedModel's signatures: it needs handler.type tensorflow",
+        ),
+        ({"handler": {"protocols": ["v2"]}}, "handler.protocols", "it has none"),
+        (
+            {"kind": "AsyncAPI", "handler": {"protocols": ["v2"], "multi_model_reloading": {"dir": "models"}}},
+            "handler.protocols",
+            "served by RealtimeAPIs, not AsyncAPI",
+        ),
+        ({"handler": {"protocols": ["v3"]}}, "handler.protocols[0]", "input should be 'v1' or 'v2' (got 'v3')"),
         ({"handler": {"path": "missing.py"}}, "handler.path", "does not exist"),
         ({"handler": {"python_path": "nowhere"}}, "handler.python_path", "does not exist"),
         (
