@@ -12,6 +12,9 @@ The same trivial model everywhere: ``y = 0.5 * x + 2`` over three floats, as JSO
   Serve's proxy;
 * ``cortex-fast``: the same API on cortex-ray's fast path (HAProxy, then the replica's own
   HTTP server).
+* ``cortex-v2``: the protocol Triton's users speak, against cortex-ray: Triton's own request
+  (v2 JSON infer of ``half_plus_two``) to a cortex-ray Python API's ``v2/models/half_plus_two/infer``
+  route (``handle_infer``, the model got through ``model_client``), on the fast path.
 * ``server-own`` / ``server-uvicorn`` (phase ``servers``, no Ray, no HAProxy): the replica's
   HTTP server alone, cortex-ray's (limits, timeouts and flow control on) against uvicorn's
   ``httptools`` protocol with its defaults, the same handler and endpoint behind both
@@ -59,6 +62,21 @@ class Handler:
     def handle_post(self, payload):
         x = np.asarray(payload["x"], dtype=np.float32)
         return {"y": (0.5 * x + 2).tolist()}
+"""
+
+V2_HANDLER = """
+import numpy as np
+
+class Handler:
+    def __init__(self, config, model_client):
+        self.client = model_client
+
+    def load_model(self, model_path):
+        return np.float32(0.5)
+
+    def handle_infer(self, inputs, model_name, model_version):
+        a = self.client.get_model(model_name, model_version)
+        return {"y": (a * inputs["x"] + 2).astype(np.float32)}
 """
 
 BARE = """
@@ -177,15 +195,20 @@ def phase_default(triton: Triton, args: argparse.Namespace, project: Path) -> di
     fast_port, proxy_port = free_port(), free_port()
     sdk.start(port=fast_port, ingress="fast", proxy_port=proxy_port, num_cpus=4, log_to_driver=False)
     try:
+        (project / "models" / "half_plus_two" / "1").mkdir(parents=True, exist_ok=True)
+        (project / "models" / "half_plus_two" / "1" / "a.txt").write_text("0.5")
+        v2 = {"type": "python", "path": "v2handler.py", "multi_model_reloading": {"dir": "models"}}
         spec = parse_spec(
             [
                 {"name": name, "kind": "RealtimeAPI", "handler": {"type": "python", "path": "handler.py"}}
                 for name in ("cortex-proxy", "cortex-fast")
-            ],
+            ]
+            + [{"name": "cortex-v2", "kind": "RealtimeAPI", "handler": v2}],
             base_dir=project,
         )
         sdk.run_api(spec.apis[0], ingress="proxy", ray_actor_options={"num_cpus": 0.5})
         sdk.run_api(spec.apis[1], ingress="fast", ray_actor_options={"num_cpus": 0.5})
+        sdk.run_api(spec.apis[2], ingress="fast", ray_actor_options={"num_cpus": 0.5})
         module = importlib.util.spec_from_file_location("bare_app", project / "bare.py")
         assert module is not None and module.loader is not None
         bare = importlib.util.module_from_spec(module)
@@ -195,6 +218,10 @@ def phase_default(triton: Triton, args: argparse.Namespace, project: Path) -> di
             "serve-proxy": (f"http://127.0.0.1:{proxy_port}/serve-proxy", BODY),
             "cortex-proxy": (f"http://127.0.0.1:{proxy_port}/cortex-proxy", BODY),
             "cortex-fast": (f"http://127.0.0.1:{fast_port}/cortex-fast", BODY),
+            "cortex-v2": (
+                f"http://127.0.0.1:{fast_port}/cortex-v2/v2/models/half_plus_two/infer",
+                TRITON_BODY,
+            ),
         }
         return rounds(targets, triton, args)
     finally:
@@ -310,6 +337,7 @@ def main() -> None:
         project = Path(tmp)
         (project / "handler.py").write_text(textwrap.dedent(HANDLER))
         (project / "bare.py").write_text(textwrap.dedent(BARE))
+        (project / "v2handler.py").write_text(textwrap.dedent(V2_HANDLER))
         phases = [] if args.only_servers else [phase_default]
         phases += [] if args.skip_throughput or args.only_servers else [phase_throughput]
         phases += [] if args.skip_servers else [phase_servers]

@@ -157,8 +157,10 @@ class ReplicaModels:
                 "handle_infer must return a dict of output names to arrays, it returned a "
                 f"{type(result).__name__}"
             )
-        ran = used.get(name)
-        return {k: np.asarray(v) for k, v in result.items()}, ran if isinstance(ran, int) else (version or 0)
+        ran = used.get(name)  # (the version its get_model gave; else the one asked for, or the latest)
+        if not isinstance(ran, int):
+            ran = version or max(self._cache.tree.models[name].valid_versions, default=0)
+        return {k: np.asarray(v) for k, v in result.items()}, ran
 
     def _tf_infer(
         self, name: str, version: int | None, inputs: dict[str, np.ndarray], key: str | None
