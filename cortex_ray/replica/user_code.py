@@ -66,9 +66,11 @@ def check_handler(cls: type, *, has_models: bool, client_arg: str, kind: str) ->
     if kind == "AsyncAPI":
         if not callable(getattr(cls, "handle_async", None)):
             raise UserHandlerError("Handler must define handle_async(self, payload, request_id)")
-    elif not any(callable(getattr(cls, f"handle_{m}", None)) for m in HTTP_METHODS):
+    elif not any(callable(getattr(cls, f"handle_{m}", None)) for m in (*HTTP_METHODS, "infer")):
         raise UserHandlerError(
-            "Handler must define at least one of " + ", ".join(f"handle_{m}" for m in HTTP_METHODS)
+            "Handler must define at least one of "
+            + ", ".join(f"handle_{m}" for m in HTTP_METHODS)
+            + " (or handle_infer, for the v2 infer route)"
         )
 
 

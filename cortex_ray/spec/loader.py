@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import reprlib
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -48,9 +49,25 @@ def load_spec(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] | N
     file = Path(path)
     label = str(path)
     try:
-        text = file.read_text()
+        with file.open("rb") as f:
+            raw = f.read(MAX_SPEC_BYTES + 1)
     except OSError as exc:
-        raise SpecErrors([SpecError(f"cannot read the spec: {exc.strerror}", file=label)]) from exc
+        raise SpecErrors([SpecError(f"cannot read the spec: {exc.strerror or exc}", file=label)]) from exc
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecErrors(
+            [SpecError(f"the spec is over {MAX_SPEC_BYTES // 2**20} MiB: is it the right file?", file=label)]
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecErrors(
+            [
+                SpecError(
+                    f"the spec is not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start})",
+                    file=label,
+                )
+            ]
+        ) from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -58,7 +75,57 @@ def load_spec(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] | N
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecErrors([SpecError(f"{where}YAML syntax error: {problem}", file=label)]) from exc
+    except RecursionError as exc:
+        raise SpecErrors(
+            [SpecError(f"the YAML nests too deeply (a spec nests at most {MAX_DEPTH} levels)", file=label)]
+        ) from exc
     return parse_spec(data, base_dir=file.resolve().parent, file=label, data_dir=data_dir)
+
+
+MAX_SPEC_BYTES = 16 * 2**20
+MAX_DEPTH = 64
+MAX_VALUES = 1_000_000
+"""A spec's YAML may hold at most this many values once its aliases are expanded."""
+
+
+def _shape_problem(data: Any) -> str | None:
+    """What makes parsed YAML unfit to be read further: nesting deeper than ``MAX_DEPTH``, a
+    value that contains itself (``&a [*a]``), or anchors and aliases expanding to more than
+    ``MAX_VALUES`` values (a "billion laughs"). Iterative, and each shared value is counted once
+    with its expanded size, so a bomb costs what its text costs."""
+    sizes: dict[int, int] = {}
+    # (value, depth, children pushed?) on an explicit stack; "open" marks values on the path
+    stack: list[tuple[Any, int, bool]] = [(data, 1, False)]
+    open_: set[int] = set()
+    while stack:
+        value, depth, expanded = stack.pop()
+        if not isinstance(value, list | dict):
+            continue
+        key = id(value)
+        if expanded:
+            open_.discard(key)
+            children = value.values() if isinstance(value, dict) else value
+            total = 1 + sum(sizes.get(id(c), 1) for c in children)
+            if isinstance(value, dict):
+                total += len(value)  # (the keys)
+            sizes[key] = total
+            if total > MAX_VALUES:
+                return (
+                    f"the YAML expands to more than {MAX_VALUES:,} values (anchors and aliases "
+                    'repeating each other, a "billion laughs"?): a spec is not read that far'
+                )
+            continue
+        if key in open_:
+            return "the YAML holds a value that contains itself (an alias inside its own anchor)"
+        if key in sizes:
+            continue
+        if depth > MAX_DEPTH:
+            return f"the YAML nests deeper than {MAX_DEPTH} levels: a spec is not read that far"
+        open_.add(key)
+        stack.append((value, depth, True))
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((c, depth + 1, False) for c in children)
+    return None
 
 
 def parse_spec(
@@ -73,6 +140,9 @@ def parse_spec(
     local model folders and workload stores to ``data_dir`` (default: ``base_dir``), which
     differs when the project was shipped to a cluster without its local data.
     """
+    problem = _shape_problem(data)
+    if problem is not None:
+        raise SpecErrors([SpecError(problem, file=file)])
     if isinstance(data, Mapping):
         data = [data]
     if not isinstance(data, list) or not data:
@@ -198,6 +268,10 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 6, 6, 60, 60
+
+
 def _show(value: Any) -> str:
-    text = repr(value)
+    text = _REPR.repr(value)  # (bounded: never walks a whole structure)
     return text if len(text) <= 80 else text[:77] + "..."

@@ -196,11 +196,18 @@ def test_message_names_file_api_index_field(project: Path) -> None:
         ),
         ({"handler": {"protocols": ["v2"]}}, "handler.protocols", "it has none"),
         (
-            {"kind": "AsyncAPI", "handler": {"protocols": ["v2"], "multi_model_reloading": {"dir": "models"}}},
+            {
+                "kind": "AsyncAPI",
+                "handler": {"protocols": ["v2"], "multi_model_reloading": {"dir": "models"}},
+            },
             "handler.protocols",
             "served by RealtimeAPIs, not AsyncAPI",
         ),
-        ({"handler": {"protocols": ["v3"]}}, "handler.protocols[0]", "input should be 'v1' or 'v2' (got 'v3')"),
+        (
+            {"handler": {"protocols": ["v3"]}},
+            "handler.protocols[0]",
+            "input should be 'v1' or 'v2' (got 'v3')",
+        ),
         ({"handler": {"path": "missing.py"}}, "handler.path", "does not exist"),
         ({"handler": {"python_path": "nowhere"}}, "handler.python_path", "does not exist"),
         (
