@@ -7,21 +7,23 @@ integer folder, *unversioned* (version 1) when none is, and invalid when mixed.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 from cortex_ray.models.layout import Layout, check_layout, describe_tree
 from cortex_ray.storage.base import ObjectInfo
 
-__all__ = ["ModelInfo", "ModelTree", "VersionInfo", "build_model", "split_dir_listing"]
+__all__ = ["ModelInfo", "ModelTree", "VersionInfo", "Versions", "build_model", "split_dir_listing"]
 
 _INTEGER = re.compile(r"^[0-9]+$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VersionInfo:
     """One version of a model: its files and their fingerprint."""
 
@@ -48,7 +50,52 @@ class VersionInfo:
         return self.error is None
 
 
-@dataclass(frozen=True)
+class Versions(Mapping[int, VersionInfo]):
+    """A model's versions by number: a read-only mapping held as one tuple of its
+    :class:`VersionInfo` sorted by version (a replica holds one per model; a dict of two versions
+    costs twice as much). Lookups bisect the few versions a model has."""
+
+    __slots__ = ("_infos",)
+
+    def __init__(self, versions: Mapping[int, VersionInfo] | None = None) -> None:
+        items = sorted((versions or {}).items())
+        for number, info in items:
+            if info.version != number:
+                raise ValueError(f"version {info.version} filed as version {number}")
+        self._infos = tuple(info for _, info in items)
+
+    def __getitem__(self, version: int) -> VersionInfo:
+        infos = self._infos
+        if isinstance(version, int) and not isinstance(version, bool):
+            at = bisect.bisect_left(infos, version, key=_number)
+            if at < len(infos) and infos[at].version == version:
+                return infos[at]
+        raise KeyError(version)
+
+    def __iter__(self) -> Iterator[int]:
+        return (info.version for info in self._infos)
+
+    def __len__(self) -> int:
+        return len(self._infos)
+
+    def __repr__(self) -> str:
+        return repr({info.version: info for info in self._infos})
+
+    def __reduce__(self) -> tuple[Any, tuple[tuple[VersionInfo, ...]]]:
+        return _versions, (self._infos,)
+
+
+def _number(info: VersionInfo) -> int:
+    return info.version
+
+
+def _versions(infos: tuple[VersionInfo, ...]) -> Versions:
+    versions = Versions()
+    versions._infos = infos
+    return versions
+
+
+@dataclass(frozen=True, slots=True)
 class ModelInfo:
     """One model: its versions (valid or not) and any model-level problem."""
 
@@ -58,23 +105,26 @@ class ModelInfo:
     versions: Mapping[int, VersionInfo] = field(default_factory=dict)
     error: str | None = None
     signature_key: str | None = None
+    # computed once, when built, never per request (a model is immutable); slots, no __dict__:
+    # a replica holds one per model (tens of thousands)
+    candidates: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    """Valid versions, highest first: the order "latest" tries them in."""
 
-    # computed once per published tree, never per request (a tree is immutable)
+    def __post_init__(self) -> None:
+        if not isinstance(self.versions, Versions):
+            object.__setattr__(self, "versions", Versions(self.versions))
+        valid = tuple(sorted((v for v, info in self.versions.items() if info.valid), reverse=True))
+        object.__setattr__(self, "candidates", valid)
 
-    @cached_property
+    @property
     def valid_versions(self) -> tuple[int, ...]:
-        return tuple(sorted(v for v, info in self.versions.items() if info.valid))
+        """The valid versions, lowest first."""
+        return self.candidates[::-1]
 
-    @cached_property
-    def candidates(self) -> tuple[int, ...]:
-        """Valid versions, highest first: the order "latest" tries them in."""
-        return self.valid_versions[::-1]
-
-    @cached_property
+    @property
     def latest(self) -> int | None:
         """The highest valid version, or ``None`` when none is valid."""
-        valid = self.valid_versions
-        return valid[-1] if valid else None
+        return self.candidates[0] if self.candidates else None
 
     @property
     def problems(self) -> list[str]:

@@ -7,6 +7,7 @@ model held for the request as ``get_model`` holds it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -15,7 +16,7 @@ import numpy as np
 from cortex_ray.models.tree import ModelTree
 from cortex_ray.protocols.tensors import TensorSpec
 
-__all__ = ["ProtocolModels", "Signature"]
+__all__ = ["Prepare", "ProtocolModels", "Signature"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class Signature:
     """Whether a request's datatypes must be the inputs' (a SavedModel's are; a handler's
     declaration is a description)."""
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+Prepare = Callable[[Signature], dict[str, np.ndarray]]
 
 
 class ProtocolModels(Protocol):
@@ -76,9 +80,11 @@ class ProtocolModels(Protocol):
         self,
         name: str,
         version: int | None,
-        inputs: dict[str, np.ndarray],
+        prepare: Prepare,
         key: str | None,
         used: dict[str, Any],
     ) -> tuple[dict[str, np.ndarray], int]:
-        """Run a version on named arrays; its outputs by name and the version that ran."""
+        """Run a version (its signature ``key``, ``None``: the API's) on the named arrays that
+        ``prepare(signature)`` makes (it checks the request against the signature, in the same
+        call: no second trip); its outputs by name, in the signature's order, and the version."""
         ...

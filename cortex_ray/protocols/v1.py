@@ -25,7 +25,7 @@ import numpy as np
 
 from cortex_ray.endpoint.messages import Incoming, Outgoing, json_outgoing
 from cortex_ray.errors import BadRequestError, MethodNotAllowedError, ModelNotFoundError, VersionNotFoundError
-from cortex_ray.protocols.models import ProtocolModels
+from cortex_ray.protocols.models import ProtocolModels, Signature
 from cortex_ray.protocols.tensors import shortest_floats
 
 __all__ = ["V1", "to_json"]
@@ -139,12 +139,12 @@ class V1:
                 "the request must hold exactly one of 'instances' (rows) or 'inputs' (columns)"
             )
         model_name, v = self._resolve(name, version)
-        signature, v = await self.models.signature(model_name, v, key, used)
-        input_names = [s.name for s in signature.inputs]
-        arrays = (
-            _rows(request["instances"], input_names) if rows else _columns(request["inputs"], input_names)
-        )
-        outputs, _ = await self.models.infer(model_name, v, arrays, key, used)
+
+        def prepare(signature: Signature) -> dict[str, np.ndarray]:  # (with the model, in one call)
+            names = [s.name for s in signature.inputs]
+            return _rows(request["instances"], names) if rows else _columns(request["inputs"], names)
+
+        outputs, _ = await self.models.infer(model_name, v, prepare, key, used)
         if columns:
             if len(outputs) == 1:
                 ((out_name, value),) = outputs.items()

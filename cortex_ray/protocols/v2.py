@@ -188,10 +188,13 @@ class V2:
                 raise BadRequestError(f"input '{key}' is given twice")
             arrays[key], declared[key] = array, tensor["datatype"]
         wanted, binary_out = _wanted_outputs(request)
-        signature, _ = await self.models.signature(model_name, v, None, used)
-        _check_inputs(signature, declared, name)
-        results, v = await self.models.infer(model_name, v, arrays, None, used)
-        names = [o.name for o in signature.outputs] or sorted(results)
+
+        def prepare(signature: Signature) -> dict[str, np.ndarray]:  # (with the model, in one call)
+            _check_inputs(signature, declared, name)
+            return arrays
+
+        results, v = await self.models.infer(model_name, v, prepare, None, used)
+        names = list(results)
         if wanted is not None:
             unknown = [n for n in wanted if n not in results]
             if unknown:

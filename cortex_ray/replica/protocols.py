@@ -11,6 +11,7 @@ array-likes out) and, for metadata, ``infer_signature(model_name, model_version)
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from cortex_ray.endpoint import Method
 from cortex_ray.errors import BadRequestError, UserHandlerError
 from cortex_ray.models.tree import ModelTree
 from cortex_ray.protocols import Signature, TensorSpec
+from cortex_ray.protocols.models import Prepare
 from cortex_ray.protocols.tensors import datatype_of, numpy_dtype
 from cortex_ray.replica.model_client import ModelClient
 from cortex_ray.spec.names import SINGLE_MODEL_NAME
@@ -28,7 +30,7 @@ from cortex_ray.spec.names import SINGLE_MODEL_NAME
 __all__ = ["ReplicaModels", "protocols_of"]
 
 CallHandler = Callable[[Method, dict[str, Any], dict[str, Any]], Awaitable[Any]]
-_EMPTY = ModelTree()
+_UNDECLARED = Signature(strict=False)
 
 
 def protocols_of(configured: Sequence[str] | None, tensorflow: bool, handler: Any) -> tuple[str, ...]:
@@ -62,6 +64,9 @@ class ReplicaModels:
         self._client = model_client
         self._call = call_handler
         self._handler = handler
+        self._signatures: weakref.WeakKeyDictionary[Any, dict[str | None, Signature]] = (
+            weakref.WeakKeyDictionary()
+        )
         # made once: the handler's pace is measured per method
         self._run = Method(self._run_in_handler, ("request",), False, ("request",))
         self._infer = (
@@ -114,15 +119,23 @@ class ReplicaModels:
 
     def _tf_signature(self, name: str, version: int | None, key: str | None) -> tuple[Signature, int]:
         model, v = self._model(name, version)
-        resolved, inputs, outputs = model.signature(key)
-        return (
-            Signature(
+        return self._tf_signature_of(model, key), v
+
+    def _tf_signature_of(self, model: Any, key: str | None) -> Signature:
+        """A loaded SavedModel's signature as the protocols describe it (made once per model
+        object and key, kept as long as the object lives)."""
+        made = self._signatures.get(model)
+        if made is None:
+            made = self._signatures[model] = {}
+        signature = made.get(key)
+        if signature is None:
+            resolved, inputs, outputs = model.signature(key)
+            signature = made[key] = Signature(
                 inputs=tuple(_tf_spec(n, s) for n, s in inputs.items()),
                 outputs=tuple(_tf_spec(n, s) for n, s in sorted(outputs.items())),
                 key=resolved,
-            ),
-            v,
-        )
+            )
+        return signature
 
     async def signature_defs(
         self, name: str, version: int | None, used: dict[str, Any]
@@ -139,13 +152,14 @@ class ReplicaModels:
         self,
         name: str,
         version: int | None,
-        inputs: dict[str, np.ndarray],
+        prepare: Prepare,
         key: str | None,
         used: dict[str, Any],
     ) -> tuple[dict[str, np.ndarray], int]:
         if self._tensorflow:
-            return await self._in_handler(used, self._tf_infer, name, version, inputs, key)
+            return await self._in_handler(used, self._tf_infer, name, version, prepare, key)
         assert self._infer is not None
+        inputs = prepare(_UNDECLARED)  # (a handler's declaration describes; it is not checked)
         available = {
             "inputs": inputs,
             "model_name": name,
@@ -163,10 +177,12 @@ class ReplicaModels:
         return {k: np.asarray(v) for k, v in result.items()}, ran
 
     def _tf_infer(
-        self, name: str, version: int | None, inputs: dict[str, np.ndarray], key: str | None
+        self, name: str, version: int | None, prepare: Prepare, key: str | None
     ) -> tuple[dict[str, np.ndarray], int]:
         model, v = self._model(name, version)
-        return model.run(inputs, key), v
+        signature = self._tf_signature_of(model, key)
+        outputs = model.run(prepare(signature), signature.key)
+        return {o.name: outputs[o.name] for o in signature.outputs if o.name in outputs}, v
 
 
 def _tf_spec(name: str, spec: Any) -> TensorSpec:

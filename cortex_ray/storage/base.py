@@ -12,18 +12,20 @@ import abc
 import builtins
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cortex_ray.errors import StorageError
 
 __all__ = ["ObjectInfo", "Storage", "join_key"]
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class ObjectInfo:
     """One object (file) found by :meth:`Storage.list`."""
 
@@ -34,6 +36,15 @@ class ObjectInfo:
     """An ETag (S3) or a content checksum (local, memory): changes when the bytes do."""
     mtime: float
     """Modification time, seconds since the epoch (S3 gives whole seconds)."""
+
+    def __reduce__(self) -> tuple[Any, tuple[str, int, str, float]]:
+        # unpickled (a replica's tree) with its key interned: every version's "saved_model.pb"
+        # is one string, not one per version
+        return _object_info, (self.key, self.size, self.etag, self.mtime)
+
+
+def _object_info(key: str, size: int, etag: str, mtime: float) -> ObjectInfo:
+    return ObjectInfo(sys.intern(key), size, etag, mtime)
 
 
 def join_key(*parts: str) -> str:

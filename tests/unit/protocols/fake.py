@@ -90,17 +90,14 @@ class FakeModels:
         )
 
     async def infer(
-        self,
-        name: str,
-        version: int | None,
-        inputs: dict[str, np.ndarray],
-        key: str | None,
-        used: dict[str, Any],
+        self, name: str, version: int | None, prepare: Any, key: str | None, used: dict[str, Any]
     ) -> tuple[dict[str, np.ndarray], int]:
-        v = self._resolve(name, version)
+        signature, v = await self.signature(name, version, key, used)
+        inputs = prepare(signature)
         self.calls.append((name, version))
         used[name] = v
-        return MODELS[name][1](inputs), v
+        outputs = MODELS[name][1](inputs)
+        return {o.name: outputs[o.name] for o in signature.outputs}, v
 
 
 def call(
