@@ -15,7 +15,9 @@ small files, then times, as the median of ``--repeat`` runs:
 * ``repoll``: ``discover`` again with the reloader's
   :class:`~cortex_ray.models.discovery.RememberingBuilder`, storage unchanged since its last
   call (a poll that finds nothing new: listed, nothing rebuilt);
-* ``diff``: ``diff_trees(tree, tree2)`` after one file changed.
+* ``diff``: ``diff_trees(tree, tree2)`` after one file changed;
+
+and, for the local folder, the memory a replica's copy of the tree takes per model version.
 
 The S3 part runs against the moto test server of ``tests/support/s3_server.py``
 (a subprocess on 127.0.0.1), which is slow to seed (170-190 uploads per
@@ -307,8 +309,29 @@ def run_local(args: argparse.Namespace, tmp: Path) -> tuple[list[Row], str]:
     rows = bench_backend(
         "local", uri, raw_walk(root), "os.walk + os.stat of every file", change_one, objects, args.repeat
     )
+    print(tree_memory(uri), flush=True)
     prof = profile_discover(uri, args.profile) if args.profile else ""
     return rows, prof
+
+
+def tree_memory(uri: str) -> str:
+    """What a replica holds: the tree as it arrives (unpickled), in memory, per model version."""
+    import pickle
+    import tracemalloc
+
+    data = pickle.dumps(discover_models(MultiModelsSpec(dir=uri), "python"))
+    gc.collect()
+    tracemalloc.start()
+    try:
+        tree = pickle.loads(data)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    versions = sum(len(m.versions) for m in tree.models.values())
+    return (
+        f"local: a replica's tree (unpickled) holds {held / versions:,.0f} B per model version in memory "
+        f"({held / 2**20:.1f} MiB for {versions:,} versions; {len(data) / versions:,.0f} B pickled)"
+    )
 
 
 # --- S3 (moto test server) ----------------------------------------------------

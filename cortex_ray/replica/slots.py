@@ -73,3 +73,17 @@ class HandlerSlots:
             self._semaphore.acquire()
             self._local.held = True
             self._local.waited = getattr(self._local, "waited", 0.0) + self.clock.monotonic() - started
+
+    @contextmanager
+    def untimed(self) -> Iterator[None]:
+        """A wait that is not the method's own work (the loop handing over a model already in
+        memory), the slot kept: left out of the time that decides whether the method runs
+        inline, as a wait with the slot given back is."""
+        if not getattr(self._local, "held", False):
+            yield
+            return
+        started = self.clock.monotonic()
+        try:
+            yield
+        finally:
+            self._local.waited = getattr(self._local, "waited", 0.0) + self.clock.monotonic() - started

@@ -236,3 +236,22 @@ def test_one_handler_thread_means_one_call_at_a_time_inline_or_in_the_thread() -
     asyncio.run(main())
     invoker.close()
     assert seen_running == [[], []]
+
+
+def test_waiting_for_the_loop_to_hand_over_a_model_is_not_the_methods_time() -> None:
+    from cortex_ray.replica.slots import HandlerSlots
+
+    clock = ManualClock()
+    slots = HandlerSlots(1, clock)
+
+    def method() -> str:
+        clock.skip(0.001)  # its own work
+        with slots.untimed():  # the loop answering get_model (busy: 50 ms), the slot kept
+            clock.skip(0.050)
+        return "ok"
+
+    result, ran = slots.run_timed(method)
+    assert result == "ok" and ran == pytest.approx(0.001)
+    with slots.untimed():  # outside a timed call: nothing to leave out
+        clock.skip(1.0)
+    assert slots.run_timed(lambda: "again")[1] == pytest.approx(0.0)
