@@ -3,7 +3,8 @@
 * ``async def`` methods run on the core loop.
 * Sync methods of an API with one handler thread (``threads_per_process: 1``, the default) run
   in the handler's thread at first, timed. A method whose first calls all took under
-  ``INLINE_BUDGET`` then runs inline on the core loop, inside a greenlet: no thread hop, no
+  ``INLINE_BUDGET`` of CPU time (and under ``INLINE_WALL_BUDGET`` of wall time) then runs inline
+  on the core loop, inside a greenlet: no thread hop, no
   handoff of the GIL (a trivial model answers as fast as the loop can). When such a method
   calls ``get_model`` for a model that must be loaded, the greenlet is suspended while the load
   is awaited (the loop keeps serving other requests) and resumed with the model. An inline call
@@ -37,6 +38,7 @@ __all__ = [
     "DEMOTE_AFTER",
     "INLINE_AFTER",
     "INLINE_BUDGET",
+    "INLINE_WALL_BUDGET",
     "HandlerEscape",
     "Invoker",
     "await_in_handler",
@@ -90,7 +92,12 @@ def await_in_handler(awaitable: Awaitable[Any]) -> Any:
 INLINE_AFTER = 20
 """Calls of a sync method that run in the handler's thread, timed, before it may run inline."""
 INLINE_BUDGET = 0.002
-"""A method none of whose first calls ran longer than this (seconds) runs inline."""
+"""A method none of whose first calls took more CPU time than this (seconds) runs inline."""
+INLINE_WALL_BUDGET = 0.050
+"""...and none of whose first calls ran longer than this (seconds, waits for models excluded):
+a method that waits on something else (a socket, a sleep) stays in the thread. (CPU time decides
+first: under load a quick method's calls in the thread wait for the GIL, and their wall time says
+more about the loop than about them.)"""
 DEMOTE_AFTER = 0.010
 """An inline call that runs longer than this (seconds, waits for models excluded) sends its
 method back to the thread for good."""
@@ -119,11 +126,13 @@ def _carried(func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
 class _Pace:
     """How long a sync method's calls run, and so where it runs."""
 
-    __slots__ = ("calls", "demoted", "inline", "slowest")
+    __slots__ = ("calls", "demoted", "inline", "slowest", "slowest_wall")
 
     def __init__(self, inline: bool) -> None:
         self.calls = 0
         self.slowest = 0.0
+        """The most CPU time a call took."""
+        self.slowest_wall = 0.0
         self.inline = inline
         self.demoted = False
 
@@ -172,18 +181,19 @@ class Invoker:
             pace = self._paces[method] = _Pace(inline=self.inline_after <= 0)
         if pace.inline:
             return await self._inline(method, kwargs, pace)
-        result, seconds = await self._in_thread(method.func, kwargs)
+        result, wall, cpu = await self._in_thread(method.func, kwargs)
         if not pace.demoted:
             pace.calls += 1
-            pace.slowest = max(pace.slowest, seconds)
+            pace.slowest = max(pace.slowest, cpu)
+            pace.slowest_wall = max(pace.slowest_wall, wall)
             if pace.calls >= self.inline_after:
-                pace.inline = pace.slowest <= INLINE_BUDGET
+                pace.inline = pace.slowest <= INLINE_BUDGET and pace.slowest_wall <= INLINE_WALL_BUDGET
                 pace.demoted = not pace.inline  # slow from the start: it stays in the thread
         return result
 
-    async def _in_thread(self, func: Callable[..., Any], kwargs: dict[str, Any]) -> tuple[Any, float]:
-        """``func(**kwargs)`` in the pool, holding a slot; its result and how long it ran (its waits
-        for models excluded)."""
+    async def _in_thread(self, func: Callable[..., Any], kwargs: dict[str, Any]) -> tuple[Any, float, float]:
+        """``func(**kwargs)`` in the pool, holding a slot; its result, how long it ran (its waits
+        for models excluded) and the CPU time it took."""
         ctx = contextvars.copy_context()
         call = functools.partial(ctx.run, self.slots.run_timed, functools.partial(_carried, func, kwargs))
         return await asyncio.get_running_loop().run_in_executor(self.pool, call)

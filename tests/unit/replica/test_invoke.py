@@ -250,8 +250,48 @@ def test_waiting_for_the_loop_to_hand_over_a_model_is_not_the_methods_time() -> 
             clock.skip(0.050)
         return "ok"
 
-    result, ran = slots.run_timed(method)
+    result, ran, _ = slots.run_timed(method)
     assert result == "ok" and ran == pytest.approx(0.001)
     with slots.untimed():  # outside a timed call: nothing to leave out
         clock.skip(1.0)
     assert slots.run_timed(lambda: "again")[1] == pytest.approx(0.0)
+
+
+class CpuClock(ManualClock):
+    """A manual clock whose threads' CPU time moves on its own (``cpu``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cpu = 0.0
+
+    def thread_time(self) -> float:
+        return self.cpu
+
+
+@pytest.mark.parametrize(
+    ("wall", "cpu", "inline"),
+    [
+        (0.010, 0.0005, True),  # quick, but its calls wait for the GIL (a busy loop): inline
+        (0.200, 0.0005, False),  # waits on something else (a socket, a sleep): stays in the thread
+        (0.004, 0.004, False),  # works longer than the budget: stays in the thread
+    ],
+)
+def test_cpu_time_decides_whether_a_method_runs_inline(wall: float, cpu: float, inline: bool) -> None:
+    clock = CpuClock()
+    where: list[bool] = []
+
+    def handle() -> None:
+        where.append(in_inline_handler())
+        clock.skip(wall)
+        clock.cpu += cpu
+
+    invoker = Invoker(threads=1, max_waiting=2, name="t", clock=clock)
+    method = Method.of(handle, ())
+
+    async def main() -> None:
+        for _ in range(INLINE_AFTER + 2):
+            await invoker(method, {})
+
+    asyncio.run(main())
+    invoker.close()
+    assert where[-2:] == [inline, inline]
