@@ -18,7 +18,9 @@ PROTOCOLS = ("v1", "v2")
 
 def protocol_of(path: str) -> str | None:
     """``v1`` or ``v2`` when a path below an endpoint is one of the protocols' routes."""
-    head = path.lstrip("/").split("/", 1)[0]
+    if not path.startswith(("/v1", "/v2")):  # (every request asks: the cheap test first)
+        return None
+    head = path[1:].split("/", 1)[0]
     return head if head in PROTOCOLS else None
 
 

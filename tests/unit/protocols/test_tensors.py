@@ -31,7 +31,11 @@ def test_every_datatype_goes_both_ways_as_json_and_binary(datatype: str, data: l
     name, array = decode_tensor({"name": "t", "shape": [2, 1], "datatype": datatype, "data": data})
     assert name == "t" and array.dtype == dtype and array.shape == (2, 1)
     as_json, raw = encode_tensor("t", array, binary=False)
-    assert raw is None and as_json == {"name": "t", "datatype": datatype, "shape": [2, 1], "data": data}
+    data_out = as_json.pop("data")
+    assert raw is None and as_json == {"name": "t", "datatype": datatype, "shape": [2, 1]}
+    np.testing.assert_array_equal(
+        np.array(data_out, dtype=dtype).reshape(2, 1), array
+    )  # (read back: the same)
     as_binary, raw = encode_tensor("t", array, binary=True)
     assert raw is not None and as_binary["parameters"] == {"binary_data_size": len(raw)}
     _, back = decode_tensor({"name": "t", "shape": [2, 1], "datatype": datatype}, raw)
@@ -51,9 +55,16 @@ def test_bytes_tensors_and_nested_data() -> None:
     assert encode_tensor("s", array, binary=False)[0]["data"] == ["a", "bc", "", "é"]
 
 
-def test_float32_is_written_as_its_shortest_decimal() -> None:
-    out, _ = encode_tensor("f", np.array([0.1, 1 / 3], dtype=np.float32), binary=False)
-    assert out["data"] == [0.1, 0.33333334]
+def test_float32_is_written_as_the_double_it_is_and_reads_back_the_same() -> None:
+    values = np.array([0.1, 1 / 3, 3.5], dtype=np.float32)
+    out, _ = encode_tensor("f", values, binary=False)
+    assert out["data"][2] == 3.5 and np.array(out["data"], dtype=np.float32).tolist() == values.tolist()
+
+
+def test_v1_writes_float32_as_its_shortest_decimal() -> None:
+    from cortex_ray.protocols.v1 import to_json
+
+    assert to_json(np.array([[0.1, 1 / 3]], dtype=np.float32), "y") == [[0.1, 0.33333334]]
 
 
 @pytest.mark.parametrize(
