@@ -26,6 +26,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# (this folder holds a tensorflow.py of its own: it must not stand for TensorFlow)
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.overhead import Result, wait_ok, wrk  # noqa: E402
