@@ -51,6 +51,7 @@ class SavedModel:
         self.signature_key = resolve_signature_key(signature_key, list(self.signatures))
         self._fn = self.signatures[self.signature_key]
         self.inputs: dict[str, Any] = _inputs_of(self._fn)
+        self._described: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {}
         self._signature_defs: dict[str, Any] | str
         try:  # (now: the version's files may leave the disk while it serves from memory)
             self._signature_defs = _read_signature_defs(path)
@@ -61,6 +62,9 @@ class SavedModel:
         """A signature's key, its inputs and its outputs (``tf.TensorSpec`` by name); ``name``
         ``None`` or empty: the API's (``signature_key``, else Cortex's rule)."""
         key = name or self.signature_key
+        described = self._described.get(key)
+        if described is not None:
+            return described
         fn = self.signatures.get(key)
         if fn is None:
             raise BadRequestError(
@@ -68,7 +72,13 @@ class SavedModel:
                 f"(it has {', '.join(sorted(self.signatures))})"
             )
         outputs = fn.structured_outputs
-        return key, _inputs_of(fn), dict(outputs) if isinstance(outputs, dict) else {}
+        # (kept: TensorFlow's introspection costs more than a small model's inference)
+        described = self._described[key] = (
+            key,
+            _inputs_of(fn),
+            dict(outputs) if isinstance(outputs, dict) else {},
+        )
+        return described
 
     def run(self, arrays: dict[str, Any], signature_name: str | None = None) -> dict[str, Any]:
         """Run a signature on named arrays (converted to its dtypes, shapes checked); its
