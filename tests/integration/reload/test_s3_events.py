@@ -11,18 +11,22 @@ from typing import Any
 
 import pytest
 
-from cortex_ray.reload import events as events_module
-from cortex_ray.reload import reloader as reloader_module
+from cortex_ray.reload.events import SqsEvents
 from cortex_ray.reload.reloader import ModelReloader
 from cortex_ray.spec import parse_spec
 
 pytestmark = pytest.mark.s3
 
+RELOADER = ModelReloader.wants_seed.__globals__
+"""The reloader's module namespace as its methods see it (patched there: whatever
+imported the module under which name)."""
+EVENTS = SqsEvents.__init__.__globals__
+
 
 @pytest.fixture(autouse=True)
 def _quick(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(reloader_module, "SEED_GRACE", 0.0)
-    monkeypatch.setattr(events_module, "WAIT_SECONDS", 1)  # (a test ends within one receive)
+    monkeypatch.setitem(RELOADER, "SEED_GRACE", 0.0)
+    monkeypatch.setitem(EVENTS, "WAIT_SECONDS", 1)  # (a test ends within one receive)
 
 
 def queue_for(s3_server: Any, bucket: str) -> tuple[Any, str]:

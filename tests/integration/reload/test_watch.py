@@ -11,16 +11,19 @@ from typing import Any
 
 import pytest
 
-from cortex_ray.reload import reloader as reloader_module
 from cortex_ray.reload.events import LocalWatch
 from cortex_ray.reload.reloader import ModelReloader
 from cortex_ray.spec import parse_spec
 
+RELOADER = ModelReloader.wants_seed.__globals__
+"""The reloader's module namespace as its methods see it (patched there: whatever
+imported the module under which name)."""
+
 
 @pytest.fixture(autouse=True)
 def _no_grace(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(reloader_module, "SEED_GRACE", 0.0)
-    monkeypatch.setattr(reloader_module, "EVENTS_RETRY", 0.2)
+    monkeypatch.setitem(RELOADER, "SEED_GRACE", 0.0)
+    monkeypatch.setitem(RELOADER, "EVENTS_RETRY", 0.2)
 
 
 def api(tmp_path: Path, settle_time: float) -> Any:

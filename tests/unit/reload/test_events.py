@@ -11,18 +11,21 @@ from typing import Any
 
 import pytest
 
-from cortex_ray.reload import reloader as reloader_module
 from cortex_ray.reload.events import LocalWatch, QueuedEvents, event_source
 from cortex_ray.reload.reloader import ModelReloader
 from cortex_ray.spec import MultiModelsSpec, parse_spec
 from cortex_ray.storage import open_storage
 from cortex_ray.storage.memory import reset_memory_storage
 
+RELOADER = ModelReloader.wants_seed.__globals__
+"""The reloader's module namespace as its methods see it (patched there: whatever
+imported the module under which name)."""
+
 
 @pytest.fixture(autouse=True)
 def _fresh(monkeypatch: pytest.MonkeyPatch) -> Any:
     reset_memory_storage()
-    monkeypatch.setattr(reloader_module, "SEED_GRACE", 0.0)
+    monkeypatch.setitem(RELOADER, "SEED_GRACE", 0.0)
     yield
     reset_memory_storage()
 
@@ -143,7 +146,7 @@ def test_sqs_messages_are_deleted_only_once_their_listing_succeeded(
 
     store = open_storage("mem://ev/models/")
     store.upload("a/1/m", b"a1")
-    real = reloader_module.discover_model
+    real = RELOADER["discover_model"]
 
     def broken(*args: Any) -> Any:
         raise OSError("storage unreachable")
@@ -156,13 +159,13 @@ def test_sqs_messages_are_deleted_only_once_their_listing_succeeded(
             QueueBatch([("ev", "models/a/2/m")], ["first"])
         )
         assert await r.snapshot(None, -1, timeout=5) is not None
-        monkeypatch.setattr(reloader_module, "discover_model", broken)
+        monkeypatch.setitem(RELOADER, "discover_model", broken)
         store.upload("a/2/m", b"a2")
         r.events = events
         r._event_task = asyncio.get_running_loop().create_task(r._follow_events(events))
         await until(lambda: events.kept == 1, "the failed batch kept in the queue")
         assert queue.deleted == [] and r.last_error is not None
-        monkeypatch.setattr(reloader_module, "discover_model", real)
+        monkeypatch.setitem(RELOADER, "discover_model", real)
         queue.batches += [  # (the first comes back after its visibility timeout)
             QueueBatch([("ev", "models/a/2/m")], ["again"]),
             QueueBatch([("other", "models/a/2/m")], ["not ours"]),

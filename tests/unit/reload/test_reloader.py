@@ -9,17 +9,20 @@ from typing import Any
 import pytest
 
 from cortex_ray.models import discover_models
-from cortex_ray.reload import reloader as reloader_module
 from cortex_ray.reload.reloader import ModelReloader
 from cortex_ray.spec import MultiModelsSpec, parse_spec
 from cortex_ray.storage import open_storage
 from cortex_ray.storage.memory import reset_memory_storage
 
+RELOADER = ModelReloader.wants_seed.__globals__
+"""The reloader's module namespace as its methods see it (patched there: whatever
+imported the module under which name)."""
+
 
 @pytest.fixture(autouse=True)
 def _fresh(monkeypatch: pytest.MonkeyPatch) -> Any:
     reset_memory_storage()
-    monkeypatch.setattr(reloader_module, "SEED_GRACE", 0.0)
+    monkeypatch.setitem(RELOADER, "SEED_GRACE", 0.0)
     yield
     reset_memory_storage()
 
@@ -145,13 +148,13 @@ def test_a_restarted_reloader_asks_one_replica_at_a_time_for_its_tree(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     open_storage("mem://rel/models/").upload("a/1/m", b"1")
-    monkeypatch.setattr(reloader_module, "SEED_GRACE", 3600.0)  # (no listing during the test)
+    monkeypatch.setitem(RELOADER, "SEED_GRACE", 3600.0)  # (no listing during the test)
 
     async def main() -> None:
         r = ModelReloader(api(tmp_path))
         assert await r.wants_seed() is True
         assert await r.wants_seed() is False  # promised to the first replica: the others keep theirs
-        monkeypatch.setattr(reloader_module, "SEED_PROMISE", 0.0)  # the first never sent it
+        monkeypatch.setitem(RELOADER, "SEED_PROMISE", 0.0)  # the first never sent it
         assert await r.wants_seed() is True
         seeded = discover_models(MultiModelsSpec(dir="mem://rel/models/"), "python")
         assert await r.seed(seeded) is True
