@@ -172,3 +172,27 @@ def test_a_spec_that_is_not_a_readable_file(tmp_path: Path) -> None:
     loop.symlink_to(loop)
     with pytest.raises(SpecErrors, match="cannot read the spec"):
         load_checked(str(loop))
+
+
+@pytest.mark.parametrize("command", ["validate", "run", "deploy", "build-config"])
+def test_every_command_that_reads_a_spec_refuses_a_hostile_one_without_a_traceback(
+    tmp_path: Path, command: str
+) -> None:
+    """As a user runs them (a subprocess each): refused before anything starts (no Ray: the
+    commands that would connect or start one never get there)."""
+    import subprocess
+    import sys
+
+    for name, text in (("bomb.yaml", BOMB), ("binary.yaml", b"\xff\xfe garbage")):
+        spec = tmp_path / name
+        spec.write_bytes(text if isinstance(text, bytes) else text.encode())
+        (tmp_path / "handler.py").write_text("class Handler:\n    pass\n")
+        result = subprocess.run(
+            [sys.executable, "-m", "cortex_ray", command, str(spec)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 1, (command, name, result.stdout, result.stderr)
+        assert f"error: {spec}" in result.stderr and "Traceback" not in result.stderr + result.stdout
