@@ -57,6 +57,13 @@ EVENTS_RETRY = 5.0
 class ModelReloader:
     """Plain class; :mod:`cortex_ray.application` wraps it with ``ray.remote`` for Serve."""
 
+    # The timings, as class attributes (tests set them here): a process that fetches the actor's
+    # handle (``ray.get_actor``) gets this class's methods replaced by unpickled copies with
+    # globals of their own, which a change to the module's names no longer reaches.
+    seed_grace: float = SEED_GRACE
+    seed_promise: float = SEED_PROMISE
+    events_retry: float = EVENTS_RETRY
+
     def __init__(self, api: ApiSpec | Sealed, share_trees: bool = False) -> None:
         """``share_trees`` (in a Ray actor): a whole tree is put in Ray's object store once per
         version and every replica that needs it fetches that one copy (instead of one
@@ -209,7 +216,7 @@ class ModelReloader:
         if self.tree is not None or self._publisher.published is not None:
             return False
         now = time.monotonic()
-        if self._seed_promised is not None and now - self._seed_promised < SEED_PROMISE:
+        if self._seed_promised is not None and now - self._seed_promised < self.seed_promise:
             return False
         self._seed_promised = now
         return True
@@ -256,7 +263,7 @@ class ModelReloader:
         """List what each batch of events names, now and once more ``settle_time`` later (the
         settle rule publishes an upload unchanged that long). A watcher that fails is started
         again after a pause (5 s, doubling to 60 s); polling goes on meanwhile."""
-        pause = EVENTS_RETRY
+        pause = self.events_retry
         while True:
             batches = source.batches()
             try:
@@ -268,7 +275,7 @@ class ModelReloader:
                         break
                     self.event_batches += 1
                     self.events_error = None
-                    pause = EVENTS_RETRY
+                    pause = self.events_retry
                     handled = await self._on_event(names)
                     settle = self._publisher.settle_time
                     if settle > 0:
@@ -324,7 +331,7 @@ class ModelReloader:
 
     async def _loop(self) -> None:
         # let replicas that outlived a previous reloader seed their tree before the first listing
-        await asyncio.sleep(SEED_GRACE)
+        await asyncio.sleep(self.seed_grace)
         while True:
             started = time.monotonic()
             try:

@@ -17,15 +17,12 @@ from cortex_ray.spec import parse_spec
 
 pytestmark = pytest.mark.s3
 
-RELOADER = ModelReloader.wants_seed.__globals__
-"""The reloader's module namespace as its methods see it (patched there: whatever
-imported the module under which name)."""
 EVENTS = SqsEvents.__init__.__globals__
 
 
 @pytest.fixture(autouse=True)
 def _quick(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(RELOADER, "SEED_GRACE", 0.0)
+    monkeypatch.setattr(ModelReloader, "seed_grace", 0.0)
     monkeypatch.setitem(EVENTS, "WAIT_SECONDS", 1)  # (a test ends within one receive)
 
 

@@ -15,15 +15,11 @@ from cortex_ray.reload.events import LocalWatch
 from cortex_ray.reload.reloader import ModelReloader
 from cortex_ray.spec import parse_spec
 
-RELOADER = ModelReloader.wants_seed.__globals__
-"""The reloader's module namespace as its methods see it (patched there: whatever
-imported the module under which name)."""
-
 
 @pytest.fixture(autouse=True)
 def _no_grace(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(RELOADER, "SEED_GRACE", 0.0)
-    monkeypatch.setitem(RELOADER, "EVENTS_RETRY", 0.2)
+    monkeypatch.setattr(ModelReloader, "seed_grace", 0.0)
+    monkeypatch.setattr(ModelReloader, "events_retry", 0.2)
 
 
 def api(tmp_path: Path, settle_time: float) -> Any:

@@ -17,15 +17,11 @@ from cortex_ray.spec import MultiModelsSpec, parse_spec
 from cortex_ray.storage import open_storage
 from cortex_ray.storage.memory import reset_memory_storage
 
-RELOADER = ModelReloader.wants_seed.__globals__
-"""The reloader's module namespace as its methods see it (patched there: whatever
-imported the module under which name)."""
-
 
 @pytest.fixture(autouse=True)
 def _fresh(monkeypatch: pytest.MonkeyPatch) -> Any:
     reset_memory_storage()
-    monkeypatch.setitem(RELOADER, "SEED_GRACE", 0.0)
+    monkeypatch.setattr(ModelReloader, "seed_grace", 0.0)
     yield
     reset_memory_storage()
 
@@ -146,7 +142,6 @@ def test_sqs_messages_are_deleted_only_once_their_listing_succeeded(
 
     store = open_storage("mem://ev/models/")
     store.upload("a/1/m", b"a1")
-    real = RELOADER["discover_model"]
 
     def broken(*args: Any) -> Any:
         raise OSError("storage unreachable")
@@ -159,13 +154,14 @@ def test_sqs_messages_are_deleted_only_once_their_listing_succeeded(
             QueueBatch([("ev", "models/a/2/m")], ["first"])
         )
         assert await r.snapshot(None, -1, timeout=5) is not None
-        monkeypatch.setitem(RELOADER, "discover_model", broken)
+        opener = r._opener
+        monkeypatch.setattr(r, "_opener", broken)  # (the instance's: see ModelReloader's timings)
         store.upload("a/2/m", b"a2")
         r.events = events
         r._event_task = asyncio.get_running_loop().create_task(r._follow_events(events))
         await until(lambda: events.kept == 1, "the failed batch kept in the queue")
         assert queue.deleted == [] and r.last_error is not None
-        monkeypatch.setitem(RELOADER, "discover_model", real)
+        monkeypatch.setattr(r, "_opener", opener)
         queue.batches += [  # (the first comes back after its visibility timeout)
             QueueBatch([("ev", "models/a/2/m")], ["again"]),
             QueueBatch([("other", "models/a/2/m")], ["not ours"]),

@@ -14,15 +14,11 @@ from cortex_ray.spec import MultiModelsSpec, parse_spec
 from cortex_ray.storage import open_storage
 from cortex_ray.storage.memory import reset_memory_storage
 
-RELOADER = ModelReloader.wants_seed.__globals__
-"""The reloader's module namespace as its methods see it (patched there: whatever
-imported the module under which name)."""
-
 
 @pytest.fixture(autouse=True)
 def _fresh(monkeypatch: pytest.MonkeyPatch) -> Any:
     reset_memory_storage()
-    monkeypatch.setitem(RELOADER, "SEED_GRACE", 0.0)
+    monkeypatch.setattr(ModelReloader, "seed_grace", 0.0)
     yield
     reset_memory_storage()
 
@@ -148,13 +144,13 @@ def test_a_restarted_reloader_asks_one_replica_at_a_time_for_its_tree(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     open_storage("mem://rel/models/").upload("a/1/m", b"1")
-    monkeypatch.setitem(RELOADER, "SEED_GRACE", 3600.0)  # (no listing during the test)
+    monkeypatch.setattr(ModelReloader, "seed_grace", 3600.0)  # (no listing during the test)
 
     async def main() -> None:
         r = ModelReloader(api(tmp_path))
         assert await r.wants_seed() is True
         assert await r.wants_seed() is False  # promised to the first replica: the others keep theirs
-        monkeypatch.setitem(RELOADER, "SEED_PROMISE", 0.0)  # the first never sent it
+        monkeypatch.setattr(ModelReloader, "seed_promise", 0.0)  # the first never sent it
         assert await r.wants_seed() is True
         seeded = discover_models(MultiModelsSpec(dir="mem://rel/models/"), "python")
         assert await r.seed(seeded) is True
