@@ -18,7 +18,7 @@ from starlette.responses import Response, StreamingResponse
 from cortex_ray.endpoint.messages import JSON, Outgoing
 from cortex_ray.errors import BadRequestError, CortexRayError, UserHandlerError
 
-__all__ = ["decode_payload", "encode_result", "parse_payload"]
+__all__ = ["decode_json", "decode_payload", "encode_result", "parse_payload"]
 
 _FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
 
@@ -32,7 +32,7 @@ def parse_payload(body: bytes, content_type: str | None) -> Any:
     if media == "application/json" or media.endswith("+json"):
         if not body:
             return None
-        return _json(body)
+        return decode_json(body)
     if media.startswith("text/"):
         charset = _charset(content_type) or "utf-8"
         try:
@@ -44,7 +44,7 @@ def parse_payload(body: bytes, content_type: str | None) -> Any:
     return body
 
 
-def _json(body: bytes) -> Any:
+def decode_json(body: bytes) -> Any:
     """A JSON body's value; anything that is not JSON a server can hold is a 400: bad syntax,
     nesting deeper than Python's recursion allows (about 1,000 levels), or an integer of more
     digits than Python converts (4,300)."""

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any
 
 import numpy as np
 
+from cortex_ray.endpoint.codec import decode_json
 from cortex_ray.endpoint.messages import Incoming, Outgoing, json_outgoing
 from cortex_ray.errors import BadRequestError, MethodNotAllowedError, ModelNotFoundError, VersionNotFoundError
 from cortex_ray.protocols.models import ProtocolModels, Signature
@@ -125,8 +125,8 @@ class V1:
         self, body: bytes, name: str, version: int | None, used: dict[str, Any]
     ) -> dict[str, Any]:
         try:
-            request = json.loads(body)
-        except ValueError as exc:
+            request = decode_json(body)  # (the endpoint's: deep nesting and huge numbers are 400s too)
+        except BadRequestError as exc:
             raise BadRequestError(f"the request body is not JSON: {exc}") from exc
         if not isinstance(request, dict):
             raise BadRequestError("the request body must be a JSON object")

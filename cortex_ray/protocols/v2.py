@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from cortex_ray.endpoint.codec import decode_json
 from cortex_ray.endpoint.messages import JSON, Incoming, Outgoing, json_outgoing
 from cortex_ray.errors import (
     BadRequestError,
@@ -134,8 +135,8 @@ class V2:
         only_ready = False
         if body.strip():
             try:
-                request = json.loads(body)
-            except ValueError as exc:
+                request = decode_json(body)
+            except BadRequestError as exc:
                 raise BadRequestError(f"the body is not JSON: {exc}") from exc
             only_ready = isinstance(request, dict) and request.get("ready") is True
         index = []
@@ -241,8 +242,8 @@ def _split(incoming: Incoming) -> tuple[Any, bytes | None]:
             )
         body, binary = body[: int(length)], body[int(length) :]
     try:
-        return json.loads(body), binary
-    except ValueError as exc:
+        return decode_json(body), binary  # (the endpoint's: deep nesting and huge numbers are 400s)
+    except BadRequestError as exc:
         raise BadRequestError(f"the inference request is not JSON: {exc}") from exc
 
 

@@ -218,3 +218,14 @@ def test_errors(
     answer = json.loads(out.body)
     assert (out.status, list(answer)) == (status, ["error"]), answer
     assert message in answer["error"]
+
+
+@pytest.mark.parametrize("path", ["/v2/models/half_plus_two/infer", "/v1/models/half_plus_two:predict"])
+def test_json_nested_too_deep_or_with_a_huge_number_is_a_400(path: str) -> None:
+    routes = ProtocolRoutes(FakeModels(), ("v1", "v2"))
+    for body in (
+        b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"inputs": [' + b"9" * 5000 + b"]}",
+    ):
+        out = call(routes, "POST", path, body)
+        assert out.status == 400 and "not JSON" in json.loads(out.body)["error"], out.body[:200]
