@@ -20,6 +20,7 @@ __all__ = [
     "MethodNotAllowedError",
     "ModelLoadError",
     "ModelNotFoundError",
+    "ProtoError",
     "SpecError",
     "SpecErrors",
     "StorageAccessDeniedError",
@@ -95,6 +96,13 @@ class SpecErrors(CortexRayError):
     def __init__(self, errors: list[SpecError]) -> None:
         self.errors = errors
         super().__init__("\n".join(str(e) for e in errors))
+
+
+class ProtoError(CortexRayError):
+    """A gRPC API's ``.proto`` cannot be compiled or imported (protoc's message)."""
+
+    status_code = 400
+    error_type = "invalid_proto"
 
 
 # --- storage ---------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Any
 from cortex_ray import cluster
 from cortex_ray.api_handle import ApiHandle
 from cortex_ray.cluster import local_run
+from cortex_ray.deployer.serve_config import serve_options
 from cortex_ray.errors import DeploymentError
 from cortex_ray.ingress.control import (
     DEFAULT_INGRESS,
@@ -35,6 +36,8 @@ from cortex_ray.net import base_url, is_loopback
 from cortex_ray.project import Project
 from cortex_ray.project.check import check_project
 from cortex_ray.project.runtime_env import INSTALL, RuntimeEnvs, runtime_env_failure, runtime_envs
+from cortex_ray.rpc import DEFAULT_GRPC_PORT, describe
+from cortex_ray.rpc.proxy import SERVICER_FUNCTION
 from cortex_ray.spec import ApiSpec, Spec, load_spec, parse_spec
 
 __all__ = [
@@ -66,6 +69,8 @@ class Session:
         """Whether :meth:`start` started (or is starting) a new local Ray."""
         self.deployed: set[str] = set()
         """The applications deployed through :meth:`run_api`."""
+        self.grpc_port: int | None = None
+        """The port :meth:`start` gave Serve's gRPC proxy (``None``: no gRPC)."""
 
     def start(
         self,
@@ -73,6 +78,7 @@ class Session:
         port: int = 8000,
         ingress: str = DEFAULT_INGRESS,
         proxy_port: int | None = None,
+        grpc_port: int | None = None,
         **ray_init: Any,
     ) -> str:
         """See :func:`start`."""
@@ -102,16 +108,13 @@ class Session:
                 raise
             if self.local_ray:  # other terminals' `cortex-ray get`/`logs` find it
                 _record_local_ray()
-        logging_config = {"enable_access_log": False}
+        if ingress == "fast" and grpc_port is not None and proxy_port is None:
+            proxy_port = _free_port(host)  # (Serve's proxy serves gRPC and HTTP together)
+        options = serve_options(host, port, ingress, grpc_port, proxy_port)
+        serve.start(**options, logging_config={"enable_access_log": False})
         if ingress == "fast":
-            if proxy_port is None:
-                serve.start(proxy_location="Disabled", logging_config=logging_config)
-            else:
-                serve.start(http_options={"host": host, "port": proxy_port}, logging_config=logging_config)
             start_ingress(host, port)
-        else:
-            serve.start(http_options={"host": host, "port": port}, logging_config=logging_config)
-        self.http_host, self.ingress = host, ingress
+        self.http_host, self.ingress, self.grpc_port = host, ingress, grpc_port
         return base_url(host, port)
 
     def deploy(
@@ -125,21 +128,26 @@ class Session:
         ingress: str = DEFAULT_INGRESS,
         address: str | None = None,
         requirements: str = INSTALL,
+        grpc_port: int | None = None,
         **overrides: Any,
     ) -> dict[str, ApiHandle]:
         """See :func:`deploy`."""
         if address is not None:
-            return _deploy_to_cluster(spec, api, address, host, port, ingress, requirements)
+            return _deploy_to_cluster(spec, api, address, host, port, ingress, requirements, grpc_port)
         loaded = _load(spec, base_dir)
         apis = [loaded.api(api)] if api else loaded.apis
         project = Project.of(loaded, base_dir)
         check_project(loaded, base_dir, requirements)  # before anything starts
         envs = {a.name: runtime_envs(a, project, requirements=requirements) for a in apis}
-        base = self.start(host=host, port=port, ingress=ingress)
+        if grpc_port is None and any(a.handler.protobuf_path for a in apis):
+            grpc_port = DEFAULT_GRPC_PORT
+        base = self.start(host=host, port=port, ingress=ingress, grpc_port=grpc_port)
         handles = {}
         for a in apis:
             self.run_api(a, project=project, envs=envs[a.name], **overrides)
-            handles[a.name] = ApiHandle(a.name, a.endpoint, base + a.endpoint)
+            proto = a.handler.protobuf_path
+            service = describe(proto).full_name if proto else None
+            handles[a.name] = ApiHandle(a.name, a.endpoint, base + a.endpoint, service)
         return handles
 
     def run_api(
@@ -159,6 +167,8 @@ class Session:
         if info_details is None:
             info_details = self.http_host is not None and is_loopback(self.http_host)
         ingress = ingress or self.ingress
+        if api.handler.protobuf_path is not None:
+            _check_grpc_proxy(api)
         try:
             envs = envs or runtime_envs(api, project)
             application = build_api(api, info_details, ingress, project, envs, **overrides)
@@ -212,6 +222,7 @@ def start(
     port: int = 8000,
     ingress: str = DEFAULT_INGRESS,
     proxy_port: int | None = None,
+    grpc_port: int | None = None,
     **ray_init: Any,
 ) -> str:
     """Start a local Ray (or join the one ``RAY_ADDRESS`` or ``address=`` names) and Serve;
@@ -221,8 +232,10 @@ def start(
     (replicas serve HTTP themselves behind cortex-ray's balancer on ``host:port``; Serve's
     proxy is not started) or ``proxy`` (Serve's proxy on ``host:port``). With ``fast``,
     ``proxy_port`` also starts Serve's proxy there, for APIs deployed with ``ingress="proxy"``.
+    ``grpc_port``: Serve's gRPC proxy listens there (on every interface: Serve binds it so) for
+    gRPC APIs, routed by cortex-ray (:mod:`cortex_ray.rpc.proxy`).
     """
-    return _SESSION.start(host, port, ingress, proxy_port, **ray_init)
+    return _SESSION.start(host, port, ingress, proxy_port, grpc_port, **ray_init)
 
 
 def started_local_ray() -> bool:
@@ -242,6 +255,7 @@ def deploy(
     ingress: str = DEFAULT_INGRESS,
     address: str | None = None,
     requirements: str = INSTALL,
+    grpc_port: int | None = None,
     **overrides: Any,
 ) -> dict[str, ApiHandle]:
     """Deploy every API of a spec (a file, or a dict/list), or just ``api``, on this machine's Ray.
@@ -259,6 +273,10 @@ def deploy(
     ``requirements``: ``"install"`` (each API's ``requirements.txt`` is checked first, then
     installed by Ray for its replicas) or ``"installed"`` (nothing installed: the replicas run with
     the environment as it is, and each requirement is only checked to be there).
+
+    ``grpc_port``: where Serve's gRPC proxy serves the spec's gRPC APIs (``handler.protobuf_path``);
+    by default :data:`DEFAULT_GRPC_PORT` when the spec has one. Serve takes it when it starts:
+    a Serve already running keeps its own.
     """
     return _SESSION.deploy(
         spec,
@@ -269,6 +287,7 @@ def deploy(
         ingress=ingress,
         address=address,
         requirements=requirements,
+        grpc_port=grpc_port,
         **overrides,
     )
 
@@ -331,7 +350,14 @@ def _load(spec: SpecSource, base_dir: str | None) -> Spec:
 
 
 def _deploy_to_cluster(
-    spec: SpecSource, api: str | None, address: str, host: str, port: int, ingress: str, requirements: str
+    spec: SpecSource,
+    api: str | None,
+    address: str,
+    host: str,
+    port: int,
+    ingress: str,
+    requirements: str,
+    grpc_port: int | None = None,
 ) -> dict[str, ApiHandle]:
     if not isinstance(spec, (str, os.PathLike)):
         raise DeploymentError("deploying to a cluster takes a spec file (its folder is the project sent)")
@@ -339,9 +365,41 @@ def _deploy_to_cluster(
     if api is not None:
         loaded = Spec(file=loaded.file, apis=[loaded.api(api)], warnings=loaded.warnings)
     cluster.connect(address)
-    cluster.deploy_apis(loaded, host=host, port=port, ingress=ingress, requirements=requirements)
+    cluster.deploy_apis(
+        loaded, host=host, port=port, ingress=ingress, requirements=requirements, grpc_port=grpc_port
+    )
     base = base_url(host, port)
     return {a.name: ApiHandle(a.name, a.endpoint, base + a.endpoint) for a in loaded.apis}
+
+
+def _check_grpc_proxy(api: ApiSpec) -> None:
+    """A gRPC API needs Serve's gRPC proxy with cortex-ray's routing: said before deploying, not
+    found out by a client."""
+    import ray
+    from ray import serve
+
+    try:
+        client: Any = serve.context._get_global_client()
+        options: Any = ray.get(client._controller.get_grpc_config.remote())
+        functions = list(options.grpc_servicer_functions)
+    except Exception as exc:  # (Serve's private client: if it moved, deploy and let clients tell)
+        logging.getLogger("cortex_ray").debug("cannot read Serve's gRPC options: %s", exc)
+        return
+    if SERVICER_FUNCTION not in functions:
+        raise DeploymentError(
+            f"api {api.name!r} is a gRPC API (handler.protobuf_path), and Serve runs without cortex-ray's "
+            f"gRPC routing: Serve must be started with grpc_options.grpc_servicer_functions "
+            f"[{SERVICER_FUNCTION}] (cortex-ray run and deploy do it when the spec has a gRPC API and "
+            "they start Serve; `serve shutdown` first if it runs)"
+        )
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def _wait_running(name: str, delete_if_broken: bool = True, poll: float = 0.25) -> None:

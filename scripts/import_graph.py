@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "clock", "net", "identity", "process_log"),
+    ("rpc",),
     ("spec",),
     ("storage",),
     ("models",),

@@ -7,11 +7,12 @@ import sys
 
 import yaml
 
-from cortex_ray.cli.options import add_ingress_option, add_requirements_option
+from cortex_ray.cli.options import add_grpc_port_option, add_ingress_option, add_requirements_option
 from cortex_ray.cli.report import load_checked, print_errors
 from cortex_ray.deployer.serve_config import serve_config
 from cortex_ray.errors import SpecErrors
 from cortex_ray.project.runtime_env import INSTALL
+from cortex_ray.rpc import DEFAULT_GRPC_PORT
 
 __all__ = ["add_parser", "run_build_config"]
 
@@ -34,9 +35,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     add_ingress_option(p)
     add_requirements_option(p)
+    add_grpc_port_option(p)
     p.set_defaults(
         func=lambda a: run_build_config(
-            a.spec, a.output, a.host, a.port, a.ingress, a.working_dir, a.requirements
+            a.spec, a.output, a.host, a.port, a.ingress, a.working_dir, a.requirements, a.grpc_port
         )
     )
 
@@ -49,6 +51,7 @@ def run_build_config(
     ingress: str = "fast",
     working_dir: str | None = None,
     requirements: str = INSTALL,
+    grpc_port: int = DEFAULT_GRPC_PORT,
 ) -> int:
     try:
         spec = load_checked(spec_path, requirements)
@@ -60,6 +63,7 @@ def run_build_config(
             ingress=ingress,
             working_dir=working_dir,
             requirements=requirements,
+            grpc_port=grpc_port,
         )
     except SpecErrors as exc:
         return print_errors(exc)

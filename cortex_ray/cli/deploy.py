@@ -8,7 +8,12 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from cortex_ray.cli.options import add_address_option, add_ingress_option, add_requirements_option
+from cortex_ray.cli.options import (
+    add_address_option,
+    add_grpc_port_option,
+    add_ingress_option,
+    add_requirements_option,
+)
 from cortex_ray.cli.report import print_errors
 from cortex_ray.errors import CortexRayError, SpecErrors
 from cortex_ray.net import base_url
@@ -38,6 +43,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--timeout", type=float, default=900, help="seconds to wait for the APIs (default 900)")
     add_ingress_option(p)
     add_requirements_option(p)
+    add_grpc_port_option(p)
     p.set_defaults(func=_deploy)
 
     p = subparsers.add_parser("delete", help="delete APIs from the cluster")
@@ -69,6 +75,7 @@ def _deploy(a: argparse.Namespace) -> int:
             shared_dirs=a.shared_dir,
             timeout_s=a.timeout,
             requirements=a.requirements,
+            grpc_port=a.grpc_port,
         )
         base = base_url(a.host, a.port)
         for item in results:

@@ -6,8 +6,9 @@ import argparse
 
 from cortex_ray.ingress.control import DEFAULT_INGRESS, INGRESS_MODES
 from cortex_ray.project.runtime_env import INSTALL, REQUIREMENTS_MODES
+from cortex_ray.rpc import DEFAULT_GRPC_PORT
 
-__all__ = ["add_address_option", "add_ingress_option", "add_requirements_option"]
+__all__ = ["add_address_option", "add_grpc_port_option", "add_ingress_option", "add_requirements_option"]
 
 
 def add_address_option(p: argparse.ArgumentParser) -> None:
@@ -24,6 +25,16 @@ def add_ingress_option(p: argparse.ArgumentParser) -> None:
         choices=INGRESS_MODES,
         default=DEFAULT_INGRESS,
         help="fast: replicas serve HTTP behind cortex-ray's balancer (default); proxy: Ray Serve's proxy",
+    )
+
+
+def add_grpc_port_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--grpc-port",
+        type=int,
+        default=DEFAULT_GRPC_PORT,
+        help=f"the port of Serve's gRPC proxy, for the spec's gRPC APIs (handler.protobuf_path; default "
+        f"{DEFAULT_GRPC_PORT}); Serve binds it on every interface",
     )
 
 

@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import Any
 
-from cortex_ray.cli.options import add_ingress_option, add_requirements_option
+from cortex_ray.cli.options import add_grpc_port_option, add_ingress_option, add_requirements_option
 from cortex_ray.errors import SpecErrors
 from cortex_ray.project.runtime_env import INSTALL
 
@@ -40,7 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     add_ingress_option(p)
     add_requirements_option(p)
-    p.set_defaults(func=lambda a: run_serve(a.spec, a.host, a.port, a.ingress, a.requirements))
+    add_grpc_port_option(p)
+    p.set_defaults(func=lambda a: run_serve(a.spec, a.host, a.port, a.ingress, a.requirements, a.grpc_port))
 
 
 class _RayThread(threading.Thread):
@@ -48,9 +49,11 @@ class _RayThread(threading.Thread):
     the run ends: Ray's node processes are told to die with the thread that started them
     (``PR_SET_PDEATHSIG``), and the main thread stays free to handle signals."""
 
-    def __init__(self, spec_path: str, host: str, port: int, ingress: str, requirements: str) -> None:
+    def __init__(
+        self, spec_path: str, host: str, port: int, ingress: str, requirements: str, grpc_port: int | None
+    ) -> None:
         super().__init__(name="cortex-ray-run", daemon=True)
-        self.args = (spec_path, host, port, ingress, requirements)
+        self.args = (spec_path, host, port, ingress, requirements, grpc_port)
         self.deployed = threading.Event()  # the deploy returned or raised
         self.release = threading.Event()  # the main thread: shut down now
         self.finished = threading.Event()  # the shutdown returned
@@ -60,10 +63,15 @@ class _RayThread(threading.Thread):
     def run(self) -> None:
         from cortex_ray import sdk
 
-        spec_path, host, port, ingress, requirements = self.args
+        spec_path, host, port, ingress, requirements, grpc_port = self.args
         try:
             self.handles = sdk.deploy(
-                spec_path, host=host, port=port, ingress=ingress, requirements=requirements
+                spec_path,
+                host=host,
+                port=port,
+                ingress=ingress,
+                requirements=requirements,
+                grpc_port=grpc_port,
             )
         except BaseException as exc:
             self.error = exc
@@ -87,7 +95,12 @@ class _NotMainThread(logging.Filter):
 
 
 def run_serve(
-    spec_path: str, host: str, port: int, ingress: str = "fast", requirements: str = INSTALL
+    spec_path: str,
+    host: str,
+    port: int,
+    ingress: str = "fast",
+    requirements: str = INSTALL,
+    grpc_port: int | None = None,
 ) -> int:
     from cortex_ray import sdk
     from cortex_ray.cli.report import load_checked, print_errors
@@ -109,7 +122,7 @@ def run_serve(
     signals = Signals(force)
     signals.install()
     logging.getLogger("ray._private.worker").addFilter(_NotMainThread())
-    worker = _RayThread(spec_path, host, port, ingress, requirements)
+    worker = _RayThread(spec_path, host, port, ingress, requirements, grpc_port)
     worker.start()
     taken_back = False
     while not worker.deployed.is_set() and not signals.received.is_set():
@@ -134,8 +147,13 @@ def run_serve(
         print(f"error: deploying failed: {worker.error}", file=sys.stderr, flush=True)
         code = 1
     else:
+        from cortex_ray.net import dial_host
+
+        grpc = sdk.session().grpc_port
         for name, handle in worker.handles.items():
             print(f"{name}: {handle.url}", flush=True)
+            if handle.grpc_service is not None:
+                print(f"{name}: gRPC {handle.grpc_service} at {dial_host(host)}:{grpc}", flush=True)
         print("serving; press Ctrl-C to stop", flush=True)
         while not signals.received.is_set():
             signals.received.wait(0.5)

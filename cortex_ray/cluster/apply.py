@@ -12,13 +12,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from cortex_ray.cluster.connect import alive_nodes, check_local_data, connect
-from cortex_ray.deployer.serve_config import serve_config
+from cortex_ray.deployer.serve_config import serve_config, serve_options
 from cortex_ray.errors import DeploymentError
 from cortex_ray.ingress.control import DEFAULT_INGRESS, get_ingress, start_ingress, wait_routed
 from cortex_ray.project import Project
 from cortex_ray.project.check import check_project
 from cortex_ray.project.runtime_env import INSTALL, runtime_env_failure
 from cortex_ray.project.shipping import check_size, upload
+from cortex_ray.rpc import DEFAULT_GRPC_PORT
 from cortex_ray.spec import Spec, load_spec, parse_spec
 
 __all__ = [
@@ -56,6 +57,7 @@ def deploy_apis(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     wait: bool = True,
     requirements: str = INSTALL,
+    grpc_port: int | None = None,
 ) -> list[dict[str, Any]]:
     """Send the project, apply its APIs, and (``wait``) return once every one is ready, or raise
     :class:`DeploymentError` naming each API that failed and why. Returns :func:`describe` of
@@ -68,7 +70,8 @@ def deploy_apis(
     excludes = project.excludes(spec)
     check_size(project.root, excludes)
     uri = upload(project.root, excludes)
-    return _deploy(spec, host, port, ingress, timeout_s, wait, working_dir=uri, requirements=requirements)
+    shipped = {"working_dir": uri, "requirements": requirements, "grpc_port": grpc_port}
+    return _deploy(spec, host, port, ingress, timeout_s, wait, **shipped)
 
 
 def deploy_in_place(
@@ -93,11 +96,22 @@ def deploy_in_place(
 def _deploy(
     spec: Spec, host: str, port: int, ingress: str, timeout_s: float, wait: bool, **config: Any
 ) -> list[dict[str, Any]]:
-    client = _serve_client(host, port, ingress)
+    grpc_port = config.pop("grpc_port", None) or DEFAULT_GRPC_PORT
+    has_grpc = any(a.handler.protobuf_path is not None for a in spec.apis)
+    client = _serve_client(host, port, ingress, grpc_port if has_grpc else None)
     current = _declarative(client)
     failed = _failed(client)  # an unchanged config would not be tried again: restart those
     refreshes = {a.name: _refresh_of(current.get(a.name)) + (a.name in failed) for a in spec.apis}
-    serve = serve_config(spec, spec.file, host=host, port=port, ingress=ingress, refresh=refreshes, **config)
+    serve = serve_config(
+        spec,
+        spec.file,
+        host=host,
+        port=port,
+        ingress=ingress,
+        refresh=refreshes,
+        grpc_port=grpc_port,
+        **config,
+    )
     if ingress == "fast":
         start_ingress(host, port)
     _apply(client, serve, current)
@@ -167,9 +181,11 @@ def describe(names: Sequence[str] | None = None) -> list[dict[str, Any]]:
 # --- Serve -----------------------------------------------------------------
 
 
-def _serve_client(host: str = "127.0.0.1", port: int = 8000, ingress: str | None = None) -> Any:
-    """The cluster's Serve controller; started (without a proxy on the fast ingress) if none
-    runs and ``ingress`` says how."""
+def _serve_client(
+    host: str = "127.0.0.1", port: int = 8000, ingress: str | None = None, grpc_port: int | None = None
+) -> Any:
+    """The cluster's Serve controller; started (without a proxy on the fast ingress, unless
+    ``grpc_port`` asks for gRPC) if none runs and ``ingress`` says how."""
     from ray import serve
     from ray.serve.context import _get_global_client
 
@@ -178,11 +194,7 @@ def _serve_client(host: str = "127.0.0.1", port: int = 8000, ingress: str | None
         return client
     if ingress is None:
         raise DeploymentError("Ray Serve does not run on this cluster: no API is deployed")
-    logging_config = {"enable_access_log": False}
-    if ingress == "fast":
-        serve.start(proxy_location="Disabled", logging_config=logging_config)
-    else:
-        serve.start(http_options={"host": host, "port": port}, logging_config=logging_config)
+    serve.start(**serve_options(host, port, ingress, grpc_port), logging_config={"enable_access_log": False})
     return _get_global_client()
 
 

@@ -18,6 +18,7 @@ from cortex_ray.net import is_loopback
 from cortex_ray.project import Project
 from cortex_ray.project.runtime_env import INSTALL, runtime_envs
 from cortex_ray.project.shipping import matcher
+from cortex_ray.rpc import DEFAULT_GRPC_PORT
 from cortex_ray.spec import Spec
 
 __all__ = ["IMPORT_PATH", "serve_config"]
@@ -37,6 +38,7 @@ def serve_config(
     spec_data: list[dict[str, Any]] | dict[str, Any] | None = None,
     project_dir: str | None = None,
     requirements: str = INSTALL,
+    grpc_port: int = DEFAULT_GRPC_PORT,
 ) -> dict[str, Any]:
     """The Serve config dict for every API of ``spec`` (a validated spec).
 
@@ -48,6 +50,8 @@ def serve_config(
     ``spec_data``: the spec was given as data, not a file (its paths relative to ``project_dir``):
     the applications carry it, and read the project in place. ``requirements``: ``install`` (Ray
     installs each API's requirements) or ``installed`` (the environment as it is).
+    ``grpc_port``: when the spec has a gRPC API, Serve's proxy runs with gRPC there (and, on the fast
+    ingress, its HTTP on ``port + 1``, since the balancer holds ``port``).
     """
     project = Project.of(spec, project_dir)
     shipped = working_dir is not None
@@ -85,8 +89,34 @@ def serve_config(
             "deployments": deployments,
         }
         applications.append(application)
-    if ingress == "fast":
-        proxy: dict[str, Any] = {"proxy_location": "Disabled"}
-    else:
-        proxy = {"proxy_location": "EveryNode", "http_options": {"host": host, "port": port}}
-    return {**proxy, "logging_config": {"enable_access_log": False}, "applications": applications}
+    return {
+        **serve_options(host, port, ingress, grpc_port if _has_grpc(spec) else None),
+        "logging_config": {"enable_access_log": False},
+        "applications": applications,
+    }
+
+
+def serve_options(
+    host: str, port: int, ingress: str, grpc_port: int | None = None, proxy_port: int | None = None
+) -> dict[str, Any]:
+    """Serve's cluster-wide options: where its proxy runs and listens (HTTP, and gRPC when
+    ``grpc_port`` is given, with cortex-ray's routing). On the fast ingress the balancer holds
+    ``port``: Serve's proxy runs only for gRPC or when ``proxy_port`` is given, its HTTP on
+    ``proxy_port`` (default ``port + 1``)."""
+    from cortex_ray.rpc.proxy import SERVICER_FUNCTION  # (the import path Serve's proxy loads)
+
+    grpc = (
+        {"grpc_options": {"port": grpc_port, "grpc_servicer_functions": [SERVICER_FUNCTION]}}
+        if grpc_port is not None
+        else {}
+    )
+    if ingress != "fast":
+        return {"proxy_location": "EveryNode", "http_options": {"host": host, "port": port}, **grpc}
+    if not grpc and proxy_port is None:
+        return {"proxy_location": "Disabled"}
+    http = {"host": host, "port": proxy_port if proxy_port is not None else port + 1}
+    return {"proxy_location": "EveryNode", "http_options": http, **grpc}
+
+
+def _has_grpc(spec: Spec) -> bool:
+    return any(api.handler.protobuf_path is not None for api in spec.apis)

@@ -39,6 +39,7 @@ from cortex_ray.replica.info import api_info, cluster_view, replica_report
 from cortex_ray.replica.invoke import HandlerEscape, Invoker
 from cortex_ray.replica.model_client import ModelClient, holder_var, served_versions_var, warming_var
 from cortex_ray.replica.protocols import ReplicaModels, protocols_of
+from cortex_ray.replica.rpc import RpcService
 from cortex_ray.replica.user_code import check_handler, construct_handler, handler_methods, load_handler_class
 from cortex_ray.replica.warmup import WarmUp
 from cortex_ray.spec import ApiSpec
@@ -64,6 +65,8 @@ class ApiCore:
         self.subscriber: Subscriber | None = None
         self.handler: Any = None
         self.methods: dict[str, Method] = {}
+        self.rpc: RpcService | None = None
+        """A gRPC API's service (``handler.protobuf_path``)."""
         self.disk_root = ""
         batching = handler.server_side_batching
         core: HandlerCore = self
@@ -87,9 +90,15 @@ class ApiCore:
         models = handler.model_spec
         tensorflow = handler.type == "tensorflow"
         client_arg = "tensorflow_client" if tensorflow else "model_client"
-        check_handler(cls, has_models=models is not None, client_arg=client_arg, kind=api.kind)
+        grpc = handler.protobuf_path is not None
+        check_handler(cls, has_models=models is not None, client_arg=client_arg, kind=api.kind, grpc=grpc)
         self.disk_root = private_cache_root(api.name)
         available: dict[str, Any] = {"config": handler.config, "metrics_client": MetricsClient(api.name)}
+        if handler.protobuf_path is not None:
+            proto = handler.protobuf_path
+            self.rpc = await loop.run_in_executor(None, RpcService.load, proto, self.disk_root)
+            self.rpc.check(cls)
+            available["proto_module_pb2"] = self.rpc.module
         if models is not None:
             self.subscriber = Subscriber(
                 api.name, self.update_models, lambda: self.cache.tree if self.cache else None
@@ -122,6 +131,8 @@ class ApiCore:
         """Serve this constructed ``Handler`` (what :meth:`start` ends with; tests give their own)."""
         self.handler = handler
         self.methods = handler_methods(handler)
+        if self.rpc is not None:
+            self.rpc.bind(handler)
         if self.batching is not None and "POST" not in self.methods:
             raise UserHandlerError(
                 "server_side_batching groups handle_post requests, and the handler has no handle_post"

@@ -13,21 +13,23 @@ close the core, free its files).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from cortex_ray.endpoint import Incoming, Outgoing, error_outgoing
-from cortex_ray.errors import AtCapacityError
+from cortex_ray.errors import AtCapacityError, UserHandlerError
 from cortex_ray.project import ProjectRef
 from cortex_ray.replica.affinity import Affinity
 from cortex_ray.replica.core import ApiCore
 from cortex_ray.replica.fast_path import FastIngress, start_fast_path, stop_fast_path
 from cortex_ray.replica.loop import CoreLoop
 from cortex_ray.replica.proxy_path import from_starlette, to_starlette
+from cortex_ray.replica.rpc import RpcAbort
 from cortex_ray.spec import ApiSpec
 
 __all__ = ["ApiReplica", "Core", "Replica"]
@@ -132,10 +134,18 @@ class ApiReplica(Replica):
         """Requests of Serve's proxy path in this replica now (counted on Serve's loop, which a
         handler never holds: the excess is refused at once, whatever the handler is doing)."""
         await self._start(api, core, core.endpoint, ingress)
+        if core.rpc is not None:
+            await self._serve_rpcs()
+
+    def _at_capacity(self) -> AtCapacityError | None:
+        """Cortex's rule: above max_replica_concurrency, a 503 at once."""
+        if self._proxied < self._limit:
+            return None
+        return AtCapacityError(f"this replica is at its max_replica_concurrency ({self._limit})")
 
     async def __call__(self, request: Request) -> Response:
-        if self._proxied >= self._limit:  # Cortex's rule: above max_replica_concurrency, a 503 at once
-            full = AtCapacityError(f"this replica is at its max_replica_concurrency ({self._limit})")
+        full = self._at_capacity()
+        if full is not None:
             return to_starlette(error_outgoing(full))
         self._proxied += 1
         try:
@@ -157,3 +167,91 @@ class ApiReplica(Replica):
 
     async def info(self, details: bool = True, cluster: bool = False) -> dict[str, Any]:
         return await self.loop.run(self.core.info(details, cluster))
+
+    # --- gRPC (Serve's gRPC proxy calls the method named as the RPC) -----------------
+
+    async def _serve_rpcs(self) -> None:
+        """A method per RPC of the API's service on this replica, and the service's route
+        published for Serve's gRPC proxy (:mod:`cortex_ray.rpc.proxy`)."""
+        from cortex_ray.rpc.routes import publish, route_of
+
+        rpc = self.core.rpc
+        assert rpc is not None
+        for name, kind in rpc.service.methods.items():
+            if name.startswith("_") or hasattr(type(self), name):
+                raise UserHandlerError(
+                    f"rpc {name} of {rpc.service.full_name} has the name of a method of cortex-ray's "
+                    "replica: rename the rpc"
+                )
+            setattr(self, name, self._unary_rpc(name) if kind == "unary" else self._stream_rpc(name))
+        route = route_of(self.api.name, rpc.service)
+        await asyncio.get_running_loop().run_in_executor(None, publish, route)
+
+    def _unary_rpc(self, name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
+        async def unary(request: bytes, grpc_context: Any = None) -> Any:
+            full = self._at_capacity()
+            if full is not None:
+                _set_status(full, grpc_context)
+                raise full
+            self._proxied += 1
+            try:
+                rpc = self.core.rpc
+                assert rpc is not None
+                return await self.loop.run(rpc.unary(self.core.call_handler, name, request, grpc_context))
+            except Exception as exc:
+                _set_status(exc, grpc_context)
+                raise
+            finally:
+                self._proxied -= 1
+
+        unary.__name__ = name
+        return unary
+
+    def _stream_rpc(self, name: str) -> Callable[..., AsyncIterator[Any]]:
+        async def stream(request: bytes, grpc_context: Any = None) -> AsyncIterator[Any]:
+            full = self._at_capacity()
+            if full is not None:
+                _set_status(full, grpc_context)
+                raise full
+            self._proxied += 1
+            try:
+                rpc = self.core.rpc
+                assert rpc is not None
+                core = self.core
+                messages = rpc.stream(core.call_handler, core.invoker.run_sync, name, request, grpc_context)
+                while (message := await self.loop.run(_next(messages))) is not _DONE:
+                    yield message
+            except Exception as exc:
+                _set_status(exc, grpc_context)
+                raise
+            finally:
+                self._proxied -= 1
+
+        stream.__name__ = name
+        return stream
+
+
+_DONE = object()
+
+
+async def _next(messages: AsyncIterator[Any]) -> Any:
+    """The next message of a stream, or ``_DONE`` (run on the core loop)."""
+    return await anext(messages, _DONE)
+
+
+def _set_status(exc: BaseException, context: Any) -> None:
+    """Set ``exc``'s gRPC status on the call's ``context`` (what Serve's proxy answers): a
+    cortex-ray error's status, a handler's ``abort``, else INTERNAL; a status the handler set
+    itself stands."""
+    import grpc
+
+    from cortex_ray.errors import to_response_body
+    from cortex_ray.rpc.status import grpc_code
+
+    if context is None or isinstance(exc, RpcAbort) or context.code() not in (None, grpc.StatusCode.OK):
+        return
+    status, body = to_response_body(exc)
+    context.set_code(grpc_code(status))
+    context.set_details(str(body.get("message", "")))
+    if status >= 500:
+        log.warning("grpc call failed: %s", body.get("message"))

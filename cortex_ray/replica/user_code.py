@@ -51,8 +51,9 @@ def load_handler_class(path: str, python_path: str | None = None) -> type:
     return handler
 
 
-def check_handler(cls: type, *, has_models: bool, client_arg: str, kind: str) -> None:
-    """Cortex's checks of the Handler class against the spec (clear messages, early)."""
+def check_handler(cls: type, *, has_models: bool, client_arg: str, kind: str, grpc: bool = False) -> None:
+    """Cortex's checks of the Handler class against the spec (clear messages, early; a gRPC API's
+    RPC methods: :meth:`cortex_ray.replica.rpc.RpcService.check`)."""
     params = signature_params(cls.__init__)  # type: ignore[misc]
     if has_models:
         if client_arg not in params:
@@ -66,7 +67,7 @@ def check_handler(cls: type, *, has_models: bool, client_arg: str, kind: str) ->
     if kind == "AsyncAPI":
         if not callable(getattr(cls, "handle_async", None)):
             raise UserHandlerError("Handler must define handle_async(self, payload, request_id)")
-    elif not any(callable(getattr(cls, f"handle_{m}", None)) for m in (*HTTP_METHODS, "infer")):
+    elif not grpc and not any(callable(getattr(cls, f"handle_{m}", None)) for m in (*HTTP_METHODS, "infer")):
         raise UserHandlerError(
             "Handler must define at least one of "
             + ", ".join(f"handle_{m}" for m in HTTP_METHODS)

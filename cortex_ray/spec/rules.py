@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+from cortex_ray.errors import ProtoError
+from cortex_ray.rpc.proto import describe
 from cortex_ray.spec.paths import is_local_uri
 from cortex_ray.spec.quantity import format_bytes
 from cortex_ray.spec.schema import ApiSpec, MultiModelsSpec
@@ -147,7 +149,7 @@ def _handler(api: ApiSpec) -> Iterator[Problem]:
         if h.dependencies.given(key) and not os.path.isfile(file):
             yield f"handler.dependencies.{key}", f"file {file!r} does not exist"
     if h.protobuf_path is not None:
-        yield "handler.protobuf_path", "gRPC APIs (protobuf_path) are not supported by cortex-ray"
+        yield from _proto(api, h.protobuf_path)
     if h.server_side_batching is not None and api.kind != "RealtimeAPI":
         yield "handler.server_side_batching", f"server_side_batching key is not supported for {api.kind} kind"
     if h.protocols:
@@ -171,6 +173,33 @@ def _handler(api: ApiSpec) -> Iterator[Problem]:
             value = getattr(h, key)
             if value != 1:
                 yield f"handler.{key}", f"{key} ({value}) must be 1 for the AsyncAPI kind"
+
+
+def _proto(api: ApiSpec, path: str) -> Iterator[Problem]:
+    """Cortex's rules for a gRPC API (``handler.protobuf_path``)."""
+    field = "handler.protobuf_path"
+    if api.kind != "RealtimeAPI":
+        yield field, f"protobuf_path is not supported for the {api.kind} kind (gRPC APIs are RealtimeAPIs)"
+        return
+    if api.handler.server_side_batching is not None:
+        yield field, "server_side_batching is not supported for gRPC APIs (protobuf_path)"
+    if not os.path.isfile(path):
+        yield field, f"file {path!r} does not exist"
+        return
+    try:
+        service = describe(path)
+    except ProtoError as exc:
+        yield field, exc.message
+        return
+    for problem in service.problems:
+        yield field, f"{os.path.basename(path)}: {problem}"
+    package = api.name.replace("-", "_")
+    if service.package != package:
+        yield (
+            field,
+            f"{os.path.basename(path)}: the package must be the API's name with - replaced by _ "
+            f"({package!r}), and it is {service.package or 'not given'!r}",
+        )
 
 
 def _models(api: ApiSpec) -> Iterator[Problem]:

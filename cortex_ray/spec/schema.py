@@ -253,6 +253,7 @@ class HandlerSpec(_Spec):
     ``v2``: the Open Inference Protocol); ``None``: both for a TensorFlow API, ``v2`` for a Python
     API whose handler has ``handle_infer``."""
     protobuf_path: str | None = None
+    """A ``.proto`` with one service: the API answers its RPCs over gRPC (Serve's gRPC proxy)."""
     shm_size: Memory | None = None
     image: str | None = None
     tensorflow_serving_image: str | None = None
@@ -283,6 +284,16 @@ class HandlerSpec(_Spec):
         default; cortex-ray also takes ``.``, which Cortex refused, meaning that default)."""
         if value is None:
             return None
+        return str(resolve_local_file(value, _base_dir(info)))
+
+    @field_validator("protobuf_path")
+    @classmethod
+    def _protobuf_path(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A gRPC API's ``.proto`` (Cortex's field), relative to the spec's folder."""
+        if value is None:
+            return None
+        if not value.endswith(".proto"):
+            raise ValueError(f"{value!r}: the protobuf_path must be a .proto file")
         return str(resolve_local_file(value, _base_dir(info)))
 
     @field_validator("env")

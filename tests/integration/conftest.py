@@ -3,8 +3,9 @@
 Ray binds 127.0.0.1 only. The product's default, the fast ingress (HAProxy in front of the
 replicas' own HTTP ports), listens on a free port of 127.0.0.1 (``serve_url``); Serve's
 own proxy listens on another (``proxy_url``) for APIs deployed with ``ingress="proxy"``,
-so both paths are tested in one session. The cluster declares 4 logical
-``neuron_cores`` (two inf2 chips) so that an Inferentia replica can be scheduled without hardware.
+so both paths are tested in one session; Serve's gRPC proxy listens on a third
+(``grpc_address``). The cluster declares 4 logical ``neuron_cores`` (two inf2 chips) so that
+an Inferentia replica can be scheduled without hardware.
 """
 
 from __future__ import annotations
@@ -30,24 +31,37 @@ def ray_serve() -> Iterator[dict[str, Any]]:
 
     metrics_port = free_port()
     proxy_port = free_port()
+    grpc_port = free_port()
     url = sdk.start(  # the product's own local start: Ray and Serve on 127.0.0.1
         host=SERVE_HOST,
         port=free_port(),
         ingress="fast",
         proxy_port=proxy_port,
+        grpc_port=grpc_port,
         num_cpus=8,
         resources={"neuron_cores": 4},
         _metrics_export_port=metrics_port,
         configure_logging=False,
         log_to_driver=True,
     )
-    yield {"url": url, "proxy_url": f"http://{SERVE_HOST}:{proxy_port}", "metrics_port": metrics_port}
+    yield {
+        "url": url,
+        "proxy_url": f"http://{SERVE_HOST}:{proxy_port}",
+        "metrics_port": metrics_port,
+        "grpc_address": f"{SERVE_HOST}:{grpc_port}",
+    }
     sdk.shutdown()
 
 
 @pytest.fixture(scope="session")
 def serve_url(ray_serve: dict[str, Any]) -> str:
     return str(ray_serve["url"])
+
+
+@pytest.fixture(scope="session")
+def grpc_address(ray_serve: dict[str, Any]) -> str:
+    """Serve's gRPC proxy (gRPC APIs, routed by cortex-ray)."""
+    return str(ray_serve["grpc_address"])
 
 
 @pytest.fixture(scope="session")

@@ -168,3 +168,23 @@ def test_the_fast_ingress_disables_serve_s_proxy_and_scales_on_the_replicas_coun
     assert dep["autoscaling_config"]["policy"] == {
         "policy_function": "cortex_ray.ingress.autoscaling:fast_path_policy"
     }
+
+
+@pytest.mark.parametrize("ingress", ["fast", "proxy"])
+def test_a_grpc_api_runs_serve_s_proxy_with_cortex_ray_s_routing(tmp_path: Path, ingress: str) -> None:
+    (tmp_path / "handler.proto").write_text(
+        'syntax = "proto3";\npackage iris;\n'
+        "service H { rpc P (M) returns (M); }\nmessage M { int32 a = 1; }\n"
+    )
+    config = build(
+        tmp_path,
+        api("iris", handler={"type": "python", "path": "handler.py", "protobuf_path": "handler.proto"}),
+        ingress=ingress,
+    )
+    assert config["grpc_options"] == {
+        "port": 9000,
+        "grpc_servicer_functions": ["cortex_ray.rpc.proxy.add_services"],
+    }
+    assert config["proxy_location"] == "EveryNode"
+    # on the fast ingress the balancer holds the port: Serve's own HTTP beside it
+    assert config["http_options"] == {"host": "127.0.0.1", "port": 8001 if ingress == "fast" else 8000}

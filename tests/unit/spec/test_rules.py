@@ -213,7 +213,7 @@ def test_message_names_file_api_index_field(project: Path) -> None:
         (
             {"handler": {"protobuf_path": "api.proto"}},
             "handler.protobuf_path",
-            "gRPC APIs (protobuf_path) are not supported by cortex-ray",
+            "does not exist",
         ),
         (
             {

@@ -1,0 +1,161 @@
+"""A gRPC API in its replica: the ``.proto`` compiled, the handler's RPC methods, calls in.
+
+Cortex's contract: ``Handler.__init__`` takes ``proto_module_pb2`` (the compiled module), and the
+handler has one method per RPC of the service, named as the RPC, taking ``payload`` (the request
+message) and/or ``context`` (the call's context), both optional. A unary RPC's method returns the
+response message; a server-streaming one yields them (a generator, or an async generator).
+
+Serve's gRPC proxy hands the request's bytes over unparsed (:mod:`cortex_ray.rpc.proxy`); they are
+parsed here, with the API's own module. Errors become gRPC status codes (the HTTP status each
+error has, :func:`cortex_ray.rpc.status.grpc_code`), with the message as the details.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+from cortex_ray.endpoint.arguments import Method, signature_params
+from cortex_ray.errors import BadRequestError, CortexRayError, UserHandlerError
+from cortex_ray.rpc.proto import ProtoService, compile_module, describe, message_class
+
+__all__ = ["RPC_ARGS", "RpcAbort", "RpcContext", "RpcService"]
+
+RPC_ARGS = ("payload", "context")
+"""What an RPC method of the handler may ask for."""
+_END = object()
+
+CallHandler = Callable[[Method, dict[str, Any], dict[str, Any]], Awaitable[Any]]
+RunSync = Callable[[Callable[[], Any]], Awaitable[Any]]
+
+
+class RpcAbort(Exception):
+    """``context.abort(code, details)`` in a handler: the call ends with that status."""
+
+    def __init__(self, code: Any, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+class RpcContext:
+    """The ``context`` an RPC method gets: Serve's gRPC context (metadata in, code, details and
+    trailing metadata out), plus ``abort`` as grpc's ``ServicerContext`` has it."""
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+
+    def abort(self, code: Any, details: str) -> None:
+        if self._context is not None:
+            self._context.set_code(code)
+            self._context.set_details(details)
+        raise RpcAbort(code, details)
+
+    def __getattr__(self, name: str) -> Any:
+        if self._context is None:
+            raise AttributeError(f"this call has no gRPC context ({name})")
+        return getattr(self._context, name)
+
+
+class RpcService:
+    """One replica's gRPC service (see the module's docstring)."""
+
+    def __init__(self, service: ProtoService, module: Any) -> None:
+        self.service = service
+        self.module = module
+        described = module.DESCRIPTOR.services_by_name[service.name]
+        self._requests = {m.name: message_class(m.input_type) for m in described.methods}
+        self._responses = {m.name: message_class(m.output_type) for m in described.methods}
+        self.methods: dict[str, Method] = {}
+
+    @classmethod
+    def load(cls, proto_path: str, out_dir: str) -> RpcService:
+        """Read and compile the API's ``.proto`` (blocking: run off the loop)."""
+        service = describe(proto_path)
+        if service.problems:  # (the spec's checks said it already; a file changed since)
+            raise UserHandlerError(f"{proto_path}: " + "; ".join(service.problems))
+        return cls(service, compile_module(service, os.path.join(out_dir, ".proto-modules")))
+
+    def check(self, handler_cls: type) -> None:
+        """Cortex's checks of the ``Handler`` class against the service."""
+        if "proto_module_pb2" not in signature_params(handler_cls.__init__):  # type: ignore[misc]
+            raise UserHandlerError(
+                "Handler.__init__ must accept a 'proto_module_pb2' argument: handler.protobuf_path makes "
+                "this a gRPC API, and the handler builds its responses with that module"
+            )
+        for name in self.service.methods:
+            func = getattr(handler_cls, name, None)
+            if not callable(func):
+                raise UserHandlerError(
+                    f"Handler must define a method named {name}, to match the rpc {name} of service "
+                    f"{self.service.full_name} ({os.path.basename(self.service.file)})"
+                )
+            Method.of(func, RPC_ARGS, f"Handler.{name}")
+
+    def bind(self, handler: Any) -> None:
+        """The RPC methods of the constructed ``handler``."""
+        self.methods = {
+            name: Method.of(getattr(handler, name), RPC_ARGS, f"Handler.{name}")
+            for name in self.service.methods
+        }
+
+    async def unary(self, call: CallHandler, name: str, request: bytes, context: Any) -> Any:
+        """One unary call: the handler's response message."""
+        method = self.methods[name]
+        reply = await call(method, method.kwargs(self._arguments(name, request, context)), {})
+        return self._checked(name, reply)
+
+    async def stream(
+        self, call: CallHandler, run_sync: RunSync, name: str, request: bytes, context: Any
+    ) -> AsyncIterator[Any]:
+        """One server-streaming call: the messages the handler yields (a sync generator is
+        advanced in the handler's threads, an async one on the loop)."""
+        method = self.methods[name]
+        produced = await call(method, method.kwargs(self._arguments(name, request, context)), {})
+        if inspect.isasyncgen(produced):
+            try:
+                async for item in produced:
+                    yield self._checked(name, item)
+            except (CortexRayError, RpcAbort):
+                raise
+            except Exception as exc:
+                raise UserHandlerError(f"{type(exc).__name__}: {exc}", type=type(exc).__name__) from exc
+            return
+        if not isinstance(produced, Iterator):
+            raise UserHandlerError(
+                f"Handler.{name} serves a server-streaming rpc: it must yield its responses (got "
+                f"{type(produced).__name__})"
+            )
+        step = functools.partial(next, produced, _END)
+        while True:
+            try:
+                item = await run_sync(step)
+            except (CortexRayError, RpcAbort):
+                raise
+            except Exception as exc:
+                raise UserHandlerError(f"{type(exc).__name__}: {exc}", type=type(exc).__name__) from exc
+            if item is _END:
+                return
+            yield self._checked(name, item)
+
+    def _arguments(self, name: str, request: bytes, context: Any) -> dict[str, Any]:
+        from google.protobuf.message import DecodeError
+
+        try:
+            payload = self._requests[name].FromString(request)
+        except DecodeError as exc:
+            expected = self._requests[name].DESCRIPTOR.full_name
+            raise BadRequestError(f"the request is not a valid {expected} message: {exc}") from exc
+        return {"payload": payload, "context": RpcContext(context)}
+
+    def _checked(self, name: str, reply: Any) -> Any:
+        expected = self._responses[name]
+        if not isinstance(reply, expected):
+            raise UserHandlerError(
+                f"Handler.{name} returned {type(reply).__name__}, not the rpc's response message "
+                f"{expected.DESCRIPTOR.full_name}"
+            )
+        return reply
