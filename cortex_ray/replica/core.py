@@ -132,7 +132,8 @@ class ApiCore:
         self.handler = handler
         self.methods = handler_methods(handler)
         if self.rpc is not None:
-            self.rpc.bind(handler)
+            metrics = self.endpoint.metrics
+            self.rpc.bind(handler, metrics.record if metrics is not None else None)
         if self.batching is not None and "POST" not in self.methods:
             raise UserHandlerError(
                 "server_side_batching groups handle_post requests, and the handler has no handle_post"

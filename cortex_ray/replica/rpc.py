@@ -15,11 +15,13 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
+from cortex_ray.endpoint import VERSION_HEADER
 from cortex_ray.endpoint.arguments import Method, signature_params
-from cortex_ray.errors import BadRequestError, CortexRayError, UserHandlerError
+from cortex_ray.errors import BadRequestError, CortexRayError, UserHandlerError, to_response_body
 from cortex_ray.rpc.proto import ProtoService, compile_module, describe, message_class
 
 __all__ = ["RPC_ARGS", "RpcAbort", "RpcContext", "RpcService"]
@@ -30,6 +32,8 @@ _END = object()
 
 CallHandler = Callable[[Method, dict[str, Any], dict[str, Any]], Awaitable[Any]]
 RunSync = Callable[[Callable[[], Any]], Awaitable[Any]]
+Record = Callable[[dict[str, Any], int, float], None]
+"""Request metrics: the model versions a call used, its status (as HTTP reads it), its seconds."""
 
 
 class RpcAbort(Exception):
@@ -70,6 +74,7 @@ class RpcService:
         self._requests = {m.name: message_class(m.input_type) for m in described.methods}
         self._responses = {m.name: message_class(m.output_type) for m in described.methods}
         self.methods: dict[str, Method] = {}
+        self._record: Record | None = None
 
     @classmethod
     def load(cls, proto_path: str, out_dir: str) -> RpcService:
@@ -95,18 +100,30 @@ class RpcService:
                 )
             Method.of(func, RPC_ARGS, f"Handler.{name}")
 
-    def bind(self, handler: Any) -> None:
-        """The RPC methods of the constructed ``handler``."""
+    def bind(self, handler: Any, record: Record | None = None) -> None:
+        """The RPC methods of the constructed ``handler``; ``record``: request metrics."""
+        self._record = record
         self.methods = {
             name: Method.of(getattr(handler, name), RPC_ARGS, f"Handler.{name}")
             for name in self.service.methods
         }
 
     async def unary(self, call: CallHandler, name: str, request: bytes, context: Any) -> Any:
-        """One unary call: the handler's response message."""
+        """One unary call: the handler's response message (the model versions it used in the
+        ``x-cortex-model-version`` trailing metadata, as the HTTP header)."""
         method = self.methods[name]
-        reply = await call(method, method.kwargs(self._arguments(name, request, context)), {})
-        return self._checked(name, reply)
+        started, status = time.perf_counter(), 200
+        used: dict[str, Any] = {}
+        try:
+            reply = await call(method, method.kwargs(self._arguments(name, request, context)), used)
+            return self._checked(name, reply)
+        except BaseException as exc:
+            status = _status_of(exc)
+            raise
+        finally:
+            _versions_trailer(context, used)
+            if self._record is not None:
+                self._record(used, status, time.perf_counter() - started)
 
     async def stream(
         self, call: CallHandler, run_sync: RunSync, name: str, request: bytes, context: Any
@@ -114,7 +131,21 @@ class RpcService:
         """One server-streaming call: the messages the handler yields (a sync generator is
         advanced in the handler's threads, an async one on the loop)."""
         method = self.methods[name]
-        produced = await call(method, method.kwargs(self._arguments(name, request, context)), {})
+        started, status = time.perf_counter(), 200
+        used: dict[str, Any] = {}
+        try:
+            produced = await call(method, method.kwargs(self._arguments(name, request, context)), used)
+            _versions_trailer(context, used)
+            async for item in self._stream(name, produced, run_sync):
+                yield item
+        except BaseException as exc:
+            status = _status_of(exc)
+            raise
+        finally:
+            if self._record is not None:
+                self._record(used, status, time.perf_counter() - started)
+
+    async def _stream(self, name: str, produced: Any, run_sync: RunSync) -> AsyncIterator[Any]:
         if inspect.isasyncgen(produced):
             try:
                 async for item in produced:
@@ -159,3 +190,19 @@ class RpcService:
                 f"{expected.DESCRIPTOR.full_name}"
             )
         return reply
+
+
+def _status_of(exc: BaseException) -> int:
+    """A failed call's status as HTTP reads it (request metrics)."""
+    if isinstance(exc, RpcAbort):
+        from cortex_ray.rpc.status import http_status
+
+        return http_status(exc.code)
+    return to_response_body(exc)[0]
+
+
+def _versions_trailer(context: Any, used: dict[str, Any]) -> None:
+    """The model versions a call used, as trailing metadata (``name=version, ...``)."""
+    if used and context is not None:
+        value = ", ".join(f"{n}={v}" for n, v in sorted(used.items()))
+        context.set_trailing_metadata([(VERSION_HEADER.decode(), value)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-__all__ = ["grpc_code"]
+__all__ = ["grpc_code", "http_status"]
 
 _CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -20,6 +20,14 @@ _CODES = {
     503: grpc.StatusCode.UNAVAILABLE,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
+
+
+def http_status(code: grpc.StatusCode) -> int:
+    """The HTTP status a gRPC code reads as (for request metrics): OK 200, else the first status
+    that maps to it, else 500."""
+    if code == grpc.StatusCode.OK:
+        return 200
+    return next((status for status, mapped in _CODES.items() if mapped == code), 500)
 
 
 def grpc_code(status: int) -> grpc.StatusCode:

@@ -111,7 +111,9 @@ def test_a_grpc_api_serves_its_rpcs_with_models_reloaded_live(
     pb2, pb2_grpc = client_modules(project, tmp_path / "client")
     with grpc.insecure_channel(grpc_address) as channel:
         stub = pb2_grpc.HandlerStub(channel)
-        assert stub.Predict(pb2.Sample(model="scale", x=1.5), timeout=60).answer == "3"
+        reply, done = stub.Predict.with_call(pb2.Sample(model="scale", x=1.5), timeout=60)
+        assert reply.answer == "3"
+        assert ("x-cortex-model-version", "scale=1") in done.trailing_metadata()
         primes = [p.value for p in stub.Primes(pb2.Limit(below=20), timeout=60)]
         assert primes == [2, 3, 5, 7, 11, 13, 17, 19]
 

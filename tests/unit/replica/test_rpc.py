@@ -96,14 +96,33 @@ def test_the_handler_must_take_the_module_and_define_every_rpc(rpc: RpcService) 
 
 def test_a_unary_call_parses_the_request_and_checks_the_response(rpc: RpcService) -> None:
     handler = handler_class()(None, rpc.module)
-    service = bound(rpc, handler)
+    recorded: list[tuple[dict[str, Any], int]] = []
+    rpc.bind(handler, lambda used, status, seconds: recorded.append((dict(used), status)))
     request = rpc.module.Sample(n=4).SerializeToString()
-    reply = asyncio.run(service.unary(call, "Predict", request, None))
+    reply = asyncio.run(rpc.unary(call, "Predict", request, None))
     assert reply == rpc.module.Response(text="n=4")
     with pytest.raises(UserHandlerError, match="returned str, not the rpc's response message"):
-        asyncio.run(service.unary(call, "Predict", rpc.module.Sample(n=7).SerializeToString(), None))
+        asyncio.run(rpc.unary(call, "Predict", rpc.module.Sample(n=7).SerializeToString(), None))
     with pytest.raises(BadRequestError, match=r"not a valid replica_rpc_test\.Sample message"):
-        asyncio.run(service.unary(call, "Predict", b"\xff\xff\xff", None))
+        asyncio.run(rpc.unary(call, "Predict", b"\xff\xff\xff", None))
+    assert recorded == [({}, 200), ({}, 500), ({}, 400)]  # (request metrics: statuses as HTTP reads them)
+
+
+def test_the_model_versions_a_call_used_are_its_trailing_metadata(rpc: RpcService) -> None:
+    class Context:
+        trailer: Any = None
+
+        def set_trailing_metadata(self, metadata: Any) -> None:
+            self.trailer = metadata
+
+    async def call_using(method: Method, kwargs: dict[str, Any], used: dict[str, Any]) -> Any:
+        used.update({"iris": 3, "b": 1})
+        return await call(method, kwargs, used)
+
+    context = Context()
+    bound(rpc, handler_class()(None, rpc.module))
+    asyncio.run(rpc.unary(call_using, "Predict", rpc.module.Sample(n=1).SerializeToString(), context))
+    assert context.trailer == [("x-cortex-model-version", "b=1, iris=3")]
 
 
 def test_abort_sets_the_status_on_the_calls_context(rpc: RpcService) -> None:
