@@ -57,6 +57,8 @@ class BuildArgs(BaseModel):
     yet); ``proxy``: Serve's own proxy."""
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int | None = None
+    """``fast``: the balancer also takes gRPC calls there (the spec has a gRPC API)."""
     shipped: bool = False
     """The project was sent with the application (``runtime_env.working_dir``): ``spec`` is
     relative to the working directory, and the replicas find the project there."""
@@ -81,7 +83,7 @@ def build_application(args: BuildArgs | dict[str, Any]) -> Application:
     else:
         api = spec.api(args.api)
     if args.ingress == "fast":
-        start_ingress(args.host, args.port)
+        start_ingress(args.host, args.port, grpc_port=args.grpc_port)
     # the Serve config carries the runtime_env (the application's and the replicas'): here,
     # only where the project is
     ref = ProjectRef(root, shipped=args.shipped)

@@ -79,6 +79,7 @@ class Session:
         ingress: str = DEFAULT_INGRESS,
         proxy_port: int | None = None,
         grpc_port: int | None = None,
+        proxy_grpc_port: int | None = None,
         **ray_init: Any,
     ) -> str:
         """See :func:`start`."""
@@ -108,12 +109,10 @@ class Session:
                 raise
             if self.local_ray:  # other terminals' `cortex-ray get`/`logs` find it
                 _record_local_ray()
-        if ingress == "fast" and grpc_port is not None and proxy_port is None:
-            proxy_port = _free_port(host)  # (Serve's proxy serves gRPC and HTTP together)
-        options = serve_options(host, port, ingress, grpc_port, proxy_port)
+        options = serve_options(host, port, ingress, grpc_port, proxy_port, proxy_grpc_port)
         serve.start(**options, logging_config={"enable_access_log": False})
         if ingress == "fast":
-            start_ingress(host, port)
+            start_ingress(host, port, grpc_port=grpc_port)
         self.http_host, self.ingress, self.grpc_port = host, ingress, grpc_port
         return base_url(host, port)
 
@@ -168,7 +167,7 @@ class Session:
             info_details = self.http_host is not None and is_loopback(self.http_host)
         ingress = ingress or self.ingress
         if api.handler.protobuf_path is not None:
-            _check_grpc_proxy(api)
+            _check_grpc(api, ingress)
         try:
             envs = envs or runtime_envs(api, project)
             application = build_api(api, info_details, ingress, project, envs, **overrides)
@@ -223,6 +222,7 @@ def start(
     ingress: str = DEFAULT_INGRESS,
     proxy_port: int | None = None,
     grpc_port: int | None = None,
+    proxy_grpc_port: int | None = None,
     **ray_init: Any,
 ) -> str:
     """Start a local Ray (or join the one ``RAY_ADDRESS`` or ``address=`` names) and Serve;
@@ -232,10 +232,12 @@ def start(
     (replicas serve HTTP themselves behind cortex-ray's balancer on ``host:port``; Serve's
     proxy is not started) or ``proxy`` (Serve's proxy on ``host:port``). With ``fast``,
     ``proxy_port`` also starts Serve's proxy there, for APIs deployed with ``ingress="proxy"``.
-    ``grpc_port``: Serve's gRPC proxy listens there (on every interface: Serve binds it so) for
-    gRPC APIs, routed by cortex-ray (:mod:`cortex_ray.rpc.proxy`).
+    ``grpc_port``: gRPC APIs are served there: by the balancer on ``host`` (``fast``), or by
+    Serve's gRPC proxy (``proxy``; on every interface: Serve binds it so), routed by cortex-ray
+    (:mod:`cortex_ray.rpc.proxy`). ``proxy_grpc_port``: with ``fast`` and ``proxy_port``, Serve's
+    proxy also serves gRPC there, for gRPC APIs deployed with ``ingress="proxy"``.
     """
-    return _SESSION.start(host, port, ingress, proxy_port, grpc_port, **ray_init)
+    return _SESSION.start(host, port, ingress, proxy_port, grpc_port, proxy_grpc_port, **ray_init)
 
 
 def started_local_ray() -> bool:
@@ -372,12 +374,22 @@ def _deploy_to_cluster(
     return {a.name: ApiHandle(a.name, a.endpoint, base + a.endpoint) for a in loaded.apis}
 
 
-def _check_grpc_proxy(api: ApiSpec) -> None:
-    """A gRPC API needs Serve's gRPC proxy with cortex-ray's routing: said before deploying, not
-    found out by a client."""
+def _check_grpc(api: ApiSpec, ingress: str) -> None:
+    """A gRPC API needs an ingress that takes gRPC (the balancer with a gRPC port, or Serve's gRPC
+    proxy with cortex-ray's routing): said before deploying, not found out by a client."""
     import ray
     from ray import serve
 
+    if ingress == "fast":
+        balancer = get_ingress()
+        listening = balancer is not None and ray.get(balancer.status.remote()).get("grpc")
+        if not listening:
+            raise DeploymentError(
+                f"api {api.name!r} is a gRPC API (handler.protobuf_path), and the fast ingress takes no "
+                "gRPC: start it with a gRPC port (cortex-ray run/deploy do it when the spec has a gRPC "
+                "API; sdk.start(grpc_port=...))"
+            )
+        return
     try:
         client: Any = serve.context._get_global_client()
         options: Any = ray.get(client._controller.get_grpc_config.remote())
@@ -392,14 +404,6 @@ def _check_grpc_proxy(api: ApiSpec) -> None:
             f"[{SERVICER_FUNCTION}] (cortex-ray run and deploy do it when the spec has a gRPC API and "
             "they start Serve; `serve shutdown` first if it runs)"
         )
-
-
-def _free_port(host: str) -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_running(name: str, delete_if_broken: bool = True, poll: float = 0.25) -> None:

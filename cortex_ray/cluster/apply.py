@@ -113,7 +113,7 @@ def _deploy(
         **config,
     )
     if ingress == "fast":
-        start_ingress(host, port)
+        start_ingress(host, port, grpc_port=grpc_port if has_grpc else None)
     _apply(client, serve, current)
     names = [a.name for a in spec.apis]
     if wait:

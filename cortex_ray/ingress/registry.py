@@ -36,16 +36,17 @@ class _Api:
     endpoint: str
     model_routing: tuple[str, str] | None
     max_body: int = DEFAULT_MAX_BODY
-    servers: dict[str, tuple[str, int, int, float]] = field(default_factory=dict)
-    """replica id -> (host, port, health check port, last registration)."""
+    grpc_service: str | None = None
+    servers: dict[str, tuple[str, int, int, int, float]] = field(default_factory=dict)
+    """replica id -> (host, port, health check port, gRPC port, last registration)."""
 
 
 class Registry:
     """Plain class; :func:`cortex_ray.ingress.control.start_ingress` runs it as a Ray actor."""
 
-    def __init__(self, host: str, port: int, threads: int = 1) -> None:
+    def __init__(self, host: str, port: int, threads: int = 1, grpc_port: int | None = None) -> None:
         workdir = tempfile.mkdtemp(prefix="cortex-ray-ingress-")
-        self.balancer = Balancer(host, port, workdir, threads)
+        self.balancer = Balancer(host, port, workdir, threads, grpc_port)
         self.apis: dict[str, _Api] = {}
         self.changes = 0
         self.applied = -1
@@ -68,23 +69,48 @@ class Registry:
         port: int,
         check_port: int = 0,
         max_body: int = DEFAULT_MAX_BODY,
+        grpc: tuple[str, int] | None = None,
     ) -> None:
         """A replica serves ``api`` on ``host:port`` and answers health checks on ``check_port``
-        (0: ``port``); called when it starts and every ``HEARTBEAT``."""
+        (0: ``port``); a gRPC API's replica also serves its service on a port (``grpc``: the
+        service's ``package.Service`` and the port). Called when it starts and every ``HEARTBEAT``."""
         self._start()
         if replica in self.retired:
             return
         entry = self.apis.get(api)
-        shape = (endpoint, model_routing, max_body)
-        if entry is None or (entry.endpoint, entry.model_routing, entry.max_body) != shape:
-            entry = self.apis[api] = _Api(endpoint, model_routing, max_body, entry.servers if entry else {})
+        service, grpc_port = grpc if grpc is not None else (None, 0)
+        shape = (endpoint, model_routing, max_body, service)
+        if (
+            entry is None
+            or (entry.endpoint, entry.model_routing, entry.max_body, entry.grpc_service) != shape
+        ):
+            servers = entry.servers if entry else {}
+            entry = self.apis[api] = _Api(endpoint, model_routing, max_body, service, servers)
             self._touch()
-        if entry.servers.get(replica, (None, None, None, 0))[:3] != (host, port, check_port):
+        if entry.servers.get(replica, (None, None, None, None, 0))[:4] != (host, port, check_port, grpc_port):
             log.info(
-                "api %s: replica %s serves on %s:%d (health on %d)", api, replica, host, port, check_port
+                "api %s: replica %s serves on %s:%d (health on %d%s)",
+                api,
+                replica,
+                host,
+                port,
+                check_port,
+                f", gRPC on {grpc_port}" if grpc_port else "",
             )
             self._touch()
-        entry.servers[replica] = (host, port, check_port, time.monotonic())
+        entry.servers[replica] = (host, port, check_port, grpc_port, time.monotonic())
+
+    async def listen_grpc(self, port: int) -> int:
+        """Take gRPC calls on ``port`` from now on, unless a gRPC port is set already (it stays);
+        returns the one in use."""
+        self._start()
+        if self.balancer.grpc_port is None:
+            self.balancer.grpc_port = port
+            self._touch()
+            await self.wait_applied()
+        elif self.balancer.grpc_port != port:
+            log.warning("ingress: gRPC stays on port %d (asked for %d)", self.balancer.grpc_port, port)
+        return self.balancer.grpc_port
 
     async def deregister(self, api: str, replica: str, hand_over: float = 0.0) -> None:
         """A replica leaves. The API's last one stays routed up to ``hand_over`` seconds, until
@@ -130,6 +156,7 @@ class Registry:
     async def status(self) -> dict[str, Any]:
         return {
             "listen": f"{self.balancer.host}:{self.balancer.port}",
+            "grpc": f"{self.balancer.host}:{self.balancer.grpc_port}" if self.balancer.grpc_port else None,
             "running": self.balancer.running,
             "reloads": self.balancer.reloads,
             "runtime_changes": self.balancer.runtime_changes,
@@ -138,7 +165,7 @@ class Registry:
                 name: {
                     "endpoint": a.endpoint,
                     "model_routing": list(a.model_routing) if a.model_routing else None,
-                    "replicas": {r: f"{h}:{p}" for r, (h, p, _, _) in sorted(a.servers.items())},
+                    "replicas": {r: f"{h}:{p}" for r, (h, p, *_) in sorted(a.servers.items())},
                 }
                 for name, a in sorted(self.apis.items())
             },
@@ -206,7 +233,7 @@ class Registry:
     def _expire(self) -> None:
         now = time.monotonic()
         for name, entry in self.apis.items():
-            for replica, (_, _, _, seen) in list(entry.servers.items()):
+            for replica, (*_, seen) in list(entry.servers.items()):
                 if now - seen > STALE:
                     log.warning("api %s: replica %s stopped registering: dropped", name, replica)
                     del entry.servers[replica]
@@ -218,8 +245,12 @@ class Registry:
                 name,
                 a.endpoint,
                 a.model_routing,
-                tuple(Server(r, host, port, check) for r, (host, port, check, _) in a.servers.items()),
+                tuple(
+                    Server(r, host, port, check, grpc_port)
+                    for r, (host, port, check, grpc_port, _) in a.servers.items()
+                ),
                 a.max_body,
+                a.grpc_service,
             )
             for name, a in self.apis.items()
         ]

@@ -29,7 +29,8 @@ from cortex_ray.replica.core import ApiCore
 from cortex_ray.replica.fast_path import FastIngress, start_fast_path, stop_fast_path
 from cortex_ray.replica.loop import CoreLoop
 from cortex_ray.replica.proxy_path import from_starlette, to_starlette
-from cortex_ray.replica.rpc import RpcAbort
+from cortex_ray.replica.rpc import RpcAbort, rpc_status
+from cortex_ray.replica.rpc_server import RpcServer
 from cortex_ray.spec import ApiSpec
 
 __all__ = ["ApiReplica", "Core", "Replica"]
@@ -75,8 +76,12 @@ class Replica:
         self.answer = answer
         await self.loop.run(core.start())
         if ingress == "fast":
-            self.fast = await start_fast_path(self.loop, api, answer, limit)
+            self.fast = await start_fast_path(self.loop, api, answer, limit, self._rpc_server())
             self.record_autoscaling_stats = self._autoscaling_stats  # Serve looks for it after init
+
+    def _rpc_server(self) -> RpcServer | None:
+        """A gRPC API's server of its own on the fast path (the core has started)."""
+        return None
 
     async def __call__(self, request: Request) -> Response:
         """The proxy path: Serve's proxy routed a request here."""
@@ -136,6 +141,15 @@ class ApiReplica(Replica):
         await self._start(api, core, core.endpoint, ingress)
         if core.rpc is not None:
             await self._serve_rpcs()
+
+    def _rpc_server(self) -> RpcServer | None:
+        core, api = self.core, self.api
+        if core.rpc is None:
+            return None
+        limit = api.autoscaling.max_replica_concurrency
+        return RpcServer(
+            core.rpc, core.call_handler, core.invoker.run_sync, limit, api.networking.max_body_size
+        )
 
     def _at_capacity(self) -> AtCapacityError | None:
         """Cortex's rule: above max_replica_concurrency, a 503 at once."""
@@ -240,18 +254,10 @@ async def _next(messages: AsyncIterator[Any]) -> Any:
 
 
 def _set_status(exc: BaseException, context: Any) -> None:
-    """Set ``exc``'s gRPC status on the call's ``context`` (what Serve's proxy answers): a
-    cortex-ray error's status, a handler's ``abort``, else INTERNAL; a status the handler set
-    itself stands."""
-    import grpc
-
-    from cortex_ray.errors import to_response_body
-    from cortex_ray.rpc.status import grpc_code
-
-    if context is None or isinstance(exc, RpcAbort) or context.code() not in (None, grpc.StatusCode.OK):
+    """Set ``exc``'s gRPC status (:func:`~cortex_ray.replica.rpc.rpc_status`) on the call's
+    ``context``: what Serve's proxy answers."""
+    if context is None or isinstance(exc, RpcAbort):
         return
-    status, body = to_response_body(exc)
-    context.set_code(grpc_code(status))
-    context.set_details(str(body.get("message", "")))
-    if status >= 500:
-        log.warning("grpc call failed: %s", body.get("message"))
+    code, details = rpc_status(exc, context)
+    context.set_code(code)
+    context.set_details(details)

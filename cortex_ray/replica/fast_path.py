@@ -25,6 +25,7 @@ from cortex_ray.ingress.health import HealthResponder
 from cortex_ray.ingress.registry import HEARTBEAT
 from cortex_ray.ingress.server import FastServer, Limits
 from cortex_ray.replica.loop import CoreLoop
+from cortex_ray.replica.rpc_server import RpcServer
 from cortex_ray.spec import ApiSpec
 
 __all__ = ["FastIngress", "start_fast_path", "stop_fast_path"]
@@ -42,8 +43,11 @@ class FastIngress:
         app: Callable[[Incoming], Awaitable[Outgoing]],
         limit: int | None,
         alive: Callable[[], bool] = lambda: True,
+        rpc: RpcServer | None = None,
     ) -> None:
         self.api = api
+        self.rpc = rpc
+        """A gRPC API's own gRPC server (registered with its port beside the HTTP one)."""
         self.server = FastServer(app, api.endpoint, limit, Limits.for_body(api.networking.max_body_size))
         self.health = HealthResponder(self._health)
         self._alive = alive
@@ -65,6 +69,8 @@ class FastIngress:
 
         host = ray.util.get_node_ip_address()
         await self.server.start(host)
+        if self.rpc is not None:
+            await self.rpc.start(host)
         self.health.start(host)
         self.replica = serve_replica_id() or f"{self.server.host}:{self.server.port}"  # (outside Serve)
         self._ingress = get_ingress()
@@ -92,6 +98,7 @@ class FastIngress:
             self.server.port,
             self.health.port,
             self.api.networking.max_body_size,
+            (self.rpc.service, self.rpc.port) if self.rpc is not None else None,
         )
 
     def _heartbeat(self) -> None:
@@ -116,16 +123,23 @@ class FastIngress:
                 await asyncio.wait_for(leave, HAND_OVER_S + 5)
         except Exception as exc:
             log.warning("api %s: could not deregister from the ingress: %s", self.api.name, exc)
+        if self.rpc is not None:  # (off the balancer already: what runs finishes)
+            await self.rpc.stop(timeout)
         await self.server.drain(timeout)
         self.health.stop()
 
 
 async def start_fast_path(
-    loop: CoreLoop, api: ApiSpec, app: Callable[[Incoming], Awaitable[Outgoing]], limit: int | None = None
+    loop: CoreLoop,
+    api: ApiSpec,
+    app: Callable[[Incoming], Awaitable[Outgoing]],
+    limit: int | None = None,
+    rpc: RpcServer | None = None,
 ) -> FastIngress:
-    """Serve ``app`` on the fast path from this replica (on the core ``loop``)."""
+    """Serve ``app`` (and a gRPC API's ``rpc``) on the fast path from this replica (on the core
+    ``loop``)."""
     limit = limit if limit is not None else api.autoscaling.max_replica_concurrency
-    fast = FastIngress(api, app, limit, lambda: loop.alive)
+    fast = FastIngress(api, app, limit, lambda: loop.alive, rpc)
     await loop.run(fast.start())
     return fast
 

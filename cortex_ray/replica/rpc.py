@@ -24,7 +24,7 @@ from cortex_ray.endpoint.arguments import Method, signature_params
 from cortex_ray.errors import BadRequestError, CortexRayError, UserHandlerError, to_response_body
 from cortex_ray.rpc.proto import ProtoService, compile_module, describe, message_class
 
-__all__ = ["RPC_ARGS", "RpcAbort", "RpcContext", "RpcService"]
+__all__ = ["RPC_ARGS", "CallHandler", "RpcAbort", "RpcContext", "RpcService", "RunSync", "rpc_status"]
 
 RPC_ARGS = ("payload", "context")
 """What an RPC method of the handler may ask for."""
@@ -190,6 +190,25 @@ class RpcService:
                 f"{expected.DESCRIPTOR.full_name}"
             )
         return reply
+
+
+def rpc_status(exc: BaseException, context: Any) -> tuple[Any, str]:
+    """The gRPC status (code, details) a failed call ends with: a handler's ``abort``, a code the
+    handler set on ``context`` itself, else the error's HTTP status as a gRPC code (INTERNAL for
+    what is not cortex-ray's), its message as the details."""
+    import grpc
+
+    from cortex_ray.rpc.status import grpc_code
+
+    if isinstance(exc, RpcAbort):
+        return exc.code, exc.details
+    code = getattr(context, "code", None)
+    set_code = code() if callable(code) else None
+    if set_code not in (None, grpc.StatusCode.OK):
+        details = getattr(context, "details", None)
+        return set_code, str(details() if callable(details) else "") or str(exc)
+    status, body = to_response_body(exc)
+    return grpc_code(status), str(body.get("message", ""))
 
 
 def _status_of(exc: BaseException) -> int:

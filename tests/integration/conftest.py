@@ -3,8 +3,8 @@
 Ray binds 127.0.0.1 only. The product's default, the fast ingress (HAProxy in front of the
 replicas' own HTTP ports), listens on a free port of 127.0.0.1 (``serve_url``); Serve's
 own proxy listens on another (``proxy_url``) for APIs deployed with ``ingress="proxy"``,
-so both paths are tested in one session; Serve's gRPC proxy listens on a third
-(``grpc_address``). The cluster declares 4 logical ``neuron_cores`` (two inf2 chips) so that
+so both paths are tested in one session; gRPC has a port on each (``grpc_address``,
+``proxy_grpc_address``). The cluster declares 4 logical ``neuron_cores`` (two inf2 chips) so that
 an Inferentia replica can be scheduled without hardware.
 """
 
@@ -31,13 +31,14 @@ def ray_serve() -> Iterator[dict[str, Any]]:
 
     metrics_port = free_port()
     proxy_port = free_port()
-    grpc_port = free_port()
+    grpc_port, proxy_grpc_port = free_port(), free_port()
     url = sdk.start(  # the product's own local start: Ray and Serve on 127.0.0.1
         host=SERVE_HOST,
         port=free_port(),
         ingress="fast",
         proxy_port=proxy_port,
         grpc_port=grpc_port,
+        proxy_grpc_port=proxy_grpc_port,
         num_cpus=8,
         resources={"neuron_cores": 4},
         _metrics_export_port=metrics_port,
@@ -49,6 +50,7 @@ def ray_serve() -> Iterator[dict[str, Any]]:
         "proxy_url": f"http://{SERVE_HOST}:{proxy_port}",
         "metrics_port": metrics_port,
         "grpc_address": f"{SERVE_HOST}:{grpc_port}",
+        "proxy_grpc_address": f"{SERVE_HOST}:{proxy_grpc_port}",
     }
     sdk.shutdown()
 
@@ -60,8 +62,14 @@ def serve_url(ray_serve: dict[str, Any]) -> str:
 
 @pytest.fixture(scope="session")
 def grpc_address(ray_serve: dict[str, Any]) -> str:
-    """Serve's gRPC proxy (gRPC APIs, routed by cortex-ray)."""
+    """The fast ingress's gRPC port (HAProxy, HTTP/2 to the replicas' own gRPC servers)."""
     return str(ray_serve["grpc_address"])
+
+
+@pytest.fixture(scope="session")
+def proxy_grpc_address(ray_serve: dict[str, Any]) -> str:
+    """Serve's gRPC proxy (gRPC APIs deployed with ``ingress="proxy"``, routed by cortex-ray)."""
+    return str(ray_serve["proxy_grpc_address"])
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
-"""A gRPC API (``handler.protobuf_path``) on a real local Ray Serve, called by a real gRPC client
-built from the same ``.proto`` (no ``application`` metadata: routed by the service's path), with
-a model reloaded live behind it, a server-streaming RPC, and errors as gRPC status codes."""
+"""A gRPC API (``handler.protobuf_path``) on a real local Ray Serve, on both ingress paths (HAProxy
+to the replica's own gRPC server; Serve's gRPC proxy), called by a real gRPC client built from the
+same ``.proto`` (no ``application`` metadata: routed by the service's path), with a model reloaded
+live behind it, a server-streaming RPC, and errors as gRPC status codes."""
 
 from __future__ import annotations
 
@@ -88,8 +89,9 @@ def client_modules(project: Path, out: Path) -> tuple[Any, Any]:
         sys.path.remove(str(out))
 
 
+@pytest.mark.parametrize("ingress", ["fast", "proxy"])
 def test_a_grpc_api_serves_its_rpcs_with_models_reloaded_live(
-    tmp_path: Path, deploy: Any, grpc_address: str
+    tmp_path: Path, deploy: Any, grpc_address: str, proxy_grpc_address: str, ingress: str
 ) -> None:
     project = tmp_path / "project"
     project.mkdir()
@@ -107,9 +109,9 @@ def test_a_grpc_api_serves_its_rpcs_with_models_reloaded_live(
             "multi_model_reloading": {"dir": str(models), "poll_interval": 0.5, "settle_time": 0.5},
         },
     }
-    deploy(project, [spec])
+    deploy(project, [spec], ingress=ingress)
     pb2, pb2_grpc = client_modules(project, tmp_path / "client")
-    with grpc.insecure_channel(grpc_address) as channel:
+    with grpc.insecure_channel(grpc_address if ingress == "fast" else proxy_grpc_address) as channel:
         stub = pb2_grpc.HandlerStub(channel)
         reply, done = stub.Predict.with_call(pb2.Sample(model="scale", x=1.5), timeout=60)
         assert reply.answer == "3"

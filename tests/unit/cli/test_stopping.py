@@ -162,7 +162,7 @@ def test_only_a_local_ray_this_process_starts_counts_as_its_own(monkeypatch: pyt
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", init)
     monkeypatch.setattr(serve, "start", lambda **kw: None)
-    monkeypatch.setattr(sdk, "start_ingress", lambda host, port: None)
+    monkeypatch.setattr(sdk, "start_ingress", lambda host, port, grpc_port=None: None)
     monkeypatch.setattr(local_run, "use_loopback", lambda: None)
     monkeypatch.setattr(sdk, "_record_local_ray", lambda: None)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)

@@ -170,21 +170,21 @@ def test_the_fast_ingress_disables_serve_s_proxy_and_scales_on_the_replicas_coun
     }
 
 
-@pytest.mark.parametrize("ingress", ["fast", "proxy"])
-def test_a_grpc_api_runs_serve_s_proxy_with_cortex_ray_s_routing(tmp_path: Path, ingress: str) -> None:
+def test_a_grpc_api_takes_grpc_on_the_ingress_it_is_deployed_on(tmp_path: Path) -> None:
     (tmp_path / "handler.proto").write_text(
         'syntax = "proto3";\npackage iris;\n'
         "service H { rpc P (M) returns (M); }\nmessage M { int32 a = 1; }\n"
     )
-    config = build(
-        tmp_path,
-        api("iris", handler={"type": "python", "path": "handler.py", "protobuf_path": "handler.proto"}),
-        ingress=ingress,
-    )
-    assert config["grpc_options"] == {
+    handler = {"type": "python", "path": "handler.py", "protobuf_path": "handler.proto"}
+    fast = build(tmp_path, api("iris", handler=handler), ingress="fast")
+    # the balancer takes gRPC beside HTTP (the application's builder starts it so): no Serve proxy
+    assert fast["proxy_location"] == "Disabled" and "grpc_options" not in fast
+    assert fast["applications"][0]["args"]["grpc_port"] == 9000
+    proxied = build(tmp_path, api("iris", handler=handler), ingress="proxy")
+    assert proxied["grpc_options"] == {
         "port": 9000,
         "grpc_servicer_functions": ["cortex_ray.rpc.proxy.add_services"],
     }
-    assert config["proxy_location"] == "EveryNode"
-    # on the fast ingress the balancer holds the port: Serve's own HTTP beside it
-    assert config["http_options"] == {"host": "127.0.0.1", "port": 8001 if ingress == "fast" else 8000}
+    assert proxied["proxy_location"] == "EveryNode"
+    assert proxied["http_options"] == {"host": "127.0.0.1", "port": 8000}
+    assert "grpc_port" not in proxied["applications"][0]["args"]

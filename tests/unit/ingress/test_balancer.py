@@ -168,3 +168,61 @@ def test_the_protocols_routes_go_by_the_model_their_path_names(
             assert owners(f"/?model={m}") == {owner[m]}
         assert len(set(owner.values())) > 1
         assert len({client.post("/v2/health/ready").json()["replica"] for _ in range(30)}) == 3
+
+
+class GrpcReplica(Replica):
+    """A fast-path server (its health checks) and a gRPC server whose rpc ``/pkg.Svc/Who`` answers
+    the replica's name."""
+
+    def __init__(self, loop: CoreLoop, name: str, endpoint: str) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        import grpc
+
+        super().__init__(loop, name, endpoint)
+        handler = grpc.unary_unary_rpc_method_handler(lambda request, context: name.encode())
+        self.grpc = grpc.server(ThreadPoolExecutor(2))
+        self.grpc.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("pkg.Svc", {"Who": handler}),)
+        )
+        self.grpc_port = self.grpc.add_insecure_port("127.0.0.1:0")
+        self.grpc.start()
+
+    @property
+    def entry(self) -> Server:
+        return Server(self.name, "127.0.0.1", self.server.port, self.server.port, self.grpc_port)
+
+
+def test_grpc_calls_go_by_their_service_to_the_replicas_grpc_ports(loop: CoreLoop, tmp_path: Path) -> None:
+    import time
+
+    import grpc
+
+    balancer = Balancer("127.0.0.1", free_port(), tmp_path / "haproxy", grpc_port=free_port())
+    replicas = [GrpcReplica(loop, f"g{i}", "/svc") for i in range(2)]
+    try:
+        balancer.apply([Backend("svc", "/svc", None, (replicas[0].entry,), grpc_service="pkg.Svc")])
+        assert check(balancer.haproxy.config.read_text(), tmp_path).returncode == 0
+        with grpc.insecure_channel(f"127.0.0.1:{balancer.grpc_port}") as channel:
+            who = channel.unary_unary("/pkg.Svc/Who")
+            assert who(b"", timeout=10) == b"g0"
+            with pytest.raises(grpc.RpcError) as info:  # a service no API serves
+                channel.unary_unary("/other.Svc/Who")(b"", timeout=10)
+            assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            assert info.value.details() == "no API serves this service here"
+            # a second replica joins through HAProxy's runtime API (no reload), HTTP/2 to it too
+            balancer.apply(
+                [Backend("svc", "/svc", None, tuple(r.entry for r in replicas), grpc_service="pkg.Svc")]
+            )
+            seen: set[bytes] = set()
+            deadline = time.monotonic() + 20
+            while seen != {b"g0", b"g1"} and time.monotonic() < deadline:
+                seen.add(who(b"", timeout=10))
+            assert seen == {b"g0", b"g1"}
+            assert balancer.reloads == 0 and balancer.runtime_changes >= 1
+            # the HTTP side of the same API is untouched
+            assert httpx.post(f"http://127.0.0.1:{balancer.port}/svc").status_code == 200
+    finally:
+        balancer.stop()
+        for r in replicas:
+            r.grpc.stop(0)
