@@ -11,16 +11,12 @@ __all__ = ["ApiHandle"]
 class ApiHandle:
     """Calls one deployed API through a Serve handle (no HTTP)."""
 
-    def __init__(
-        self, name: str, endpoint: str | None = None, url: str | None = None, grpc_service: str | None = None
-    ) -> None:
+    def __init__(self, name: str, endpoint: str | None = None, url: str | None = None) -> None:
         from ray import serve
 
         self.name = name
         self.endpoint = endpoint
         self.url = url
-        self.grpc_service = grpc_service
-        """A gRPC API's service (``package.Service``), served by Serve's gRPC proxy."""
         self._handle = serve.get_app_handle(name)
 
     def call(

@@ -28,6 +28,7 @@ from cortex_ray.ingress.control import (
     DEFAULT_INGRESS,
     INGRESS_MODES,
     get_ingress,
+    grpc_problem,
     start_ingress,
     stop_ingress,
     wait_routed,
@@ -36,8 +37,8 @@ from cortex_ray.net import base_url, is_loopback
 from cortex_ray.project import Project
 from cortex_ray.project.check import check_project
 from cortex_ray.project.runtime_env import INSTALL, RuntimeEnvs, runtime_env_failure, runtime_envs
-from cortex_ray.rpc import DEFAULT_GRPC_PORT, describe
-from cortex_ray.rpc.proxy import SERVICER_FUNCTION
+from cortex_ray.rpc import DEFAULT_GRPC_PORT
+from cortex_ray.rpc.routes import unpublish
 from cortex_ray.spec import ApiSpec, Spec, load_spec, parse_spec
 
 __all__ = [
@@ -54,6 +55,10 @@ __all__ = [
 ]
 
 SpecSource = str | os.PathLike[str] | Mapping[str, Any] | list[Any]
+
+RELOADER_CHECK_ENV = "RAY_SERVE_DEPLOYMENT_ACTOR_HEALTH_CHECK_PERIOD_S"
+RELOADER_CHECK_S = "2"
+"""How often a local Ray's Serve controller checks each API's reloader (its deployment actor)."""
 
 
 class Session:
@@ -96,6 +101,9 @@ class Session:
                 ray_init["address"] = "local"
                 # a requirement that cannot be installed fails once, not three times (Ray's default)
                 os.environ.setdefault("RUNTIME_ENV_RETRY_TIMES", "1")
+                # a reloader that died is replaced within ~2 s, not Serve's default ~10 s (Serve's
+                # controller health-checks deployment actors at this period)
+                os.environ.setdefault(RELOADER_CHECK_ENV, RELOADER_CHECK_S)
                 if host in ("127.0.0.1", "localhost"):
                     ray_init.setdefault("_node_ip_address", "127.0.0.1")
                     # Ray takes 127.0.0.1 as the node's address only when told before it starts
@@ -138,15 +146,13 @@ class Session:
         project = Project.of(loaded, base_dir)
         check_project(loaded, base_dir, requirements)  # before anything starts
         envs = {a.name: runtime_envs(a, project, requirements=requirements) for a in apis}
-        if grpc_port is None and any(a.handler.protobuf_path for a in apis):
+        if grpc_port is None and any(a.serves_grpc for a in apis):
             grpc_port = DEFAULT_GRPC_PORT
         base = self.start(host=host, port=port, ingress=ingress, grpc_port=grpc_port)
         handles = {}
         for a in apis:
             self.run_api(a, project=project, envs=envs[a.name], **overrides)
-            proto = a.handler.protobuf_path
-            service = describe(proto).full_name if proto else None
-            handles[a.name] = ApiHandle(a.name, a.endpoint, base + a.endpoint, service)
+            handles[a.name] = ApiHandle(a.name, a.endpoint, base + a.endpoint)
         return handles
 
     def run_api(
@@ -166,8 +172,10 @@ class Session:
         if info_details is None:
             info_details = self.http_host is not None and is_loopback(self.http_host)
         ingress = ingress or self.ingress
-        if api.handler.protobuf_path is not None:
-            _check_grpc(api, ingress)
+        if api.serves_grpc:
+            problem = grpc_problem(api.name, ingress)
+            if problem is not None:
+                raise DeploymentError(problem)
         try:
             envs = envs or runtime_envs(api, project)
             application = build_api(api, info_details, ingress, project, envs, **overrides)
@@ -276,9 +284,9 @@ def deploy(
     installed by Ray for its replicas) or ``"installed"`` (nothing installed: the replicas run with
     the environment as it is, and each requirement is only checked to be there).
 
-    ``grpc_port``: where Serve's gRPC proxy serves the spec's gRPC APIs (``handler.protobuf_path``);
-    by default :data:`DEFAULT_GRPC_PORT` when the spec has one. Serve takes it when it starts:
-    a Serve already running keeps its own.
+    ``grpc_port``: where the spec's gRPC APIs (``handler.protobuf_path``) are served (the ingress's
+    gRPC port: see :func:`start`); by default :data:`~cortex_ray.rpc.DEFAULT_GRPC_PORT` when the spec
+    has one. An ingress already running keeps the gRPC port it has.
     """
     return _SESSION.deploy(
         spec,
@@ -374,38 +382,6 @@ def _deploy_to_cluster(
     return {a.name: ApiHandle(a.name, a.endpoint, base + a.endpoint) for a in loaded.apis}
 
 
-def _check_grpc(api: ApiSpec, ingress: str) -> None:
-    """A gRPC API needs an ingress that takes gRPC (the balancer with a gRPC port, or Serve's gRPC
-    proxy with cortex-ray's routing): said before deploying, not found out by a client."""
-    import ray
-    from ray import serve
-
-    if ingress == "fast":
-        balancer = get_ingress()
-        listening = balancer is not None and ray.get(balancer.status.remote()).get("grpc")
-        if not listening:
-            raise DeploymentError(
-                f"api {api.name!r} is a gRPC API (handler.protobuf_path), and the fast ingress takes no "
-                "gRPC: start it with a gRPC port (cortex-ray run/deploy do it when the spec has a gRPC "
-                "API; sdk.start(grpc_port=...))"
-            )
-        return
-    try:
-        client: Any = serve.context._get_global_client()
-        options: Any = ray.get(client._controller.get_grpc_config.remote())
-        functions = list(options.grpc_servicer_functions)
-    except Exception as exc:  # (Serve's private client: if it moved, deploy and let clients tell)
-        logging.getLogger("cortex_ray").debug("cannot read Serve's gRPC options: %s", exc)
-        return
-    if SERVICER_FUNCTION not in functions:
-        raise DeploymentError(
-            f"api {api.name!r} is a gRPC API (handler.protobuf_path), and Serve runs without cortex-ray's "
-            f"gRPC routing: Serve must be started with grpc_options.grpc_servicer_functions "
-            f"[{SERVICER_FUNCTION}] (cortex-ray run and deploy do it when the spec has a gRPC API and "
-            "they start Serve; `serve shutdown` first if it runs)"
-        )
-
-
 def _wait_running(name: str, delete_if_broken: bool = True, poll: float = 0.25) -> None:
     """Until the application runs; ``RuntimeError`` when Serve gives up on it, and at once when its
     runtime environment cannot be built: a replica that cannot install its requirements never will,
@@ -445,6 +421,7 @@ def _delete_app(name: str, blocking: bool = True) -> None:
     if ingress is not None:
         ray.get(ingress.remove_api.remote(name))
     serve.delete(name, _blocking=blocking)
+    unpublish(name)  # (a gRPC API's route on Serve's proxy)
 
 
 def _wait_routed(api: ApiSpec) -> None:

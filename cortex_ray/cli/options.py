@@ -33,8 +33,9 @@ def add_grpc_port_option(p: argparse.ArgumentParser) -> None:
         "--grpc-port",
         type=int,
         default=DEFAULT_GRPC_PORT,
-        help=f"the port of Serve's gRPC proxy, for the spec's gRPC APIs (handler.protobuf_path; default "
-        f"{DEFAULT_GRPC_PORT}); Serve binds it on every interface",
+        help=f"where the spec's gRPC APIs (handler.protobuf_path) are served (default {DEFAULT_GRPC_PORT}): "
+        "the fast ingress's balancer listens there on --host; with --ingress proxy, Serve's gRPC proxy, "
+        "which binds every interface",
     )
 
 

@@ -107,7 +107,7 @@ def run_serve(
     from cortex_ray.cli.stopping import Signals, exit_now, process_tree, say, stop_processes
 
     try:
-        load_checked(spec_path, requirements)
+        spec = load_checked(spec_path, requirements)
     except SpecErrors as exc:
         return print_errors(exc)
     known = process_tree()
@@ -148,12 +148,17 @@ def run_serve(
         code = 1
     else:
         from cortex_ray.net import dial_host
+        from cortex_ray.rpc import package_of
 
         grpc = sdk.session().grpc_port
         for name, handle in worker.handles.items():
             print(f"{name}: {handle.url}", flush=True)
-            if handle.grpc_service is not None:
-                print(f"{name}: gRPC {handle.grpc_service} at {dial_host(host)}:{grpc}", flush=True)
+        for api in spec.apis:
+            if api.serves_grpc:
+                print(
+                    f"{api.name}: gRPC (package {package_of(api.name)}) at {dial_host(host)}:{grpc}",
+                    flush=True,
+                )
         print("serving; press Ctrl-C to stop", flush=True)
         while not signals.received.is_set():
             signals.received.wait(0.5)

@@ -14,12 +14,13 @@ from typing import Any
 from cortex_ray.cluster.connect import alive_nodes, check_local_data, connect
 from cortex_ray.deployer.serve_config import serve_config, serve_options
 from cortex_ray.errors import DeploymentError
-from cortex_ray.ingress.control import DEFAULT_INGRESS, get_ingress, start_ingress, wait_routed
+from cortex_ray.ingress.control import DEFAULT_INGRESS, get_ingress, grpc_problem, start_ingress, wait_routed
 from cortex_ray.project import Project
 from cortex_ray.project.check import check_project
 from cortex_ray.project.runtime_env import INSTALL, runtime_env_failure
 from cortex_ray.project.shipping import check_size, upload
 from cortex_ray.rpc import DEFAULT_GRPC_PORT
+from cortex_ray.rpc.routes import unpublish
 from cortex_ray.spec import Spec, load_spec, parse_spec
 
 __all__ = [
@@ -97,7 +98,7 @@ def _deploy(
     spec: Spec, host: str, port: int, ingress: str, timeout_s: float, wait: bool, **config: Any
 ) -> list[dict[str, Any]]:
     grpc_port = config.pop("grpc_port", None) or DEFAULT_GRPC_PORT
-    has_grpc = any(a.handler.protobuf_path is not None for a in spec.apis)
+    has_grpc = any(a.serves_grpc for a in spec.apis)
     client = _serve_client(host, port, ingress, grpc_port if has_grpc else None)
     current = _declarative(client)
     failed = _failed(client)  # an unchanged config would not be tried again: restart those
@@ -114,6 +115,9 @@ def _deploy(
     )
     if ingress == "fast":
         start_ingress(host, port, grpc_port=grpc_port if has_grpc else None)
+    problems = [grpc_problem(a.name, ingress) for a in spec.apis if a.serves_grpc]
+    if any(problems):
+        raise DeploymentError("\n".join(p for p in problems if p))
     _apply(client, serve, current)
     names = [a.name for a in spec.apis]
     if wait:
@@ -148,6 +152,8 @@ def delete(names: Sequence[str]) -> None:
         if ingress is not None:
             ray.get(ingress.remove_api.remote(name))
     client.delete_apps(list(names), blocking=True)
+    for name in names:  # (a gRPC API's route on Serve's proxy)
+        unpublish(name)
 
 
 def describe(names: Sequence[str] | None = None) -> list[dict[str, Any]]:

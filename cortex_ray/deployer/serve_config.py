@@ -127,4 +127,4 @@ def serve_options(
 
 
 def _has_grpc(spec: Spec) -> bool:
-    return any(api.handler.protobuf_path is not None for api in spec.apis)
+    return any(api.serves_grpc for api in spec.apis)

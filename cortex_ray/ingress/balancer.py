@@ -49,9 +49,9 @@ HASH_BALANCE_FACTOR = int(os.environ.get("CORTEX_RAY_HASH_BALANCE_FACTOR", "150"
 """A replica takes a model's requests until it has 1.5x the average load, then the next one does."""
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 CHECK = "check inter 1s fall 2 rise 1"
+"""Every replica is checked every second; two failed checks in a row take it out, one brings it back."""
 GRPC_SERVER = "proto h2 check-proto h1"
 """A replica's gRPC port speaks HTTP/2; its health port (the checks) HTTP/1."""
-"""Every replica is checked every second; two failed checks in a row take it out, one brings it back."""
 
 
 @dataclass(frozen=True, order=True)
@@ -306,6 +306,7 @@ class Balancer:
         self.runtime_changes = 0
         self._shape: tuple[object, ...] | None = None
         self._servers: dict[str, set[Server]] = {}
+        self._grpc_backends: set[str] = set()
         self._leaving: set[tuple[str, str]] = set()
         """(backend, server) set to maintenance, deleted once HAProxy holds no connection to it."""
 
@@ -327,6 +328,7 @@ class Balancer:
             self.haproxy.reload()
             self.reloads += 1
         else:
+            self._grpc_backends = {grpc_backend_id(b.api) for b in backends if b.grpc_service}
             for backend, servers in _server_sets(backends).items():
                 self._update_servers(backend, servers)
         self._shape = shape
@@ -336,7 +338,7 @@ class Balancer:
 
     def _update_servers(self, backend: str, wanted: set[Server]) -> None:
         current = self._servers.get(backend, set())
-        grpc = backend.startswith("grpc_")
+        grpc = backend in self._grpc_backends
         for server in sorted(wanted - current):
             name = f"{backend}/{_id('r', server.name)}"
             self._leaving.discard((backend, _id("r", server.name)))
@@ -384,5 +386,5 @@ def _server_sets(backends: list[Backend]) -> dict[str, set[Server]]:
     sets = {_id("api", b.api): set(b.servers) for b in backends}
     for b in backends:
         if b.grpc_service:
-            sets[_id("grpc", b.api)] = {s for s in b.servers if s.grpc_port}
+            sets[grpc_backend_id(b.api)] = {s for s in b.servers if s.grpc_port}
     return sets

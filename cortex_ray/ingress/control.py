@@ -7,7 +7,15 @@ from typing import Any
 
 from cortex_ray.ingress.registry import INGRESS_ACTOR, INGRESS_NAMESPACE, Registry
 
-__all__ = ["DEFAULT_INGRESS", "INGRESS_MODES", "get_ingress", "start_ingress", "stop_ingress", "wait_routed"]
+__all__ = [
+    "DEFAULT_INGRESS",
+    "INGRESS_MODES",
+    "get_ingress",
+    "grpc_problem",
+    "start_ingress",
+    "stop_ingress",
+    "wait_routed",
+]
 
 log = logging.getLogger("cortex_ray.ingress")
 INGRESS_MODES = ("fast", "proxy")
@@ -72,6 +80,41 @@ def wait_routed(api: str, replicas: int = 1, timeout: float = 60.0) -> bool:
 
     ingress = get_ingress()
     return ingress is not None and bool(ray.get(ingress.wait_ready.remote(api, replicas, timeout)))
+
+
+def grpc_problem(api: str, ingress: str) -> str | None:
+    """Why the gRPC API ``api`` could not be served on ``ingress`` here (``None``: it can): the
+    balancer takes no gRPC, or Serve's proxy runs without cortex-ray's gRPC routing."""
+    import ray
+
+    if ingress == "fast":
+        balancer = get_ingress()
+        if balancer is not None and ray.get(balancer.status.remote()).get("grpc"):
+            return None
+        return (
+            f"api {api!r} is a gRPC API (handler.protobuf_path), and the fast ingress takes no gRPC: "
+            "start it with a gRPC port (cortex-ray run and deploy do it when the spec has a gRPC API; "
+            "sdk.start(grpc_port=...))"
+        )
+    from ray import serve
+
+    from cortex_ray.rpc.proxy import SERVICER_FUNCTION
+
+    try:
+        client: Any = serve.context._get_global_client()
+        options: Any = ray.get(client._controller.get_grpc_config.remote())
+        functions = list(options.grpc_servicer_functions)
+    except Exception as exc:  # (Serve's private client: if it moved, deploy and let clients tell)
+        log.debug("cannot read Serve's gRPC options: %s", exc)
+        return None
+    if SERVICER_FUNCTION in functions:
+        return None
+    return (
+        f"api {api!r} is a gRPC API (handler.protobuf_path), and Serve runs without cortex-ray's gRPC "
+        f"routing: Serve must be started with grpc_options.grpc_servicer_functions [{SERVICER_FUNCTION}] "
+        "(cortex-ray run and deploy do it when the spec has a gRPC API and they start Serve; `serve "
+        "shutdown` first if it runs)"
+    )
 
 
 def stop_ingress() -> None:

@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from cortex_ray.ingress.balancer import DEFAULT_MAX_BODY, Backend, Balancer, Server, backend_id, server_id
+from cortex_ray.rpc.routes import NAMESPACE
 
 __all__ = ["HEARTBEAT", "INGRESS_ACTOR", "INGRESS_NAMESPACE", "Registry"]
 
@@ -41,12 +43,52 @@ class _Api:
     """replica id -> (host, port, health check port, gRPC port, last registration)."""
 
 
+def _can_bind(host: str, port: int) -> bool:
+    """Whether ``host:port`` is free (checked before HAProxy is told to listen there: a bind that
+    fails would fail every later reload too)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+_GRPC_PORT_KEY = b"ingress:grpc_port"
+
+
+def _keep_grpc_port(port: int) -> None:
+    from ray.experimental import internal_kv
+
+    if internal_kv._internal_kv_initialized():
+        internal_kv._internal_kv_put(_GRPC_PORT_KEY, str(port).encode(), overwrite=True, namespace=NAMESPACE)
+
+
+def _forget_grpc_port() -> None:
+    from ray.experimental import internal_kv
+
+    if internal_kv._internal_kv_initialized():
+        internal_kv._internal_kv_del(_GRPC_PORT_KEY, namespace=NAMESPACE)
+
+
+def _kept_grpc_port() -> int | None:
+    from ray.experimental import internal_kv
+
+    if not internal_kv._internal_kv_initialized():
+        return None
+    kept = internal_kv._internal_kv_get(_GRPC_PORT_KEY, namespace=NAMESPACE)
+    return int(kept) if kept else None
+
+
 class Registry:
     """Plain class; :func:`cortex_ray.ingress.control.start_ingress` runs it as a Ray actor."""
 
     def __init__(self, host: str, port: int, threads: int = 1, grpc_port: int | None = None) -> None:
         workdir = tempfile.mkdtemp(prefix="cortex-ray-ingress-")
-        self.balancer = Balancer(host, port, workdir, threads, grpc_port)
+        # (an actor restarted by Ray gets its first arguments again: a gRPC port set since is kept)
+        self.balancer = Balancer(host, port, workdir, threads, grpc_port or _kept_grpc_port())
         self.apis: dict[str, _Api] = {}
         self.changes = 0
         self.applied = -1
@@ -105,7 +147,12 @@ class Registry:
         returns the one in use."""
         self._start()
         if self.balancer.grpc_port is None:
+            if not _can_bind(self.balancer.host, port):
+                raise RuntimeError(
+                    f"the fast ingress cannot take gRPC on {self.balancer.host}:{port}: it is in use"
+                )
             self.balancer.grpc_port = port
+            _keep_grpc_port(port)
             self._touch()
             await self.wait_applied()
         elif self.balancer.grpc_port != port:
@@ -184,6 +231,7 @@ class Registry:
         }
 
     async def stop(self) -> None:
+        _forget_grpc_port()
         if self._task is not None:
             self._task.cancel()
         self.balancer.stop()

@@ -655,6 +655,19 @@ class FastServer:
             self.in_flight -= 1
             self._busy_seconds += time.monotonic() - item.arrived
 
+    def take_call(self) -> float | None:
+        """Count a call that came another way (a gRPC call to the same replica) against the same
+        ``limit`` and load: when it started, or ``None`` when the replica is at its limit."""
+        if self.limit is not None and self.in_flight >= self.limit:
+            return None
+        self.in_flight += 1
+        return time.monotonic()
+
+    def release_call(self, started: float) -> None:
+        """A call :meth:`take_call` counted has ended."""
+        self.in_flight -= 1
+        self._busy_seconds += time.monotonic() - started
+
     def average_in_flight(self) -> float:
         """Requests in flight on average since the last call (Little's law: busy time / time),
         what Serve's autoscaler compares with ``target_ongoing_requests``."""

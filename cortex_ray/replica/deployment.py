@@ -29,7 +29,7 @@ from cortex_ray.replica.core import ApiCore
 from cortex_ray.replica.fast_path import FastIngress, start_fast_path, stop_fast_path
 from cortex_ray.replica.loop import CoreLoop
 from cortex_ray.replica.proxy_path import from_starlette, to_starlette
-from cortex_ray.replica.rpc import RpcAbort, rpc_status
+from cortex_ray.replica.rpc import RpcAbort, RpcService, rpc_status
 from cortex_ray.replica.rpc_server import RpcServer
 from cortex_ray.spec import ApiSpec
 
@@ -146,10 +146,8 @@ class ApiReplica(Replica):
         core, api = self.core, self.api
         if core.rpc is None:
             return None
-        limit = api.autoscaling.max_replica_concurrency
-        return RpcServer(
-            core.rpc, core.call_handler, core.invoker.run_sync, limit, api.networking.max_body_size
-        )
+        self._check_rpc_names(core.rpc)
+        return RpcServer(core.rpc, core.call_handler, api.networking.max_body_size)
 
     def _at_capacity(self) -> AtCapacityError | None:
         """Cortex's rule: above max_replica_concurrency, a 503 at once."""
@@ -191,15 +189,21 @@ class ApiReplica(Replica):
 
         rpc = self.core.rpc
         assert rpc is not None
+        self._check_rpc_names(rpc)
         for name, kind in rpc.service.methods.items():
+            setattr(self, name, self._unary_rpc(name) if kind == "unary" else self._stream_rpc(name))
+        route = route_of(self.api.name, rpc.service)
+        await asyncio.get_running_loop().run_in_executor(None, publish, route)
+
+    def _check_rpc_names(self, rpc: RpcService) -> None:
+        """Serve's gRPC proxy calls the replica's method named as the RPC: an RPC named as one of
+        the replica's own methods is refused (before the replica takes any call)."""
+        for name in rpc.service.methods:
             if name.startswith("_") or hasattr(type(self), name):
                 raise UserHandlerError(
                     f"rpc {name} of {rpc.service.full_name} has the name of a method of cortex-ray's "
                     "replica: rename the rpc"
                 )
-            setattr(self, name, self._unary_rpc(name) if kind == "unary" else self._stream_rpc(name))
-        route = route_of(self.api.name, rpc.service)
-        await asyncio.get_running_loop().run_in_executor(None, publish, route)
 
     def _unary_rpc(self, name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
         async def unary(request: bytes, grpc_context: Any = None) -> Any:
@@ -231,10 +235,12 @@ class ApiReplica(Replica):
             try:
                 rpc = self.core.rpc
                 assert rpc is not None
-                core = self.core
-                messages = rpc.stream(core.call_handler, core.invoker.run_sync, name, request, grpc_context)
-                while (message := await self.loop.run(_next(messages))) is not _DONE:
-                    yield message
+                messages = rpc.stream(self.core.call_handler, name, request, grpc_context)
+                try:
+                    while (message := await self.loop.run(_next(messages))) is not _DONE:
+                        yield message
+                finally:  # (also when the client went away: the handler's generator is closed)
+                    await self.loop.run(messages.aclose())
             except Exception as exc:
                 _set_status(exc, grpc_context)
                 raise

@@ -70,7 +70,7 @@ class FastIngress:
         host = ray.util.get_node_ip_address()
         await self.server.start(host)
         if self.rpc is not None:
-            await self.rpc.start(host)
+            await self.rpc.start(host, self.server)
         self.health.start(host)
         self.replica = serve_replica_id() or f"{self.server.host}:{self.server.port}"  # (outside Serve)
         self._ingress = get_ingress()
@@ -123,9 +123,9 @@ class FastIngress:
                 await asyncio.wait_for(leave, HAND_OVER_S + 5)
         except Exception as exc:
             log.warning("api %s: could not deregister from the ingress: %s", self.api.name, exc)
-        if self.rpc is not None:  # (off the balancer already: what runs finishes)
-            await self.rpc.stop(timeout)
-        await self.server.drain(timeout)
+        # (off the balancer already: what runs finishes, HTTP and gRPC together)
+        stopping = [self.server.drain(timeout), *([self.rpc.stop(timeout)] if self.rpc is not None else [])]
+        await asyncio.gather(*stopping)
         self.health.stop()
 
 

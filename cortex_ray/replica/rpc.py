@@ -12,26 +12,24 @@ error has, :func:`cortex_ray.rpc.status.grpc_code`), with the message as the det
 
 from __future__ import annotations
 
-import functools
 import inspect
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from cortex_ray.endpoint import VERSION_HEADER
 from cortex_ray.endpoint.arguments import Method, signature_params
-from cortex_ray.errors import BadRequestError, CortexRayError, UserHandlerError, to_response_body
+from cortex_ray.errors import BadRequestError, UserHandlerError, to_response_body
 from cortex_ray.rpc.proto import ProtoService, compile_module, describe, message_class
 
-__all__ = ["RPC_ARGS", "CallHandler", "RpcAbort", "RpcContext", "RpcService", "RunSync", "rpc_status"]
+__all__ = ["RPC_ARGS", "CallHandler", "RpcAbort", "RpcContext", "RpcService", "rpc_status"]
 
 RPC_ARGS = ("payload", "context")
 """What an RPC method of the handler may ask for."""
 _END = object()
 
 CallHandler = Callable[[Method, dict[str, Any], dict[str, Any]], Awaitable[Any]]
-RunSync = Callable[[Callable[[], Any]], Awaitable[Any]]
 Record = Callable[[dict[str, Any], int, float], None]
 """Request metrics: the model versions a call used, its status (as HTTP reads it), its seconds."""
 
@@ -118,7 +116,7 @@ class RpcService:
             reply = await call(method, method.kwargs(self._arguments(name, request, context)), used)
             return self._checked(name, reply)
         except BaseException as exc:
-            status = _status_of(exc)
+            status = _status_of(exc, context)
             raise
         finally:
             _versions_trailer(context, used)
@@ -126,51 +124,37 @@ class RpcService:
                 self._record(used, status, time.perf_counter() - started)
 
     async def stream(
-        self, call: CallHandler, run_sync: RunSync, name: str, request: bytes, context: Any
-    ) -> AsyncIterator[Any]:
-        """One server-streaming call: the messages the handler yields (a sync generator is
-        advanced in the handler's threads, an async one on the loop)."""
+        self, call: CallHandler, name: str, request: bytes, context: Any
+    ) -> AsyncGenerator[Any, None]:
+        """One server-streaming call: the messages the handler yields. Each step of its generator
+        runs as a handler call (in the handler's slots, holding the models it gets while it runs);
+        the versions the whole stream used are its trailing metadata; a stream left early (the
+        client went away) closes the generator."""
         method = self.methods[name]
         started, status = time.perf_counter(), 200
         used: dict[str, Any] = {}
+        produced: Any = None
         try:
             produced = await call(method, method.kwargs(self._arguments(name, request, context)), used)
+            if inspect.isasyncgen(produced):
+                step = _ADVANCE_ASYNC
+            elif isinstance(produced, Iterator):
+                step = _ADVANCE
+            else:
+                raise UserHandlerError(
+                    f"Handler.{name} serves a server-streaming rpc: it must yield its responses (got "
+                    f"{type(produced).__name__})"
+                )
+            while (item := await call(step, {"payload": produced}, used)) is not _END:
+                yield self._checked(name, item)
             _versions_trailer(context, used)
-            async for item in self._stream(name, produced, run_sync):
-                yield item
         except BaseException as exc:
-            status = _status_of(exc)
+            status = _status_of(exc, context)
             raise
         finally:
+            await _close(produced)
             if self._record is not None:
                 self._record(used, status, time.perf_counter() - started)
-
-    async def _stream(self, name: str, produced: Any, run_sync: RunSync) -> AsyncIterator[Any]:
-        if inspect.isasyncgen(produced):
-            try:
-                async for item in produced:
-                    yield self._checked(name, item)
-            except (CortexRayError, RpcAbort):
-                raise
-            except Exception as exc:
-                raise UserHandlerError(f"{type(exc).__name__}: {exc}", type=type(exc).__name__) from exc
-            return
-        if not isinstance(produced, Iterator):
-            raise UserHandlerError(
-                f"Handler.{name} serves a server-streaming rpc: it must yield its responses (got "
-                f"{type(produced).__name__})"
-            )
-        step = functools.partial(next, produced, _END)
-        while True:
-            try:
-                item = await run_sync(step)
-            except (CortexRayError, RpcAbort):
-                raise
-            except Exception as exc:
-                raise UserHandlerError(f"{type(exc).__name__}: {exc}", type=type(exc).__name__) from exc
-            if item is _END:
-                return
-            yield self._checked(name, item)
 
     def _arguments(self, name: str, request: bytes, context: Any) -> dict[str, Any]:
         from google.protobuf.message import DecodeError
@@ -211,13 +195,40 @@ def rpc_status(exc: BaseException, context: Any) -> tuple[Any, str]:
     return grpc_code(status), str(body.get("message", ""))
 
 
-def _status_of(exc: BaseException) -> int:
-    """A failed call's status as HTTP reads it (request metrics)."""
-    if isinstance(exc, RpcAbort):
-        from cortex_ray.rpc.status import http_status
+def _status_of(exc: BaseException, context: Any) -> int:
+    """A failed call's status as HTTP reads it (request metrics); 499 for a call the client left."""
+    import asyncio
 
-        return http_status(exc.code)
-    return to_response_body(exc)[0]
+    from cortex_ray.rpc.status import http_status
+
+    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+        return 499
+    return http_status(rpc_status(exc, context)[0])
+
+
+def _next(payload: Iterator[Any]) -> Any:
+    """One step of a sync stream (a handler call: in the handler's slots)."""
+    return next(payload, _END)
+
+
+async def _anext(payload: AsyncIterator[Any]) -> Any:
+    """One step of an async stream."""
+    return await anext(payload, _END)
+
+
+_ADVANCE = Method(_next, ("payload",), False, ("payload",))
+_ADVANCE_ASYNC = Method(_anext, ("payload",), True, ("payload",))
+
+
+async def _close(produced: Any) -> None:
+    """Close a stream's generator (``GeneratorExit`` where it stopped: its ``finally`` runs)."""
+    try:
+        if inspect.isasyncgen(produced):
+            await produced.aclose()
+        elif inspect.isgenerator(produced):
+            produced.close()
+    except Exception:  # (the handler's cleanup failed: the call has its answer already)
+        pass
 
 
 def _versions_trailer(context: Any, used: dict[str, Any]) -> None:

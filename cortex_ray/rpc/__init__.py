@@ -6,9 +6,9 @@ served (a route per service, in Ray's store), and cortex-ray's part of Serve's g
 The replica's side (the handler's RPC methods) is :mod:`cortex_ray.replica.rpc`.
 """
 
-from cortex_ray.rpc.proto import ProtoService, RpcKind, compile_module, describe
+from cortex_ray.rpc.proto import ProtoService, RpcKind, compile_module, describe, package_of
 
-__all__ = ["DEFAULT_GRPC_PORT", "ProtoService", "RpcKind", "compile_module", "describe"]
+__all__ = ["DEFAULT_GRPC_PORT", "ProtoService", "RpcKind", "compile_module", "describe", "package_of"]
 
 DEFAULT_GRPC_PORT = 9000
 """Where Serve's gRPC proxy listens for a spec's gRPC APIs, unless told (Serve's own default)."""

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from cortex_ray.errors import ProtoError
 
-__all__ = ["ProtoService", "RpcKind", "compile_module", "describe"]
+__all__ = ["ProtoService", "RpcKind", "compile_module", "describe", "package_of"]
 
 RpcKind = Literal["unary", "stream"]
 """``unary``: one request, one response; ``stream``: one request, a stream of responses."""
@@ -54,6 +54,11 @@ class ProtoService:
     def module_name(self) -> str:
         """The Python module ``protoc`` writes for the file (``handler.proto``: ``handler_pb2``)."""
         return module_of(os.path.basename(self.file))
+
+
+def package_of(api_name: str) -> str:
+    """The package a gRPC API's ``.proto`` must declare (Cortex's rule): the name, ``-`` as ``_``."""
+    return api_name.replace("-", "_")
 
 
 def module_of(source: str) -> str:

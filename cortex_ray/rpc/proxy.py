@@ -16,6 +16,7 @@ start, with that said, rather than serving wrong.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -30,9 +31,11 @@ SERVICER_FUNCTION = "cortex_ray.rpc.proxy.add_services"
 """What a Serve config's ``grpc_options.grpc_servicer_functions`` lists for cortex-ray."""
 
 FOUND_TTL_S = 5.0
-"""How long the proxy trusts a route it read (an API redeployed elsewhere is seen after it)."""
-MISSING_TTL_S = 1.0
-"""How long an unknown service stays unknown before the store is asked again."""
+"""How long the proxy trusts a route it read before reading it again (off its loop): an API
+redeployed or deleted is seen within this."""
+MISS_LOOKUPS_PER_S = 20.0
+"""Calls to a service the proxy does not know are looked up in the store (a GCS read, on the
+proxy's loop) at most this often, whatever names clients send; beyond, they are unknown."""
 
 Override = Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler]
 
@@ -56,6 +59,7 @@ class ApiServices(grpc.GenericRpcHandler):
         override: Override,
         find: Callable[[str], ServiceRoute | None] = lookup,
         clock: Callable[[], float] = time.monotonic,
+        spawn: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         self._method_handlers: dict[str, grpc.RpcMethodHandler] = {}
         """(Serve's server reads and replaces this dict when the handler is added: it is empty,
@@ -63,8 +67,12 @@ class ApiServices(grpc.GenericRpcHandler):
         self._override = override
         self._find = find
         self._clock = clock
-        self._routes: dict[str, tuple[float, ServiceRoute | None]] = {}
+        self._spawn = spawn or _in_thread
+        self._routes: dict[str, tuple[float, ServiceRoute]] = {}
+        """The published services this proxy has seen (when to read each again, its route)."""
         self._handlers: dict[str, tuple[ServiceRoute, grpc.RpcMethodHandler]] = {}
+        self._budget = MISS_LOOKUPS_PER_S
+        self._budget_at = clock()
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method = handler_call_details.method  # "/package.Service/Method"
@@ -84,16 +92,39 @@ class ApiServices(grpc.GenericRpcHandler):
         return handler
 
     def _route(self, service: str) -> ServiceRoute | None:
+        """A known service's route at once (read again off the loop when stale); an unknown one
+        looked up while the lookup budget lasts."""
         now = self._clock()
-        cached = self._routes.get(service)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        known = self._routes.get(service)
+        if known is not None:
+            if known[0] <= now:
+                self._routes[service] = (now + FOUND_TTL_S, known[1])  # (one refresh at a time)
+                self._spawn(lambda: self._refresh(service))
+            return known[1]
+        self._budget = min(MISS_LOOKUPS_PER_S, self._budget + (now - self._budget_at) * MISS_LOOKUPS_PER_S)
+        self._budget_at = now
+        if self._budget < 1:
+            return None
+        self._budget -= 1
         try:
             route = self._find(service)
-        except Exception:  # the store is unreachable: keep what was known
-            route = cached[1] if cached is not None else None
-        self._routes[service] = (now + (FOUND_TTL_S if route is not None else MISSING_TTL_S), route)
+        except Exception:  # the store is unreachable: unknown for now
+            return None
+        if route is not None:
+            self._routes[service] = (now + FOUND_TTL_S, route)
         return route
+
+    def _refresh(self, service: str) -> None:
+        """Read a known service's route again (off the proxy's loop): a deleted API's is dropped; an
+        unreachable store keeps the one known."""
+        try:
+            route = self._find(service)
+        except Exception:
+            return
+        if route is None:
+            self._routes.pop(service, None)
+        else:
+            self._routes[service] = (self._clock() + FOUND_TTL_S, route)
 
     def _handler(self, method: str, route: ServiceRoute) -> grpc.RpcMethodHandler:
         name = method.rsplit("/", 1)[1]
@@ -132,6 +163,10 @@ class Addressed:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)
+
+
+def _in_thread(work: Callable[[], None]) -> None:
+    threading.Thread(target=work, name="cortex-ray-grpc-routes", daemon=True).start()
 
 
 def _never(request: Any, context: Any) -> Any:

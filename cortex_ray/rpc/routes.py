@@ -14,7 +14,7 @@ from typing import Any
 
 from cortex_ray.rpc.proto import ProtoService, RpcKind
 
-__all__ = ["NAMESPACE", "ServiceRoute", "lookup", "publish", "route_of"]
+__all__ = ["NAMESPACE", "ServiceRoute", "lookup", "publish", "route_of", "unpublish"]
 
 NAMESPACE = "cortex_ray_grpc"
 
@@ -52,6 +52,19 @@ def publish(route: ServiceRoute) -> None:
     from ray.experimental import internal_kv
 
     internal_kv._internal_kv_put(_key(route.service), route.to_json(), overwrite=True, namespace=NAMESPACE)
+
+
+def unpublish(app: str) -> None:
+    """Forget the routes to ``app`` (the API is being deleted; blocking)."""
+    from ray.experimental import internal_kv
+
+    if not internal_kv._internal_kv_initialized():
+        return
+    for key in internal_kv._internal_kv_list(_key(""), namespace=NAMESPACE):
+        data = internal_kv._internal_kv_get(key, namespace=NAMESPACE)
+        route = ServiceRoute.from_json(data) if data else None
+        if route is not None and route.app == app:
+            internal_kv._internal_kv_del(key, namespace=NAMESPACE)
 
 
 def lookup(service: str) -> ServiceRoute | None:

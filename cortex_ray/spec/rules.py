@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterator
 
 from cortex_ray.errors import ProtoError
-from cortex_ray.rpc.proto import describe
+from cortex_ray.rpc.proto import describe, package_of
 from cortex_ray.spec.paths import is_local_uri
 from cortex_ray.spec.quantity import format_bytes
 from cortex_ray.spec.schema import ApiSpec, MultiModelsSpec
@@ -193,7 +193,7 @@ def _proto(api: ApiSpec, path: str) -> Iterator[Problem]:
         return
     for problem in service.problems:
         yield field, f"{os.path.basename(path)}: {problem}"
-    package = api.name.replace("-", "_")
+    package = package_of(api.name)
     if service.package != package:
         yield (
             field,

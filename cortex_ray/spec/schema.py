@@ -253,7 +253,8 @@ class HandlerSpec(_Spec):
     ``v2``: the Open Inference Protocol); ``None``: both for a TensorFlow API, ``v2`` for a Python
     API whose handler has ``handle_infer``."""
     protobuf_path: str | None = None
-    """A ``.proto`` with one service: the API answers its RPCs over gRPC (Serve's gRPC proxy)."""
+    """A ``.proto`` with one service: the API answers its RPCs over gRPC (on the ingress it is
+    deployed on: the balancer's gRPC port, or Serve's gRPC proxy)."""
     shm_size: Memory | None = None
     image: str | None = None
     tensorflow_serving_image: str | None = None
@@ -519,3 +520,8 @@ class ApiSpec(_Spec):
     @property
     def endpoint(self) -> str:
         return self.networking.endpoint or f"/{self.name}"
+
+    @property
+    def serves_grpc(self) -> bool:
+        """A gRPC API (``handler.protobuf_path``): it needs an ingress that takes gRPC."""
+        return self.handler.protobuf_path is not None

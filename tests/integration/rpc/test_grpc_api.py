@@ -144,3 +144,9 @@ def test_a_grpc_api_serves_its_rpcs_with_models_reloaded_live(
                 break
             time.sleep(0.1)
         assert answers[-1] == "15" and set(answers) <= {"3", "15"}
+    from cortex_ray.rpc.routes import lookup
+    from cortex_ray.sdk import delete
+
+    assert lookup("grpc_iris.Handler") is not None  # (the route Serve's proxy reads)
+    delete("grpc-iris")
+    assert lookup("grpc_iris.Handler") is None  # a deleted API's route goes with it

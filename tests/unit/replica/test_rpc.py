@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from cortex_ray.endpoint.arguments import Method
-from cortex_ray.errors import BadRequestError, UserHandlerError
-from cortex_ray.replica.rpc import RpcAbort, RpcService
+from cortex_ray.errors import BadRequestError, CortexRayError, UserHandlerError
+from cortex_ray.replica.rpc import RpcService, rpc_status
 
 PROTO = """
 syntax = "proto3";
@@ -34,13 +34,14 @@ def rpc(tmp_path_factory: pytest.TempPathFactory) -> RpcService:
 
 
 async def call(method: Method, kwargs: dict[str, Any], used: dict[str, Any]) -> Any:
-    """The core's call_handler, without threads."""
-    result = method.func(**kwargs)
-    return await result if method.is_async else result
-
-
-async def run_sync(func: Any) -> Any:
-    return func()
+    """The core's call_handler, without threads: the user's errors become UserHandlerError."""
+    try:
+        result = method.func(**kwargs)
+        return await result if method.is_async else result
+    except CortexRayError:
+        raise
+    except Exception as exc:
+        raise UserHandlerError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def handler_class(pb2_arg: bool = True) -> type:
@@ -127,19 +128,54 @@ def test_the_model_versions_a_call_used_are_its_trailing_metadata(rpc: RpcServic
 
 def test_abort_sets_the_status_on_the_calls_context(rpc: RpcService) -> None:
     class Context:
-        code = details = None
+        """What a call's context holds (grpc's and Serve's have these methods)."""
+
+        def __init__(self) -> None:
+            self._code: Any = None
+            self._details = ""
 
         def set_code(self, code: Any) -> None:
-            self.code = code
+            self._code = code
 
         def set_details(self, details: str) -> None:
-            self.details = details
+            self._details = details
+
+        def code(self) -> Any:
+            return self._code
+
+        def details(self) -> str:
+            return self._details
 
     context = Context()
     service = bound(rpc, handler_class()(None, rpc.module))
-    with pytest.raises(RpcAbort):
+    with pytest.raises(UserHandlerError) as info:  # (the handler's call ends as its error)...
         asyncio.run(service.unary(call, "Predict", rpc.module.Sample(n=-1).SerializeToString(), context))
-    assert (context.code, context.details) == ("FAILED_PRECONDITION", "negative")
+    assert (context.code(), context.details()) == ("FAILED_PRECONDITION", "negative")
+    assert rpc_status(info.value, context) == ("FAILED_PRECONDITION", "negative")  # ...with its status
+
+
+def test_a_stream_left_early_closes_the_handlers_generator(rpc: RpcService) -> None:
+    closed: list[bool] = []
+    pb2 = rpc.module
+
+    class Endless(handler_class()):  # type: ignore[misc]
+        def Count(self, payload: Any) -> Iterator[Any]:  # type: ignore[override]
+            try:
+                while True:
+                    yield pb2.Response(text="again")
+            finally:
+                closed.append(True)
+
+    service = bound(rpc, Endless(None, pb2))
+
+    async def take_two() -> list[str]:
+        stream = service.stream(call, "Count", pb2.Sample(n=1).SerializeToString(), None)
+        got = [(await anext(stream)).text, (await anext(stream)).text]
+        await stream.aclose()  # (the client went away)
+        return got
+
+    assert asyncio.run(take_two()) == ["again", "again"]
+    assert closed == [True]
 
 
 def collect(stream: AsyncIterator[Any]) -> list[Any]:
@@ -152,12 +188,12 @@ def collect(stream: AsyncIterator[Any]) -> list[Any]:
 def test_a_sync_generator_streams_and_its_error_ends_the_stream(rpc: RpcService) -> None:
     service = bound(rpc, handler_class()(None, rpc.module))
     three = rpc.module.Sample(n=3).SerializeToString()
-    assert [r.text for r in collect(service.stream(call, run_sync, "Count", three, None))] == ["0", "1", "2"]
+    assert [r.text for r in collect(service.stream(call, "Count", three, None))] == ["0", "1", "2"]
     five = rpc.module.Sample(n=5).SerializeToString()
     got: list[str] = []
 
     async def until_error() -> None:
-        async for item in service.stream(call, run_sync, "Count", five, None):
+        async for item in service.stream(call, "Count", five, None):
             got.append(item.text)
 
     with pytest.raises(UserHandlerError, match="ValueError: three"):
@@ -176,7 +212,7 @@ def test_an_async_generator_streams_and_a_plain_return_is_refused(rpc: RpcServic
 
     service = bound(rpc, Async(None, pb2))
     two = pb2.Sample(n=2).SerializeToString()
-    assert [r.text for r in collect(service.stream(call, run_sync, "Count", two, None))] == ["a0", "a1"]
+    assert [r.text for r in collect(service.stream(call, "Count", two, None))] == ["a0", "a1"]
 
     class Plain(handler_class()):  # type: ignore[misc]
         def Count(self, payload: Any) -> Any:  # type: ignore[override]
@@ -184,4 +220,51 @@ def test_an_async_generator_streams_and_a_plain_return_is_refused(rpc: RpcServic
 
     service = bound(rpc, Plain(None, pb2))
     with pytest.raises(UserHandlerError, match="serves a server-streaming rpc: it must yield its responses"):
-        collect(service.stream(call, run_sync, "Count", two, None))
+        collect(service.stream(call, "Count", two, None))
+
+
+def test_the_replicas_grpc_server_counts_calls_with_http_and_refuses_above_the_limit(rpc: RpcService) -> None:
+    """A real grpc.aio server (the fast path's): calls count on the replica's HTTP server's counter;
+    above max_replica_concurrency a call is refused at once with UNAVAILABLE, as HTTP's 503."""
+    import grpc
+
+    from cortex_ray.endpoint import Incoming, Outgoing, json_outgoing
+    from cortex_ray.ingress.server import FastServer
+    from cortex_ray.replica.rpc_server import RpcServer
+
+    pb2 = rpc.module
+    release = asyncio.Event()
+
+    class Slow(handler_class()):  # type: ignore[misc]
+        async def Predict(self, payload: Any, context: Any) -> Any:  # type: ignore[override]
+            await release.wait()
+            return pb2.Response(text="done")
+
+    async def app(incoming: Incoming) -> Outgoing:
+        return json_outgoing({})
+
+    async def scenario() -> tuple[str, Any, int, int]:
+        counter = FastServer(app, "/api", limit=1)
+        server = RpcServer(bound(rpc, Slow(None, pb2)), call, 1024)
+        port = await server.start("127.0.0.1", counter)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            predict = channel.unary_unary(
+                "/replica_rpc_test.Handler/Predict", response_deserializer=pb2.Response.FromString
+            )
+            first = asyncio.ensure_future(predict(pb2.Sample(n=1).SerializeToString(), timeout=10))
+            while counter.in_flight == 0:  # (the first call holds the only slot)
+                await asyncio.sleep(0.01)
+            try:
+                await predict(pb2.Sample(n=2).SerializeToString(), timeout=10)
+                refused: Any = None
+            except grpc.aio.AioRpcError as exc:
+                refused = (exc.code(), exc.details())
+            held = counter.in_flight
+            release.set()
+            answer = (await first).text
+        await server.stop(1)
+        return answer, refused, held, counter.in_flight
+
+    answer, refused, held, after = asyncio.run(scenario())
+    assert answer == "done" and held == 1 and after == 0
+    assert refused == (grpc.StatusCode.UNAVAILABLE, "this replica is at its max_replica_concurrency (1)")

@@ -11,7 +11,7 @@ import grpc
 from ray.serve._private.grpc_util import gRPCGenericServer
 from ray.serve._private.proxy_request_response import gRPCStreamingType
 
-from cortex_ray.rpc.proxy import FOUND_TTL_S, MISSING_TTL_S, ApiServices, add_services
+from cortex_ray.rpc.proxy import FOUND_TTL_S, MISS_LOOKUPS_PER_S, ApiServices, add_services
 from cortex_ray.rpc.routes import ServiceRoute
 
 ROUTE = ServiceRoute("iris_classifier.Handler", "iris-classifier", {"Predict": "unary", "Count": "stream"})
@@ -69,6 +69,8 @@ def served(find: Callable[[str], ServiceRoute | None], clock: Callable[[], float
         assert isinstance(handler, ApiServices)
         handler._find = find
         handler._clock = clock
+        handler._budget_at = clock()
+        handler._spawn = lambda work: work()  # (the refresh, at once: no thread in a unit test)
         return proxy, handler
 
     return asyncio.run(make())
@@ -120,9 +122,9 @@ def test_unknown_services_and_methods_are_left_to_others() -> None:
     assert asked == ["iris_classifier.Handler", "other.Service"]  # (reflection: not looked up)
 
 
-def test_routes_are_cached_and_read_again_when_stale() -> None:
+def test_known_routes_are_read_again_when_stale_and_dropped_when_unpublished() -> None:
     now = [0.0]
-    routes: dict[str, ServiceRoute] = {}
+    routes: dict[str, ServiceRoute] = {ROUTE.service: ROUTE}
     asked: list[str] = []
 
     def find(service: str) -> ServiceRoute | None:
@@ -130,18 +132,38 @@ def test_routes_are_cached_and_read_again_when_stale() -> None:
         return routes.get(service)
 
     _, services = served(find, lambda: now[0])
-    assert services.service(Details("/iris_classifier.Handler/Predict")) is None  # not deployed yet
-    routes[ROUTE.service] = ROUTE
-    assert services.service(Details("/iris_classifier.Handler/Predict")) is None  # (a miss is cached)
-    now[0] += MISSING_TTL_S + 0.01
     first = services.service(Details("/iris_classifier.Handler/Predict"))
     assert first is not None
     assert services.service(Details("/iris_classifier.Handler/Predict")) is first  # one handler, reused
-    assert len(asked) == 2
+    assert len(asked) == 1  # (a known route: not read again while fresh)
     routes[ROUTE.service] = ServiceRoute(ROUTE.service, "moved", ROUTE.methods)
     now[0] += FOUND_TTL_S + 0.01
+    services.service(Details("/iris_classifier.Handler/Predict"))  # stale: read again (off the loop)
     moved = services.service(Details("/iris_classifier.Handler/Predict"))
-    assert moved is not None and moved is not first and len(asked) == 3
+    assert moved is not None and moved is not first and len(asked) == 2
+    del routes[ROUTE.service]  # the API was deleted
+    now[0] += FOUND_TTL_S + 0.01
+    services.service(Details("/iris_classifier.Handler/Predict"))
+    assert services.service(Details("/iris_classifier.Handler/Predict")) is None
+
+
+def test_unknown_names_cost_at_most_the_lookup_budget() -> None:
+    now = [0.0]
+    asked: list[str] = []
+
+    def find(service: str) -> ServiceRoute | None:
+        asked.append(service)
+        return None
+
+    _, services = served(find, lambda: now[0])
+    for i in range(200):  # a client sending random service names, all at once
+        assert services.service(Details(f"/random{i}.S/M")) is None
+    assert len(asked) == MISS_LOOKUPS_PER_S
+    now[0] += 0.5  # the budget refills with time
+    for i in range(200):
+        services.service(Details(f"/more{i}.S/M"))
+    assert len(asked) == MISS_LOOKUPS_PER_S * 1.5
+    assert services._routes == {}  # (misses are not remembered)
 
 
 def test_an_unreachable_store_keeps_the_known_route() -> None:
@@ -157,6 +179,7 @@ def test_an_unreachable_store_keeps_the_known_route() -> None:
     assert services.service(Details("/iris_classifier.Handler/Predict")) is not None
     failing[0] = True
     now[0] += FOUND_TTL_S + 1
+    assert services.service(Details("/iris_classifier.Handler/Predict")) is not None
     assert services.service(Details("/iris_classifier.Handler/Predict")) is not None
 
 

@@ -1,0 +1,485 @@
+"""Faults, measured: one command, one table (issue 27, the first scenarios).
+
+Each scenario runs on one real local Ray (the product's own ``sdk.start``, fast ingress), with
+real HTTP, models in a local folder or on the S3 test server (moto, 127.0.0.1), a bounded client
+(``--clients`` threads POSTing without pause, each request within 30 s, the scenario within its
+time), a fault injected under load, and prints one row:
+
+* ``sent``: requests sent; ``non-2xx``: answers that were not 200 (and requests that got no
+  answer at all); ``wrong``: 200s whose content was not allowed at that moment (a version never
+  written, or one removed more than ``STALE_S`` before the answer);
+* ``recover s``: from the end of the fault to the first answer that shows the system whole again
+  (what that means is in the scenario's note); ``lost``: what the fault lost for good.
+
+Scenarios:
+
+* ``swaps``: a new version every ``--swap-every`` s for ``--swap-for`` s, the oldest removed
+  (two kept), python handler; ``recover`` is the last swap's latency.
+* ``s3-paused``: the S3 server frozen (SIGSTOP: every request hangs) for ``--outage`` s under
+  load, then a new version uploaded; ``recover``: until it is served.
+* ``s3-refused``: the S3 server stopped (connections refused) for ``--outage`` s, then started with
+  its data; ``recover`` as above.
+* ``replica-killed``: one of two replicas killed (``ray.kill``) under load; ``recover``: until Serve's
+  replacement has served a request through the balancer.
+* ``reloader-killed``: the API's reloader killed while versions swap; ``recover``: from the kill to
+  the first answer from a version written after it.
+* ``corrupt-version``: a new version whose file the handler cannot load; then the file fixed;
+  ``recover``: from the fix to the first answer from it.
+
+Not measured yet (issue 27 lists them): S3 answering 500s, a full disk, the AsyncAPI scenarios,
+the 1,000-cycle and one-hour soaks, HAProxy killed, a node removed.
+
+    .venv/bin/python benchmarks/faults.py [--only swaps,s3-paused] [--outage 30] [--swap-for 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+# (this folder holds a tensorflow.py of its own: it must not stand for TensorFlow)
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.s3_server import S3TestServer, free_port  # noqa: E402
+
+HANDLER = """
+import json, os
+
+
+class Handler:
+    def __init__(self, config, model_client):
+        self.client = model_client
+
+    def load_model(self, model_path):
+        with open(os.path.join(model_path, "model.json")) as f:
+            return json.load(f)["content"]
+
+    def handle_post(self, payload):
+        return {"content": self.client.get_model(payload.get("model", "m"))}
+"""
+STALE_S = 10.0
+"""A removed version may still answer this long after its removal (the reload's own latency)."""
+REQUEST_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Row:
+    scenario: str
+    sent: int = 0
+    non_2xx: int = 0
+    wrong: int = 0
+    recover_s: float | None = None
+    lost: str = "-"
+    note: str = ""
+
+
+@dataclass
+class Versions:
+    """What was written when and removed when: what an answer may say at a moment."""
+
+    written: dict[str, float] = field(default_factory=dict)
+    removed: dict[str, float] = field(default_factory=dict)
+
+    def allowed(self, content: str, at: float) -> bool:
+        if content not in self.written:
+            return False
+        gone = self.removed.get(content)
+        return gone is None or at <= gone + STALE_S
+
+
+@dataclass
+class Answer:
+    sent: float
+    at: float
+    status: int
+    content: str | None
+
+
+class Load:
+    """``clients`` threads POSTing to ``url`` until stopped (bounded by ``max_s``)."""
+
+    def __init__(self, url: str, clients: int, max_s: float, payload: dict[str, Any] | None = None) -> None:
+        self.url, self.clients, self.max_s = url, clients, max_s
+        self.payload = payload or {"model": "m"}
+        self.answers: list[Answer] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Load:
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(self.clients)]
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(REQUEST_TIMEOUT_S + 5)
+
+    def _run(self) -> None:
+        import httpx
+
+        deadline = time.monotonic() + self.max_s
+        with httpx.Client(timeout=REQUEST_TIMEOUT_S) as client:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                sent = time.time()
+                try:
+                    r = client.post(self.url, json=self.payload)
+                    content = r.json().get("content") if r.status_code == 200 else None
+                    answer = Answer(sent, time.time(), r.status_code, content)
+                except Exception:
+                    answer = Answer(sent, time.time(), 0, None)
+                with self._lock:
+                    self.answers.append(answer)
+
+    def first(self, since: float, test: Callable[[Answer], bool], timeout: float) -> float | None:
+        """When the first answer sent after ``since`` passing ``test`` came (waits up to ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                found = [a.at for a in self.answers if a.sent >= since and test(a)]
+            if found:
+                return min(found)
+            time.sleep(0.05)
+        return None
+
+    def row(self, scenario: str, versions: Versions | None = None) -> Row:
+        with self._lock:
+            answers = list(self.answers)
+        wrong = 0
+        if versions is not None:
+            wrong = sum(
+                1
+                for a in answers
+                if a.status == 200 and (a.content is None or not versions.allowed(a.content, a.sent))
+            )
+        return Row(scenario, len(answers), sum(1 for a in answers if a.status != 200), wrong)
+
+
+class Models:
+    """One model's versions in a local folder or an S3 bucket, each holding ``model.json``."""
+
+    def __init__(self, root: Path | None = None, s3: S3TestServer | None = None, bucket: str = "") -> None:
+        self.root, self.s3, self.bucket = root, s3, bucket
+        self.versions = Versions()
+        self.next = 1
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/models/" if self.s3 is not None else str(self.root)
+
+    def write(self, content: str | None = None, raw: bytes | None = None, version: int | None = None) -> int:
+        number = version if version is not None else self.next
+        self.next = max(self.next, number + 1)
+        data = raw if raw is not None else json.dumps({"content": content}).encode()
+        key = f"m/{number}/model.json"
+        if self.s3 is not None:
+            self.s3.client().put_object(Bucket=self.bucket, Key=f"models/{key}", Body=data)
+        else:
+            assert self.root is not None
+            path = self.root / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        if content is not None:
+            self.versions.written[content] = time.time()
+        return number
+
+    def remove(self, number: int, content: str) -> None:
+        if self.s3 is not None:
+            self.s3.client().delete_object(Bucket=self.bucket, Key=f"models/m/{number}/model.json")
+        else:
+            assert self.root is not None
+            shutil.rmtree(self.root / "m" / str(number), ignore_errors=True)
+        self.versions.removed[content] = time.time()
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, work: Path, base: str, s3: S3TestServer) -> None:
+        self.args, self.work, self.base, self.s3 = args, work, base, s3
+        self.count = 0
+
+    @contextmanager
+    def api(self, models: Models, replicas: int = 1, poll: float = 1.0) -> Iterator[str]:
+        """An API serving ``models``; yields its URL; deleted after."""
+        from cortex_ray.sdk import delete, run_api
+        from cortex_ray.spec import parse_spec
+
+        self.count += 1
+        name = f"faults-{self.count}"
+        project = self.work / name
+        project.mkdir()
+        (project / "handler.py").write_text(HANDLER)
+        spec = {
+            "name": name,
+            "kind": "RealtimeAPI",
+            "handler": {
+                "type": "python",
+                "path": "handler.py",
+                "multi_model_reloading": {"dir": models.uri, "poll_interval": poll, "settle_time": 0.5},
+            },
+            "autoscaling": {"min_replicas": replicas, "max_replicas": replicas},
+        }
+        api = parse_spec([spec], base_dir=project).apis[0]
+        run_api(api, ray_actor_options={"num_cpus": 0.2})
+        try:
+            yield f"{self.base}/{name}"
+        finally:
+            delete(name)
+
+    def models(self, s3: bool = False) -> Models:
+        self.count += 1
+        if s3:
+            bucket = self.s3.create_bucket(f"faults-{self.count}-{os.getpid()}")
+            return Models(s3=self.s3, bucket=bucket)
+        return Models(root=self.work / f"models-{self.count}")
+
+    def load(self, url: str, max_s: float) -> Load:
+        return Load(url, self.args.clients, max_s)
+
+
+def content_is(expected: str) -> Callable[[Answer], bool]:
+    return lambda a: a.status == 200 and a.content == expected
+
+
+def swaps(bench: Bench) -> Row:
+    a = bench.args
+    models = bench.models()
+    kept: list[tuple[int, str]] = [(models.write("v1"), "v1")]
+    with bench.api(models) as url, bench.load(url, a.swap_for + 60) as load:
+        load.first(0, content_is("v1"), 60)
+        last_swap = 0.0
+        end = time.monotonic() + a.swap_for
+        while time.monotonic() < end:
+            time.sleep(a.swap_every)
+            content = f"v{models.next}"
+            kept.append((models.write(content), content))
+            last_swap = time.time()
+            if len(kept) > 2:
+                models.remove(*kept.pop(0))
+        served = load.first(last_swap, content_is(kept[-1][1]), 60)
+    row = load.row("swaps", models.versions)
+    row.recover_s = served - last_swap if served else None
+    row.note = f"{len(models.versions.written)} versions, one every {a.swap_every:g}s, 1s poll"
+    return row
+
+
+def s3_outage(bench: Bench, how: str) -> Row:
+    a = bench.args
+    models = bench.models(s3=True)
+    models.write("v1")
+    with bench.api(models) as url, bench.load(url, a.outage + 120) as load:
+        load.first(0, content_is("v1"), 60)
+        time.sleep(3)
+        if how == "paused":
+            bench.s3.pause()
+        else:
+            bench.s3.stop(keep_data=True)
+        time.sleep(a.outage)
+        if how == "paused":
+            bench.s3.resume()
+        else:
+            bench.s3.start()
+        back = time.time()
+        models.write("v2")
+        served = load.first(back, content_is("v2"), 90)
+        info = _info(url)
+    row = load.row(f"s3-{how}", models.versions)
+    row.recover_s = served - back if served else None
+    loaded = info.get("cache", {}).get("in_memory", [])
+    row.lost = "nothing" if row.non_2xx == 0 else f"{row.non_2xx} requests"
+    row.note = (
+        f"S3 {how} {a.outage:g}s; in memory after it: {' '.join(loaded) or 'none'}; recover = v2 -> served"
+    )
+    return row
+
+
+def replica_killed(bench: Bench) -> Row:
+    import ray
+
+    models = bench.models()
+    models.write("v1")
+    with bench.api(models, replicas=2) as url, bench.load(url, 150) as load:
+        load.first(0, content_is("v1"), 60)
+        time.sleep(3)
+        name = url.rsplit("/", 1)[1]
+        victim = _replica_actors(name)[0]
+        ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+        killed = time.time()
+        replaced = _wait(lambda: len(_replica_actors(name)) == 2 and victim not in _replica_actors(name), 120)
+        routed = _wait(lambda: _routed(name) == 2, 120) if replaced else False
+        served = load.first(time.time(), content_is("v1"), 30) if routed else None
+    row = load.row("replica-killed", models.versions)
+    row.recover_s = (served - killed) if served else None
+    row.lost = f"{row.non_2xx} requests" if row.non_2xx else "nothing"
+    row.note = "1 of 2 replicas (ray.kill); recover = kill -> replacement routed by the balancer"
+    return row
+
+
+def reloader_killed(bench: Bench) -> Row:
+    import ray
+
+    models = bench.models()
+    models.write("v1")
+    with bench.api(models) as url, bench.load(url, 150) as load:
+        load.first(0, content_is("v1"), 60)
+        models.write("v2")
+        time.sleep(0.7)  # (inside the settle time: the reloader is publishing v2)
+        name = url.rsplit("/", 1)[1]
+        (actor,) = [
+            a
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if f"{name}::{name}::" in a["name"] and a["name"].endswith("::reloader")
+        ]
+        epoch = _info(url).get("reloader", {}).get("epoch")
+        ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
+        killed = time.time()
+        models.write("v3")
+        back = _wait(lambda: _info(url).get("reloader", {}).get("epoch") not in (None, epoch), 90)
+        restarted = time.time() - killed if back else None
+        served = load.first(killed, content_is("v3"), 90)
+    row = load.row("reloader-killed", models.versions)
+    row.recover_s = served - killed if served else None
+    row.lost = "nothing" if served else "v3 never served"
+    again = f"{restarted:.1f}s" if restarted is not None else "never"
+    row.note = (
+        f"killed while publishing v2; a new reloader answered after {again}; recover = kill -> v3 served"
+    )
+    return row
+
+
+def corrupt_version(bench: Bench) -> Row:
+    models = bench.models()
+    models.write("v1")
+    with bench.api(models) as url, bench.load(url, 150) as load:
+        load.first(0, content_is("v1"), 60)
+        broken = models.write(raw=b"\x00garbage, not JSON")
+        time.sleep(8)  # (several polls: the broken version is found, tried, refused)
+        info = _info(url)
+        fixed_at = time.time()
+        models.write("v2-fixed", version=broken)
+        served = load.first(fixed_at, content_is("v2-fixed"), 90)
+    row = load.row("corrupt-version", models.versions)
+    row.recover_s = served - fixed_at if served else None
+    details = info.get("model_metadata", {}).get("m", {}).get("details", {})
+    states = [f"v{v}:{d.get('state')}" for v, d in sorted(details.items())]
+    row.lost = "nothing" if row.non_2xx == 0 else f"{row.non_2xx} requests"
+    row.note = f"while broken: {' '.join(states) or '?'}; recover = fixed file -> served"
+    return row
+
+
+SCENARIOS: dict[str, Callable[[Bench], Row]] = {
+    "swaps": swaps,
+    "s3-paused": lambda b: s3_outage(b, "paused"),
+    "s3-refused": lambda b: s3_outage(b, "refused"),
+    "replica-killed": replica_killed,
+    "reloader-killed": reloader_killed,
+    "corrupt-version": corrupt_version,
+}
+
+
+def _info(url: str) -> dict[str, Any]:
+    import httpx
+
+    try:
+        body = httpx.get(f"{url}/info", timeout=10).json()
+        return body if isinstance(body, dict) else {}
+    except Exception:
+        return {}
+
+
+def _replica_actors(app: str) -> list[str]:
+    import ray
+
+    return sorted(
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith(f"SERVE_REPLICA::{app}#")
+    )
+
+
+def _routed(api: str) -> int:
+    import ray
+
+    from cortex_ray.ingress.control import get_ingress
+
+    status = ray.get(get_ingress().status.remote())
+    return len(status["apis"].get(api, {}).get("replicas", {}))
+
+
+def _wait(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--outage", type=float, default=30.0)
+    parser.add_argument("--swap-every", type=float, default=2.0)
+    parser.add_argument("--swap-for", type=float, default=120.0)
+    args = parser.parse_args()
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in SCENARIOS]
+    if unknown:
+        sys.exit(f"unknown scenarios: {', '.join(unknown)} (known: {', '.join(SCENARIOS)})")
+
+    from cortex_ray.sdk import shutdown, start
+
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="cortex-ray-faults-") as tmp, S3TestServer() as s3:
+        os.environ.update(s3.env())  # (the replicas and reloaders Ray starts inherit it)
+        base = start(port=free_port(), num_cpus=4, log_to_driver=False)
+        try:
+            bench = Bench(args, Path(tmp), base, s3)
+            for name in chosen:
+                started = time.monotonic()
+                try:
+                    row = SCENARIOS[name](bench)
+                except Exception as exc:  # a scenario that breaks is a finding, not the end
+                    row = Row(name, note=f"FAILED: {type(exc).__name__}: {exc}")
+                    bench.s3.ensure_ready()
+                row.note += f" ({time.monotonic() - started:.0f}s)"
+                rows.append(row)
+                print(_format(row), flush=True)
+        finally:
+            shutdown()
+    print(
+        f"\n{args.clients} clients; outage {args.outage:g}s; a swap every {args.swap_every:g}s "
+        f"for {args.swap_for:g}s"
+    )
+    print(f"{'scenario':<17}{'sent':>7}{'non-2xx':>9}{'wrong':>7}{'recover s':>11}  {'lost':<14}note")
+    for row in rows:
+        print(_format(row))
+
+
+def _format(row: Row) -> str:
+    recover = f"{row.recover_s:.2f}" if row.recover_s is not None else "-"
+    counts = f"{row.sent:>7}{row.non_2xx:>9}{row.wrong:>7}"
+    return f"{row.scenario:<17}{counts}{recover:>11}  {row.lost:<14}{row.note}"
+
+
+if __name__ == "__main__":
+    main()
