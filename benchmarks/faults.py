@@ -182,20 +182,31 @@ class Models:
     def uri(self) -> str:
         return f"s3://{self.bucket}/models/" if self.s3 is not None else str(self.root)
 
-    def write(self, content: str | None = None, raw: bytes | None = None, version: int | None = None) -> int:
+    def write(
+        self,
+        content: str | None = None,
+        raw: bytes | None = None,
+        version: int | None = None,
+        extra: bytes | None = None,
+        model: str = "m",
+    ) -> int:
+        """Version ``version`` (default: the next) of ``model``: ``model.json`` holding ``content``
+        (or ``raw`` bytes), and ``extra`` bytes in ``blob.bin``."""
         number = version if version is not None else self.next
         self.next = max(self.next, number + 1)
         data = raw if raw is not None else json.dumps({"content": content}).encode()
-        key = f"m/{number}/model.json"
-        if self.s3 is not None:
-            self.s3.client().put_object(Bucket=self.bucket, Key=f"models/{key}", Body=data)
-        else:
-            assert self.root is not None
-            path = self.root / key
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
+        files = {"model.json": data, **({"blob.bin": extra} if extra is not None else {})}
+        for file, body in files.items():
+            key = f"{model}/{number}/{file}"
+            if self.s3 is not None:
+                self.s3.client().put_object(Bucket=self.bucket, Key=f"models/{key}", Body=body)
+            else:
+                assert self.root is not None
+                path = self.root / key
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                tmp.write_bytes(body)
+                tmp.replace(path)
         if content is not None:
             self.versions.written[content] = time.time()
         return number
@@ -215,8 +226,18 @@ class Bench:
         self.count = 0
 
     @contextmanager
-    def api(self, models: Models, replicas: int = 1, poll: float = 1.0) -> Iterator[str]:
-        """An API serving ``models``; yields its URL; deleted after."""
+    def api(
+        self,
+        models: Models,
+        replicas: int = 1,
+        poll: float = 1.0,
+        handler: str = HANDLER,
+        env: dict[str, str] | None = None,
+        replica_env: dict[str, str] | None = None,
+        **model_fields: Any,
+    ) -> Iterator[str]:
+        """An API serving ``models``; yields its URL; deleted after. ``env``: ``handler.env`` (its
+        replicas and reloader); ``replica_env``: its replicas' only."""
         from cortex_ray.sdk import delete, run_api
         from cortex_ray.spec import parse_spec
 
@@ -224,19 +245,28 @@ class Bench:
         name = f"faults-{self.count}"
         project = self.work / name
         project.mkdir()
-        (project / "handler.py").write_text(HANDLER)
+        (project / "handler.py").write_text(handler)
         spec = {
             "name": name,
             "kind": "RealtimeAPI",
             "handler": {
                 "type": "python",
                 "path": "handler.py",
-                "multi_model_reloading": {"dir": models.uri, "poll_interval": poll, "settle_time": 0.5},
+                "env": env or {},
+                "multi_model_reloading": {
+                    "dir": models.uri,
+                    "poll_interval": poll,
+                    "settle_time": 0.5,
+                    **model_fields,
+                },
             },
             "autoscaling": {"min_replicas": replicas, "max_replicas": replicas},
         }
         api = parse_spec([spec], base_dir=project).apis[0]
-        run_api(api, ray_actor_options={"num_cpus": 0.2})
+        actor: dict[str, Any] = {"num_cpus": 0.2}
+        if replica_env:
+            actor["runtime_env"] = {"env_vars": replica_env}
+        run_api(api, ray_actor_options=actor)
         try:
             yield f"{self.base}/{name}"
         finally:
@@ -383,6 +413,221 @@ def corrupt_version(bench: Bench) -> Row:
     return row
 
 
+class FaultyS3:
+    """An HTTP proxy in front of the S3 test server that passes requests on, or (``failing``)
+    answers each with a 503 ``SlowDown`` or a 500 ``InternalError``, as S3 does when it throttles
+    or fails."""
+
+    def __init__(self, target: str) -> None:
+        import http.client
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        self.failing = False
+        self.failed = 0
+        proxy = self
+        target_host, target_port = urlsplit(target).hostname, urlsplit(target).port
+
+        class Forward(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _any(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                if proxy.failing:
+                    proxy.failed += 1
+                    status, code = (503, "SlowDown") if proxy.failed % 2 else (500, "InternalError")
+                    error = f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
+                    self.send_response(status)
+                    self.send_header("content-type", "application/xml")
+                    self.send_header("content-length", str(len(error)))
+                    self.end_headers()
+                    self.wfile.write(error)
+                    return
+                upstream = http.client.HTTPConnection(target_host, target_port, timeout=30)
+                upstream.request(self.command, self.path, body, dict(self.headers))
+                answer = upstream.getresponse()
+                data = answer.read()
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                upstream.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def s3_errors(bench: Bench) -> Row:
+    a = bench.args
+    models = bench.models(s3=True)
+    models.write("v1")
+    faulty = FaultyS3(bench.s3.endpoint_url)
+    try:
+        with (
+            bench.api(models, env={"AWS_ENDPOINT_URL": faulty.url}) as url,
+            bench.load(url, a.outage + 120) as load,
+        ):
+            load.first(0, content_is("v1"), 60)
+            time.sleep(3)
+            faulty.failing = True
+            time.sleep(a.outage)
+            faulty.failing = False
+            back = time.time()
+            models.write("v2")
+            served = load.first(back, content_is("v2"), 90)
+            loaded = _info(url).get("cache", {}).get("in_memory", [])
+    finally:
+        faulty.close()
+    row = load.row("s3-errors", models.versions)
+    row.recover_s = served - back if served else None
+    row.lost = "nothing" if row.non_2xx == 0 else f"{row.non_2xx} requests"
+    row.note = (
+        f"S3 answered 503 SlowDown / 500 for {a.outage:g}s ({faulty.failed} answers); in memory after: "
+        f"{' '.join(loaded) or 'none'}; recover = v2 -> served"
+    )
+    return row
+
+
+def disk_full(bench: Bench) -> Row:
+    """The disk tier on a 4 MiB tmpfs; a new version with an 8 MiB file cannot be downloaded."""
+    import subprocess
+
+    disk = bench.work / "small-disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        return Row("disk-full", note=f"skipped: cannot mount a tmpfs ({mounted.stderr.decode().strip()})")
+    try:
+        models = bench.models()
+        models.write("v1")
+        with (
+            bench.api(models, replica_env={"CORTEX_RAY_CACHE_DIR": str(disk)}) as url,
+            bench.load(url, 150) as load,
+        ):
+            load.first(0, content_is("v1"), 60)
+            big = models.write("v2-big", extra=os.urandom(8 * 2**20))
+            time.sleep(8)  # (found, downloaded into a full disk, refused)
+            details = _info(url).get("model_metadata", {}).get("m", {}).get("details", {})
+            while_full = shutil.disk_usage(disk).used
+            fixed_at = time.time()
+            models.write("v2-small", version=big, extra=b"small")
+            served = load.first(fixed_at, content_is("v2-small"), 90)
+            after = shutil.disk_usage(disk).used
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+    row = load.row("disk-full", models.versions)
+    row.recover_s = served - fixed_at if served else None
+    row.lost = "nothing" if row.non_2xx == 0 else f"{row.non_2xx} requests"
+    states = " ".join(f"v{v}:{d.get('state')}" for v, d in sorted(details.items()))
+    reason = next((d.get("reason") for d in details.values() if d.get("reason")), "")
+    row.note = (
+        f"4 MiB disk tier, v2 with 8 MiB: {states} ({str(reason)[:80]}); disk used while full "
+        f"{while_full // 1024} KiB, after the fix {after // 1024} KiB; recover = smaller v2 -> served"
+    )
+    return row
+
+
+def haproxy_killed(bench: Bench) -> Row:
+    """The balancer's HAProxy killed (SIGKILL, master and workers) under load."""
+    import signal
+    import subprocess
+
+    models = bench.models()
+    models.write("v1")
+    with bench.api(models) as url, bench.load(url, 150) as load:
+        load.first(0, content_is("v1"), 60)
+        time.sleep(3)
+        found = subprocess.run(
+            ["pgrep", "-f", "cortex-ray-ingress-.*haproxy.cfg"], capture_output=True, text=True
+        )
+        pids = [int(p) for p in found.stdout.split()]
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        killed = time.time()
+        served = load.first(killed + 0.5, content_is("v1"), 60)
+    row = load.row("haproxy-killed", models.versions)
+    row.recover_s = served - killed if served else None
+    row.lost = f"{row.non_2xx} requests" if row.non_2xx else "nothing"
+    row.note = (
+        f"{len(pids)} HAProxy processes killed; the ingress starts it again; non-2xx: connections refused "
+        "meanwhile (the clients retry at once); recover = kill -> served"
+    )
+    return row
+
+
+SOAK_HANDLER = """
+import os
+import numpy as np
+
+
+class Handler:
+    def __init__(self, config, model_client):
+        self.client = model_client
+
+    def load_model(self, model_path):
+        return np.load(os.path.join(model_path, "weights.npy"))
+
+    def handle_post(self, payload):
+        weights = self.client.get_model(payload["model"])
+        with open("/proc/self/status") as f:
+            rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        return {"content": payload["model"], "sum": float(weights[:10].sum()), "rss_kib": rss}
+"""
+
+
+def soak_cycles(bench: Bench) -> Row:
+    """Two models of 8 MiB each with room for one in memory: every request unloads one and loads
+    the other; the replica's resident memory after ``--cycles`` cycles against after the first 100."""
+    import io
+
+    import httpx
+    import numpy as np
+
+    cycles = bench.args.cycles
+    models = bench.models()
+    for name in ("a", "b"):
+        buffer = io.BytesIO()
+        np.save(buffer, np.random.default_rng(0).random(2**20))  # 8 MiB of float64
+        models.write(raw=b"{}", version=1, model=name)
+        assert models.root is not None
+        (models.root / name / "1" / "weights.npy").write_bytes(buffer.getvalue())
+    rss: list[int] = []
+    failures = 0
+    with bench.api(models, handler=SOAK_HANDLER, cache_size=1, disk_cache_size=2) as url:
+        with httpx.Client(timeout=REQUEST_TIMEOUT_S) as client:
+            for i in range(cycles * 2):
+                r = client.post(url, json={"model": "ab"[i % 2]})
+                if r.status_code != 200:
+                    failures += 1
+                    continue
+                if i % 2:
+                    rss.append(int(r.json()["rss_kib"]))
+        loads = _info(url).get("cache", {}).get("loads")
+    base = rss[min(99, len(rss) - 1)] if rss else 0
+    growth = (rss[-1] - base) / base if base else 0.0
+    row = Row("soak-cycles", cycles * 2, failures, 0)
+    row.lost = f"RSS {growth:+.1%}"
+    row.note = (
+        f"{cycles} unload/load cycles of two 8 MiB numpy models, one in memory: RSS {base // 1024} MiB "
+        f"after 100 cycles, {rss[-1] // 1024 if rss else 0} MiB at the end (goal: under +5%); loads {loads}"
+    )
+    return row
+
+
 SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "swaps": swaps,
     "s3-paused": lambda b: s3_outage(b, "paused"),
@@ -390,6 +635,10 @@ SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "replica-killed": replica_killed,
     "reloader-killed": reloader_killed,
     "corrupt-version": corrupt_version,
+    "s3-errors": s3_errors,
+    "disk-full": disk_full,
+    "haproxy-killed": haproxy_killed,
+    "soak-cycles": soak_cycles,
 }
 
 
@@ -440,6 +689,7 @@ def main() -> None:
     parser.add_argument("--outage", type=float, default=30.0)
     parser.add_argument("--swap-every", type=float, default=2.0)
     parser.add_argument("--swap-for", type=float, default=120.0)
+    parser.add_argument("--cycles", type=int, default=1000, help="soak-cycles: unload/load cycles")
     args = parser.parse_args()
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SCENARIOS]
