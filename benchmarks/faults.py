@@ -25,9 +25,20 @@ Scenarios:
   the first answer from a version written after it.
 * ``corrupt-version``: a new version whose file the handler cannot load; then the file fixed;
   ``recover``: from the fix to the first answer from it.
+* ``s3-errors``: S3 answering 503 ``SlowDown`` and 500 for ``--outage`` s (a fault-injecting proxy
+  in front of the S3 test server), then a new version; ``recover`` as for ``s3-paused``.
+* ``disk-full``: the disk tier on a 4 MiB tmpfs (root only), a new version with an 8 MiB file; then
+  a smaller one in its place; ``recover``: from the fix to the first answer from it.
+* ``haproxy-killed``: the balancer's HAProxy processes killed (SIGKILL); ``recover``: until served.
+* ``soak-cycles``: ``--cycles`` unload/load cycles of two 8 MiB numpy models with room for one;
+  ``lost`` is the replica's resident memory growth after the first 100 cycles.
+* ``async-none``, ``async-worker``, ``async-dispatcher``, ``async-redeploy``: 200 AsyncAPI workloads
+  at once (two workers, 0.2 s each); once 30 completed, nothing (the baseline), a worker replica
+  killed, the dispatcher killed, or the application deleted and deployed again; ``lost``:
+  acknowledged workloads never completed; the note counts workloads started twice.
 
-Not measured yet (issue 27 lists them): S3 answering 500s, a full disk, the AsyncAPI scenarios,
-the 1,000-cycle and one-hour soaks, HAProxy killed, a node removed.
+Not measured yet (issue 27 lists them): the TensorFlow handler in the swap and soak scenarios, the
+one-hour mixed soak with wrk, the ingress actor killed, a node removed from a 2-node cluster.
 
     .venv/bin/python benchmarks/faults.py [--only swaps,s3-paused] [--outage 30] [--swap-for 120]
 """
@@ -35,6 +46,7 @@ the 1,000-cycle and one-hour soaks, HAProxy killed, a node removed.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import shutil
@@ -628,6 +640,117 @@ def soak_cycles(bench: Bench) -> Row:
     return row
 
 
+ASYNC_HANDLER = """
+import time
+
+
+class Handler:
+    def __init__(self, config):
+        self.log = config["log"]
+
+    def handle_async(self, payload, request_id):
+        with open(self.log, "a") as f:  # every start of a workload, one line
+            f.write(request_id + "\\n")
+        time.sleep(payload["sleep"])
+        return {"n": payload["n"]}
+"""
+
+
+def asyncapi(bench: Bench, fault: str) -> Row:
+    """200 workloads submitted at once to an AsyncAPI (two workers, each workload 0.2 s), a fault
+    once 30 have completed: ``worker`` (one worker replica killed), ``dispatcher`` (the dispatcher
+    killed), ``redeploy`` (the application deleted and deployed again); ``none``: the baseline (the
+    same moment, no fault). Lost: acknowledged workloads that never completed; the note counts the
+    workloads that started twice. ``recover`` includes working off the ~170 workloads left."""
+    import concurrent.futures
+
+    import httpx
+    import ray
+
+    from cortex_ray.sdk import delete, run_api
+    from cortex_ray.spec import parse_spec
+
+    bench.count += 1
+    name = f"faults-async-{bench.count}"
+    project = bench.work / name
+    project.mkdir()
+    (project / "handler.py").write_text(ASYNC_HANDLER)
+    log = project / "starts.log"
+    spec = {
+        "name": name,
+        "kind": "AsyncAPI",
+        "handler": {"type": "python", "path": "handler.py", "config": {"log": str(log)}},
+        "autoscaling": {"min_replicas": 2, "max_replicas": 2},
+    }
+    api = parse_spec([spec], base_dir=project).apis[0]
+    options = {"ray_actor_options": {"num_cpus": 0.2}, "graceful_shutdown_timeout_s": 1}
+    run_api(api, **options)
+    url = f"{bench.base}/{name}"
+    failed_posts = 0
+
+    def submit(n: int) -> str | None:
+        nonlocal failed_posts
+        r = httpx.post(url, json={"n": n, "sleep": 0.2}, timeout=REQUEST_TIMEOUT_S)
+        if r.status_code != 200:
+            failed_posts += 1
+            return None
+        return str(r.json()["id"])
+
+    def status(client: httpx.Client, workload: str) -> str:
+        try:
+            return str(client.get(f"{url}/{workload}").json().get("status"))
+        except Exception:
+            return "unreachable"
+
+    started = time.time()
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        ids = [i for i in pool.map(submit, range(200)) if i is not None]
+    recovered: float | None = None
+    try:
+        with httpx.Client(timeout=REQUEST_TIMEOUT_S) as client:
+            _wait(lambda: sum(status(client, i) == "completed" for i in ids[:60]) >= 30, 120)
+            at_fault = time.time()
+            if fault == "worker":
+                victim = next(a for a in _replica_actors(name) if "worker" in a)
+                ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+            elif fault == "dispatcher":
+                (actor,) = [
+                    a
+                    for a in ray.util.list_named_actors(all_namespaces=True)
+                    if f"{name}::{name}::" in a["name"] and a["name"].endswith("::dispatcher")
+                ]
+                ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
+            elif fault == "redeploy":
+                delete(name)
+                run_api(api, **options)
+            pending = list(ids)
+            deadline = time.monotonic() + 300
+            final: dict[str, str] = {}
+            while pending and time.monotonic() < deadline:
+                for workload in list(pending):
+                    state = status(client, workload)
+                    if state in ("completed", "failed"):
+                        final[workload] = state
+                        pending.remove(workload)
+                time.sleep(0.5)
+            recovered = time.time() - at_fault if not pending else None
+    finally:
+        delete(name)
+    starts = log.read_text().split() if log.exists() else []
+    twice = sum(1 for n in collections.Counter(starts).values() if n > 1)
+    completed = sum(1 for state in final.values() if state == "completed")
+    row = Row(f"async-{fault}", len(ids) + failed_posts, failed_posts, 0)
+    row.recover_s = recovered
+    lost = len(ids) - completed
+    row.lost = "nothing" if lost == 0 else f"{lost} workloads"
+    failed = sum(1 for state in final.values() if state == "failed")
+    row.note = (
+        f"200 workloads, {completed} completed, {failed} failed, {len(pending)} unfinished, {twice} started "
+        f"twice; recover = fault -> all finished ({time.time() - started:.0f}s in all)"
+    )
+    return row
+
+
 SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "swaps": swaps,
     "s3-paused": lambda b: s3_outage(b, "paused"),
@@ -639,6 +762,10 @@ SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "disk-full": disk_full,
     "haproxy-killed": haproxy_killed,
     "soak-cycles": soak_cycles,
+    "async-none": lambda b: asyncapi(b, "none"),
+    "async-worker": lambda b: asyncapi(b, "worker"),
+    "async-dispatcher": lambda b: asyncapi(b, "dispatcher"),
+    "async-redeploy": lambda b: asyncapi(b, "redeploy"),
 }
 
 
