@@ -14,7 +14,8 @@ replica with the fewest connections. Unknown paths get cortex-ray's JSON 404.
 gRPC APIs (``handler.protobuf_path``) get a second frontend when the ingress has a gRPC port:
 HTTP/2, each call routed by its path (``/package.Service/Method``) to the replicas of the API that
 serves that service, on their own gRPC ports (HTTP/2 to them too), to the one with the fewest
-streams; a service no API serves gets gRPC's ``UNIMPLEMENTED``.
+streams, or, for an API whose ``networking.model_routing`` is a header, by the model that metadata
+names (as its HTTP requests); a service no API serves gets gRPC's ``UNIMPLEMENTED``.
 
 A replica that comes or goes is added to or removed from its backend through HAProxy's
 runtime API, without a reload, so no connection is cut; only a change of the APIs
@@ -188,8 +189,17 @@ def _grpc(backends: list[Backend], host: str, port: int) -> list[str]:
             f"backend {_id('grpc', b.api)}",
             "    option httpchk GET /-/healthz",
             "    http-check expect status 200",
-            "    balance leastconn",
         ]
+        if b.model_routing is not None and b.model_routing[0] == "header":
+            # a call naming its model in that metadata goes to the replica that holds the model
+            lines += [
+                f"    http-request set-var(txn.model) req.hdr({b.model_routing[1]})",
+                "    balance hash var(txn.model)",
+                "    hash-type consistent",
+                *([f"    hash-balance-factor {HASH_BALANCE_FACTOR}"] if HASH_BALANCE_FACTOR else []),
+            ]
+        else:
+            lines.append("    balance leastconn")
         lines += [
             f"    server {_id('r', s.name)} {s.host}:{s.grpc_port} {GRPC_SERVER}{_check_port(s)}"
             for s in sorted(b.servers)

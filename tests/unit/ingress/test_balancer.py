@@ -226,3 +226,23 @@ def test_grpc_calls_go_by_their_service_to_the_replicas_grpc_ports(loop: CoreLoo
         balancer.stop()
         for r in replicas:
             r.grpc.stop(0)
+
+
+def test_grpc_calls_naming_a_model_in_metadata_go_to_one_replica(loop: CoreLoop, tmp_path: Path) -> None:
+    import grpc
+
+    balancer = Balancer("127.0.0.1", free_port(), tmp_path / "haproxy", grpc_port=free_port())
+    replicas = [GrpcReplica(loop, f"g{i}", "/svc") for i in range(3)]
+    try:
+        entries = tuple(r.entry for r in replicas)
+        balancer.apply([Backend("svc", "/svc", ("header", "x-model"), entries, grpc_service="pkg.Svc")])
+        with grpc.insecure_channel(f"127.0.0.1:{balancer.grpc_port}") as channel:
+            who = channel.unary_unary("/pkg.Svc/Who")
+            owner = {m: who(b"", metadata=[("x-model", m)], timeout=10) for m in "abcdefghij"}
+            assert len(set(owner.values())) > 1  # the models spread over the replicas
+            for m in "abcdefghij":  # ...and each always reaches the same one
+                assert {who(b"", metadata=[("x-model", m)], timeout=10) for _ in range(5)} == {owner[m]}
+    finally:
+        balancer.stop()
+        for r in replicas:
+            r.grpc.stop(0)
