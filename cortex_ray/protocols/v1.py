@@ -24,8 +24,9 @@ import numpy as np
 
 from cortex_ray.endpoint.codec import decode_json
 from cortex_ray.endpoint.messages import Incoming, Outgoing, json_outgoing
-from cortex_ray.errors import BadRequestError, MethodNotAllowedError, ModelNotFoundError, VersionNotFoundError
+from cortex_ray.errors import BadRequestError, ModelNotFoundError, VersionNotFoundError
 from cortex_ray.protocols.models import ProtocolModels, Signature
+from cortex_ray.protocols.paths import allow, path_version
 from cortex_ray.protocols.tensors import shortest_floats
 
 __all__ = ["V1", "to_json"]
@@ -53,20 +54,20 @@ class V1:
                 f"version labels are not supported yet (asked for label '{tail[1]}'): name the version"
             )
         if len(tail) >= 2 and tail[0] == "versions":
-            version = _version(tail[1])
+            version = path_version(tail[1])
             tail = tail[2:]
         if verb is not None:
             if tail:
                 raise ModelNotFoundError(f"no such route: {'/'.join(parts)}")
             if verb != "predict":
                 raise BadRequestError(f"':{verb}' is not supported: cortex-ray serves ':predict'")
-            _allow(method, "POST")
+            allow(method, "POST")
             return json_outgoing(await self._predict(incoming.body, name, version, used))
         if not tail:
-            _allow(method, "GET")
+            allow(method, "GET")
             return json_outgoing(self._status(name, version))
         if tail == ["metadata"]:
-            _allow(method, "GET")
+            allow(method, "GET")
             return json_outgoing(await self._metadata(name, version, used))
         raise ModelNotFoundError(f"no such route: {'/'.join(parts)}")
 
@@ -162,17 +163,6 @@ class V1:
         columns_json = {n: to_json(value, n) for n, value in outputs.items()}
         count = next(iter(sizes.values()))
         return {"predictions": [{n: columns_json[n][i] for n in sorted(columns_json)} for i in range(count)]}
-
-
-def _allow(method: str, allowed: str) -> None:
-    if method != allowed:
-        raise MethodNotAllowedError(f"this route takes {allowed} requests, not {method}", allowed=[allowed])
-
-
-def _version(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise BadRequestError(f"a version is a positive integer, got '{text}'")
-    return int(text)
 
 
 def _is_b64(value: Any) -> bool:

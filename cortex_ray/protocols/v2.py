@@ -29,11 +29,11 @@ from cortex_ray.endpoint.messages import JSON, Incoming, Outgoing, json_outgoing
 from cortex_ray.errors import (
     BadRequestError,
     CortexRayError,
-    MethodNotAllowedError,
     ModelNotFoundError,
     VersionNotFoundError,
 )
 from cortex_ray.protocols.models import ProtocolModels, Signature
+from cortex_ray.protocols.paths import allow, path_version
 from cortex_ray.protocols.tensors import decode_tensor, encode_tensor
 
 __all__ = ["HEADER_LENGTH", "V2"]
@@ -60,32 +60,32 @@ class V2:
         method = "GET" if incoming.method == "HEAD" else incoming.method
         rest = parts[1:]
         if not rest:
-            _allow(method, "GET")
+            allow(method, "GET")
             return json_outgoing(self.server)
         if rest[0] == "health" and len(rest) == 2 and rest[1] in ("live", "ready"):
-            _allow(method, "GET")
+            allow(method, "GET")
             if rest[1] == "ready" and not self.models.ready:
                 return json_outgoing({"error": "the replica has no model tree yet"}, 400)
             return Outgoing(200)
         if rest == ["repository", "index"]:
-            _allow(method, "POST")
+            allow(method, "POST")
             return json_outgoing(self._index(incoming.body))
         if rest[0] != "models" or len(rest) < 2:
             raise ModelNotFoundError(f"no such route: {'/'.join(parts)}")
         name, tail = rest[1], rest[2:]
         version: int | None = None
         if len(tail) >= 2 and tail[0] == "versions":
-            version = _version(tail[1])
+            version = path_version(tail[1])
             tail = tail[2:]
         if not tail:
-            _allow(method, "GET")
+            allow(method, "GET")
             return json_outgoing(await self._metadata(name, version, used))
         if tail == ["ready"]:
-            _allow(method, "GET")
+            allow(method, "GET")
             ready, why = self._version_ready(name, version)
             return Outgoing(200) if ready else json_outgoing({"error": why}, 400)
         if tail == ["infer"]:
-            _allow(method, "POST")
+            allow(method, "POST")
             return await self._infer(incoming, name, version, used)
         raise ModelNotFoundError(f"no such route: {'/'.join(parts)}")
 
@@ -219,17 +219,6 @@ class V2:
             return Outgoing(200, [(b"content-type", JSON)], head)
         headers = [(b"content-type", b"application/octet-stream"), (HEADER_LENGTH, str(len(head)).encode())]
         return Outgoing(200, headers, head + b"".join(chunks))
-
-
-def _allow(method: str, allowed: str) -> None:
-    if method != allowed:
-        raise MethodNotAllowedError(f"this route takes {allowed} requests, not {method}", allowed=[allowed])
-
-
-def _version(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise BadRequestError(f"a version is a positive integer, got '{text}'")
-    return int(text)  # ("007" is 7, as TF Serving reads version folders)
 
 
 def _split(incoming: Incoming) -> tuple[Any, bytes | None]:

@@ -103,6 +103,13 @@ class ReplicaModels:
     async def _in_handler(self, used: dict[str, Any], func: Callable[..., Any], *args: Any) -> Any:
         return await self._call(self._run, {"request": (func, args)}, used)
 
+    def _named(self, name: str, version: int | None) -> int:
+        """The version a request means: the one it names, else the model's latest (0: none)."""
+        if version is not None:
+            return version
+        model = self._cache.tree.models.get(name)
+        return max(model.valid_versions, default=0) if model is not None else 0
+
     def _model(self, name: str, version: int | None) -> tuple[Any, int]:
         return self._client.get_model_and_version(name, "latest" if version is None else version)
 
@@ -113,9 +120,9 @@ class ReplicaModels:
             return await self._in_handler(used, self._tf_signature, name, version, key)
         declare = getattr(self._handler, "infer_signature", None)
         if not callable(declare):
-            return Signature(strict=False), version or max(self._cache.tree.models[name].valid_versions)
+            return Signature(strict=False), self._named(name, version)
         declared = await self._in_handler(used, declare, name, "latest" if version is None else version)
-        return _declared(declared), version or max(self._cache.tree.models[name].valid_versions)
+        return _declared(declared), self._named(name, version)
 
     def _tf_signature(self, name: str, version: int | None, key: str | None) -> tuple[Signature, int]:
         model, v = self._model(name, version)
@@ -172,9 +179,9 @@ class ReplicaModels:
                 f"{type(result).__name__}"
             )
         ran = used.get(name)  # (the version its get_model gave; else the one asked for, or the latest)
-        if not isinstance(ran, int):
-            ran = version or max(self._cache.tree.models[name].valid_versions, default=0)
-        return {k: np.asarray(v) for k, v in result.items()}, ran
+        return {k: np.asarray(v) for k, v in result.items()}, ran if isinstance(ran, int) else self._named(
+            name, version
+        )
 
     def _tf_infer(
         self, name: str, version: int | None, prepare: Prepare, key: str | None

@@ -140,6 +140,13 @@ def test_several_outputs_bytes_and_b64(routes: ProtocolRoutes) -> None:
         ("POST", "/v1/models/half_plus_two:predict", {"instances": [{"x": 1}, {"z": 2}]}, 400, "same inputs"),
         ("POST", "/v1/models/half_plus_two:classify", {"examples": []}, 400, "':classify' is not supported"),
         ("POST", "/v1/models/half_plus_two/versions/x:predict", {"instances": [1]}, 400, "positive integer"),
+        (
+            "POST",
+            "/v1/models/half_plus_two/versions/\u00b2:predict",
+            {"instances": [1]},
+            400,
+            "positive integer",
+        ),
         ("GET", "/v1/models/half_plus_two:predict", None, 405, "POST"),
         ("POST", "/v1/models/half_plus_two", {}, 405, "GET"),
         ("GET", "/v1/models/half_plus_two/other", None, 404, "no such route"),

@@ -208,6 +208,15 @@ def test_repository_index(routes: ProtocolRoutes, models: FakeModels) -> None:
         ("GET", "/v2/models/half_plus_two/infer", b"", [], 405, "POST"),
         ("POST", "/v2/health/live", b"", [], 405, "GET"),
         ("GET", "/v2/models/half_plus_two/versions/abc", b"", [], 400, "positive integer"),
+        (
+            "GET",
+            "/v2/models/half_plus_two/versions/\u00b2",
+            b"",
+            [],
+            400,
+            "positive integer",
+        ),  # (isdigit, not int)
+        ("GET", "/v2/models/half_plus_two/versions/" + "9" * 40, b"", [], 400, "positive integer"),
         ("GET", "/v2/elsewhere", b"", [], 404, "no such route"),
     ],
 )
