@@ -14,8 +14,9 @@ close the core, free its files).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Protocol
 
 from starlette.requests import Request
@@ -205,34 +206,36 @@ class ApiReplica(Replica):
                     "replica: rename the rpc"
                 )
 
+    @contextlib.contextmanager
+    def _serving_rpc(self, grpc_context: Any) -> Iterator[None]:
+        """One call on Serve's gRPC path: counted against max_replica_concurrency with the HTTP
+        requests of this path (refused above it), and its failure's status set on its context."""
+        full = self._at_capacity()
+        if full is not None:
+            _set_status(full, grpc_context)
+            raise full
+        self._proxied += 1
+        try:
+            yield
+        except Exception as exc:
+            _set_status(exc, grpc_context)
+            raise
+        finally:
+            self._proxied -= 1
+
     def _unary_rpc(self, name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
         async def unary(request: bytes, grpc_context: Any = None) -> Any:
-            full = self._at_capacity()
-            if full is not None:
-                _set_status(full, grpc_context)
-                raise full
-            self._proxied += 1
-            try:
+            with self._serving_rpc(grpc_context):
                 rpc = self.core.rpc
                 assert rpc is not None
                 return await self.loop.run(rpc.unary(self.core.call_handler, name, request, grpc_context))
-            except Exception as exc:
-                _set_status(exc, grpc_context)
-                raise
-            finally:
-                self._proxied -= 1
 
         unary.__name__ = name
         return unary
 
     def _stream_rpc(self, name: str) -> Callable[..., AsyncIterator[Any]]:
         async def stream(request: bytes, grpc_context: Any = None) -> AsyncIterator[Any]:
-            full = self._at_capacity()
-            if full is not None:
-                _set_status(full, grpc_context)
-                raise full
-            self._proxied += 1
-            try:
+            with self._serving_rpc(grpc_context):
                 rpc = self.core.rpc
                 assert rpc is not None
                 messages = rpc.stream(self.core.call_handler, name, request, grpc_context)
@@ -241,11 +244,6 @@ class ApiReplica(Replica):
                         yield message
                 finally:  # (also when the client went away: the handler's generator is closed)
                     await self.loop.run(messages.aclose())
-            except Exception as exc:
-                _set_status(exc, grpc_context)
-                raise
-            finally:
-                self._proxied -= 1
 
         stream.__name__ = name
         return stream
