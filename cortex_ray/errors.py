@@ -185,6 +185,13 @@ class AtCapacityError(CortexRayError):
     error_type = "too_many_requests"
 
 
+class ShuttingDownError(CortexRayError):
+    """The replica is stopping and takes no new work (the client may retry elsewhere)."""
+
+    status_code = 503
+    error_type = "shutting_down"
+
+
 class UserHandlerError(CortexRayError):
     """The user's handler code raised (import, ``__init__`` or a request method)."""
 

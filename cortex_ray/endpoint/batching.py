@@ -13,6 +13,8 @@ Works the same on the fast path, on Serve's proxy and through a Serve handle: it
 the endpoint and the core (:class:`BatchingCore`). The model versions a group used are reported
 for each of its requests (``X-Cortex-Model-Version``, request metrics). A warm-up request
 (a version's ``warmup.json``) is never grouped with clients' requests: it is called alone.
+When the replica stops, :meth:`Batcher.close` calls what waits at once (no request waits out
+the interval, none is dropped), waits for the groups running, and refuses later calls with a 503.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 from cortex_ray.clock import SYSTEM, Clock
 from cortex_ray.endpoint.arguments import Method
 from cortex_ray.endpoint.endpoint import HandlerCore
-from cortex_ray.errors import UserHandlerError
+from cortex_ray.errors import ShuttingDownError, UserHandlerError
 
 __all__ = ["Batcher", "BatchingCore"]
 
@@ -65,8 +67,11 @@ class Batcher:
         self._running: set[asyncio.Task[None]] = set()
         self.sizes: list[int] = []
         """The size of every group called so far (the last 1000)."""
+        self._closed = False
 
     async def __call__(self, method: Method, kwargs: dict[str, Any], used: dict[str, Any]) -> Any:
+        if self._closed:
+            raise ShuttingDownError("the replica is shutting down; retry the request")
         self._method = method
         item = _Waiting(kwargs, used)
         self._waiting.append(item)
@@ -81,6 +86,24 @@ class Batcher:
                 self._waiting.remove(item)
             raise
 
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop: the requests waiting are called now, in groups as usual; returns once every
+        group has answered (or after ``timeout`` seconds, the groups still running cancelled)."""
+        self._closed = True
+        while self._waiting:
+            self._flush()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        running = set(self._running)
+        if not running:
+            return
+        _, late = await asyncio.wait(running, timeout=timeout)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
+
     async def _flush_later(self) -> None:
         await self._clock.sleep(self.batch_interval)
         self._timer = None
@@ -91,7 +114,7 @@ class Batcher:
             self._timer.cancel()
             self._timer = None
         group, self._waiting = self._waiting[: self.max_batch_size], self._waiting[self.max_batch_size :]
-        if self._waiting:  # (more than a group came at once: the rest waits for its own)
+        if self._waiting and not self._closed:  # (more than a group came at once: the rest waits for its own)
             self._timer = _spawn(self._flush_later())
         if group:
             task = _spawn(self._run(group))
@@ -116,6 +139,8 @@ class Batcher:
                     type="BatchSizeMismatch",
                 )
         except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and self._closed:
+                exc = ShuttingDownError("the replica stopped before this request's batch finished")
             for item in group:
                 item.used.update(used)
                 if not item.answer.done():
@@ -171,3 +196,6 @@ class BatchingCore:
 
     async def run_callback(self, callback: Callable[[], Any]) -> None:
         await self._core.run_callback(callback)
+
+    async def close(self, timeout: float | None = None) -> None:
+        await self.batcher.close(timeout)

@@ -49,6 +49,9 @@ __all__ = ["ApiCore"]
 
 log = logging.getLogger("cortex_ray.replica")
 
+BATCHES_CLOSE_TIMEOUT_S = 3.0
+"""How long a stopping replica waits for the batches it still runs (server-side batching)."""
+
 
 class ApiCore:
     def __init__(self, api: ApiSpec, info_details: bool = False, project: ProjectRef | None = None) -> None:
@@ -217,6 +220,8 @@ class ApiCore:
     # --- the end -------------------------------------------------------------
 
     async def close(self) -> None:
+        if self.batching is not None:  # (what waits for its group is called now, not dropped)
+            await self.batching.close(BATCHES_CLOSE_TIMEOUT_S)
         if self.subscriber is not None:
             await self.subscriber.stop()
         if self.cache is not None:

@@ -13,7 +13,7 @@ import pytest
 from cortex_ray.clock import ManualClock
 from cortex_ray.endpoint.arguments import HTTP_ARGS, Method
 from cortex_ray.endpoint.batching import BatchingCore
-from cortex_ray.errors import UserHandlerError
+from cortex_ray.errors import ShuttingDownError, UserHandlerError
 
 
 class FakeCore:
@@ -120,5 +120,45 @@ def test_a_request_cancelled_while_waiting_leaves_its_group_and_other_methods_ar
         assert await core.call_handler(fake.methods["GET"], {}, {}) == "got"  # at once, alone
         await clock.advance(1.0)
         assert await kept == 4 and fake.calls[-1]["payload"] == [2]
+
+    asyncio.run(main())
+
+
+def test_closing_calls_what_waits_at_once_and_refuses_later_requests() -> None:
+    async def main() -> None:
+        clock, fake = ManualClock(), FakeCore()
+        core = BatchingCore(fake, max_batch_size=2, batch_interval=60.0, clock=clock)
+        tasks = [post(core, fake, i) for i in range(3)]
+        await turns()
+        assert [c["payload"] for c in fake.calls] == [[0, 1]] and not tasks[2].done()
+        await core.close(timeout=5.0)  # (the clock never moves: the interval is not waited out)
+        assert [c["payload"] for c in fake.calls] == [[0, 1], [2]]
+        assert [t.result() for t in tasks] == [0, 2, 4]
+        with pytest.raises(ShuttingDownError, match="shutting down") as refused:
+            await post(core, fake, 3)
+        assert refused.value.status_code == 503 and len(fake.calls) == 2
+
+    asyncio.run(main())
+
+
+def test_a_group_still_running_when_closing_times_out_is_answered_with_a_503() -> None:
+    async def main() -> None:
+        clock, fake = ManualClock(), FakeCore()
+        release = asyncio.Event()
+
+        async def slow_call(method: Method, kwargs: dict[str, Any], used: dict[str, Any]) -> Any:
+            fake.calls.append(kwargs)
+            await release.wait()
+            return kwargs["payload"]
+
+        fake.call_handler = slow_call  # type: ignore[method-assign]
+        core = BatchingCore(fake, max_batch_size=2, batch_interval=60.0, clock=clock)
+        tasks = [post(core, fake, i) for i in range(2)]
+        await turns()
+        assert len(fake.calls) == 1
+        await core.close(timeout=0)
+        for task in tasks:
+            with pytest.raises(ShuttingDownError, match="stopped before this request's batch finished"):
+                await task
 
     asyncio.run(main())
