@@ -13,9 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cortex_ray.cache.entry import Key, LoadedModel
+from cortex_ray.errors import ModelLoadError
 from cortex_ray.models.tree import VersionInfo
 
-__all__ = ["TierCallbacks"]
+__all__ = ["Superseded", "TierCallbacks"]
+
+
+class Superseded(ModelLoadError):
+    """The files a download or load was for stopped being the published ones while it ran."""
 
 
 def _always(key: Key, fingerprint: str) -> bool:
@@ -61,3 +66,8 @@ class TierCallbacks:
     full: neither is the model's fault)."""
     on_replaced: Callable[[Key, LoadedModel], None] = _ignore_replaced
     """The new object took over the memory of the old version, which is unloaded right after."""
+
+    def check_current(self, key: Key, fingerprint: str) -> None:
+        """:class:`Superseded` unless files of ``fingerprint`` are the ones published for ``key``."""
+        if not self.is_current(key, fingerprint):
+            raise Superseded(f"model {key[0]!r} version {key[1]} changed", model=key[0])

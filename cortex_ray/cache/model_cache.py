@@ -24,12 +24,12 @@ from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
-from cortex_ray.cache.callbacks import TierCallbacks
+from cortex_ray.cache.callbacks import Superseded, TierCallbacks
 from cortex_ray.cache.events import CacheEvents
 from cortex_ray.cache.files import ModelFiles
 from cortex_ray.cache.introspect import CacheSnapshot, version_state
 from cortex_ray.cache.resolve import parse_version, resolve_model, resolve_version
-from cortex_ray.cache.tiers import MEMORY_WAIT, Holder, Key, LoadedModel, Loader, Superseded, Tiers
+from cortex_ray.cache.tiers import MEMORY_WAIT, Holder, Key, LoadedModel, Loader, Tiers
 from cortex_ray.clock import SYSTEM, Clock
 from cortex_ray.errors import ModelLoadError
 from cortex_ray.models.delta import TreeDelta

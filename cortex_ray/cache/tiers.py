@@ -1,18 +1,15 @@
-"""The two cache tiers (memory, disk): slots, single-flight downloads and loads.
+"""The cache's tiers (memory, disk, GPU memory): which versions each holds, and the single-flight
+downloads and loads that fill them.
 
 Every model version is an :class:`~cortex_ray.cache.entry.Entry` whose state says which
-slots it holds (see that module). A download or load first takes its slot: when the tier
-is full it evicts the entry that can go now and is least used (a decaying use count, see
-:mod:`cortex_ray.cache.usage`; the least recently used among equals), and when none can
-(every slot is held by something in flight, being read, or in use by a running request) it
-waits for one to be freed, at most ``memory_wait`` seconds for memory (then
-:class:`~cortex_ray.errors.CacheFullError`, a 503 naming what holds the slots). So neither
-tier ever holds more than its limit, in-flight work included, and no request loses a model
-it is using to another request's load. One download and
-one load per version at a time, however many callers ask. Folders are named by the
-files' fingerprint and are deleted only once no load reads them. All bookkeeping runs on
-the replica's event loop (no locks); downloads and the user's ``load_model`` run in
-threads, and unloaded objects are reclaimed off the loop.
+slots it holds (see that module). A download or load first takes its room
+(:class:`~cortex_ray.cache.room.Room`: what is evicted for it, how long it waits, and the 503
+when nothing can go), so no tier ever holds more than its budget, in-flight work included, and
+no request loses a model it is using to another request's load. One download and one load per
+version at a time, however many callers ask. Folders are named by the files' fingerprint and
+are deleted only once no load reads them. All bookkeeping runs on the replica's event loop (no
+locks); downloads and the user's ``load_model`` run in threads, and unloaded objects are
+reclaimed off the loop.
 """
 
 from __future__ import annotations
@@ -27,12 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from cortex_ray.cache.callbacks import TierCallbacks
+from cortex_ray.cache.callbacks import Superseded, TierCallbacks
 from cortex_ray.cache.entry import Entry, Folder, Holder, Key, LoadedModel
 from cortex_ray.cache.events import CacheEvents
 from cortex_ray.cache.files import ModelFiles, StorageFiles
 from cortex_ray.cache.introspect import CacheSnapshot, TierSnapshot
 from cortex_ray.cache.reclaim import Reclaimer
+from cortex_ray.cache.room import Room
 from cortex_ray.cache.sizes import LoadMeter, gpu_size, memory_size
 from cortex_ray.cache.tier import Tier
 from cortex_ray.cache.usage import Usage
@@ -47,7 +45,6 @@ __all__ = [
     "Key",
     "LoadedModel",
     "Loader",
-    "Superseded",
     "Tiers",
     "WarmUp",
     "WarmUpRun",
@@ -64,10 +61,6 @@ WarmUpRun = Callable[[], Awaitable[None]]
 WarmUp = Callable[[LoadedModel, Path], Awaitable[WarmUpRun | None]]
 """``warm_up(loaded, folder)``, after a load while its folder is read: ``None`` (nothing to do),
 or what to run before the version serves (raising fails the load)."""
-
-
-class Superseded(ModelLoadError):
-    """The files a download or load was for stopped being the published ones while it ran."""
 
 
 class Tiers:
@@ -97,7 +90,6 @@ class Tiers:
         self._loader = loader
         self.files: ModelFiles = files or StorageFiles()
         """Downloads and deletions of the disk tier's folders (the cache's only I/O)."""
-        self.memory_wait = memory_wait
         self._last_used: dict[Key, float] = {}
         """When each version in memory was last used (given to a request, or let go by one)."""
         self.clock = clock
@@ -115,11 +107,6 @@ class Tiers:
         """GPU memory (``gpu_cache_size``): the versions whose objects hold some, by their bytes."""
         self._entries: dict[Key, Entry] = {}
         self.meter = LoadMeter()
-        self._sizes: dict[str, int] = {}
-        """The last size measured or stated per model name (the estimate for its next versions)."""
-        self._gpu_sizes: dict[str, int] = {}
-        """The same, of GPU memory."""
-        self._freed = asyncio.Event()
         self._work: set[asyncio.Future[Any]] = set()
         self.reclaimer = Reclaimer(clock=clock)
         self.usage = Usage(clock=clock)
@@ -131,6 +118,20 @@ class Tiers:
         """Told of hits, misses, loads, downloads and evictions (metrics)."""
         self.warm_up: WarmUp | None = None
         """Run on each loaded object before it is installed (the replica's warm-up requests)."""
+        self.room = Room(
+            self._entries,
+            self.memory,
+            self.disk,
+            self.gpu,
+            usage=self.usage,
+            callbacks=self.callbacks,
+            clock=clock,
+            memory_wait=memory_wait,
+            drop_memory=self._drop_memory,
+            drop_disk=self._drop_disk,
+            evicted=lambda tier: self.events.evicted(tier),
+        )
+        """Which versions leave to make room for a download or load, and how long a load waits."""
 
     # --- queries -----------------------------------------------------------
 
@@ -188,7 +189,7 @@ class Tiers:
         holder.held.clear()
         holder.closed = True
         if freed:
-            self._notify()
+            self.room.notify()
 
     def in_use(self, key: Key) -> int:
         """How many running requests use the object in memory for ``key``."""
@@ -281,7 +282,7 @@ class Tiers:
                     if pin:
                         entry.folder.readers += 1
                     return entry.folder
-                self._check_current(key, info.fingerprint)
+                self.callbacks.check_current(key, info.fingerprint)
                 if entry.download is None:
                     entry.download = asyncio.get_running_loop().create_future()
                     entry.download_fp = info.fingerprint
@@ -296,7 +297,7 @@ class Tiers:
     async def _download(self, entry: Entry, info: VersionInfo, done: asyncio.Future[Folder]) -> None:
         name, version = entry.key
         try:
-            await self._reserve_disk(entry, info)
+            await self.room.reserve_disk(entry, info)
             unique = f"{version}-{info.fingerprint[:12]}-{uuid.uuid4().hex[:6]}"  # never a deleted one's path
             dest = self._root / name.replace("/", "_") / unique
             started = self.clock.monotonic()
@@ -337,56 +338,7 @@ class Tiers:
             entry.download, entry.download_fp, entry.download_slot = None, None, False
             entry.download_reserved = 0
             self._sweep(entry)
-            self._notify()
-
-    async def _reserve_disk(self, entry: Entry, info: VersionInfo) -> None:
-        """Take room on disk for a download: a free slot (or bytes), or room made by evicting the
-        least used version whose files nothing reads (copies not also in memory first). In
-        versions, new files of a version on disk download into its slot; in bytes, they need
-        their own room, unless no eviction can make it (then the two copies overlap until the
-        old one is unread)."""
-        need = self.disk.need(info.size)
-        limit = self.disk.limit
-        if self.disk.in_bytes and limit is not None and need > limit:
-            raise ModelLoadError(
-                f"model {entry.key[0]!r} version {entry.key[1]} has {format_bytes(need)} of files, more than "
-                f"disk_cache_size ({self.disk.budget})",
-                model=entry.key[0],
-                version=entry.key[1],
-            )
-        deadline = self.clock.monotonic() + self.memory_wait
-        while True:
-            self._check_current(entry.key, info.fingerprint)
-            if not self.disk.in_bytes and entry.holds_disk_slot:
-                entry.download_slot = True
-                return
-            if self.disk.fits(self._entries.values(), need):
-                entry.download_slot, entry.download_reserved = True, need if self.disk.in_bytes else 0
-                return
-            victim = self.disk.victim(
-                self._entries,
-                self.usage,
-                lambda e: e.evictable_from_disk,
-                entry.key,
-                lambda e: e.loaded is None,
-            )
-            if victim is not None:
-                log.info("evicting model %s version %s from disk (LRU)", *victim.key)
-                self.events.evicted("disk")
-                self._drop_disk(victim)
-                continue
-            if self.disk.in_bytes and entry.holds_disk_slot:  # its old files: they overlap a while
-                entry.download_slot, entry.download_reserved = True, 0
-                return
-            if self.clock.monotonic() >= deadline:
-                raise CacheFullError(
-                    f"no room came free on disk for model {entry.key[0]!r} version {entry.key[1]} in "
-                    f"{self.memory_wait:g}s: disk_cache_size ({self.disk.budget}) is held by files that "
-                    "loads are reading or downloads are writing",
-                    model=entry.key[0],
-                    version=entry.key[1],
-                )
-            await self._wait_for_slot(deadline)
+            self.room.notify()
 
     # --- memory ------------------------------------------------------------
 
@@ -398,7 +350,7 @@ class Tiers:
             held = self.peek(name, info)
             if held is not None:
                 return held
-            self._check_current(key, info.fingerprint)
+            self.callbacks.check_current(key, info.fingerprint)
             entry = self._entry(key)
             if entry.load is None:
                 entry.load = asyncio.get_running_loop().create_future()
@@ -418,19 +370,19 @@ class Tiers:
             # its disk slot can take it (no deadlock), and the load downloads again if so
             on_disk = entry.folder is not None and entry.folder.fingerprint == info.fingerprint
             (self.events.hit if on_disk else self.events.miss)("disk")
-            estimate = self._sizes.get(name, info.size)
-            gpu_estimate = self._gpu_estimate(name, info.size)
-            self._check_estimate(entry.key, estimate, gpu_estimate)  # (no download for what cannot fit)
+            room = self.room
+            estimate, gpu_estimate = room.estimate(name, info.size), room.gpu_estimate(name, info.size)
+            room.check_estimate(entry.key, estimate, gpu_estimate)  # (no download for what cannot fit)
             await self.ensure_on_disk(name, info)
-            await self._reserve_memory(entry, info.fingerprint, requester, estimate)
-            await self._reserve_gpu(entry, info.fingerprint, requester, gpu_estimate)
+            await room.reserve_memory(entry, info.fingerprint, requester, estimate)
+            await room.reserve_gpu(entry, info.fingerprint, requester, gpu_estimate)
             folder = await self.ensure_on_disk(name, info, pin=True)  # never deleted while read
             warm_up: WarmUpRun | None = None
             try:
                 loaded = await self._run_loader(
                     folder, name, version, info.fingerprint, estimate, gpu_estimate
                 )
-                self._check_fits(loaded)
+                room.check_fits(loaded)
                 if self.warm_up is not None:
                     warm_up = await self.warm_up(loaded, folder.path)  # (reads its requests)
             except BaseException:
@@ -439,7 +391,7 @@ class Tiers:
                 raise
             finally:
                 folder.readers -= 1  # warm-up requests may need other models' files: not these
-            self._correct_reservation(entry, loaded, estimate, gpu_estimate)
+            room.correct(entry, loaded, estimate, gpu_estimate)
             if warm_up is not None and self.callbacks.is_current(entry.key, info.fingerprint):
                 try:
                     await warm_up()
@@ -452,10 +404,7 @@ class Tiers:
                 raise Superseded(f"model {name!r} version {version} changed while loading", model=name)
             replaced = entry.loaded is not None
             self._install(entry, loaded, folder)
-            if loaded.size_source != "estimated":
-                self._sizes[name] = loaded.size
-            if loaded.gpu_bytes is not None and loaded.gpu_source != "estimated":
-                self._gpu_sizes[name] = loaded.gpu_bytes
+            room.learned(loaded)
             log.info(
                 "%s model %s version %s in %.2fs (%s in memory, %s)",
                 "reloaded" if replaced else "loaded",
@@ -465,7 +414,7 @@ class Tiers:
                 format_bytes(loaded.size),
                 loaded.size_source,
             )
-            self._shrink_to_budget(entry.key)
+            room.shrink_to_budget(entry.key)
             self.callbacks.on_loaded(loaded)
             self.events.loaded(name, loaded.load_seconds)
             done.set_result(loaded)
@@ -478,7 +427,7 @@ class Tiers:
         finally:
             self._end_load(entry)
             self._sweep(entry)
-            self._notify()
+            self.room.notify()
 
     async def _run_loader(
         self, folder: Folder, name: str, version: int, fingerprint: str, estimate: int, gpu_estimate: int
@@ -509,270 +458,6 @@ class Tiers:
             gpu_source=gpu_source,
         )
 
-    def _gpu_estimate(self, name: str, files: int) -> int:
-        """The GPU memory to reserve for a load: the model's last GPU size found, else its files'
-        size, at most the whole budget (a guess never fails a load by itself); 0 without a GPU
-        budget."""
-        limit = self.gpu.limit
-        if limit is None:
-            return 0
-        return self._gpu_sizes.get(name, min(files, limit))
-
-    def _check_estimate(self, key: Key, estimate: int, gpu_estimate: int = 0) -> None:
-        """A version whose estimate alone is more than the memory budget fails (before its files
-        are even downloaded); on the GPU only when the estimate is the model's last GPU size."""
-        gpu_limit = self.gpu.limit
-        if gpu_limit is not None and gpu_estimate > gpu_limit and key[0] in self._gpu_sizes:
-            raise ModelLoadError(
-                f"model {key[0]!r} version {key[1]} needs about {format_bytes(gpu_estimate)} of GPU memory "
-                f"(its last load's), more than gpu_cache_size ({self.gpu.budget})",
-                model=key[0],
-                version=key[1],
-            )
-        limit = self.memory.limit
-        if self.memory.in_bytes and limit is not None and self.memory.need(estimate) > limit:
-            raise ModelLoadError(
-                f"model {key[0]!r} version {key[1]} needs about {format_bytes(estimate)} in memory "
-                f"(its estimate: {'its last load' if key[0] in self._sizes else 'its files'}), more "
-                f"than cache_size ({self.memory.budget})",
-                model=key[0],
-                version=key[1],
-            )
-
-    def _check_fits(self, loaded: LoadedModel) -> None:
-        """A model bigger than the memory budget (less what pinned models hold) fails, instead of
-        evicting everything or staying above the budget."""
-        key = (loaded.name, loaded.version)
-        replaced = self.callbacks.lender_for(key)  # (the version it replaces as latest leaves: not counted)
-        pins = [
-            e.loaded
-            for e in self._entries.values()
-            if e.loaded and e.key not in (key, replaced) and self.callbacks.is_pinned(e.key)
-        ]
-        checks = [(self.memory, loaded.size, loaded.size_source, sum(p.size for p in pins), "in memory")]
-        if loaded.gpu_bytes is not None:
-            gpu_pinned = sum(p.gpu_bytes or 0 for p in pins)
-            checks.append((self.gpu, loaded.gpu_bytes, loaded.gpu_source, gpu_pinned, "of GPU memory"))
-        for tier, size, source, pinned, where in checks:
-            limit = tier.limit
-            if not tier.in_bytes or limit is None or size <= limit - pinned:
-                continue
-            left = f", less {format_bytes(pinned)} that pinned models hold" if pinned else ""
-            raise ModelLoadError(
-                f"model {loaded.name!r} version {loaded.version} takes {format_bytes(size)} {where} "
-                f"({source}), more than {_FIELD[tier.name]} ({tier.budget}{left})",
-                model=loaded.name,
-                version=loaded.version,
-            )
-
-    def _correct_reservation(
-        self, entry: Entry, loaded: LoadedModel, estimate: int, gpu_estimate: int
-    ) -> None:
-        """The size is known once loaded: the load's reservation becomes it (before any warm-up,
-        which may take long), and what can go makes room if it came out bigger."""
-        if self.memory.in_bytes:
-            entry.reserved = max(0, entry.reserved + loaded.size - self.memory.need(estimate))
-        if self.gpu.budget is not None:
-            entry.gpu_reserved = max(0, entry.gpu_reserved + (loaded.gpu_bytes or 0) - gpu_estimate)
-        self._shrink_to_budget(entry.key)
-
-    async def _reserve_memory(
-        self, entry: Entry, fingerprint: str, requester: Holder | None = None, estimate: int = 0
-    ) -> None:
-        """Take memory for a load. In versions: the old object's slot (new files of a version in
-        memory), the slot of the version this one replaces as "latest" (borrowed, nothing
-        evicted), a free one, or one freed by evicting the least used model that can go now.
-        In bytes: room for the estimate, made by evicting the least used models that can go
-        (never the one it replaces); when even that cannot make room, the object it replaces
-        lends its bytes (load before unload: both are in memory until the swap lands). Never a
-        model another running request uses, nor a pinned one. Looked at again after every wait,
-        and only while these files are still published; after ``memory_wait`` seconds,
-        :class:`CacheFullError`."""
-        in_bytes = self.memory.in_bytes
-        need = self.memory.need(estimate)
-        self._check_estimate(entry.key, estimate)
-        deadline = self.clock.monotonic() + self.memory_wait
-        while True:
-            self._check_current(entry.key, fingerprint)
-            if (
-                entry.load_slot
-                or entry.borrowed_from is not None
-                or (entry.loaded is not None and not in_bytes)
-            ):
-                return
-            lender = self._entries.get(self.callbacks.lender_for(entry.key) or ("", -1))
-            if lender is not None and (lender is entry or not lender.replaceable):
-                lender = None
-            if not in_bytes and lender is not None:
-                entry.borrowed_from, lender.lent_to = lender.key, entry.key  # in memory, not lent
-                return
-            if self.memory.fits(self._entries.values(), need):
-                entry.load_slot, entry.reserved = True, need if in_bytes else 0
-                return
-
-            def can_go(e: Entry, lender: Entry | None = lender) -> bool:
-                return e.evictable_for(requester) and not self.callbacks.is_pinned(e.key) and e is not lender
-
-            victim = self.memory.victim(self._entries, self.usage, can_go, entry.key)
-            if victim is not None:
-                log.info("evicting model %s version %s from memory (LRU)", *victim.key)
-                self.events.evicted("memory")
-                self._drop_memory(victim)
-                continue
-            replaced = entry.loaded if entry.loaded is not None else lender.loaded if lender else None
-            if (
-                in_bytes
-                and replaced is not None
-                and self.memory.fits(self._entries.values(), need - replaced.size)
-            ):
-                entry.reserved = max(0, need - replaced.size)
-                if entry.loaded is None and lender is not None:
-                    entry.borrowed_from, lender.lent_to = lender.key, entry.key
-                    entry.borrowed_bytes = need - entry.reserved
-                else:
-                    entry.load_slot = True
-                log.info(
-                    "model %s version %s loads beside the version it replaces (%s): the budget holds one",
-                    *entry.key,
-                    format_bytes(replaced.size),
-                )
-                return
-            if self.clock.monotonic() >= deadline or self._only_pins_hold(entry):
-                raise CacheFullError(self._why_full(entry.key), model=entry.key[0], version=entry.key[1])
-            if requester is not None and not requester.patient:
-                raise CacheFullError(
-                    f"no memory for model {entry.key[0]!r} version {entry.key[1]} now, and a warm-up request "
-                    "does not wait for it (the version it warms holds memory until it ends)",
-                    model=entry.key[0],
-                    version=entry.key[1],
-                )
-            await self._wait_for_slot(deadline)
-
-    async def _reserve_gpu(self, entry: Entry, fingerprint: str, requester: Holder | None, need: int) -> None:
-        """Take GPU memory for a load (``gpu_cache_size``), after its memory: room for the
-        estimate, made by unloading the least used models holding GPU memory that can go (never
-        one in use, pinned, or the one it replaces); when that cannot make room, the object it
-        replaces lends its GPU bytes (both are loaded until the swap lands). Waits as
-        :meth:`_reserve_memory` does. A load waiting here holds its memory reservation meanwhile:
-        with both budgets in bytes, a swap of a bigger version waiting for that memory while
-        holding the GPU this load waits for ends only at ``memory_wait`` (a 503), a known limit."""
-        if self.gpu.budget is None:
-            return
-        deadline = self.clock.monotonic() + self.memory_wait
-        while True:
-            self._check_current(entry.key, fingerprint)
-            if self.gpu.fits(self._entries.values(), need):
-                entry.gpu_reserved = need
-                return
-            # the version it replaces: the one its memory already borrows from, else the latest's
-            lender = self._entries.get(
-                entry.borrowed_from or self.callbacks.lender_for(entry.key) or ("", -1)
-            )
-            if lender is not None and (
-                lender is entry
-                or lender.loaded is None
-                or lender.load is not None
-                or lender.lent_to not in (None, entry.key)
-            ):
-                lender = None
-
-            def can_go(e: Entry, lender: Entry | None = lender) -> bool:
-                return (
-                    e.evictable_for(requester)
-                    and not self.callbacks.is_pinned(e.key)
-                    and e is not lender
-                    and e is not entry
-                )
-
-            victim = self.gpu.victim(self._entries, self.usage, can_go, entry.key)
-            if victim is not None:
-                log.info("evicting model %s version %s from memory (LRU, for GPU memory)", *victim.key)
-                self.events.evicted("gpu")
-                self._drop_memory(victim)
-                continue
-            replaced = entry.loaded if entry.loaded is not None else lender.loaded if lender else None
-            took = min(need, replaced.gpu_bytes or 0) if replaced is not None else 0
-            if took and self.gpu.fits(self._entries.values(), need - took):
-                entry.gpu_reserved = need - took  # (load before unload: both until the swap lands)
-                if entry.loaded is None and lender is not None:
-                    if entry.borrowed_from is None:  # (its memory had room of its own)
-                        entry.borrowed_from, lender.lent_to = lender.key, entry.key
-                    entry.gpu_borrowed = took
-                return
-            if self.clock.monotonic() >= deadline or self._only_pins_hold(entry, self.gpu):
-                raise CacheFullError(
-                    self._why_full(entry.key, self.gpu), model=entry.key[0], version=entry.key[1]
-                )
-            if requester is not None and not requester.patient:
-                raise CacheFullError(
-                    f"no GPU memory for model {entry.key[0]!r} version {entry.key[1]} now, and a warm-up "
-                    "request does not wait for it",
-                    model=entry.key[0],
-                    version=entry.key[1],
-                )
-            await self._wait_for_slot(deadline)
-
-    def _only_pins_hold(self, entry: Entry, tier: Tier | None = None) -> bool:
-        """Whether the memory that ``entry`` cannot get is all held by pinned versions at rest
-        (nothing will ever free it: waiting is pointless)."""
-        tier = tier or self.memory
-        holding = [e for e in self._entries.values() if e is not entry and tier.used([e])]
-        return bool(holding) and all(self.callbacks.is_pinned(e.key) and e.load is None for e in holding)
-
-    def _shrink_to_budget(self, loaded: Key) -> None:
-        """After a load whose size came out above its reservation: evict what can go until the
-        memory budget holds again (what cannot go yet leaves with the requests using it)."""
-        for tier in (self.memory, self.gpu):
-            while not tier.fits(self._entries.values(), 0):
-                victim = tier.victim(
-                    self._entries,
-                    self.usage,
-                    lambda e: e.evictable_from_memory and not self.callbacks.is_pinned(e.key),
-                    loaded,
-                )
-                if victim is None:
-                    log.warning(
-                        "%s cache over its budget (%s of %s): what holds it is in use, loading or pinned",
-                        tier.name,
-                        format_bytes(tier.used(self._entries.values())),
-                        tier.budget,
-                    )
-                    break
-                log.info(
-                    "evicting model %s version %s from memory (%s over its budget)", *victim.key, tier.name
-                )
-                self.events.evicted(tier.name)
-                self._drop_memory(victim)
-
-    def _why_full(self, key: Key, tier: Tier | None = None) -> str:
-        tier = tier or self.memory
-        field, what = _FIELD[tier.name], "GPU memory" if tier is self.gpu else "memory"
-        holds = [e for e in self._entries.values() if tier.used([e])]
-        pinned = [f"{e.key[0]} v{e.key[1]}" for e in holds if self.callbacks.is_pinned(e.key)]
-        in_use = [
-            f"{e.key[0]} v{e.key[1]} ({len(e.loaded.holders)} request(s))"
-            for e in holds
-            if e.loaded is not None and e.loaded.holders
-        ]
-        loading = [f"{e.key[0]} v{e.key[1]}" for e in holds if e.load is not None and e.key != key]
-        room = ""
-        if tier.in_bytes and tier.limit is not None:
-            free = max(0, tier.limit - tier.used(self._entries.values()))
-            room = f" ({format_bytes(free)} of {tier.budget} free)"
-        if pinned and not in_use and not loading:
-            return (
-                f"no {what} can come free for model {key[0]!r} version {key[1]}{room}: {field} "
-                f"({tier.budget}) is held by pinned models [{', '.join(pinned)}]"
-            )
-        slot = "slot " if tier is self.memory else ""
-        return (
-            f"no {what} {slot}came free for model {key[0]!r} version {key[1]} "
-            f"in {self.memory_wait:g}s{room}: "
-            f"{field} ({tier.budget}) is held by models in use by running requests "
-            f"[{', '.join(in_use) or 'none'}], loads in flight [{', '.join(loading) or 'none'}] "
-            f"and pinned models [{', '.join(pinned) or 'none'}]"
-        )
-
     def _install(self, entry: Entry, loaded: LoadedModel, folder: Folder) -> None:
         if entry.borrowed_from is not None:
             lender = self._entries.get(entry.borrowed_from)
@@ -794,10 +479,6 @@ class Tiers:
         self.usage.use(entry.key)  # the request that loaded it
         if old is not None:
             self.reclaimer.release(old.model)
-
-    def _check_current(self, key: Key, fingerprint: str) -> None:
-        if not self.callbacks.is_current(key, fingerprint):
-            raise Superseded(f"model {key[0]!r} version {key[1]} changed", model=key[0])
 
     def _end_load(self, entry: Entry) -> None:
         entry.load, entry.load_fp, entry.load_slot, entry.reserved = None, None, False, 0
@@ -831,7 +512,7 @@ class Tiers:
         self._last_used.pop(entry.key, None)
         self.reclaimer.release(obj)
         self._sweep(entry)
-        self._notify()
+        self.room.notify()
 
     def _drop_disk(self, entry: Entry) -> None:
         """Forget the version's files; each folder is deleted as soon as no load reads it."""
@@ -841,7 +522,7 @@ class Tiers:
         entry.loaded_from = None
         self.disk.discard(entry.key)
         self._sweep(entry)
-        self._notify()
+        self.room.notify()
 
     def expire_idle(self, idle_timeout: float) -> list[Key]:
         """Unload every version in memory that no request used for ``idle_timeout`` seconds and
@@ -897,23 +578,6 @@ class Tiers:
             entry = self._entries[key] = Entry(key)
         return entry
 
-    async def _wait_for_slot(self, deadline: float | None = None) -> None:
-        """Wait until a slot may have been freed, or ``deadline`` (the clock's) came."""
-        if deadline is None:
-            await self._freed.wait()
-            return
-        freed = asyncio.ensure_future(self._freed.wait())
-        timer = asyncio.ensure_future(self.clock.sleep(deadline - self.clock.monotonic()))
-        try:
-            await asyncio.wait({freed, timer}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            freed.cancel()
-            timer.cancel()
-
-    def _notify(self) -> None:
-        self._freed.set()
-        self._freed = asyncio.Event()
-
     def _spawn(self, coro: Any) -> asyncio.Future[Any]:
         # an empty context: a load or download is nobody's request (no holder, no versions)
         task = contextvars.Context().run(asyncio.ensure_future, coro)
@@ -928,10 +592,6 @@ class Tiers:
                 self._spawn(asyncio.to_thread(self.files.remove, folder.path))
             except RuntimeError:  # no running loop (shutdown): do it here
                 self.files.remove(folder.path)
-
-
-_FIELD = {"memory": "cache_size", "disk": "disk_cache_size", "gpu": "gpu_cache_size"}
-"""The spec field that sets each tier's budget (in errors)."""
 
 
 def _memory_weight(budget: Budget | None) -> Callable[[Entry], int]:

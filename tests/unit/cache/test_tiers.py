@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from cortex_ray.cache.callbacks import TierCallbacks
+from cortex_ray.cache.callbacks import Superseded, TierCallbacks
 from cortex_ray.cache.entry import Key, LoadedModel
-from cortex_ray.cache.tiers import Superseded, Tiers
+from cortex_ray.cache.tiers import Tiers
 from cortex_ray.errors import CacheFullError, ModelLoadError
 from cortex_ray.models.tree import VersionInfo
 from cortex_ray.spec.quantity import Budget
