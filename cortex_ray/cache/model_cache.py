@@ -167,10 +167,11 @@ class ModelCache:
         held = self.tiers.held((name, pointer)) if pointer is not None else None
         if held is None or pointer not in model.versions:
             return None
-        assert pointer is not None and model.latest is not None
+        latest = model.latest
+        assert pointer is not None and latest is not None
         self.tiers.touch((name, pointer))
         self.events.hit("memory")
-        top = model.versions[model.latest]
+        top = model.versions[latest]
         if pointer != top.version:
             self._background(name, top)  # "latest" moves once it loaded (in this one's slot)
         elif held.fingerprint != top.fingerprint:

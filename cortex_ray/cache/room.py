@@ -67,6 +67,8 @@ class Room:
         self._gpu_sizes: dict[str, int] = {}
         """The same, of GPU memory."""
         self._freed = asyncio.Event()
+        self._waiting = 0
+        """Loads in :meth:`wait` now."""
 
     # --- estimates -------------------------------------------------------------
 
@@ -394,20 +396,27 @@ class Room:
 
     async def wait(self, deadline: float | None = None) -> None:
         """Wait until a slot may have been freed, or ``deadline`` (the clock's) came."""
-        if deadline is None:
-            await self._freed.wait()
-            return
-        freed = asyncio.ensure_future(self._freed.wait())
-        timer = asyncio.ensure_future(self.clock.sleep(deadline - self.clock.monotonic()))
+        self._waiting += 1
         try:
-            await asyncio.wait({freed, timer}, return_when=asyncio.FIRST_COMPLETED)
+            if deadline is None:
+                await self._freed.wait()
+                return
+            freed = asyncio.ensure_future(self._freed.wait())
+            timer = asyncio.ensure_future(self.clock.sleep(deadline - self.clock.monotonic()))
+            try:
+                await asyncio.wait({freed, timer}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                freed.cancel()
+                timer.cancel()
         finally:
-            freed.cancel()
-            timer.cancel()
+            self._waiting -= 1
 
     def notify(self) -> None:
-        self._freed.set()
-        self._freed = asyncio.Event()
+        """Something was freed: every load waiting looks again (nothing to do when none waits,
+        as at the end of most requests)."""
+        if self._waiting:
+            self._freed.set()
+            self._freed = asyncio.Event()
 
 
 _FIELD = {"memory": "cache_size", "disk": "disk_cache_size", "gpu": "gpu_cache_size"}

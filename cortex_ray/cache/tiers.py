@@ -162,10 +162,11 @@ class Tiers:
 
     def touch(self, key: Key) -> None:
         """A request used ``key``: most recently used, and one use more."""
-        self.usage.use(key)
+        now = self.clock.monotonic()
+        self.usage.use(key, now)
         if key in self.memory:
             self.memory.touch(key)
-            self._last_used[key] = self.clock.monotonic()
+            self._last_used[key] = now
         self.gpu.touch(key)
         self.disk.touch(key)
 

@@ -7,17 +7,24 @@ from cortex_ray.metrics.recorder import recorder
 
 __all__ = ["CacheMetrics"]
 
+TIERS = ("memory", "disk")
+"""The tiers a lookup hits or misses."""
+
 
 class CacheMetrics(CacheEvents):
     def __init__(self, api_name: str) -> None:
         self.api = api_name
         self._rec = recorder()
+        # (a hit is counted on every request that uses a model: its tags are made once)
+        rec = self._rec
+        self._hits = {t: rec.tags("cortex_ray_cache_hits", api_name=api_name, tier=t) for t in TIERS}
+        self._misses = {t: rec.tags("cortex_ray_cache_misses", api_name=api_name, tier=t) for t in TIERS}
 
     def hit(self, tier: str) -> None:
-        self._rec.count("cortex_ray_cache_hits", api_name=self.api, tier=tier)
+        self._rec.count_tagged("cortex_ray_cache_hits", self._hits[tier])
 
     def miss(self, tier: str) -> None:
-        self._rec.count("cortex_ray_cache_misses", api_name=self.api, tier=tier)
+        self._rec.count_tagged("cortex_ray_cache_misses", self._misses[tier])
 
     def loaded(self, model: str, seconds: float | None) -> None:
         tag = self._rec.model_tag(model)

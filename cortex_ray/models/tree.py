@@ -65,12 +65,25 @@ class Versions(Mapping[int, VersionInfo]):
         self._infos = tuple(info for _, info in items)
 
     def __getitem__(self, version: int) -> VersionInfo:
+        found = self._find(version)
+        if found is None:
+            raise KeyError(version)
+        return found
+
+    def get(self, version: int, default: Any = None) -> Any:  # (Mapping's goes through a KeyError)
+        found = self._find(version)
+        return default if found is None else found
+
+    def __contains__(self, version: object) -> bool:
+        return self._find(version) is not None
+
+    def _find(self, version: object) -> VersionInfo | None:
         infos = self._infos
-        if isinstance(version, int) and not isinstance(version, bool):
+        if type(version) is int:  # (not a bool)
             at = bisect.bisect_left(infos, version, key=_number)
             if at < len(infos) and infos[at].version == version:
                 return infos[at]
-        raise KeyError(version)
+        return None
 
     def __iter__(self) -> Iterator[int]:
         return (info.version for info in self._infos)
