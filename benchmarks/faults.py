@@ -30,6 +30,8 @@ Scenarios:
 * ``disk-full``: the disk tier on a 4 MiB tmpfs (root only), a new version with an 8 MiB file; then
   a smaller one in its place; ``recover``: from the fix to the first answer from it.
 * ``haproxy-killed``: the balancer's HAProxy processes killed (SIGKILL); ``recover``: until served.
+* ``ingress-killed``: the ingress actor killed (``ray.kill``; Ray restarts it), two replicas;
+  ``recover``: until served; the note says when both replicas were routed again.
 * ``soak-cycles``: ``--cycles`` unload/load cycles of two 8 MiB numpy models with room for one;
   ``lost`` is the replica's resident memory growth after the first 100 cycles.
 * ``async-none``, ``async-worker``, ``async-dispatcher``, ``async-redeploy``: 200 AsyncAPI workloads
@@ -38,7 +40,7 @@ Scenarios:
   acknowledged workloads never completed; the note counts workloads started twice.
 
 Not measured yet (issue 27 lists them): the TensorFlow handler in the swap and soak scenarios, the
-one-hour mixed soak with wrk, the ingress actor killed, a node removed from a 2-node cluster.
+one-hour mixed soak with wrk, a node removed from a 2-node cluster.
 
     .venv/bin/python benchmarks/faults.py [--only swaps,s3-paused] [--outage 30] [--swap-for 120]
 """
@@ -581,6 +583,41 @@ def haproxy_killed(bench: Bench) -> Row:
     return row
 
 
+def ingress_killed(bench: Bench) -> Row:
+    """The ingress actor itself killed (``ray.kill``: its HAProxy dies with it) under load; Ray
+    restarts it, and the replicas' heartbeats register them again."""
+    import ray
+
+    from cortex_ray.ingress.control import get_ingress
+
+    models = bench.models()
+    models.write("v1")
+    with bench.api(models, replicas=2) as url, bench.load(url, 150) as load:
+        load.first(0, content_is("v1"), 60)
+        time.sleep(3)
+        name = url.rsplit("/", 1)[1]
+        ray.kill(get_ingress(), no_restart=False)
+        killed = time.time()
+        served = load.first(killed + 0.5, content_is("v1"), 60)
+        listening = load.first(killed + 0.5, lambda a: a.status != 0, 1)
+        both = _wait(lambda: _routed(name) == 2, 60)
+        routed = time.time() - killed
+        time.sleep(3)  # (served steadily after)
+    row = load.row("ingress-killed", models.versions)
+    row.recover_s = served - killed if served else None
+    answering = (listening - killed) if listening else float("nan")
+    after = [a for a in load.answers if served is not None and a.sent > served]
+    failed_after = sum(1 for a in after if a.status != 200)
+    row.lost = f"{row.non_2xx} requests" if row.non_2xx else "nothing"
+    row.note = (
+        f"Ray restarts the actor and its HAProxy (answering after {answering:.1f}s), which routes its "
+        f"kept routes; both replicas routed after {routed:.1f}s{'' if both else ' (NOT within 60 s)'}; "
+        f"{failed_after} non-2xx after the first answer; non-2xx: connections refused meanwhile; "
+        "recover = kill -> served"
+    )
+    return row
+
+
 SOAK_HANDLER = """
 import os
 import numpy as np
@@ -761,6 +798,7 @@ SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "s3-errors": s3_errors,
     "disk-full": disk_full,
     "haproxy-killed": haproxy_killed,
+    "ingress-killed": ingress_killed,
     "soak-cycles": soak_cycles,
     "async-none": lambda b: asyncapi(b, "none"),
     "async-worker": lambda b: asyncapi(b, "worker"),
@@ -794,7 +832,10 @@ def _routed(api: str) -> int:
 
     from cortex_ray.ingress.control import get_ingress
 
-    status = ray.get(get_ingress().status.remote())
+    try:
+        status = ray.get(get_ingress().status.remote(), timeout=10)
+    except Exception:  # (restarting)
+        return -1
     return len(status["apis"].get(api, {}).get("replicas", {}))
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cortex_ray.ingress.balancer import DEFAULT_MAX_BODY, Backend, Balancer, Server, backend_id, server_id
-from cortex_ray.rpc.routes import NAMESPACE
+from cortex_ray.ingress.kept import Kept, KeptRoute, RayKv, Store
 
 __all__ = ["HEARTBEAT", "INGRESS_ACTOR", "INGRESS_NAMESPACE", "Registry"]
 
@@ -56,39 +56,33 @@ def _can_bind(host: str, port: int) -> bool:
     return True
 
 
-_GRPC_PORT_KEY = b"ingress:grpc_port"
+def _restarted() -> bool:
+    """Whether this is the ingress actor restarted by Ray (not a new one)."""
+    try:
+        import ray
 
-
-def _keep_grpc_port(port: int) -> None:
-    from ray.experimental import internal_kv
-
-    if internal_kv._internal_kv_initialized():
-        internal_kv._internal_kv_put(_GRPC_PORT_KEY, str(port).encode(), overwrite=True, namespace=NAMESPACE)
-
-
-def _forget_grpc_port() -> None:
-    from ray.experimental import internal_kv
-
-    if internal_kv._internal_kv_initialized():
-        internal_kv._internal_kv_del(_GRPC_PORT_KEY, namespace=NAMESPACE)
-
-
-def _kept_grpc_port() -> int | None:
-    from ray.experimental import internal_kv
-
-    if not internal_kv._internal_kv_initialized():
-        return None
-    kept = internal_kv._internal_kv_get(_GRPC_PORT_KEY, namespace=NAMESPACE)
-    return int(kept) if kept else None
+        return ray.is_initialized() and bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    except Exception:  # (not in an actor)
+        return False
 
 
 class Registry:
     """Plain class; :func:`cortex_ray.ingress.control.start_ingress` runs it as a Ray actor."""
 
-    def __init__(self, host: str, port: int, threads: int = 1, grpc_port: int | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        threads: int = 1,
+        grpc_port: int | None = None,
+        store: Store | None = None,
+        restarted: bool | None = None,
+    ) -> None:
         workdir = tempfile.mkdtemp(prefix="cortex-ray-ingress-")
+        self.kept = Kept(store or RayKv())
+        """What survives the actor's restarts (:mod:`cortex_ray.ingress.kept`)."""
         # (an actor restarted by Ray gets its first arguments again: a gRPC port set since is kept)
-        self.balancer = Balancer(host, port, workdir, threads, grpc_port or _kept_grpc_port())
+        self.balancer = Balancer(host, port, workdir, threads, grpc_port or self.kept.grpc_port())
         self.apis: dict[str, _Api] = {}
         self.changes = 0
         self.applied = -1
@@ -97,7 +91,25 @@ class Registry:
         """Replicas of deleted APIs: their heartbeats do not bring the API back."""
         self._changed: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
-        self.balancer.apply([])  # listen at once: unknown paths get the JSON 404 from the start
+        if _restarted() if restarted is None else restarted:
+            self._resume()
+        # listen at once: unknown paths get the JSON 404 from the start, kept routes are served
+        self.balancer.apply(self._backends())
+        self.applied = self.changes
+
+    def _resume(self) -> None:
+        """A restarted actor routes what it routed before (until its replicas stop registering)."""
+        routes, self.retired = self.kept.routes()
+        now = time.monotonic()
+        for name, r in routes.items():
+            servers = {replica: (*ports, now) for replica, ports in r.servers.items()}
+            self.apis[name] = _Api(r.endpoint, r.model_routing, r.max_body, r.grpc_service, servers)
+        if routes:
+            log.warning(
+                "ingress restarted: routing %d API(s) to the %d replica(s) it knew until they register",
+                len(routes),
+                sum(len(r.servers) for r in routes.values()),
+            )
 
     # --- replicas ------------------------------------------------------------
 
@@ -152,7 +164,7 @@ class Registry:
                     f"the fast ingress cannot take gRPC on {self.balancer.host}:{port}: it is in use"
                 )
             self.balancer.grpc_port = port
-            _keep_grpc_port(port)
+            self.kept.keep_grpc_port(port)
             self._touch()
             await self.wait_applied()
         elif self.balancer.grpc_port != port:
@@ -231,7 +243,7 @@ class Registry:
         }
 
     async def stop(self) -> None:
-        _forget_grpc_port()
+        self.kept.forget()
         if self._task is not None:
             self._task.cancel()
         self.balancer.stop()
@@ -277,6 +289,24 @@ class Registry:
                     await asyncio.sleep(1.0)
                     continue
                 self.applied = target
+                await self._keep_routes()
+
+    async def _keep_routes(self) -> None:
+        """Keep the routes just applied for a restart (off the loop: a call to Ray's store)."""
+        routes = {
+            name: KeptRoute(
+                a.endpoint,
+                a.model_routing,
+                a.max_body,
+                a.grpc_service,
+                {r: (host, port, check, grpc) for r, (host, port, check, grpc, _) in a.servers.items()},
+            )
+            for name, a in self.apis.items()
+        }
+        try:
+            await asyncio.to_thread(self.kept.keep_routes, routes, set(self.retired))
+        except Exception as exc:  # a restart then waits for the heartbeats: routing goes on
+            log.warning("ingress: could not keep its routes for a restart: %s", exc)
 
     def _expire(self) -> None:
         now = time.monotonic()
