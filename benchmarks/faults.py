@@ -32,6 +32,10 @@ Scenarios:
 * ``haproxy-killed``: the balancer's HAProxy processes killed (SIGKILL); ``recover``: until served.
 * ``ingress-killed``: the ingress actor killed (``ray.kill``; Ray restarts it), two replicas;
   ``recover``: until served; the note says when both replicas were routed again.
+* ``node-removed``: a Ray of its own (a head with no CPUs, two worker nodes, all on 127.0.0.1),
+  two replicas, versions swapping every 2 s, and the worker node holding the reloader (else one
+  holding a replica) removed with everything on it; ``recover``: the last version written until
+  served; the note says when both replicas were routed again.
 * ``soak-cycles``: ``--cycles`` unload/load cycles of two 8 MiB numpy models with room for one;
   ``lost`` is the replica's resident memory growth after the first 100 cycles.
 * ``async-none``, ``async-worker``, ``async-dispatcher``, ``async-redeploy``: 200 AsyncAPI workloads
@@ -40,7 +44,7 @@ Scenarios:
   acknowledged workloads never completed; the note counts workloads started twice.
 
 Not measured yet (issue 27 lists them): the TensorFlow handler in the swap and soak scenarios, the
-one-hour mixed soak with wrk, a node removed from a 2-node cluster.
+one-hour mixed soak with wrk.
 
     .venv/bin/python benchmarks/faults.py [--only swaps,s3-paused] [--outage 30] [--swap-for 120]
 """
@@ -49,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import json
 import os
 import shutil
@@ -618,6 +623,104 @@ def ingress_killed(bench: Bench) -> Row:
     return row
 
 
+def node_removed(args: argparse.Namespace, work: Path, s3: S3TestServer) -> Row:
+    """A node removed from a local cluster (its own Ray: a head with no CPUs and two worker nodes,
+    every one on 127.0.0.1) under load, while versions swap every 2 s: the node holding the
+    reloader when it is on a worker (else one holding a replica) goes, with everything on it."""
+    import psutil
+    from ray.cluster_utils import Cluster
+
+    from cortex_ray.cluster.local_run import use_loopback
+    from cortex_ray.sdk import shutdown, start
+
+    os.environ.setdefault("RAY_SERVE_DEPLOYMENT_ACTOR_HEALTH_CHECK_PERIOD_S", "2")
+    use_loopback()  # (every node on 127.0.0.1: Ray otherwise takes the machine's address)
+    loopback = {"node_ip_address": "127.0.0.1", "include_dashboard": False}
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, **loopback})
+    workers = [cluster.add_node(num_cpus=2, **loopback) for _ in range(2)]
+    base = start(port=free_port(), address=cluster.address, log_to_driver=False)
+    bench = Bench(args, work, base, s3)
+    try:
+        models = bench.models()
+        kept: list[tuple[int, str]] = [(models.write("v1"), "v1")]
+        with bench.api(models, replicas=2) as url, bench.load(url, 240) as load:
+            name = url.rsplit("/", 1)[1]
+            load.first(0, content_is("v1"), 120)
+            _wait(lambda: _routed(name) == 2, 60)
+
+            def on(node: Any, marker: str) -> bool:
+                raylet = node.all_processes["raylet"][0].process.pid
+                for proc in psutil.process_iter(["cmdline"]):
+                    if marker in " ".join(proc.info["cmdline"] or []):
+                        try:
+                            if raylet in [p.pid for p in proc.parents()]:
+                                return True
+                        except psutil.Error:
+                            continue
+                return False
+
+            def swap() -> None:
+                content = f"v{models.next}"
+                kept.append((models.write(content), content))
+                if len(kept) > 2:
+                    models.remove(*kept.pop(0))
+
+            for _ in range(5):  # versions reach both nodes' replicas
+                time.sleep(2)
+                swap()
+            holding_reloader = [w for w in workers if on(w, "ModelReloader")]
+            victim = (
+                holding_reloader[0]
+                if holding_reloader
+                else next(w for w in workers if on(w, f"ServeReplica:{name}:"))
+            )
+            replicas_there = on(victim, f"ServeReplica:{name}:")
+            epoch = _info(url).get("reloader", {}).get("epoch")
+            cluster.remove_node(victim, allow_graceful=False)
+            removed = time.time()
+            reloader_back: float | None = None
+            for _ in range(15):  # versions keep coming while the cluster heals
+                time.sleep(2)
+                swap()
+                if reloader_back is None and _info(url).get("reloader", {}).get("epoch") not in (None, epoch):
+                    reloader_back = time.time() - removed
+            last = time.time()
+            served = load.first(last, content_is(kept[-1][1]), 90)
+            healed = _wait(lambda: _routed(name) == 2, 120)
+            routed = time.time() - removed
+        row = load.row("node-removed", models.versions)
+        row.recover_s = served - last if served else None
+        row.lost = f"{row.non_2xx} requests" if row.non_2xx else "nothing"
+        failed = [a.sent - removed for a in load.answers if a.status != 200]
+        stale = [
+            a.sent - removed
+            for a in load.answers
+            if a.status == 200 and (a.content is None or not models.versions.allowed(a.content, a.sent))
+        ]
+
+        def span(xs: list[float]) -> str:
+            return f"{min(xs):+.1f}..{max(xs):+.1f}s" if xs else "none"
+
+        row.note = (
+            f"removed the worker node holding {'the reloader' if holding_reloader else 'a replica only'}"
+            f"{' and a replica' if holding_reloader and replicas_there else ''}"
+            + (
+                f"; reloader back after {f'{reloader_back:.0f}s' if reloader_back else 'NEVER'}"
+                if holding_reloader
+                else " (the reloader is on the head)"
+            )
+            + f"; 20 versions, one every 2s; 2 replicas routed {routed:.0f}s after"
+            + ("" if healed else " (NOT within 120 s)")
+            + "; "
+            f"non-2xx sent at {span(failed)}, wrong at {span(stale)} of the removal; "
+            "recover = last version written -> served"
+        )
+        return row
+    finally:
+        shutdown()
+        cluster.shutdown()
+
+
 SOAK_HANDLER = """
 import os
 import numpy as np
@@ -807,6 +910,12 @@ SCENARIOS: dict[str, Callable[[Bench], Row]] = {
 }
 
 
+OWN_RAY: dict[str, Callable[[argparse.Namespace, Path, S3TestServer], Row]] = {
+    "node-removed": node_removed,
+}
+"""Scenarios that start a Ray of their own (after the others, which share one)."""
+
+
 def _info(url: str) -> dict[str, Any]:
     import httpx
 
@@ -852,7 +961,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
+    parser.add_argument("--only", default=",".join([*SCENARIOS, *OWN_RAY]), help="comma-separated scenarios")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--outage", type=float, default=30.0)
     parser.add_argument("--swap-every", type=float, default=2.0)
@@ -860,30 +969,39 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=1000, help="soak-cycles: unload/load cycles")
     args = parser.parse_args()
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = [s for s in chosen if s not in SCENARIOS]
+    unknown = [s for s in chosen if s not in SCENARIOS and s not in OWN_RAY]
     if unknown:
-        sys.exit(f"unknown scenarios: {', '.join(unknown)} (known: {', '.join(SCENARIOS)})")
+        sys.exit(f"unknown scenarios: {', '.join(unknown)} (known: {', '.join([*SCENARIOS, *OWN_RAY])})")
 
     from cortex_ray.sdk import shutdown, start
 
     rows: list[Row] = []
+
+    def measure(name: str, scenario: Callable[[], Row], s3: S3TestServer) -> None:
+        started = time.monotonic()
+        try:
+            row = scenario()
+        except Exception as exc:  # a scenario that breaks is a finding, not the end
+            row = Row(name, note=f"FAILED: {type(exc).__name__}: {exc}")
+            s3.ensure_ready()
+        row.note += f" ({time.monotonic() - started:.0f}s)"
+        rows.append(row)
+        print(_format(row), flush=True)
+
     with tempfile.TemporaryDirectory(prefix="cortex-ray-faults-") as tmp, S3TestServer() as s3:
         os.environ.update(s3.env())  # (the replicas and reloaders Ray starts inherit it)
-        base = start(port=free_port(), num_cpus=4, log_to_driver=False)
-        try:
-            bench = Bench(args, Path(tmp), base, s3)
-            for name in chosen:
-                started = time.monotonic()
-                try:
-                    row = SCENARIOS[name](bench)
-                except Exception as exc:  # a scenario that breaks is a finding, not the end
-                    row = Row(name, note=f"FAILED: {type(exc).__name__}: {exc}")
-                    bench.s3.ensure_ready()
-                row.note += f" ({time.monotonic() - started:.0f}s)"
-                rows.append(row)
-                print(_format(row), flush=True)
-        finally:
-            shutdown()
+        shared = [n for n in chosen if n in SCENARIOS]
+        if shared:
+            base = start(port=free_port(), num_cpus=4, log_to_driver=False)
+            try:
+                bench = Bench(args, Path(tmp), base, s3)
+                for name in shared:
+                    measure(name, functools.partial(SCENARIOS[name], bench), s3)
+            finally:
+                shutdown()
+        for name in chosen:
+            if name in OWN_RAY:
+                measure(name, functools.partial(OWN_RAY[name], args, Path(tmp), s3), s3)
     print(
         f"\n{args.clients} clients; outage {args.outage:g}s; a swap every {args.swap_every:g}s "
         f"for {args.swap_for:g}s"

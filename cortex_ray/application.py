@@ -23,7 +23,7 @@ from cortex_ray.asyncapi.dispatcher import Dispatcher
 from cortex_ray.asyncapi.gateway import AsyncGateway
 from cortex_ray.asyncapi.worker import AsyncWorker
 from cortex_ray.deployer.options import deployment_options, gateway_options
-from cortex_ray.ingress.control import start_ingress
+from cortex_ray.ingress.control import HEAD_RESOURCE, start_ingress
 from cortex_ray.project import Project, ProjectRef
 from cortex_ray.project.runtime_env import RuntimeEnvs
 from cortex_ray.reload.reloader import ModelReloader
@@ -156,16 +156,29 @@ def _build_async(
     return gateway.bind(api, worker.bind(api, ref), ingress)
 
 
+CONTROL_ON_HEAD = 0.001
+"""Of the head node's own resource (1 on the head, absent elsewhere): what each control actor
+asks, so that it is placed there (a thousand fit)."""
+
+
 def _actor(
     name: str, cls: type, init_args: tuple[Any, ...], runtime_env: dict[str, Any]
 ) -> DeploymentActorConfig:
     """A deployment-scoped actor: created before the replicas, restarted if it dies, deleted with
-    the application."""
+    the application. It runs on the head node, with Serve's controller and the ingress (the
+    cluster's control plane): losing a worker node (a spot instance taken back) loses replicas,
+    never an API's reloader or dispatcher, which Ray would replace only once it declared the node
+    dead (about 30 s, while no change reaches the replicas)."""
     return DeploymentActorConfig(
         name=name,
         actor_class=ray.remote(cls),
         init_args=init_args,
-        actor_options={"num_cpus": 0, "max_concurrency": 10000, **_env(runtime_env)},
+        actor_options={
+            "num_cpus": 0,
+            "max_concurrency": 10000,
+            "resources": {HEAD_RESOURCE: CONTROL_ON_HEAD},
+            **_env(runtime_env),
+        },
     )
 
 
