@@ -43,8 +43,8 @@ Scenarios:
   killed, the dispatcher killed, or the application deleted and deployed again; ``lost``:
   acknowledged workloads never completed; the note counts workloads started twice.
 
-Not measured yet (issue 27 lists them): the TensorFlow handler in the swap and soak scenarios, the
-one-hour mixed soak with wrk.
+``swaps-tf`` and ``soak-cycles-tf``: the same with the TensorFlow handler and SavedModels (built
+first, in a child process). The one-hour mixed soak with wrk is ``benchmarks/soak.py``.
 
     .venv/bin/python benchmarks/faults.py [--only swaps,s3-paused] [--outage 30] [--swap-for 120]
 """
@@ -230,6 +230,20 @@ class Models:
             self.versions.written[content] = time.time()
         return number
 
+    def write_dir(self, source: Path, content: str, version: int | None = None, model: str = "m") -> int:
+        """Version ``version`` (default: the next) of ``model``: a copy of the folder ``source``
+        (a SavedModel), which answers ``content``; local only, moved into place whole."""
+        assert self.root is not None
+        number = version if version is not None else self.next
+        self.next = max(self.next, number + 1)
+        dest = self.root / model / str(number)
+        staging = self.root / f".{model}-{number}.tmp"
+        shutil.copytree(source, staging)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(dest)
+        self.versions.written[content] = time.time()
+        return number
+
     def remove(self, number: int, content: str) -> None:
         if self.s3 is not None:
             self.s3.client().delete_object(Bucket=self.bucket, Key=f"models/m/{number}/model.json")
@@ -252,6 +266,7 @@ class Bench:
         poll: float = 1.0,
         handler: str = HANDLER,
         env: dict[str, str] | None = None,
+        handler_type: str = "python",
         replica_env: dict[str, str] | None = None,
         **model_fields: Any,
     ) -> Iterator[str]:
@@ -269,10 +284,10 @@ class Bench:
             "name": name,
             "kind": "RealtimeAPI",
             "handler": {
-                "type": "python",
+                "type": handler_type,
                 "path": "handler.py",
                 "env": env or {},
-                "multi_model_reloading": {
+                "multi_model_reloading" if handler_type == "python" else "models": {
                     "dir": models.uri,
                     "poll_interval": poll,
                     "settle_time": 0.5,
@@ -306,25 +321,40 @@ def content_is(expected: str) -> Callable[[Answer], bool]:
     return lambda a: a.status == 200 and a.content == expected
 
 
-def swaps(bench: Bench) -> Row:
+def swaps(bench: Bench, handler: str = "python") -> Row:
     a = bench.args
     models = bench.models()
-    kept: list[tuple[int, str]] = [(models.write("v1"), "v1")]
-    with bench.api(models) as url, bench.load(url, a.swap_for + 60) as load:
-        load.first(0, content_is("v1"), 60)
+    count = int(a.swap_for / a.swap_every) + 2
+    if handler == "tensorflow":  # SavedModels answering v1, v2...: built first, copied in at each swap
+        built = saved_models(bench.work / "saved-swaps", {f"v{i}": 0 for i in range(1, count + 1)})
+
+        def write(content: str) -> int:
+            return models.write_dir(built[content], content)
+
+        options: dict[str, Any] = {"handler": TF_HANDLER, "handler_type": "tensorflow"}
+    else:
+
+        def write(content: str) -> int:
+            return models.write(content)
+
+        options = {}
+    kept: list[tuple[int, str]] = [(write("v1"), "v1")]
+    with bench.api(models, **options) as url, bench.load(url, a.swap_for + 60) as load:
+        load.first(0, content_is("v1"), 90)
         last_swap = 0.0
         end = time.monotonic() + a.swap_for
-        while time.monotonic() < end:
+        while time.monotonic() < end and models.next <= count:
             time.sleep(a.swap_every)
             content = f"v{models.next}"
-            kept.append((models.write(content), content))
+            kept.append((write(content), content))
             last_swap = time.time()
             if len(kept) > 2:
                 models.remove(*kept.pop(0))
         served = load.first(last_swap, content_is(kept[-1][1]), 60)
-    row = load.row("swaps", models.versions)
+    row = load.row("swaps" if handler == "python" else "swaps-tf", models.versions)
     row.recover_s = served - last_swap if served else None
-    row.note = f"{len(models.versions.written)} versions, one every {a.swap_every:g}s, 1s poll"
+    written = len(models.versions.written)
+    row.note = f"{handler} handler; {written} versions, one every {a.swap_every:g}s, 1s poll"
     return row
 
 
@@ -721,6 +751,45 @@ def node_removed(args: argparse.Namespace, work: Path, s3: S3TestServer) -> Row:
         cluster.shutdown()
 
 
+TF_HANDLER = """
+class Handler:
+    def __init__(self, config, tensorflow_client):
+        self.client = tensorflow_client
+
+    def handle_post(self, payload):
+        out = self.client.predict({"x": [1.0]}, payload["model"])
+        tag = out["tag"][0]
+        with open("/proc/self/status") as f:
+            rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        return {
+            "content": tag.decode() if isinstance(tag, bytes) else str(tag),
+            "sum": float(out["total"][0]),
+            "rss_kib": rss,
+        }
+"""
+
+
+def saved_models(root: Path, tags: dict[str, int]) -> dict[str, Path]:
+    """One SavedModel per tag (``tests/support/tf_models.save_tagged``, holding that many float32
+    weights), built in a child process (TensorFlow stays out of this one)."""
+    import subprocess
+
+    root.mkdir(parents=True, exist_ok=True)
+    script = (
+        "import json, sys; from pathlib import Path; from tests.support.tf_models import save_tagged\n"
+        "root, tags = Path(sys.argv[1]), json.loads(sys.argv[2])\n"
+        "for tag, weights in tags.items(): save_tagged(root / tag, tag, weights)\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, str(root), json.dumps(tags)],
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+    )
+    return {tag: root / tag for tag in tags}
+
+
 SOAK_HANDLER = """
 import os
 import numpy as np
@@ -741,7 +810,7 @@ class Handler:
 """
 
 
-def soak_cycles(bench: Bench) -> Row:
+def soak_cycles(bench: Bench, handler: str = "python") -> Row:
     """Two models of 8 MiB each with room for one in memory: every request unloads one and loads
     the other; the replica's resident memory after ``--cycles`` cycles against after the first 100."""
     import io
@@ -751,15 +820,22 @@ def soak_cycles(bench: Bench) -> Row:
 
     cycles = bench.args.cycles
     models = bench.models()
-    for name in ("a", "b"):
-        buffer = io.BytesIO()
-        np.save(buffer, np.random.default_rng(0).random(2**20))  # 8 MiB of float64
-        models.write(raw=b"{}", version=1, model=name)
-        assert models.root is not None
-        (models.root / name / "1" / "weights.npy").write_bytes(buffer.getvalue())
+    options: dict[str, Any] = {"handler": SOAK_HANDLER}
+    if handler == "tensorflow":
+        built = saved_models(bench.work / "saved-soak", {"a": 2**21, "b": 2**21})  # 8 MiB of float32
+        for name in ("a", "b"):
+            models.write_dir(built[name], name, version=1, model=name)
+        options = {"handler": TF_HANDLER, "handler_type": "tensorflow"}
+    else:
+        for name in ("a", "b"):
+            buffer = io.BytesIO()
+            np.save(buffer, np.random.default_rng(0).random(2**20))  # 8 MiB of float64
+            models.write(raw=b"{}", version=1, model=name)
+            assert models.root is not None
+            (models.root / name / "1" / "weights.npy").write_bytes(buffer.getvalue())
     rss: list[int] = []
     failures = 0
-    with bench.api(models, handler=SOAK_HANDLER, cache_size=1, disk_cache_size=2) as url:
+    with bench.api(models, cache_size=1, disk_cache_size=2, **options) as url:
         with httpx.Client(timeout=REQUEST_TIMEOUT_S) as client:
             for i in range(cycles * 2):
                 r = client.post(url, json={"model": "ab"[i % 2]})
@@ -768,14 +844,18 @@ def soak_cycles(bench: Bench) -> Row:
                     continue
                 if i % 2:
                     rss.append(int(r.json()["rss_kib"]))
-        loads = _info(url).get("cache", {}).get("loads")
+        cache = _info(url).get("cache", {})
+        loads, reclaim = cache.get("loads"), cache.get("reclaim", {})
     base = rss[min(99, len(rss) - 1)] if rss else 0
     growth = (rss[-1] - base) / base if base else 0.0
-    row = Row("soak-cycles", cycles * 2, failures, 0)
+    row = Row("soak-cycles" if handler == "python" else "soak-cycles-tf", cycles * 2, failures, 0)
     row.lost = f"RSS {growth:+.1%}"
+    kind = "numpy models" if handler == "python" else "SavedModels"
     row.note = (
-        f"{cycles} unload/load cycles of two 8 MiB numpy models, one in memory: RSS {base // 1024} MiB "
-        f"after 100 cycles, {rss[-1] // 1024 if rss else 0} MiB at the end (goal: under +5%); loads {loads}"
+        f"{cycles} unload/load cycles of two 8 MiB {kind}, one in memory: RSS {base // 1024} MiB "
+        f"after 100 cycles, {rss[-1] // 1024 if rss else 0} MiB at the end (goal: under +5%); loads {loads}; "
+        f"collections {reclaim.get('collections')} ({reclaim.get('urgent_collections')} for the backlog), "
+        f"{reclaim.get('freed_by_refcount')} freed without one"
     )
     return row
 
@@ -893,6 +973,7 @@ def asyncapi(bench: Bench, fault: str) -> Row:
 
 SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "swaps": swaps,
+    "swaps-tf": lambda b: swaps(b, "tensorflow"),
     "s3-paused": lambda b: s3_outage(b, "paused"),
     "s3-refused": lambda b: s3_outage(b, "refused"),
     "replica-killed": replica_killed,
@@ -903,6 +984,7 @@ SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "haproxy-killed": haproxy_killed,
     "ingress-killed": ingress_killed,
     "soak-cycles": soak_cycles,
+    "soak-cycles-tf": lambda b: soak_cycles(b, "tensorflow"),
     "async-none": lambda b: asyncapi(b, "none"),
     "async-worker": lambda b: asyncapi(b, "worker"),
     "async-dispatcher": lambda b: asyncapi(b, "dispatcher"),

@@ -29,7 +29,7 @@ from cortex_ray.cache.entry import Entry, Folder, Holder, Key, LoadedModel
 from cortex_ray.cache.events import CacheEvents
 from cortex_ray.cache.files import ModelFiles, StorageFiles
 from cortex_ray.cache.introspect import CacheSnapshot, TierSnapshot
-from cortex_ray.cache.reclaim import Reclaimer
+from cortex_ray.cache.reclaim import BACKLOG_FLOOR, Reclaimer
 from cortex_ray.cache.room import Room
 from cortex_ray.cache.sizes import LoadMeter, gpu_size, memory_size
 from cortex_ray.cache.tier import Tier
@@ -108,7 +108,9 @@ class Tiers:
         self._entries: dict[Key, Entry] = {}
         self.meter = LoadMeter()
         self._work: set[asyncio.Future[Any]] = set()
-        self.reclaimer = Reclaimer(clock=clock)
+        # (unloaded objects waiting for a collection count against no budget: about what the
+        # cache holds may wait, whatever the interval between collections)
+        self.reclaimer = Reclaimer(clock=clock, backlog=lambda: max(BACKLOG_FLOOR, self.loaded_bytes()))
         self.usage = Usage(clock=clock)
         # downloads and loads wait on storage and on the user's load_model: threads of their own,
         # enough that loads of different models never queue behind each other
@@ -234,6 +236,10 @@ class Tiers:
 
     def disk_used(self) -> int:
         return self.disk.used(self._entries.values())
+
+    def loaded_bytes(self) -> int:
+        """The sizes of the objects in memory (whatever the budget's unit)."""
+        return sum(e.loaded.size for e in self._entries.values() if e.loaded is not None)
 
     def memory_bytes(self, key: Key) -> int | None:
         """The size of the object in memory for ``key`` (``None``: not in memory)."""
@@ -388,7 +394,7 @@ class Tiers:
                     warm_up = await self.warm_up(loaded, folder.path)  # (reads its requests)
             except BaseException:
                 if "loaded" in locals():
-                    self.reclaimer.release(loaded.model)
+                    self.reclaimer.release(loaded.model, loaded.size)
                 raise
             finally:
                 folder.readers -= 1  # warm-up requests may need other models' files: not these
@@ -397,11 +403,11 @@ class Tiers:
                 try:
                     await warm_up()
                 except BaseException:
-                    self.reclaimer.release(loaded.model)
+                    self.reclaimer.release(loaded.model, loaded.size)
                     raise
             self.load_count += 1
             if not self.callbacks.is_current(entry.key, info.fingerprint):
-                self.reclaimer.release(loaded.model)
+                self.reclaimer.release(loaded.model, loaded.size)
                 raise Superseded(f"model {name!r} version {version} changed while loading", model=name)
             replaced = entry.loaded is not None
             self._install(entry, loaded, folder)
@@ -479,7 +485,7 @@ class Tiers:
         self._last_used[entry.key] = self.clock.monotonic()
         self.usage.use(entry.key)  # the request that loaded it
         if old is not None:
-            self.reclaimer.release(old.model)
+            self.reclaimer.release(old.model, old.size)
 
     def _end_load(self, entry: Entry) -> None:
         entry.load, entry.load_fp, entry.load_slot, entry.reserved = None, None, False, 0
@@ -506,12 +512,12 @@ class Tiers:
             entry.lent_to = None
         if entry.load is not None and not entry.load_slot:
             entry.load_slot = True  # a swap in flight keeps the slot until it ends
-        obj = entry.loaded.model
+        obj, size = entry.loaded.model, entry.loaded.size
         entry.loaded, entry.loaded_from = None, None
         self.memory.discard(entry.key)
         self.gpu.discard(entry.key)
         self._last_used.pop(entry.key, None)
-        self.reclaimer.release(obj)
+        self.reclaimer.release(obj, size)
         self._sweep(entry)
         self.room.notify()
 

@@ -10,6 +10,7 @@ __all__ = [
     "save_cortex_iris",
     "save_half_plus_two",
     "save_multi_signature",
+    "save_tagged",
     "save_text_model",
 ]
 
@@ -107,5 +108,25 @@ def save_half_plus_two(path: Path) -> Path:
             return {"y": self.a * x + self.b}
 
     module = HalfPlusTwo()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+def save_tagged(path: Path, tag: str, weights: int = 0) -> Path:
+    """``x: float32[None]`` -> ``tag: string[None]`` (``tag`` for every row: which model this is)
+    and ``total: float32[None]`` (x plus the sum of ``weights`` float32 weights, which the model
+    holds in memory: ``weights * 4`` bytes)."""
+    tf = _tf()
+
+    class Tagged(tf.Module):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = tf.Variable(tf.fill([max(weights, 1)], 0.5 if weights else 0.0))
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def serve(self, x: Any) -> dict[str, Any]:
+            return {"tag": tf.fill(tf.shape(x), tag), "total": x + tf.reduce_sum(self.w)}
+
+    module = Tagged()
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
     return path
