@@ -140,7 +140,12 @@ def main() -> None:
             "handler": {
                 "type": "python",
                 "path": "handler.py",
-                "multi_model_reloading": {"dir": str(models), "cache_size": 3, "poll_interval": 1.0},
+                "multi_model_reloading": {
+                    "dir": str(models),
+                    "cache_size": 3,
+                    "disk_cache_size": MODELS * 3,
+                    "poll_interval": 1.0,
+                },
             },
             "networking": {"model_routing": {"query": "model"}},
             "autoscaling": {"min_replicas": 2, "max_replicas": 2},
