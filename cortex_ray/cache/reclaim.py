@@ -105,14 +105,14 @@ class Reclaimer:
                     await self.clock.sleep(min(wait, self.delay))
                     due = self._uncollected >= self.backlog()
                     wait = self._last_collect + self.min_interval - self.clock.monotonic()
-                self.urgent += due
+                self.urgent += due and wait > 0
+                self._uncollected = 0  # (here, on the loop, where releases add to it)
                 await asyncio.to_thread(self._collect)
             if "torch" in sys.modules:
                 await asyncio.to_thread(_empty_gpu_cache)
 
     def _collect(self) -> None:
         started = time.perf_counter()
-        self._uncollected = 0
         found = gc.collect()
         took = time.perf_counter() - started
         self._last_collect = self.clock.monotonic()

@@ -15,6 +15,8 @@ for each of its requests (``X-Cortex-Model-Version``, request metrics). A warm-u
 (a version's ``warmup.json``) is never grouped with clients' requests: it is called alone.
 When the replica stops, :meth:`Batcher.close` calls what waits at once (no request waits out
 the interval, none is dropped), waits for the groups running, and refuses later calls with a 503.
+A group still running at the timeout is answered 503; a handler already running in a thread
+runs on (Python cannot stop it), and its result is dropped.
 """
 
 from __future__ import annotations

@@ -138,6 +138,9 @@ class Kept:
     def keep_routes(self, routes: Mapping[str, KeptRoute], retired: set[str]) -> None:
         self.store.put(_ROUTES, encode_routes(routes, retired))
 
+    def forget_routes(self) -> None:
+        self.store.delete(_ROUTES)
+
     def forget(self) -> None:
         self.store.delete(_GRPC_PORT)
-        self.store.delete(_ROUTES)
+        self.forget_routes()

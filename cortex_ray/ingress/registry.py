@@ -91,10 +91,22 @@ class Registry:
         """Replicas of deleted APIs: their heartbeats do not bring the API back."""
         self._changed: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._restored: set[str] = set()
+        """APIs routed from what was kept, that none of their replicas registered with since."""
         if _restarted() if restarted is None else restarted:
             self._resume()
+        else:
+            self.kept.forget_routes()  # (an ingress stopped without its stop: its routes are not ours)
         # listen at once: unknown paths get the JSON 404 from the start, kept routes are served
-        self.balancer.apply(self._backends())
+        try:
+            self.balancer.apply(self._backends())
+        except Exception as exc:  # a kept route HAProxy refuses must not fail every restart
+            if not self.apis:
+                raise
+            log.error("ingress: the routes kept before its restart could not be applied: %s", exc)
+            self.apis, self._restored = {}, set()
+            self.kept.forget_routes()
+            self.balancer.apply([])
         self.applied = self.changes
 
     def _resume(self) -> None:
@@ -104,6 +116,7 @@ class Registry:
         for name, r in routes.items():
             servers = {replica: (*ports, now) for replica, ports in r.servers.items()}
             self.apis[name] = _Api(r.endpoint, r.model_routing, r.max_body, r.grpc_service, servers)
+        self._restored = set(routes)
         if routes:
             log.warning(
                 "ingress restarted: routing %d API(s) to the %d replica(s) it knew until they register",
@@ -131,6 +144,7 @@ class Registry:
         self._start()
         if replica in self.retired:
             return
+        self._restored.discard(api)
         entry = self.apis.get(api)
         service, grpc_port = grpc if grpc is not None else (None, 0)
         shape = (endpoint, model_routing, max_body, service)
@@ -176,6 +190,7 @@ class Registry:
         another registers: Serve may stop a replica before it starts its replacement (a rolling
         update without surge, a refresh), and the API must not go without one in between. A
         deleted API (:meth:`remove_api`) has no entry here, so its replicas leave at once."""
+        self._start()
         entry = self.apis.get(api)
         if entry is None or replica not in entry.servers:
             return
@@ -189,6 +204,8 @@ class Registry:
 
     async def remove_api(self, api: str) -> None:
         """The API is being deleted (called before Serve deletes it): no hand-over."""
+        self._start()
+        self._restored.discard(api)
         entry = self.apis.pop(api, None)
         if entry is not None:
             self.retired.update(entry.servers)
@@ -288,8 +305,8 @@ class Registry:
                     log.error("ingress: could not apply the balancer configuration: %s", exc)
                     await asyncio.sleep(1.0)
                     continue
+                await self._keep_routes()  # (before it counts as applied: a restart finds it)
                 self.applied = target
-                await self._keep_routes()
 
     async def _keep_routes(self) -> None:
         """Keep the routes just applied for a restart (off the loop: a call to Ray's store)."""
@@ -310,12 +327,17 @@ class Registry:
 
     def _expire(self) -> None:
         now = time.monotonic()
-        for name, entry in self.apis.items():
+        for name, entry in list(self.apis.items()):
             for replica, (*_, seen) in list(entry.servers.items()):
                 if now - seen > STALE:
                     log.warning("api %s: replica %s stopped registering: dropped", name, replica)
                     del entry.servers[replica]
                     self._touch()
+            if name in self._restored and not entry.servers:  # kept, and no replica of it came back
+                log.warning("api %s: kept from before the restart, and no replica registered: dropped", name)
+                del self.apis[name]
+                self._restored.discard(name)
+                self._touch()
 
     def _backends(self) -> list[Backend]:
         return [

@@ -21,10 +21,18 @@ class CacheMetrics(CacheEvents):
         self._misses = {t: rec.tags("cortex_ray_cache_misses", api_name=api_name, tier=t) for t in TIERS}
 
     def hit(self, tier: str) -> None:
-        self._rec.count_tagged("cortex_ray_cache_hits", self._hits[tier])
+        tags = self._hits.get(tier)
+        if tags is None:
+            self._rec.count("cortex_ray_cache_hits", api_name=self.api, tier=tier)
+        else:
+            self._rec.count_tagged("cortex_ray_cache_hits", tags)
 
     def miss(self, tier: str) -> None:
-        self._rec.count_tagged("cortex_ray_cache_misses", self._misses[tier])
+        tags = self._misses.get(tier)
+        if tags is None:
+            self._rec.count("cortex_ray_cache_misses", api_name=self.api, tier=tier)
+        else:
+            self._rec.count_tagged("cortex_ray_cache_misses", tags)
 
     def loaded(self, model: str, seconds: float | None) -> None:
         tag = self._rec.model_tag(model)

@@ -148,6 +148,8 @@ def _shape(value: Any, what: str) -> tuple[int, ...]:
 def _from_json(data: Any, dtype: Any, datatype: str, what: str) -> np.ndarray:
     flat = _flatten(data)
     types = set(map(type, flat))  # (JSON's values are exactly these types: one pass, in C)
+    if not types <= _JSON_TYPES:  # (from Python, not JSON: numpy scalars, subclasses)
+        types = {_json_type(v) for v in flat}
     if datatype == "BYTES":
         if not types <= {str, bytes}:
             raise BadRequestError(f"{what}: BYTES data must be strings")
@@ -169,6 +171,23 @@ def _from_json(data: Any, dtype: Any, datatype: str, what: str) -> np.ndarray:
     if datatype.startswith(("INT", "UINT")) and flat and array.tolist() != flat:
         raise BadRequestError(f"{what}: a value does not fit {datatype}")
     return array
+
+
+_JSON_TYPES = frozenset({bool, int, float, str, bytes})
+
+
+def _json_type(value: Any) -> type:
+    """The JSON type ``value`` stands for (a ``numpy.float32`` for ``float``...), else its own."""
+    if isinstance(value, bool | np.bool_):
+        return bool
+    for kind in (int, float, str, bytes):
+        if isinstance(value, kind):
+            return kind
+    if isinstance(value, np.integer):
+        return int
+    if isinstance(value, np.floating):
+        return float
+    return type(value)
 
 
 def _flatten(data: Any) -> list[Any]:

@@ -49,7 +49,7 @@ __all__ = ["ApiCore"]
 
 log = logging.getLogger("cortex_ray.replica")
 
-BATCHES_CLOSE_TIMEOUT_S = 3.0
+BATCHES_CLOSE_TIMEOUT_S = 2.0
 """How long a stopping replica waits for the batches it still runs (server-side batching)."""
 
 

@@ -54,14 +54,20 @@ def test_bytes_unloaded_past_the_backlog_are_collected_even_when_their_wrappers_
         await wait.until(lambda: clock.sleepers == 1, "the reclaimer waits for its delay")
         await clock.advance(1.0)
         await wait.drained(before)
-        assert len(collections) == 1  # at once, not min_interval (60 s) later
-        stats = reclaimer.stats()
-        assert stats["collections"] == 1 and stats["urgent_collections"] == 1
-        reclaimer.release(Wrapper(), 40)  # counted again from zero
+        assert len(collections) == 1
+        reclaimer.release(Wrapper(), 40)  # counted again from zero: not due
         await wait.until(lambda: clock.sleepers == 1, "the reclaimer waits for its delay")
         await clock.advance(1.0)
         await wait.drained(before)
         assert len(collections) == 1
+        for _ in range(2):  # 120 bytes again: due, 2 s after the last collection
+            reclaimer.release(Wrapper(), 60)
+        await wait.until(lambda: clock.sleepers == 1, "the reclaimer waits for its delay")
+        await clock.advance(1.0)
+        await wait.drained(before)
+        assert len(collections) == 2  # at once, not min_interval (60 s) after the last
+        stats = reclaimer.stats()
+        assert stats["collections"] == 2 and stats["urgent_collections"] == 1
 
     asyncio.run(main())
 

@@ -5,13 +5,13 @@ a new one starts empty (no Ray)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
 from cortex_ray.ingress.kept import Kept, KeptRoute, decode_routes, encode_routes
-from cortex_ray.ingress.registry import Registry
+from cortex_ray.ingress.registry import STALE, Registry
 from cortex_ray.replica.loop import CoreLoop
 from tests.support.s3_server import free_port
 from tests.unit.ingress.test_balancer import Replica
@@ -77,7 +77,12 @@ def test_a_restarted_registry_routes_at_once_to_the_replicas_it_knew(loop: CoreL
     again = Registry("127.0.0.1", port, store=store, restarted=True)
     try:
         assert httpx.post(url).json()["replica"] == "r1"  # before any heartbeat
-        assert set(again.apis) == {"api"} and again.applied == again.changes
+        assert set(again.apis) == {"api"}
+        # its replica never registers again (it died meanwhile): once stale, the API is gone too
+        entry = again.apis["api"]
+        entry.servers = {r: (*v[:4], v[4] - STALE - 1) for r, v in entry.servers.items()}
+        again._expire()
+        assert again.apis == {}
     finally:
         again.balancer.stop()
 
@@ -87,3 +92,38 @@ def test_a_restarted_registry_routes_at_once_to_the_replicas_it_knew(loop: CoreL
     finally:
         asyncio.run(new.stop())
     assert store.data == {}  # stopped: nothing kept
+
+
+def test_a_deleted_api_stays_deleted_across_a_restart(loop: CoreLoop) -> None:
+    store, port = DictStore(), free_port()
+    replica = Replica(loop, "r1", "/api")
+
+    async def until_kept(registry: Registry, test: Callable[[], bool]) -> None:
+        for _ in range(500):  # (the registry's loop applies, then keeps: up to 5 s)
+            if test():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("not kept")
+
+    async def first_life() -> Registry:
+        registry = Registry("127.0.0.1", port, store=store, restarted=False)
+        await registry.register("api", "/api", None, "r1", "127.0.0.1", replica.server.port)
+        await until_kept(registry, lambda: "api" in Kept(store).routes()[0])
+        await registry.remove_api("api")  # (applied and kept before it returns)
+        assert Kept(store).routes() == ({}, {"r1"})
+        return registry
+
+    first = asyncio.run(first_life())
+    first.balancer.stop()
+
+    async def second_life() -> None:
+        again = Registry("127.0.0.1", port, store=store, restarted=True)
+        try:
+            assert again.apis == {}
+            await again.register("api", "/api", None, "r1", "127.0.0.1", replica.server.port)
+            assert again.apis == {}  # a heartbeat of the deleted API's replica brings nothing back
+            assert httpx.post(f"http://127.0.0.1:{port}/api").status_code == 404
+        finally:
+            await again.stop()
+
+    asyncio.run(second_life())

@@ -95,3 +95,16 @@ def test_a_tensor_that_does_not_match_what_it_claims_is_a_400(
     with pytest.raises(BadRequestError) as raised:
         decode_tensor(tensor, raw)
     assert message in str(raised.value)
+
+
+def test_values_from_python_rather_than_json_are_read_as_the_json_types_they_stand_for() -> None:
+    import numpy as np
+
+    name, array = decode_tensor(
+        {"name": "x", "shape": [3], "datatype": "FP32", "data": [np.float64(1.5), np.int64(2), 3]}
+    )
+    assert name == "x" and array.dtype == np.float32 and array.tolist() == [1.5, 2.0, 3.0]
+    _, flags = decode_tensor({"name": "b", "shape": [2], "datatype": "BOOL", "data": [np.bool_(True), False]})
+    assert flags.tolist() == [True, False]
+    with pytest.raises(BadRequestError, match="must be numbers"):
+        decode_tensor({"name": "x", "shape": [1], "datatype": "FP32", "data": [np.bool_(True)]})
