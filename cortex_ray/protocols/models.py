@@ -8,7 +8,7 @@ model held for the request as ``get_model`` holds it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -30,7 +30,9 @@ class Signature:
     strict: bool = True
     """Whether a request's datatypes must be the inputs' (a SavedModel's are; a handler's
     declaration is a description)."""
-    extra: dict[str, Any] = field(default_factory=dict)
+    method: str = ""
+    """The SavedModel signature's ``method_name`` (``tensorflow/serving/predict``, ``.../classify``,
+    ``.../regress``; ``""``: not known)."""
 
 
 Prepare = Callable[[Signature], dict[str, np.ndarray]]

@@ -6,6 +6,9 @@ Routes, below the API's endpoint::
     GET  v1/models/{m}[/versions/{v}]/metadata    model_spec and the SavedModel's signature_def map
     POST v1/models/{m}[/versions/{v}]:predict     {"instances": ...} (rows) or {"inputs": ...}
                                                   (columns), optional "signature_name"
+    POST v1/models/{m}[/versions/{v}]:classify    {"examples": [...], "context": ...} (TensorFlow
+    POST v1/models/{m}[/versions/{v}]:regress     APIs: tf.Example in, ``{"results": ...}`` out;
+                                                  see :mod:`cortex_ray.protocols.examples`)
 
 Answers are TF Serving's: ``{"predictions": ...}`` for rows (a list per instance, or one object
 per instance when the signature has several outputs), ``{"outputs": ...}`` for columns; a
@@ -25,6 +28,8 @@ import numpy as np
 from cortex_ray.endpoint.codec import decode_json
 from cortex_ray.endpoint.messages import Incoming, Outgoing, json_outgoing
 from cortex_ray.errors import BadRequestError, ModelNotFoundError, VersionNotFoundError
+from cortex_ray.protocols.examples import check_signature, classify_results, regress_results
+from cortex_ray.protocols.examples import serialize as serialize_examples
 from cortex_ray.protocols.models import ProtocolModels, Signature
 from cortex_ray.protocols.paths import allow, path_version
 from cortex_ray.protocols.tensors import shortest_floats
@@ -59,10 +64,14 @@ class V1:
         if verb is not None:
             if tail:
                 raise ModelNotFoundError(f"no such route: {'/'.join(parts)}")
-            if verb != "predict":
-                raise BadRequestError(f"':{verb}' is not supported: cortex-ray serves ':predict'")
+            if verb not in ("predict", "classify", "regress"):
+                raise BadRequestError(
+                    f"':{verb}' is not a TF Serving verb: ':predict', ':classify' or ':regress'"
+                )
             allow(method, "POST")
-            return json_outgoing(await self._predict(incoming.body, name, version, used))
+            if verb == "predict":
+                return json_outgoing(await self._predict(incoming.body, name, version, used))
+            return json_outgoing(await self._examples(verb, incoming.body, name, version, used))
         if not tail:
             allow(method, "GET")
             return json_outgoing(self._status(name, version))
@@ -125,15 +134,7 @@ class V1:
     async def _predict(
         self, body: bytes, name: str, version: int | None, used: dict[str, Any]
     ) -> dict[str, Any]:
-        try:
-            request = decode_json(body)  # (the endpoint's: deep nesting and huge numbers are 400s too)
-        except BadRequestError as exc:
-            raise BadRequestError(f"the request body is not JSON: {exc}") from exc
-        if not isinstance(request, dict):
-            raise BadRequestError("the request body must be a JSON object")
-        key = request.get("signature_name")
-        if key is not None and not isinstance(key, str):
-            raise BadRequestError("signature_name must be a string")
+        request, key = _request(body)
         rows, columns = "instances" in request, "inputs" in request
         if rows == columns:
             raise BadRequestError(
@@ -163,6 +164,42 @@ class V1:
         columns_json = {n: to_json(value, n) for n, value in outputs.items()}
         count = next(iter(sizes.values()))
         return {"predictions": [{n: columns_json[n][i] for n in sorted(columns_json)} for i in range(count)]}
+
+    async def _examples(
+        self, verb: str, body: bytes, name: str, version: int | None, used: dict[str, Any]
+    ) -> dict[str, Any]:
+        if self.models.platform != "tensorflow_savedmodel":
+            raise BadRequestError(
+                f"':{verb}' is served for TensorFlow APIs (a SavedModel that reads tf.Example protos); "
+                "this API's handler is Python: use ':predict' or the API's own endpoint"
+            )
+        request, key = _request(body)
+        items = serialize_examples(request)
+        serialized = np.empty(len(items), dtype=object)  # (1-d, of bytes objects)
+        serialized[:] = items
+        model_name, v = self._resolve(name, version)
+
+        def prepare(signature: Signature) -> dict[str, np.ndarray]:
+            return {check_signature(signature, verb): serialized}
+
+        outputs, _ = await self.models.infer(model_name, v, prepare, key, used)
+        if verb == "classify":
+            return {"results": classify_results(outputs, len(items))}
+        return {"results": regress_results(outputs, len(items))}
+
+
+def _request(body: bytes) -> tuple[dict[str, Any], str | None]:
+    """A request body as a JSON object, and its ``signature_name``."""
+    try:
+        request = decode_json(body)  # (the endpoint's: deep nesting and huge numbers are 400s too)
+    except BadRequestError as exc:
+        raise BadRequestError(f"the request body is not JSON: {exc}") from exc
+    if not isinstance(request, dict):
+        raise BadRequestError("the request body must be a JSON object")
+    key = request.get("signature_name")
+    if key is not None and not isinstance(key, str):
+        raise BadRequestError("signature_name must be a string")
+    return request, key
 
 
 def _is_b64(value: Any) -> bool:

@@ -141,6 +141,7 @@ class ReplicaModels:
                 inputs=tuple(_tf_spec(n, s) for n, s in inputs.items()),
                 outputs=tuple(_tf_spec(n, s) for n, s in sorted(outputs.items())),
                 key=resolved,
+                method=model.method_name(resolved),
             )
         return signature
 

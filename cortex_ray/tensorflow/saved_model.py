@@ -102,6 +102,13 @@ class SavedModel:
             raise BadRequestError(f"{where}: the input was rejected: {_first_line(exc)}") from exc
         return {n: v.numpy() for n, v in outputs.items()}
 
+    def method_name(self, key: str) -> str:
+        """A signature's ``method_name`` (``tensorflow/serving/predict``, ``.../classify``, ...);
+        ``""`` when ``saved_model.pb`` could not be read."""
+        if isinstance(self._signature_defs, str):
+            return ""
+        return str(self._signature_defs.get(key, {}).get("method_name", ""))
+
     def signature_defs(self) -> dict[str, Any]:
         """The SavedModel's ``signature_def`` map as TF Serving's metadata API writes it (the
         protobuf's JSON, field names kept, defaults written), read from ``saved_model.pb`` at load."""

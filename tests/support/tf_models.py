@@ -9,6 +9,7 @@ __all__ = [
     "save_classifier",
     "save_cortex_iris",
     "save_half_plus_two",
+    "save_half_plus_two_examples",
     "save_multi_signature",
     "save_tagged",
     "save_text_model",
@@ -129,4 +130,39 @@ def save_tagged(path: Path, tag: str, weights: int = 0) -> Path:
 
     module = Tagged()
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+def save_half_plus_two_examples(path: Path) -> Path:
+    """TF Serving's ``half_plus_two`` as its classify and regress tests use it: a TF1 graph that
+    parses serialized ``tf.Example`` protos (features ``x``, and ``x2`` defaulting to 0) and holds
+    its weights in variables (``a``, ``b``, ``c``), with
+    signatures of each method: ``predict`` (``inputs`` -> ``y``), ``classify_x_to_y`` and
+    ``classify_x2_to_y3`` (scores ``0.5 x + 2``, ``0.5 x2 + 3``), ``regress_x_to_y``."""
+    tf = _tf()
+    v1 = tf.compat.v1
+    with tf.Graph().as_default():
+        serialized = v1.placeholder(tf.string, shape=[None], name="tf_example")
+        features = {
+            "x": v1.io.FixedLenFeature([1], tf.float32),
+            "x2": v1.io.FixedLenFeature([1], tf.float32, default_value=[0.0]),
+        }
+        parsed = v1.io.parse_example(serialized, features)
+        a, b, c = (v1.Variable(value, name=n) for value, n in ((0.5, "a"), (2.0, "b"), (3.0, "c")))
+        y = tf.add(tf.multiply(parsed["x"], a), b, name="y")
+        y3 = tf.add(tf.multiply(parsed["x2"], a), c, name="y3")
+        builder = v1.saved_model.Builder(str(path))
+        with v1.Session() as session:
+            session.run(v1.global_variables_initializer())
+            builder.add_meta_graph_and_variables(
+                session,
+                [v1.saved_model.tag_constants.SERVING],
+                signature_def_map={
+                    "predict": v1.saved_model.predict_signature_def({"inputs": serialized}, {"y": y}),
+                    "classify_x_to_y": v1.saved_model.classification_signature_def(serialized, None, y),
+                    "classify_x2_to_y3": v1.saved_model.classification_signature_def(serialized, None, y3),
+                    "regress_x_to_y": v1.saved_model.regression_signature_def(serialized, y),
+                },
+            )
+            builder.save()
     return path

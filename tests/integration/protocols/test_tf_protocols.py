@@ -33,6 +33,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tf_models.save_half_plus_two(root / "half_plus_two" / "00000123")  # (TF Serving's test folder)
     tf_models.save_text_model(root / "text" / "1")
     tf_models.save_classifier(root / "clf" / "1")
+    tf_models.save_half_plus_two_examples(root / "examples" / "00000123")
     return root
 
 
@@ -90,6 +91,39 @@ def test_tf_serving_rest_api(
         }
         r = http.post("/v1/models/text:predict", json={"instances": ["ab", {"b64": "Y2Rl"}]})
         assert r.json() == {"predictions": [{"length": 2, "upper": "AB"}, {"length": 3, "upper": "CDE"}]}
+        # :classify and :regress (testClassifyREST, testRegressREST), on a TF1 graph that parses tf.Example
+        r = http.post(
+            "/v1/models/examples:classify",
+            json={"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]},
+        )
+        assert (r.status_code, r.json()) == (200, {"results": [[["", 3.0]]]}), r.text
+        assert r.headers["x-cortex-model-version"] == "examples=123"
+        r = http.post(
+            "/v1/models/examples/versions/123:regress",
+            json={"signature_name": "regress_x_to_y", "examples": [{"x": 2.0}, {"x": [-4.0]}]},
+        )
+        assert (r.status_code, r.json()) == (200, {"results": [3.0, 0.0]}), r.text
+        r = http.post(
+            "/v1/models/examples:classify",
+            json={
+                "signature_name": "classify_x2_to_y3",
+                "context": {"x": 0.0, "x2": 4.0},
+                "examples": [{}, {"x2": 2.0}],
+            },
+        )
+        assert r.json() == {"results": [[["", 5.0]], [["", 4.0]]]}  # (the context, then an example's own x2)
+        r = http.post(
+            "/v1/models/examples:regress", json={"signature_name": "classify_x_to_y", "examples": [{}]}
+        )
+        assert r.status_code == 400 and "method_name is tensorflow/serving/classify" in r.json()["error"]
+        r = http.post(
+            "/v1/models/examples:classify", json={"examples": [{"x": 1.0}]}
+        )  # ("predict" answers y)
+        assert r.status_code == 400 and "outputs must be classes and/or scores" in r.json()["error"]
+        r = http.post(
+            "/v1/models/examples:regress", json={"signature_name": "regress_x_to_y", "examples": [{"x": 2}]}
+        )
+        assert r.status_code == 400 and "the input was rejected" in r.json()["error"]  # (int64 where float)
         # errors: {"error": ...} with TF Serving's statuses
         r = http.post("/v1/models/nope:predict", json={"instances": [1.0]})
         assert r.status_code == 404 and "nope" in r.json()["error"]
@@ -132,6 +166,7 @@ def test_open_inference_protocol_with_tritonclient(
         index = client.get_model_repository_index()
         assert {(m["name"], m["version"], m["state"]) for m in index} == {
             ("clf", "1", "READY"),
+            ("examples", "123", "READY"),
             ("half_plus_two", "123", "READY"),
             ("text", "1", "READY"),
         }

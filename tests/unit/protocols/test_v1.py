@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
+import numpy as np
 import pytest
 
-from cortex_ray.protocols import ProtocolRoutes
+from cortex_ray.protocols import ProtocolRoutes, Signature, TensorSpec
+from cortex_ray.protocols.examples import CLASSIFY
 from tests.unit.protocols.fake import FakeModels, call
 
 
@@ -138,7 +141,10 @@ def test_several_outputs_bytes_and_b64(routes: ProtocolRoutes) -> None:
         ("POST", "/v1/models/half_plus_two:predict", {"instances": [{"b64": "!!"}]}, 400, "not base64"),
         ("POST", "/v1/models/half_plus_two:predict", {"instances": [{"x": 1}, 2]}, 400, "mixes"),
         ("POST", "/v1/models/half_plus_two:predict", {"instances": [{"x": 1}, {"z": 2}]}, 400, "same inputs"),
-        ("POST", "/v1/models/half_plus_two:classify", {"examples": []}, 400, "':classify' is not supported"),
+        ("POST", "/v1/models/half_plus_two:explain", {"examples": []}, 400, "not a TF Serving verb"),
+        ("POST", "/v1/models/half_plus_two:classify", {"examples": []}, 400, "'examples' is an empty list"),
+        ("POST", "/v1/models/half_plus_two:regress", {"instances": [1]}, 400, "must hold 'examples'"),
+        ("GET", "/v1/models/half_plus_two:regress", None, 405, "POST"),
         ("POST", "/v1/models/half_plus_two/versions/x:predict", {"instances": [1]}, 400, "positive integer"),
         (
             "POST",
@@ -170,3 +176,44 @@ def test_only_the_protocols_switched_on_are_served(models: FakeModels) -> None:
     routes = ProtocolRoutes(models, ("v2",))
     assert routes.serves("/v2/health/live") and not routes.serves("/v1/models/half_plus_two")
     assert not routes.serves("/v3") and not routes.serves("/info")
+
+
+def test_classify_and_regress_feed_the_examples_to_the_signature(models: FakeModels) -> None:
+    """The route's part: the serialized examples go to the signature's one string input, the
+    ``signature_name`` is passed on, the outputs are shaped (the encoding and the shaping have
+    their own tests, and the real SavedModel its integration test)."""
+    fed: list[tuple[str | None, dict[str, np.ndarray]]] = []
+    signature = Signature(
+        (TensorSpec("inputs", "BYTES", (-1,)),),
+        (TensorSpec("scores", "FP32", (-1, 1)),),
+        "c",
+        method=CLASSIFY,
+    )
+
+    async def infer(
+        name: str, version: int | None, prepare: Any, key: str | None, used: dict[str, Any]
+    ) -> Any:
+        inputs = prepare(signature)
+        fed.append((key, inputs))
+        return {"scores": np.arange(len(inputs["inputs"]), dtype=np.float32).reshape(-1, 1)}, 123
+
+    models.infer = infer  # type: ignore[method-assign]
+    routes = ProtocolRoutes(models, ("v1",))
+    body = {"signature_name": "c", "context": {"k": 1}, "examples": [{"x": 2.0}, {"x": 3.0}]}
+    assert post(routes, "/v1/models/half_plus_two:classify", body) == (
+        200,
+        {"results": [[["", 0.0]], [["", 1.0]]]},
+    )
+    ((key, inputs),) = fed
+    assert key == "c" and list(inputs) == ["inputs"]
+    assert inputs["inputs"].shape == (2,) and all(isinstance(v, bytes) for v in inputs["inputs"])
+    status, answer = post(routes, "/v1/models/half_plus_two:regress", body)
+    assert status == 400 and "method_name is tensorflow/serving/classify" in answer["error"]  # type: ignore[index]
+
+
+def test_classify_is_for_tensorflow_apis() -> None:
+    models = FakeModels()
+    models.platform = "python"  # type: ignore[misc]
+    routes = ProtocolRoutes(models, ("v1",))
+    status, answer = post(routes, "/v1/models/half_plus_two:classify", {"examples": [{"x": 1.0}]})
+    assert status == 400 and "TensorFlow APIs" in answer["error"]  # type: ignore[index]
