@@ -3,14 +3,18 @@
 * ``async def`` methods run on the core loop.
 * Sync methods of an API with one handler thread (``threads_per_process: 1``, the default) run
   in the handler's thread at first, timed. A method whose first calls all took under
-  ``INLINE_BUDGET`` of CPU time (and under ``INLINE_WALL_BUDGET`` of wall time) then runs inline
-  on the core loop, inside a greenlet: no thread hop, no
+  ``INLINE_BUDGET`` of CPU time (and under ``INLINE_WALL_BUDGET`` of wall time), but for one
+  (a first call that warms something up, a garbage collection), then runs inline on the core
+  loop, inside a greenlet: no thread hop, no
   handoff of the GIL (a trivial model answers as fast as the loop can). When such a method
   calls ``get_model`` for a model that must be loaded, the greenlet is suspended while the load
-  is awaited (the loop keeps serving other requests) and resumed with the model. An inline call
-  that runs longer than ``DEMOTE_AFTER`` sends the method back to the thread for good: the loop
-  must stay free to read requests (and refuse those above ``max_replica_concurrency``) while a
-  model takes its time.
+  is awaited (the loop keeps serving other requests) and resumed with the model. Inline calls
+  that run longer than ``DEMOTE_AFTER``, ``DEMOTE_STRIKES`` times within ``DEMOTE_WINDOW`` (or
+  one call longer than ``DEMOTE_AT_ONCE``), send the method back to the thread for good: the
+  loop must stay free to read requests (and refuse those above ``max_replica_concurrency``)
+  while a model takes its time. One slow call alone does not: a garbage collection or a
+  virtual machine's stolen time stretches a trivial call now and then, and a trivial method in
+  the thread answers at half the rate.
 * Sync methods of an API with more handler threads run in a thread pool, at most
   ``threads_per_process`` at once (a request waiting for a cold model gives its slot back).
 
@@ -36,6 +40,9 @@ from cortex_ray.replica.slots import HandlerSlots
 
 __all__ = [
     "DEMOTE_AFTER",
+    "DEMOTE_AT_ONCE",
+    "DEMOTE_STRIKES",
+    "DEMOTE_WINDOW",
     "INLINE_AFTER",
     "INLINE_BUDGET",
     "INLINE_WALL_BUDGET",
@@ -99,8 +106,13 @@ a method that waits on something else (a socket, a sleep) stays in the thread. (
 first: under load a quick method's calls in the thread wait for the GIL, and their wall time says
 more about the loop than about them.)"""
 DEMOTE_AFTER = 0.010
-"""An inline call that runs longer than this (seconds, waits for models excluded) sends its
-method back to the thread for good."""
+"""An inline call that runs longer than this (seconds, waits for models excluded) is slow..."""
+DEMOTE_STRIKES = 3
+"""...and this many slow calls within ``DEMOTE_WINDOW`` (seconds) send the method back to the
+thread for good,"""
+DEMOTE_WINDOW = 10.0
+DEMOTE_AT_ONCE = 0.5
+"""...as does one call that held the loop longer than this (seconds)."""
 
 
 class HandlerEscape(Exception):
@@ -126,15 +138,24 @@ def _carried(func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
 class _Pace:
     """How long a sync method's calls run, and so where it runs."""
 
-    __slots__ = ("calls", "demoted", "inline", "slowest", "slowest_wall")
+    __slots__ = ("calls", "demoted", "inline", "over_budget", "strikes")
 
     def __init__(self, inline: bool) -> None:
         self.calls = 0
-        self.slowest = 0.0
-        """The most CPU time a call took."""
-        self.slowest_wall = 0.0
+        self.over_budget = 0
+        """Calls in the thread that took more than the inline budgets."""
+        self.strikes: list[float] = []
+        """When recent inline calls ran slow (``DEMOTE_AFTER``), within ``DEMOTE_WINDOW``."""
         self.inline = inline
         self.demoted = False
+
+    def slow_inline(self, ran: float, now: float) -> bool:
+        """Count an inline call that ran ``ran`` seconds; whether the method must leave the loop."""
+        if ran > DEMOTE_AT_ONCE:
+            return True
+        self.strikes = [t for t in self.strikes if now - t < DEMOTE_WINDOW]
+        self.strikes.append(now)
+        return len(self.strikes) >= DEMOTE_STRIKES
 
 
 class Invoker:
@@ -154,6 +175,8 @@ class Invoker:
         self.inline_after = inline_after
         self._paces: dict[Method, _Pace] = {}
         self._idle: list[_HandlerGreenlet] = []
+        self._slot_free: asyncio.Event | None = None
+        self._loop_waiting = 0
         self.slots = HandlerSlots(threads, clock)
         # threads waiting for a cold model give their slot back but keep their thread: allow as
         # many threads as requests a replica takes (created only when needed)
@@ -184,10 +207,9 @@ class Invoker:
         result, wall, cpu = await self._in_thread(method.func, kwargs)
         if not pace.demoted:
             pace.calls += 1
-            pace.slowest = max(pace.slowest, cpu)
-            pace.slowest_wall = max(pace.slowest_wall, wall)
+            pace.over_budget += cpu > INLINE_BUDGET or wall > INLINE_WALL_BUDGET
             if pace.calls >= self.inline_after:
-                pace.inline = pace.slowest <= INLINE_BUDGET and pace.slowest_wall <= INLINE_WALL_BUDGET
+                pace.inline = pace.over_budget <= 1  # (one slow call is forgiven: a warm-up, a collection)
                 pace.demoted = not pace.inline  # slow from the start: it stays in the thread
         return result
 
@@ -200,20 +222,25 @@ class Invoker:
 
     async def _inline(self, method: Method, kwargs: dict[str, Any], pace: _Pace) -> Any:
         slots = self.slots
-        if not slots.try_take():  # the handler's thread runs a call: one at a time, so this one too
-            return (await self._in_thread(method.func, kwargs))[0]
+        if not slots.try_take():  # the handler's thread runs a call: one at a time, so wait for it
+            # (and then run here: sent to the thread instead, calls under steady load would keep
+            # finding the slot taken by the one before, and the method would never run inline again)
+            await self._take_slot()
         try:
             value, ran = await self._run_in_greenlet(method, kwargs)
         finally:
             slots.give_back()
-        if ran > DEMOTE_AFTER:
+        if ran > DEMOTE_AFTER and pace.slow_inline(ran, self.clock.monotonic()):
             pace.inline, pace.demoted = False, True
             log.info(
-                "api %s: %s ran %.3f s on the replica's loop: it runs in the handler's thread from now "
-                "on (the loop stays free to take requests meanwhile)",
+                "api %s: %s ran %.3f s on the replica's loop (%s): it runs in the handler's thread from "
+                "now on (the loop stays free to take requests meanwhile)",
                 self.name,
                 getattr(method.func, "__name__", "a handler method"),
                 ran,
+                f"{len(pace.strikes)} calls over {DEMOTE_AFTER * 1000:.0f} ms within {DEMOTE_WINDOW:.0f} s"
+                if ran <= DEMOTE_AT_ONCE
+                else f"over {DEMOTE_AT_ONCE} s",
             )
         if value.error is not None:
             if not isinstance(value.error, Exception):
@@ -251,8 +278,31 @@ class Invoker:
         return value, ran
 
     async def _take_slot(self) -> None:
-        if not self.slots.try_take():
-            await asyncio.get_running_loop().run_in_executor(None, self.slots.take)
+        """Take the slot for the loop; if a call in a thread holds it, wait on the loop until a
+        thread gives it back. (The loop's own calls give it back before they yield, so only a
+        thread's release can free it for a waiter here. Waiting in a thread instead, the waiting
+        threads would take the slot as the loop let go of it, one request after another.)"""
+        if self.slots.try_take():
+            return
+        free = self._slot_free
+        if free is None:
+            free = self._slot_free = asyncio.Event()
+            loop = asyncio.get_running_loop()
+
+            def wake() -> None:  # (in the thread that gave the slot back)
+                if self._loop_waiting:
+                    loop.call_soon_threadsafe(free.set)
+
+            self.slots.on_thread_release = wake
+        self._loop_waiting += 1  # (before trying again: a release after it wakes this wait)
+        try:
+            while True:
+                free.clear()
+                if self.slots.try_take():
+                    return
+                await free.wait()
+        finally:
+            self._loop_waiting -= 1
 
     async def run_sync(self, func: Callable[[], Any]) -> Any:
         """Run a plain sync callable (a handler's callback) in the handler threads' pool."""

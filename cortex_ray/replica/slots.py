@@ -25,23 +25,29 @@ class HandlerSlots:
         self.clock = clock
         self._semaphore = threading.BoundedSemaphore(size)
         self._local = threading.local()
+        self.on_thread_release: Callable[[], None] | None = None
+        """Called after a thread gives a slot back (the loop's waiters are woken so)."""
+
+    def _release_from_thread(self) -> None:
+        self._semaphore.release()
+        wake = self.on_thread_release
+        if wake is not None:
+            wake()
 
     def run(self, func: Callable[..., T], *args: Any) -> T:
         """Run ``func`` holding one slot (called in a worker thread)."""
-        with self._semaphore:
-            self._local.held = True
-            try:
-                return func(*args)
-            finally:
-                self._local.held = False
+        self._semaphore.acquire()
+        self._local.held = True
+        try:
+            return func(*args)
+        finally:
+            self._local.held = False
+            self._release_from_thread()
 
     def try_take(self) -> bool:
-        """Take a slot if one is free now (the loop's inline calls: they never block)."""
+        """Take a slot if one is free now (the loop's inline calls: they never block; they wait
+        for :attr:`on_thread_release`)."""
         return self._semaphore.acquire(blocking=False)
-
-    def take(self) -> None:
-        """Take a slot, waiting for one (in a thread: never on the loop)."""
-        self._semaphore.acquire()
 
     def give_back(self) -> None:
         self._semaphore.release()
@@ -50,7 +56,8 @@ class HandlerSlots:
         """Like :meth:`run`; also how long ``func`` ran holding the slot (its waits with the slot
         given back, for models, excluded), and the CPU time its thread spent meanwhile (waits for
         the GIL excluded: a busy loop makes a quick method slow in wall time only)."""
-        with self._semaphore:
+        self._semaphore.acquire()
+        try:
             self._local.held, self._local.waited = True, 0.0
             started, cpu = self.clock.monotonic(), self.clock.thread_time()
             try:
@@ -59,6 +66,8 @@ class HandlerSlots:
                 self._local.held = False
             wall = self.clock.monotonic() - started - self._local.waited
             return result, wall, self.clock.thread_time() - cpu
+        finally:
+            self._release_from_thread()
 
     @contextmanager
     def released(self) -> Iterator[None]:
@@ -66,8 +75,8 @@ class HandlerSlots:
         if not getattr(self._local, "held", False):
             yield
             return
-        self._semaphore.release()
         self._local.held = False
+        self._release_from_thread()
         started = self.clock.monotonic()
         try:
             yield

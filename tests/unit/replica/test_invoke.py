@@ -14,6 +14,9 @@ from cortex_ray.clock import ManualClock
 from cortex_ray.endpoint import Method
 from cortex_ray.replica.invoke import (
     DEMOTE_AFTER,
+    DEMOTE_AT_ONCE,
+    DEMOTE_STRIKES,
+    DEMOTE_WINDOW,
     INLINE_AFTER,
     INLINE_BUDGET,
     Invoker,
@@ -150,13 +153,35 @@ def test_a_method_that_takes_its_time_never_runs_on_the_loop() -> None:
     method = Method.of(handle, ("payload",))
 
     async def main() -> None:
-        waits = [INLINE_BUDGET / 2] * (INLINE_AFTER - 1) + [INLINE_BUDGET * 2]  # one slow call
+        waits = [INLINE_BUDGET / 2] * (INLINE_AFTER - 2) + [INLINE_BUDGET * 2] * 2  # two slow calls
         for wait in waits + [0.0] * 5:
             await invoker(method, {"payload": wait})
 
     asyncio.run(main())
     invoker.close()
     assert not any(where) and not invoker.runs_inline(method)
+
+
+def test_one_slow_call_among_the_first_is_forgiven() -> None:
+    """A first call that warms something up (or meets a garbage collection) does not keep a
+    quick method off the loop for good."""
+    clock = ManualClock()
+    where: list[bool] = []
+
+    def handle(payload: float) -> None:
+        where.append(in_inline_handler())
+        clock.skip(payload)
+
+    invoker = Invoker(threads=1, max_waiting=2, name="t", clock=clock)
+    method = Method.of(handle, ("payload",))
+
+    async def main() -> None:
+        for wait in [0.3] + [INLINE_BUDGET / 2] * (INLINE_AFTER - 1) + [0.0] * 3:
+            await invoker(method, {"payload": wait})
+
+    asyncio.run(main())
+    invoker.close()
+    assert where == [False] * INLINE_AFTER + [True] * 3
 
 
 def test_an_inline_method_that_turns_slow_goes_back_to_the_thread_for_good(
@@ -183,7 +208,16 @@ def test_an_inline_method_that_turns_slow_goes_back_to_the_thread_for_good(
         cold["m"].set_result("loaded")
         await waiting
         assert invoker.runs_inline(method)
-        await invoker(method, {"payload": {"ran": DEMOTE_AFTER * 3}})  # ran 30 ms on the loop
+        slow = {"payload": {"ran": DEMOTE_AFTER * 3}}  # 30 ms on the loop
+        for _ in range(DEMOTE_STRIKES - 1):  # slow now and then (a collection, stolen time): inline
+            await invoker(method, slow)
+            await clock.advance(DEMOTE_WINDOW)
+        assert invoker.runs_inline(method)
+        for _ in range(DEMOTE_STRIKES - 1):
+            await invoker(method, slow)
+            assert invoker.runs_inline(method)
+            await clock.advance(DEMOTE_WINDOW / DEMOTE_STRIKES)
+        await invoker(method, slow)  # slow again and again: back to the thread
         assert not invoker.runs_inline(method)
         for _ in range(INLINE_AFTER * 2):
             await invoker(method, {"payload": {"ran": 0.0}})
@@ -191,8 +225,33 @@ def test_an_inline_method_that_turns_slow_goes_back_to_the_thread_for_good(
     with caplog.at_level(logging.INFO):
         asyncio.run(main())
     invoker.close()
-    assert where[:2] == [True, True] and not any(where[2:])
+    inline = 1 + 2 * (DEMOTE_STRIKES - 1) + 1  # (the cold call, the slow ones)
+    assert where[:inline] == [True] * inline and not any(where[inline:])
+    assert f"({DEMOTE_STRIKES} calls over 10 ms within 10 s)" in caplog.text
     assert "runs in the handler's thread from now on" in caplog.text
+
+
+def test_one_call_that_holds_the_loop_long_is_enough() -> None:
+    clock = ManualClock()
+    where: list[bool] = []
+
+    def handle(payload: float) -> None:
+        where.append(in_inline_handler())
+        clock.skip(payload)
+
+    invoker = Invoker(threads=1, max_waiting=2, name="t", clock=clock, inline_after=0)
+    method = Method.of(handle, ("payload",))
+
+    async def main() -> None:
+        await invoker(method, {"payload": DEMOTE_AT_ONCE * 0.9})
+        assert invoker.runs_inline(method)
+        await invoker(method, {"payload": DEMOTE_AT_ONCE * 1.1})
+        assert not invoker.runs_inline(method)
+        await invoker(method, {"payload": 0.0})
+
+    asyncio.run(main())
+    invoker.close()
+    assert where == [True, True, False]
 
 
 def test_one_handler_thread_means_one_call_at_a_time_inline_or_in_the_thread() -> None:
@@ -208,8 +267,11 @@ def test_one_handler_thread_means_one_call_at_a_time_inline_or_in_the_thread() -
             gate.wait(10)
         running.remove("slow")
 
+    inline: list[bool] = []
+
     def fast(payload: str) -> str:
         seen_running.append(list(running))
+        inline.append(in_inline_handler())
         return payload
 
     invoker = Invoker(threads=1, max_waiting=4, name="t", clock=clock, inline_after=0)
@@ -232,10 +294,56 @@ def test_one_handler_thread_means_one_call_at_a_time_inline_or_in_the_thread() -
         gate.set()
         assert await quick == "during"
         await held
+        assert invoker.runs_inline(fast_method)
 
     asyncio.run(main())
     invoker.close()
     assert seen_running == [[], []]
+    assert inline == [True, True]  # (and then it ran inline: not sent to the thread)
+
+
+def test_a_call_that_finds_the_slot_taken_by_the_thread_waits_and_runs_inline() -> None:
+    """Calls still in the thread when the method turns inline hold the slot for a while: calls
+    arriving meanwhile wait for it and run inline. (Sent to the thread, each would take the slot
+    for the next to find taken: under steady load the method would never run inline again.)"""
+    clock = ManualClock()
+    gates = {"a": threading.Event(), "b": threading.Event()}
+    where: list[tuple[str, bool]] = []
+
+    def handle(payload: str) -> str:
+        where.append((payload, in_inline_handler()))
+        if payload in gates:
+            gates[payload].wait(10)
+        return payload
+
+    invoker = Invoker(threads=1, max_waiting=8, name="t", clock=clock, inline_after=1)
+    method = Method.of(handle, ("payload",))
+
+    async def until(count: int) -> None:
+        for _ in range(1000):
+            if len(where) >= count:
+                return
+            await asyncio.sleep(0.001)
+        raise AssertionError(f"no call {count}: {where}")
+
+    async def main() -> None:
+        a = asyncio.create_task(invoker(method, {"payload": "a"}))  # in the thread, timed
+        await until(1)
+        b = asyncio.create_task(invoker(method, {"payload": "b"}))  # in the thread too, after a
+        await asyncio.sleep(0.01)
+        gates["a"].set()
+        await a
+        assert invoker.runs_inline(method)  # (its first call was quick)
+        await until(2)  # b runs in the thread, holding the slot
+        later = [asyncio.create_task(invoker(method, {"payload": str(i)})) for i in range(3)]
+        await asyncio.sleep(0.02)
+        assert not any(t.done() for t in later)
+        gates["b"].set()
+        assert [await t for t in [b, *later]] == ["b", "0", "1", "2"]
+
+    asyncio.run(main())
+    invoker.close()
+    assert where == [("a", False), ("b", False), ("0", True), ("1", True), ("2", True)]
 
 
 def test_waiting_for_the_loop_to_hand_over_a_model_is_not_the_methods_time() -> None:
