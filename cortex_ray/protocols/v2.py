@@ -9,6 +9,9 @@ Routes, below the API's endpoint::
     GET  v2/models/{m}[/versions/{v}]/ready       200, or 400 when not ready
     POST v2/models/{m}[/versions/{v}]/infer       JSON tensors in and out, or the binary tensor
                                                   extension (Inference-Header-Content-Length)
+    GET  v2/models/{m}[/versions/{v}]/config      Triton's model configuration (from the signature)
+    GET  v2/models[/{m}[/versions/{v}]]/stats     Triton's statistics: this replica's v2 requests
+                                                  (:mod:`cortex_ray.protocols.stats`)
 
 Versions are the API's integer versions (``007`` is 7); none named: the latest. A version
 "ready" is one the replica serves (listed, valid, not failed to load): it may still need to be
@@ -19,6 +22,7 @@ loaded, which the first request does. Errors are ``{"error": "..."}`` with 400 (
 from __future__ import annotations
 
 import json
+import time
 from importlib import metadata
 from typing import Any
 
@@ -34,13 +38,15 @@ from cortex_ray.errors import (
 )
 from cortex_ray.protocols.models import ProtocolModels, Signature
 from cortex_ray.protocols.paths import allow, path_version
-from cortex_ray.protocols.tensors import decode_tensor, encode_tensor
+from cortex_ray.protocols.stats import InferenceStats
+from cortex_ray.protocols.tensors import TensorSpec, decode_tensor, encode_tensor
 
 __all__ = ["HEADER_LENGTH", "V2"]
 
 HEADER_LENGTH = b"inference-header-content-length"
 """The binary tensor extension's header: the length of the JSON part of a body."""
-EXTENSIONS = ["binary_tensor_data", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration", "statistics"]
+_BACKENDS = {"tensorflow_savedmodel": "tensorflow"}
 
 
 def _server_version() -> str:
@@ -54,6 +60,7 @@ class V2:
     def __init__(self, models: ProtocolModels) -> None:
         self.models = models
         self.server = {"name": "cortex-ray", "version": _server_version(), "extensions": EXTENSIONS}
+        self.stats = InferenceStats()
 
     async def __call__(self, incoming: Incoming, parts: list[str], used: dict[str, Any]) -> Outgoing:
         """``parts``: the path's segments below the endpoint, ``v2`` first."""
@@ -72,6 +79,9 @@ class V2:
             return json_outgoing(self._index(incoming.body))
         if rest[0] != "models" or len(rest) < 2:
             raise ModelNotFoundError(f"no such route: {'/'.join(parts)}")
+        if rest == ["models", "stats"]:  # (as Triton reads it: a model named "stats" is not asked for)
+            allow(method, "GET")
+            return json_outgoing(self._stats(None, None))
         name, tail = rest[1], rest[2:]
         version: int | None = None
         if len(tail) >= 2 and tail[0] == "versions":
@@ -87,6 +97,12 @@ class V2:
         if tail == ["infer"]:
             allow(method, "POST")
             return await self._infer(incoming, name, version, used)
+        if tail == ["config"]:
+            allow(method, "GET")
+            return json_outgoing(await self._config(name, version, used))
+        if tail == ["stats"]:
+            allow(method, "GET")
+            return json_outgoing(self._stats(name, version))
         raise ModelNotFoundError(f"no such route: {'/'.join(parts)}")
 
     # --- health, metadata, repository ------------------------------------------
@@ -131,6 +147,55 @@ class V2:
             "outputs": [s.as_json() for s in signature.outputs],
         }
 
+    async def _config(self, name: str, version: int | None, used: dict[str, Any]) -> dict[str, Any]:
+        """Triton's model configuration, as far as cortex-ray's model has one: its inputs and
+        outputs with full shapes (``max_batch_size`` 0: the batch dimension is in ``dims``),
+        every valid version served."""
+        model_name, v = self._resolve(name, version)
+        signature, v = await self.models.signature(model_name, v, None, used)
+        platform = self.models.platform
+        return {
+            "name": name,
+            "platform": platform,
+            "backend": _BACKENDS.get(platform, platform),
+            "version_policy": {"all": {}},
+            "max_batch_size": 0,
+            "input": [
+                {
+                    "name": s.name,
+                    "data_type": _triton_type(s),
+                    "format": "FORMAT_NONE",
+                    "dims": list(s.shape),
+                    "is_shape_tensor": False,
+                    "allow_ragged_batch": False,
+                    "optional": False,
+                }
+                for s in signature.inputs
+            ],
+            "output": [
+                {
+                    "name": s.name,
+                    "data_type": _triton_type(s),
+                    "dims": list(s.shape),
+                    "label_filename": "",
+                    "is_shape_tensor": False,
+                }
+                for s in signature.outputs
+            ],
+        }
+
+    def _stats(self, name: str | None, version: int | None) -> dict[str, Any]:
+        models = self.models.tree.models
+        if name is None:
+            versions = [(m, v) for m, model in sorted(models.items()) for v in sorted(model.valid_versions)]
+            self.stats.keep(set(versions))
+        elif version is None:
+            model_name, _ = self._resolve(name, None)
+            versions = [(model_name, v) for v in sorted(models[model_name].valid_versions)]
+        else:
+            versions = [self._resolve(name, version)]
+        return self.stats.as_json(versions)
+
     def _index(self, body: bytes) -> list[dict[str, Any]]:
         only_ready = False
         if body.strip():
@@ -164,8 +229,30 @@ class V2:
     async def _infer(
         self, incoming: Incoming, name: str, version: int | None, used: dict[str, Any]
     ) -> Outgoing:
-        request, binary = _split(incoming)
+        started = time.perf_counter_ns()
         model_name, v = self._resolve(name, version)
+        phases: dict[str, int] = {}
+        try:
+            out, v, batch = await self._run(incoming, name, model_name, v, used, phases)
+        except BaseException:
+            self.stats.record(model_name, v, False, time.perf_counter_ns() - started)
+            raise
+        self.stats.record(model_name, v, True, time.perf_counter_ns() - started, phases, batch)
+        return out
+
+    async def _run(
+        self,
+        incoming: Incoming,
+        name: str,
+        model_name: str,
+        v: int,
+        used: dict[str, Any],
+        phases: dict[str, int],
+    ) -> tuple[Outgoing, int, int]:
+        """The request run: the answer, the version that ran, the batch size; each phase's
+        nanoseconds in ``phases``."""
+        started = time.perf_counter_ns()
+        request, binary = _split(incoming)
         if not isinstance(request, dict):
             raise BadRequestError("the inference request must be a JSON object")
         inputs = request.get("inputs")
@@ -194,7 +281,9 @@ class V2:
             _check_inputs(signature, declared, name)
             return arrays
 
+        decoded = time.perf_counter_ns()
         results, v = await self.models.infer(model_name, v, prepare, None, used)
+        ran = time.perf_counter_ns()
         names = list(results)
         if wanted is not None:
             unknown = [n for n in wanted if n not in results]
@@ -216,9 +305,22 @@ class V2:
             response["id"] = request["id"]
         head = json.dumps(response).encode()
         if not chunks:
-            return Outgoing(200, [(b"content-type", JSON)], head)
-        headers = [(b"content-type", b"application/octet-stream"), (HEADER_LENGTH, str(len(head)).encode())]
-        return Outgoing(200, headers, head + b"".join(chunks))
+            out = Outgoing(200, [(b"content-type", JSON)], head)
+        else:
+            headers = [
+                (b"content-type", b"application/octet-stream"),
+                (HEADER_LENGTH, str(len(head)).encode()),
+            ]
+            out = Outgoing(200, headers, head + b"".join(chunks))
+        phases["compute_input"] = decoded - started
+        phases["compute_infer"] = ran - decoded
+        phases["compute_output"] = time.perf_counter_ns() - ran
+        first = next(iter(arrays.values()))
+        return out, v, int(first.shape[0]) if first.ndim else 1
+
+
+def _triton_type(spec: TensorSpec) -> str:
+    return "TYPE_STRING" if spec.datatype == "BYTES" else f"TYPE_{spec.datatype}"
 
 
 def _split(incoming: Incoming) -> tuple[Any, bytes | None]:

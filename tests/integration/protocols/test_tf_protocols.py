@@ -194,6 +194,20 @@ def test_open_inference_protocol_with_tritonclient(
             data = tritonclient.InferInput("x", [1], "FP32")
             data.set_data_from_numpy(np.array([1.0], dtype=np.float32))
             client.infer("half_plus_two", [data], model_version="9")
+        # Triton's model configuration and statistics extensions
+        config = client.get_model_config("half_plus_two")
+        assert (config["name"], config["platform"], config["max_batch_size"]) == (
+            "half_plus_two",
+            "tensorflow_savedmodel",
+            0,
+        )
+        assert [(i["name"], i["data_type"], i["dims"]) for i in config["input"]] == [("x", "TYPE_FP32", [-1])]
+        (stats,) = client.get_inference_statistics("half_plus_two")["model_stats"]
+        assert (stats["name"], stats["version"]) == ("half_plus_two", "123")
+        # (one replica: 4 requests of 3 values; the FP64 one failed, the version 9 one named no version)
+        assert (stats["inference_count"], stats["execution_count"]) == (12, 4)
+        assert stats["inference_stats"]["success"]["count"] == 4
+        assert stats["inference_stats"]["fail"]["count"] == 1
     finally:
         client.close()
     with httpx.Client(base_url=f"{base}/{name}", timeout=60) as http:

@@ -39,7 +39,12 @@ def test_live_and_ready(routes: ProtocolRoutes, models: FakeModels) -> None:
 
 def test_server_metadata(routes: ProtocolRoutes) -> None:
     body = json.loads(call(routes, "GET", "/v2").body)
-    assert body["name"] == "cortex-ray" and body["extensions"] == ["binary_tensor_data", "model_repository"]
+    assert body["name"] == "cortex-ray" and body["extensions"] == [
+        "binary_tensor_data",
+        "model_repository",
+        "model_configuration",
+        "statistics",
+    ]
     assert isinstance(body["version"], str)
 
 
@@ -238,3 +243,72 @@ def test_json_nested_too_deep_or_with_a_huge_number_is_a_400(path: str) -> None:
     ):
         out = call(routes, "POST", path, body)
         assert out.status == 400 and "not JSON" in json.loads(out.body)["error"], out.body[:200]
+
+
+def test_model_configuration_as_triton_writes_it(routes: ProtocolRoutes) -> None:
+    body = json.loads(call(routes, "GET", "/v2/models/text/config").body)
+    assert body == {
+        "name": "text",
+        "platform": "tensorflow_savedmodel",
+        "backend": "tensorflow",
+        "version_policy": {"all": {}},
+        "max_batch_size": 0,
+        "input": [
+            {
+                "name": "text",
+                "data_type": "TYPE_STRING",
+                "format": "FORMAT_NONE",
+                "dims": [-1],
+                "is_shape_tensor": False,
+                "allow_ragged_batch": False,
+                "optional": False,
+            }
+        ],
+        "output": [
+            {"name": n, "data_type": t, "dims": [-1], "label_filename": "", "is_shape_tensor": False}
+            for n, t in (("length", "TYPE_INT32"), ("raw_bytes", "TYPE_STRING"), ("upper", "TYPE_STRING"))
+        ],
+    }
+    half = json.loads(call(routes, "GET", "/v2/models/half_plus_two/versions/123/config").body)
+    assert [(i["name"], i["data_type"]) for i in half["input"]] == [("x", "TYPE_FP32")]
+    assert call(routes, "GET", "/v2/models/half_plus_two/versions/9/config").status == 404
+    assert call(routes, "POST", "/v2/models/text/config").status == 405
+
+
+def test_statistics_count_this_replicas_requests_per_version(
+    routes: ProtocolRoutes, models: FakeModels
+) -> None:
+    def stats(path: str) -> list[dict[str, object]]:
+        out = call(routes, "GET", path)
+        assert out.status == 200, out.body
+        return json.loads(out.body)["model_stats"]  # type: ignore[no-any-return]
+
+    before = stats("/v2/models/stats")
+    assert [(m["name"], m["version"], m["inference_count"]) for m in before] == [
+        ("half_plus_two", "123", 0),
+        ("text", "1", 0),
+        ("text", "2", 0),
+    ]
+    assert before[0]["inference_stats"]["success"] == {"count": 0, "ns": 0}  # type: ignore[index]
+    for data in ([1.0, 2.0], [3.0, 4.0, 5.0]):
+        assert call(routes, "POST", "/v2/models/half_plus_two/infer", infer_body(data)).status == 200
+    bad = json.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [1.0]}]}).encode()
+    assert call(routes, "POST", "/v2/models/half_plus_two/infer", bad).status == 400
+    assert call(routes, "POST", "/v2/models/nope/infer", infer_body([1.0])).status == 404  # (no version)
+    (half,) = stats("/v2/models/half_plus_two/stats")
+    assert half["inference_count"] == 5 and half["execution_count"] == 2  # (batches of 2 and 3)
+    inference = half["inference_stats"]
+    assert inference["success"]["count"] == 2 and inference["success"]["ns"] > 0  # type: ignore[index]
+    assert inference["fail"]["count"] == 1  # type: ignore[index]
+    for phase in ("compute_input", "compute_infer", "compute_output"):
+        assert inference[phase]["count"] == 2 and inference[phase]["ns"] > 0, phase  # type: ignore[index]
+    assert inference["queue"] == {"count": 0, "ns": 0}  # type: ignore[index]
+    assert half["last_inference"] > 1_700_000_000_000  # type: ignore[operator]
+    assert stats("/v2/models/half_plus_two/versions/123/stats") == [half]
+    assert stats("/v2/models/text/stats")[0]["execution_count"] == 0
+    assert call(routes, "GET", "/v2/models/nope/stats").status == 404
+    # a version gone from the tree is forgotten
+    models.tree = FakeModels({"text": [1, 2]}).tree
+    assert [m["name"] for m in stats("/v2/models/stats")] == ["text", "text"]
+    models.tree = FakeModels().tree
+    assert stats("/v2/models/half_plus_two/stats")[0]["execution_count"] == 0
