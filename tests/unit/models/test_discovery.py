@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -271,3 +272,45 @@ def test_a_remembering_builder_gives_back_an_unchanged_model_and_rebuilds_a_chan
     assert changed == discover_models(models, layout)  # the same tree as a builder without memory
     build.keep_only(["b"])  # a gone from a full listing: forgotten
     assert discover_models(models, layout, build=build).models["a"] is not changed.models["a"]
+
+
+def test_the_collector_is_held_off_while_a_dir_is_built_and_on_again_after() -> None:
+    import gc
+
+    from cortex_ray.models.discovery import _CollectionPause
+
+    pause = _CollectionPause()
+    assert gc.isenabled()
+    with pause():
+        assert not gc.isenabled()
+        with pause():  # (two listings at once, in two threads)
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # (the other one still lists)
+    assert gc.isenabled()
+    gc.disable()  # turned off by someone else: left off
+    try:
+        with pause():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    with pytest.raises(RuntimeError), pause():
+        raise RuntimeError("a listing failed")
+    assert gc.isenabled()
+
+
+def test_a_dir_is_discovered_with_the_collector_held_off(tmp_path: Path) -> None:
+    import gc
+
+    from cortex_ray.models import discovery
+
+    seen: list[bool] = []
+
+    def build(*args: Any) -> Any:
+        seen.append(gc.isenabled())
+        return discovery.build_model(*args)
+
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / "model.bin").write_bytes(b"x")
+    tree = discovery.discover_models(MultiModelsSpec(dir=f"{tmp_path}/"), "python", build=build)
+    assert list(tree.models) == ["m"] and seen == [False] and gc.isenabled()
