@@ -310,8 +310,40 @@ def run_local(args: argparse.Namespace, tmp: Path) -> tuple[list[Row], str]:
         "local", uri, raw_walk(root), "os.walk + os.stat of every file", change_one, objects, args.repeat
     )
     print(tree_memory(uri), flush=True)
+    print(collector_pause(uri), flush=True)
     prof = profile_discover(uri, args.profile) if args.profile else ""
     return rows, prof
+
+
+def collector_pause(uri: str, polls: int = 6, rounds: int = 2) -> str:
+    """CPU of consecutive polls with nothing new, with the collector held off during each
+    listing (as discovery does) and without, alternating; the process allocates between polls,
+    so the collection the listing's objects still owe is paid inside the measurement."""
+    from cortex_ray.models import discovery
+
+    paused = discovery._collection_paused
+    spec = MultiModelsSpec(dir=uri)
+    seconds: dict[str, list[float]] = {"no pause": [], "collector paused": []}
+    try:
+        for _ in range(rounds):
+            for label, pause in (("no pause", contextlib.nullcontext), ("collector paused", paused)):
+                discovery._collection_paused = pause  # type: ignore[assignment]
+                builder = RememberingBuilder()
+                discover_models(spec, "python", build=builder)
+                gc.collect()
+                started = time.process_time()
+                for _ in range(polls):
+                    discover_models(spec, "python", build=builder)
+                    junk = [[i] for i in range(20_000)]  # (the process's other work between polls)
+                    del junk
+                seconds[label].append((time.process_time() - started) / polls)
+    finally:
+        discovery._collection_paused = paused
+    return (
+        "local: CPU per poll with nothing new, collector included: "
+        + ", ".join(f"{label} {statistics.median(v):.2f} s" for label, v in seconds.items())
+        + f" (median of {rounds} x {polls} polls)"
+    )
 
 
 def tree_memory(uri: str) -> str:
