@@ -24,6 +24,7 @@ Which arguments a method takes is worked out once per method, not per request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import logging
@@ -290,8 +291,9 @@ class Invoker:
             loop = asyncio.get_running_loop()
 
             def wake() -> None:  # (in the thread that gave the slot back)
-                if self._loop_waiting:
-                    loop.call_soon_threadsafe(free.set)
+                if self._loop_waiting and not loop.is_closed():
+                    with contextlib.suppress(RuntimeError):  # (closed meanwhile: no one waits)
+                        loop.call_soon_threadsafe(free.set)
 
             self.slots.on_thread_release = wake
         self._loop_waiting += 1  # (before trying again: a release after it wakes this wait)
