@@ -20,6 +20,7 @@ the bytes one replica receives (the pickled answer of its long poll); the longes
 replica process's event loop during the change (a 1 ms ticker's lateness).
 
     .venv/bin/python benchmarks/fanout.py [--models 100,2000,10000] [--replicas 1,8,32] [--changes 3]
+        [--modes tree,delta]
 """
 
 from __future__ import annotations
@@ -207,7 +208,15 @@ def main() -> None:
     parser.add_argument("--models", default="100,2000,10000")
     parser.add_argument("--replicas", default="1,8,32")
     parser.add_argument("--changes", type=int, default=3)
+    parser.add_argument(
+        "--modes",
+        default="tree,delta",
+        help="tree,delta (default) or one of them: delta alone for K the tree mode has no memory for",
+    )
     args = parser.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    if not modes or set(modes) - {"tree", "delta"}:
+        parser.error("--modes: tree, delta or both")
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -221,7 +230,7 @@ def main() -> None:
             models_dir = Path(tmp) / f"models-{models}"
             build_dir(models_dir, models)
             for replicas in (int(x) for x in args.replicas.split(",")):
-                for mode in ("tree", "delta"):
+                for mode in modes:
                     r = run_case(mode, models, replicas, args.changes, models_dir, Path(tmp))
                     results[(models, replicas, mode)] = r
                     print(
@@ -229,6 +238,12 @@ def main() -> None:
                         f"{r['bytes']:>11,.0f} {r['stall'] * 1000:>9.1f}",
                         flush=True,
                     )
+                if len(modes) < 2:
+                    listing = (
+                        f"listing: {results[(models, replicas, modes[0])]['listing_cpu']:.2f} s CPU per poll"
+                    )
+                    print(f"{'':>11} ({listing})", flush=True)
+                    continue
                 t, d = results[(models, replicas, "tree")], results[(models, replicas, "delta")]
                 ratios = ", ".join(
                     f"{what} x{d[key] / max(t[key], 1e-9):.{digits}f}"
