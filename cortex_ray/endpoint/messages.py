@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from cortex_ray.errors import AtCapacityError, CortexRayError, to_response_body
+from cortex_ray.errors import AtCapacityError, CortexRayError, MethodNotAllowedError, to_response_body
 
-__all__ = ["JSON", "Incoming", "Outgoing", "error_outgoing", "json_outgoing"]
+__all__ = ["JSON", "Incoming", "Outgoing", "error_headers", "error_outgoing", "json_outgoing"]
 
 JSON = b"application/json"
 log = logging.getLogger("cortex_ray.http")
@@ -72,7 +72,19 @@ def error_outgoing(exc: BaseException) -> Outgoing:
             again = f" (and {suppressed} more times since it was last logged)" if suppressed else ""
             cause = exc.__cause__ if isinstance(exc, CortexRayError) and exc.__cause__ else exc
             log.error("request failed: %s%s", exc, again, exc_info=cause)
-    return json_outgoing(body, status)
+    return json_outgoing(body, status, error_headers(exc))
+
+
+def error_headers(exc: BaseException) -> list[tuple[bytes, bytes]]:
+    """The headers an error's answer must carry: a 405's ``Allow`` (RFC 9110), with ``HEAD``
+    wherever ``GET`` is allowed (a HEAD is served as a GET)."""
+    allowed = exc.details.get("allowed") if isinstance(exc, MethodNotAllowedError) else None
+    if not isinstance(allowed, list):
+        return []
+    verbs = list(dict.fromkeys(str(m) for m in allowed))
+    if "GET" in verbs and "HEAD" not in verbs:
+        verbs.append("HEAD")
+    return [(b"allow", ", ".join(verbs).encode("ascii", "replace"))]
 
 
 class _LogLimiter:

@@ -235,7 +235,8 @@ def _backend(b: Backend) -> list[str]:
         "    option httpchk GET /-/healthz",
         "    http-check expect status 200",
         f"    http-request return status 413 content-type application/json string {too_large} "
-        f"if {{ req.hdr_val(content-length) gt {b.max_body} }}",
+        # (req.hdr_val reads 32 bits: from 2^31 up, a length would pass the check)
+        f"if {{ req.hdr(content-length) -m int gt {b.max_body} }}",
     ]
     # the protocols' routes name their model in the path: v2/models/{m}/..., v1/models/{m}[:verb]
     base = b.endpoint.rstrip("/")

@@ -101,6 +101,17 @@ class _Refused(Exception):
         self.answer = answer
 
 
+def _origin_form(url: bytes) -> bytes:
+    """A request target in absolute form (``http://host/path?q``, which servers must accept:
+    RFC 9112, 3.2.2) as the path and query it names; any other target as it is."""
+    scheme, sep, rest = url.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return url
+    cut = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+    tail = rest[cut:]
+    return tail if tail.startswith(b"/") else b"/" + tail
+
+
 def _refusal(status: int, error: str, message: str) -> _Refused:
     return _Refused(json_outgoing({"error": error, "message": message}, status))
 
@@ -277,6 +288,8 @@ class _Connection(asyncio.Protocol):
         self._headers_done = True
         self._phase, self._since = _BODY, time.monotonic()
         server, limits = self._server, self._limits
+        if not self._url.startswith(b"/"):
+            self._url = _origin_form(self._url)
         if self._parser.should_upgrade() or self._parser.get_method() == b"CONNECT":
             raise _refusal(400, "bad_request", "protocol upgrades (and CONNECT) are not supported")
         length, expect, chunked = None, False, False

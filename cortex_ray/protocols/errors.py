@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cortex_ray.endpoint.messages import Outgoing, error_outgoing, json_outgoing
+from cortex_ray.endpoint.messages import Outgoing, error_headers, error_outgoing, json_outgoing
 from cortex_ray.errors import CortexRayError, to_response_body
 
 __all__ = ["protocol_error"]
@@ -15,4 +15,4 @@ def protocol_error(exc: BaseException) -> Outgoing:
     status, body = to_response_body(exc)
     if status >= 500:
         error_outgoing(exc)  # (logged, at most once a minute for the same error)
-    return json_outgoing({"error": body["message"]}, status)
+    return json_outgoing({"error": body["message"]}, status, error_headers(exc))

@@ -202,6 +202,18 @@ def test_an_unhandled_verb_is_a_405_naming_the_ones_handled(tmp_path: Path) -> N
     for verb in ("DELETE", "ASYNC"):  # handle_async is never reachable over HTTP
         out = run(ep(request(verb)))
         assert out.status == 405 and body_of(out)["allowed"] == ["POST"], verb
+        assert (b"allow", b"POST") in out.headers  # (RFC 9110: a 405 says what is allowed)
+
+    class Reader:
+        def handle_get(self) -> Any:
+            return {}
+
+        def handle_put(self, payload: Any) -> Any:
+            return payload
+
+    _, ep = endpoint(tmp_path, Reader())
+    out = run(ep(request("POST")))
+    assert out.status == 405 and (b"allow", b"GET, PUT, HEAD") in out.headers  # (a HEAD is a GET)
 
 
 # --- answers ------------------------------------------------------------------------------

@@ -322,10 +322,15 @@ def test_haproxy_refuses_a_head_over_its_buffer(balancer: Balancer, app: App) ->
     assert answer.status == 400 and app.seen == []
 
 
-def test_an_announced_body_over_the_limit_is_refused_before_it_is_sent(port: int, app: App) -> None:
+@pytest.mark.parametrize("length", [300_000_000, 2**31, 10**12])  # (HAProxy's hdr_val wraps at 2^31)
+def test_an_announced_body_over_the_limit_is_refused_before_it_is_sent(
+    port: int, app: App, length: int
+) -> None:
     client = Client(port)
     client.start("POST")
-    client.send(b"POST /api HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 300000000\r\n\r\n")
+    client.send(
+        b"POST /api HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: %d\r\n\r\n" % length
+    )
     answer = client.answers(1, ["POST"])[0]
     assert answer.status == 413 and answer.json()["error"] == "payload_too_large"
     assert client.informational == []  # no 100 Continue for a body that will be refused
@@ -695,3 +700,17 @@ def test_a_dropped_body_is_still_bounded(replica: Replica, app: App) -> None:
     answer = endless.answers(1, ["POST"])[0]
     assert answer.status == 503 and endless.closed_within(3)
     app.gate.set()
+
+
+def test_a_target_in_absolute_form_is_served_by_its_path(port: int, app: App) -> None:
+    """RFC 9112, 3.2.2: a server accepts ``GET http://host/path`` as it does ``GET /path``."""
+    for absolute, origin in (
+        (b"http://x/api/a?q=1", b"/api/a?q=1"),
+        (b"https://x/api", b"/api"),  # (HAProxy: the authority must be the Host)
+        (b"http://x/api?q", b"/api?q"),
+    ):
+        got = [
+            ask(port, b"GET " + target + b" HTTP/1.1\r\nhost: x\r\n\r\n")[0] for target in (absolute, origin)
+        ]
+        assert [a.status for a in got] == [200, 200] and got[0].json() == got[1].json(), absolute
+    assert [i.query for i in app.seen] == [b"q=1", b"q=1", b"", b"", b"q", b"q"]
