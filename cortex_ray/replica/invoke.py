@@ -9,12 +9,15 @@
   handoff of the GIL (a trivial model answers as fast as the loop can). When such a method
   calls ``get_model`` for a model that must be loaded, the greenlet is suspended while the load
   is awaited (the loop keeps serving other requests) and resumed with the model. Inline calls
-  that run longer than ``DEMOTE_AFTER``, ``DEMOTE_STRIKES`` times within ``DEMOTE_WINDOW`` (or
-  one call longer than ``DEMOTE_AT_ONCE``), send the method back to the thread for good: the
-  loop must stay free to read requests (and refuse those above ``max_replica_concurrency``)
-  while a model takes its time. One slow call alone does not: a garbage collection or a
-  virtual machine's stolen time stretches a trivial call now and then, and a trivial method in
-  the thread answers at half the rate.
+  that are slow, ``DEMOTE_STRIKES`` times within ``DEMOTE_WINDOW`` (or one call longer than
+  ``DEMOTE_AT_ONCE``), send the method back to the thread for good: the loop must stay free to
+  read requests (and refuse those above ``max_replica_concurrency``) while a model takes its
+  time. A call is slow when it ran longer than ``DEMOTE_AFTER`` and the process spent that much
+  CPU meanwhile (its other threads too: a framework computing in its own threads), or when it
+  ran longer than ``INLINE_WALL_BUDGET`` (a wait). One slow call alone does not demote: a
+  garbage collection stretches a trivial call now and then; nor does a loaded machine that
+  takes the CPU away from the loop (wall time without the process's CPU), and a trivial method
+  in the thread answers at half the rate.
 * Sync methods of an API with more handler threads run in a thread pool, at most
   ``threads_per_process`` at once (a request waiting for a cold model gives its slot back).
 
@@ -107,7 +110,8 @@ a method that waits on something else (a socket, a sleep) stays in the thread. (
 first: under load a quick method's calls in the thread wait for the GIL, and their wall time says
 more about the loop than about them.)"""
 DEMOTE_AFTER = 0.010
-"""An inline call that runs longer than this (seconds, waits for models excluded) is slow..."""
+"""An inline call that runs longer than this (seconds, waits for models excluded), with as much
+CPU time of the process, or longer than ``INLINE_WALL_BUDGET``, is slow..."""
 DEMOTE_STRIKES = 3
 """...and this many slow calls within ``DEMOTE_WINDOW`` (seconds) send the method back to the
 thread for good,"""
@@ -228,10 +232,11 @@ class Invoker:
             # finding the slot taken by the one before, and the method would never run inline again)
             await self._take_slot()
         try:
-            value, ran = await self._run_in_greenlet(method, kwargs)
+            value, ran, cpu = await self._run_in_greenlet(method, kwargs)
         finally:
             slots.give_back()
-        if ran > DEMOTE_AFTER and pace.slow_inline(ran, self.clock.monotonic()):
+        slow = ran > DEMOTE_AFTER and (cpu > DEMOTE_AFTER or ran > INLINE_WALL_BUDGET)
+        if slow and pace.slow_inline(ran, self.clock.monotonic()):
             pace.inline, pace.demoted = False, True
             log.info(
                 "api %s: %s ran %.3f s on the replica's loop (%s): it runs in the handler's thread from "
@@ -249,34 +254,37 @@ class Invoker:
             raise value.error
         return value.value
 
-    async def _run_in_greenlet(self, method: Method, kwargs: dict[str, Any]) -> tuple[_Finished, float]:
+    async def _run_in_greenlet(
+        self, method: Method, kwargs: dict[str, Any]
+    ) -> tuple[_Finished, float, float]:
         """The call in a reused greenlet, holding the slot but while it waits for a model; how long
-        it ran on the loop."""
+        it ran on the loop, and the process's CPU time meanwhile."""
         g = self._idle.pop() if self._idle else None
         if g is None or g.dead:  # a fresh one: run it up to its first wait for work
             g = _HandlerGreenlet()
             g.switch()
         g.gr_context = contextvars.copy_context()
         clock, slots = self.clock, self.slots
-        started = clock.monotonic()
+        started, cpu_started = clock.monotonic(), clock.process_time()
         value = g.switch((method.func, kwargs))
-        ran = clock.monotonic() - started
+        ran, cpu = clock.monotonic() - started, clock.process_time() - cpu_started
         while isinstance(value, _Await):  # the handler waits for a model: the loop goes on
             slots.give_back()  # and other calls may run meanwhile, as a thread's wait lets them
             try:
                 result = await value.awaitable
             except BaseException as exc:
                 await self._take_slot()
-                started = clock.monotonic()
+                started, cpu_started = clock.monotonic(), clock.process_time()
                 value = g.throw(exc)
             else:
                 await self._take_slot()
-                started = clock.monotonic()
+                started, cpu_started = clock.monotonic(), clock.process_time()
                 value = g.switch(result)
             ran += clock.monotonic() - started
+            cpu += clock.process_time() - cpu_started
         self._idle.append(g)
         assert isinstance(value, _Finished)
-        return value, ran
+        return value, ran, cpu
 
     async def _take_slot(self) -> None:
         """Take the slot for the loop; if a call in a thread holds it, wait on the loop until a

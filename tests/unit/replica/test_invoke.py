@@ -19,6 +19,7 @@ from cortex_ray.replica.invoke import (
     DEMOTE_WINDOW,
     INLINE_AFTER,
     INLINE_BUDGET,
+    INLINE_WALL_BUDGET,
     Invoker,
     await_in_handler,
     in_inline_handler,
@@ -403,3 +404,36 @@ def test_cpu_time_decides_whether_a_method_runs_inline(wall: float, cpu: float, 
     asyncio.run(main())
     invoker.close()
     assert where[-2:] == [inline, inline]
+
+
+class _BusyMachine(ManualClock):
+    """A clock whose process gets no CPU while the wall clock moves: the machine is busy
+    elsewhere (other processes), or the call waits."""
+
+    def process_time(self) -> float:
+        return 0.0
+
+
+def test_a_loaded_machine_stretching_inline_calls_does_not_demote_but_a_long_wait_does() -> None:
+    clock = _BusyMachine()
+    where: list[bool] = []
+
+    def handle(payload: float) -> None:
+        where.append(in_inline_handler())
+        clock.skip(payload)
+
+    invoker = Invoker(threads=1, max_waiting=2, name="t", clock=clock, inline_after=0)
+    method = Method.of(handle, ("payload",))
+
+    async def main() -> None:
+        await invoker(method, {"payload": 0.0})
+        for _ in range(DEMOTE_STRIKES * 3):  # 30 ms each, none of it the process's CPU
+            await invoker(method, {"payload": DEMOTE_AFTER * 3})
+        assert invoker.runs_inline(method)
+        for _ in range(DEMOTE_STRIKES):  # waits longer than a quick method's wall budget
+            await invoker(method, {"payload": INLINE_WALL_BUDGET * 1.5})
+        assert not invoker.runs_inline(method)
+
+    asyncio.run(main())
+    invoker.close()
+    assert where == [True] * (1 + DEMOTE_STRIKES * 4)
