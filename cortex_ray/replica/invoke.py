@@ -244,7 +244,7 @@ class Invoker:
                 self.name,
                 getattr(method.func, "__name__", "a handler method"),
                 ran,
-                f"{len(pace.strikes)} calls over {DEMOTE_AFTER * 1000:.0f} ms within {DEMOTE_WINDOW:.0f} s"
+                f"{len(pace.strikes)} slow calls within {DEMOTE_WINDOW:.0f} s"
                 if ran <= DEMOTE_AT_ONCE
                 else f"over {DEMOTE_AT_ONCE} s",
             )
