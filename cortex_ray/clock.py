@@ -29,10 +29,6 @@ class Clock:
         """The CPU time of the calling thread (waits, for the GIL or anything else, left out)."""
         return time.thread_time()
 
-    def process_time(self) -> float:
-        """The CPU time of the whole process (its other threads' work in, other processes' out)."""
-        return time.process_time()
-
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
@@ -57,9 +53,6 @@ class ManualClock(Clock):
 
     def thread_time(self) -> float:
         return self.monotonic()  # (a fake "takes" its time as CPU time)
-
-    def process_time(self) -> float:
-        return self.monotonic()
 
     def time(self) -> float:
         return self._now + self._wall_offset

@@ -102,14 +102,16 @@ class GatewayCore:
         try:
             if incoming.method == "POST" and not sub:
                 return json_outgoing(await self.submit(incoming))
-            if incoming.method == "GET" and sub == "info":
+            reading = incoming.method in ("GET", "HEAD")  # (a HEAD is a GET without the body)
+            if reading and sub == "info":
                 return json_outgoing(await self.dispatcher_status())
-            if incoming.method == "GET" and sub:
+            if reading and sub:
                 return json_outgoing(await self.describe(sub))
             endpoint = self.api.endpoint
             raise MethodNotAllowedError(
                 f"{incoming.method} {endpoint}{incoming.path}: an AsyncAPI takes POST {endpoint} "
-                f"and GET {endpoint}/<id>"
+                f"and GET {endpoint}/<id>",
+                allowed=["POST"] if not sub else ["GET"],
             )
         except Exception as exc:
             return error_outgoing(exc)

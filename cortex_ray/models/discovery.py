@@ -67,8 +67,7 @@ def discover_models(
 ) -> ModelTree:
     """The model tree that ``spec`` names, as storage holds it right now."""
     if spec.dir is not None:
-        with _collection_paused():
-            return _from_dir(spec.dir, layout, spec.signature_key, opener, build)
+        return _from_dir(spec.dir, layout, spec.signature_key, opener, build)
     if spec.path is not None:
         entries = [(SINGLE_MODEL_NAME, spec.path, spec.signature_key)]
     else:
@@ -87,9 +86,10 @@ def discover_models(
 class _CollectionPause:
     """Python's cyclic garbage collector held off while a ``dir`` is listed and built: a listing
     makes an object or three per file (60,000 files at 10,000 models), none of them garbage,
-    and each collection they trigger walks them all again (a third of a poll's CPU). It runs
-    again as usual afterwards (listings in several threads at once: after the last one), and is
-    left alone when something else turned it off."""
+    and each collection they trigger walks them all again (a third of a poll's CPU). Held off
+    while the listing is grouped and built, not while storage is listed (S3's pages may take
+    long). It runs again as usual afterwards (builds in several threads at once: after the last
+    one), and is left off when it was off before the first began."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -121,15 +121,17 @@ def _from_dir(
 ) -> ModelTree:
     storage = opener(uri)
     storage.check_root()  # a `dir` that is missing is an error, not a folder without models
-    groups, loose = split_dir_listing(storage.list())
+    listing = storage.list()
     models: dict[str, ModelInfo] = {}
-    for name in sorted(groups):
-        model_uri = f"{uri}{name}/"
-        problem = model_name_problem(name)
-        if problem is not None:
-            models[name] = ModelInfo(name, model_uri, False, error=problem)
-        else:
-            models[name] = build(name, model_uri, groups[name], layout, signature_key)
+    with _collection_paused():  # (the CPU part only: never across storage's network calls)
+        groups, loose = split_dir_listing(listing)
+        for name in sorted(groups):
+            model_uri = f"{uri}{name}/"
+            problem = model_name_problem(name)
+            if problem is not None:
+                models[name] = ModelInfo(name, model_uri, False, error=problem)
+            else:
+                models[name] = build(name, model_uri, groups[name], layout, signature_key)
     warnings: tuple[str, ...] = ()
     if loose:
         warnings = (f"{uri}: files outside any model folder are ignored: {describe_tree(loose, 10)}",)

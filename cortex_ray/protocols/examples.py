@@ -177,7 +177,7 @@ def _example(value: Any, what: str) -> bytes:
     if not isinstance(value, dict):
         raise BadRequestError(f"{what} must be a JSON object of features, got {_json_type(value)}")
     entries = b"".join(
-        _field(1, _field(1, name.encode()) + _field(2, _feature(name, content)))
+        _field(1, _field(1, _utf8(name, f"{what}: a feature name")) + _field(2, _feature(name, content)))
         for name, content in value.items()
     )
     return _field(1, entries)  # (Example.features: Features, whose field 1 is the map's entries)
@@ -218,7 +218,7 @@ def _typed(name: str, item: Any) -> tuple[int, Any]:
             raise BadRequestError(f"feature '{name}': {item} cannot be a float without loss of precision")
         return _FLOATS, item
     if isinstance(item, str):
-        return _BYTES, item.encode()
+        return _BYTES, _utf8(item, f"feature '{name}'")
     if isinstance(item, dict) and set(item) == {"b64"} and isinstance(item["b64"], str):
         try:
             return _BYTES, base64.b64decode(item["b64"], validate=True)
@@ -228,6 +228,13 @@ def _typed(name: str, item: Any) -> tuple[int, Any]:
         f"feature '{name}' has a value of an unexpected JSON type: {_json_type(item)} (features take "
         'numbers, strings, booleans, {"b64": ...} or a list of one of these)'
     )
+
+
+def _utf8(text: str, what: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:  # (JSON's \ud800 escapes: a lone surrogate is no text)
+        raise BadRequestError(f"{what} is not valid Unicode: {exc.reason}") from exc
 
 
 def _json_type(value: Any) -> str:

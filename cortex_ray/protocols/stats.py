@@ -15,6 +15,7 @@ that replica's share). Durations are nanoseconds, as Triton writes them:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +36,7 @@ _DURATIONS = (
 @dataclass
 class VersionStats:
     inference_count: int = 0
-    """Inferences: the batch sizes added up (a request's first input's first dimension)."""
+    """Inferences: one per request (``max_batch_size`` is 0: no dimension is the batch's)."""
     execution_count: int = 0
     """Model runs (one per successful request: no batching across requests on this route)."""
     last_inference: int = 0
@@ -56,12 +57,15 @@ class VersionStats:
 
 
 class InferenceStats:
-    def __init__(self) -> None:
+    def __init__(self, current: Callable[[str, int], bool] = lambda name, version: True) -> None:
         self._versions: dict[tuple[str, int], VersionStats] = {}
+        self._current = current
+        """Whether a version is still served: when a new one is counted, the others are forgotten."""
 
     def of(self, name: str, version: int) -> VersionStats:
         stats = self._versions.get((name, version))
         if stats is None:
+            self._versions = {k: v for k, v in self._versions.items() if self._current(*k)}
             stats = self._versions[(name, version)] = VersionStats()
         return stats
 
@@ -72,7 +76,6 @@ class InferenceStats:
         ok: bool,
         total_ns: int,
         phases: dict[str, int] | None = None,
-        batch: int = 1,
     ) -> None:
         """One request of a version ended: ``ok`` or not, how long it took, and (when it ran)
         how long its phases took (``compute_input``, ``compute_infer``, ``compute_output``)."""
@@ -81,7 +84,7 @@ class InferenceStats:
         outcome[0] += 1
         outcome[1] += total_ns
         if ok:
-            stats.inference_count += batch
+            stats.inference_count += 1
             stats.execution_count += 1
             for phase, ns in (phases or {}).items():
                 counted = stats.counts[phase]

@@ -60,7 +60,7 @@ class V2:
     def __init__(self, models: ProtocolModels) -> None:
         self.models = models
         self.server = {"name": "cortex-ray", "version": _server_version(), "extensions": EXTENSIONS}
-        self.stats = InferenceStats()
+        self.stats = InferenceStats(self._served)
 
     async def __call__(self, incoming: Incoming, parts: list[str], used: dict[str, Any]) -> Outgoing:
         """``parts``: the path's segments below the endpoint, ``v2`` first."""
@@ -104,6 +104,10 @@ class V2:
             allow(method, "GET")
             return json_outgoing(self._stats(name, version))
         raise ModelNotFoundError(f"no such route: {'/'.join(parts)}")
+
+    def _served(self, name: str, version: int) -> bool:
+        model = self.models.tree.models.get(name)
+        return model is not None and version in model.versions
 
     # --- health, metadata, repository ------------------------------------------
 
@@ -233,11 +237,11 @@ class V2:
         model_name, v = self._resolve(name, version)
         phases: dict[str, int] = {}
         try:
-            out, v, batch = await self._run(incoming, name, model_name, v, used, phases)
+            out, v = await self._run(incoming, name, model_name, v, used, phases)
         except BaseException:
             self.stats.record(model_name, v, False, time.perf_counter_ns() - started)
             raise
-        self.stats.record(model_name, v, True, time.perf_counter_ns() - started, phases, batch)
+        self.stats.record(model_name, v, True, time.perf_counter_ns() - started, phases)
         return out
 
     async def _run(
@@ -248,9 +252,9 @@ class V2:
         v: int,
         used: dict[str, Any],
         phases: dict[str, int],
-    ) -> tuple[Outgoing, int, int]:
-        """The request run: the answer, the version that ran, the batch size; each phase's
-        nanoseconds in ``phases``."""
+    ) -> tuple[Outgoing, int]:
+        """The request run: the answer and the version that ran; each phase's nanoseconds in
+        ``phases``."""
         started = time.perf_counter_ns()
         request, binary = _split(incoming)
         if not isinstance(request, dict):
@@ -315,8 +319,7 @@ class V2:
         phases["compute_input"] = decoded - started
         phases["compute_infer"] = ran - decoded
         phases["compute_output"] = time.perf_counter_ns() - ran
-        first = next(iter(arrays.values()))
-        return out, v, int(first.shape[0]) if first.ndim else 1
+        return out, v
 
 
 def _triton_type(spec: TensorSpec) -> str:

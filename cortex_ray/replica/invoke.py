@@ -12,12 +12,13 @@
   that are slow, ``DEMOTE_STRIKES`` times within ``DEMOTE_WINDOW`` (or one call longer than
   ``DEMOTE_AT_ONCE``), send the method back to the thread for good: the loop must stay free to
   read requests (and refuse those above ``max_replica_concurrency``) while a model takes its
-  time. A call is slow when it ran longer than ``DEMOTE_AFTER`` and the process spent that much
-  CPU meanwhile (its other threads too: a framework computing in its own threads), or when it
-  ran longer than ``INLINE_WALL_BUDGET`` (a wait). One slow call alone does not demote: a
-  garbage collection stretches a trivial call now and then; nor does a loaded machine that
-  takes the CPU away from the loop (wall time without the process's CPU), and a trivial method
-  in the thread answers at half the rate.
+  time. A call is slow when it ran longer than ``DEMOTE_AFTER`` with that much CPU time of the
+  loop's thread (the handler's own work: as in the thread, where its CPU time decides whether
+  it may run inline), or longer than ``INLINE_WALL_BUDGET`` whatever the CPU (a wait, or work
+  in a framework's own threads). One slow call alone does not demote: a garbage collection
+  stretches a trivial call now and then; nor do stretches under ``INLINE_WALL_BUDGET`` in
+  which the loop got no CPU (a loaded machine, a model loading in another thread), and a
+  trivial method in the thread answers at half the rate.
 * Sync methods of an API with more handler threads run in a thread pool, at most
   ``threads_per_process`` at once (a request waiting for a cold model gives its slot back).
 
@@ -103,7 +104,7 @@ def await_in_handler(awaitable: Awaitable[Any]) -> Any:
 INLINE_AFTER = 20
 """Calls of a sync method that run in the handler's thread, timed, before it may run inline."""
 INLINE_BUDGET = 0.002
-"""A method none of whose first calls took more CPU time than this (seconds) runs inline."""
+"""A method none of whose first calls (but one) took more CPU time than this (seconds) runs inline."""
 INLINE_WALL_BUDGET = 0.050
 """...and none of whose first calls ran longer than this (seconds, waits for models excluded):
 a method that waits on something else (a socket, a sleep) stays in the thread. (CPU time decides
@@ -111,7 +112,7 @@ first: under load a quick method's calls in the thread wait for the GIL, and the
 more about the loop than about them.)"""
 DEMOTE_AFTER = 0.010
 """An inline call that runs longer than this (seconds, waits for models excluded), with as much
-CPU time of the process, or longer than ``INLINE_WALL_BUDGET``, is slow..."""
+CPU time of the loop's thread, or longer than ``INLINE_WALL_BUDGET``, is slow..."""
 DEMOTE_STRIKES = 3
 """...and this many slow calls within ``DEMOTE_WINDOW`` (seconds) send the method back to the
 thread for good,"""
@@ -230,11 +231,8 @@ class Invoker:
         if not slots.try_take():  # the handler's thread runs a call: one at a time, so wait for it
             # (and then run here: sent to the thread instead, calls under steady load would keep
             # finding the slot taken by the one before, and the method would never run inline again)
-            await self._take_slot()
-        try:
-            value, ran, cpu = await self._run_in_greenlet(method, kwargs)
-        finally:
-            slots.give_back()
+            await self._take_slot()  # (cancelled while it waits: it took nothing)
+        value, ran, cpu = await self._run_in_greenlet(method, kwargs)  # (gives the slot back)
         slow = ran > DEMOTE_AFTER and (cpu > DEMOTE_AFTER or ran > INLINE_WALL_BUDGET)
         if slow and pace.slow_inline(ran, self.clock.monotonic()):
             pace.inline, pace.demoted = False, True
@@ -257,31 +255,41 @@ class Invoker:
     async def _run_in_greenlet(
         self, method: Method, kwargs: dict[str, Any]
     ) -> tuple[_Finished, float, float]:
-        """The call in a reused greenlet, holding the slot but while it waits for a model; how long
-        it ran on the loop, and the process's CPU time meanwhile."""
+        """The call in a reused greenlet, with the slot (taken by the caller, given back here), but
+        while it waits for a model; how long it ran on the loop, and the loop thread's CPU time
+        meanwhile. Cancelled while it waits (for the model, or for the slot after it), it gives
+        back only a slot it holds, and its greenlet is not reused."""
         g = self._idle.pop() if self._idle else None
         if g is None or g.dead:  # a fresh one: run it up to its first wait for work
             g = _HandlerGreenlet()
             g.switch()
         g.gr_context = contextvars.copy_context()
         clock, slots = self.clock, self.slots
-        started, cpu_started = clock.monotonic(), clock.process_time()
-        value = g.switch((method.func, kwargs))
-        ran, cpu = clock.monotonic() - started, clock.process_time() - cpu_started
-        while isinstance(value, _Await):  # the handler waits for a model: the loop goes on
-            slots.give_back()  # and other calls may run meanwhile, as a thread's wait lets them
-            try:
-                result = await value.awaitable
-            except BaseException as exc:
-                await self._take_slot()
-                started, cpu_started = clock.monotonic(), clock.process_time()
-                value = g.throw(exc)
-            else:
-                await self._take_slot()
-                started, cpu_started = clock.monotonic(), clock.process_time()
-                value = g.switch(result)
-            ran += clock.monotonic() - started
-            cpu += clock.process_time() - cpu_started
+        held = True
+        try:
+            started, cpu_started = clock.monotonic(), clock.thread_time()
+            value = g.switch((method.func, kwargs))
+            ran, cpu = clock.monotonic() - started, clock.thread_time() - cpu_started
+            while isinstance(value, _Await):  # the handler waits for a model: the loop goes on
+                slots.give_back()  # and other calls may run meanwhile, as a thread's wait lets them
+                held = False
+                try:
+                    result = await value.awaitable
+                except BaseException as exc:
+                    await self._take_slot()
+                    held = True
+                    started, cpu_started = clock.monotonic(), clock.thread_time()
+                    value = g.throw(exc)
+                else:
+                    await self._take_slot()
+                    held = True
+                    started, cpu_started = clock.monotonic(), clock.thread_time()
+                    value = g.switch(result)
+                ran += clock.monotonic() - started
+                cpu += clock.thread_time() - cpu_started
+        finally:
+            if held:
+                slots.give_back()
         self._idle.append(g)
         assert isinstance(value, _Finished)
         return value, ran, cpu

@@ -98,3 +98,10 @@ def test_workloads_are_refused_while_no_worker_can_run(
         status.applications["jobs"].deployments["jobs-worker"] = Deployment("RUNNING", "", {"RUNNING": 1})
         asyncio.run(core._check_workers())  # a worker runs again: workloads are taken again
         assert submit(core)[0] == 200
+
+
+def test_a_wrong_method_is_a_405_that_says_what_is_allowed(tmp_path: Path) -> None:
+    core = gateway(tmp_path)
+    for method, path, allowed in (("PUT", "", b"POST"), ("DELETE", "/abc", b"GET, HEAD")):
+        out = asyncio.run(core.handle(Incoming(method, path, b"", [], b"")))
+        assert out.status == 405 and (b"allow", allowed) in out.headers, (method, out.headers)

@@ -95,6 +95,8 @@ def test_the_context_is_merged_into_every_example_and_an_example_wins() -> None:
         ({"examples": [{"x": 2**63}]}, "does not fit an int64"),
         ({"examples": [{"x": 1e300}]}, "without loss of precision"),
         ({"examples": [{"x": {"b64": "***"}}]}, "not base64"),
+        ({"examples": [{"x": "\ud800"}]}, "feature 'x' is not valid Unicode"),  # (JSON's lone surrogate)
+        ({"examples": [{"\udfff": 1}]}, "example 0: a feature name is not valid Unicode"),
     ],
 )
 def test_bad_examples_are_400s_that_say_what(request_body: dict[str, Any], message: str) -> None:

@@ -297,7 +297,8 @@ def test_statistics_count_this_replicas_requests_per_version(
     assert call(routes, "POST", "/v2/models/half_plus_two/infer", bad).status == 400
     assert call(routes, "POST", "/v2/models/nope/infer", infer_body([1.0])).status == 404  # (no version)
     (half,) = stats("/v2/models/half_plus_two/stats")
-    assert half["inference_count"] == 5 and half["execution_count"] == 2  # (batches of 2 and 3)
+    assert half["inference_count"] == 2 and half["execution_count"] == 2  # (one per request, as Triton's
+    # count for a model without a batch dimension: max_batch_size 0)
     inference = half["inference_stats"]
     assert inference["success"]["count"] == 2 and inference["success"]["ns"] > 0  # type: ignore[index]
     assert inference["fail"]["count"] == 1  # type: ignore[index]
@@ -313,3 +314,8 @@ def test_statistics_count_this_replicas_requests_per_version(
     assert [m["name"] for m in stats("/v2/models/stats")] == ["text", "text"]
     models.tree = FakeModels().tree
     assert stats("/v2/models/half_plus_two/stats")[0]["execution_count"] == 0
+    # ...and when a new version is counted, those no longer served are forgotten too
+    assert call(routes, "POST", "/v2/models/half_plus_two/infer", infer_body([1.0])).status == 200
+    models.tree = FakeModels({"half_plus_two": [124], "text": [1, 2]}).tree
+    assert call(routes, "POST", "/v2/models/half_plus_two/infer", infer_body([1.0])).status == 200
+    assert sorted(routes._v2.stats._versions) == [("half_plus_two", 124)]  # type: ignore[union-attr]

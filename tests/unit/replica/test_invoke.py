@@ -21,6 +21,7 @@ from cortex_ray.replica.invoke import (
     INLINE_BUDGET,
     INLINE_WALL_BUDGET,
     Invoker,
+    _Pace,
     await_in_handler,
     in_inline_handler,
 )
@@ -410,7 +411,7 @@ class _BusyMachine(ManualClock):
     """A clock whose process gets no CPU while the wall clock moves: the machine is busy
     elsewhere (other processes), or the call waits."""
 
-    def process_time(self) -> float:
+    def thread_time(self) -> float:
         return 0.0
 
 
@@ -427,7 +428,7 @@ def test_a_loaded_machine_stretching_inline_calls_does_not_demote_but_a_long_wai
 
     async def main() -> None:
         await invoker(method, {"payload": 0.0})
-        for _ in range(DEMOTE_STRIKES * 3):  # 30 ms each, none of it the process's CPU
+        for _ in range(DEMOTE_STRIKES * 3):  # 30 ms each, none of it the loop thread's CPU
             await invoker(method, {"payload": DEMOTE_AFTER * 3})
         assert invoker.runs_inline(method)
         for _ in range(DEMOTE_STRIKES):  # waits longer than a quick method's wall budget
@@ -437,3 +438,60 @@ def test_a_loaded_machine_stretching_inline_calls_does_not_demote_but_a_long_wai
     asyncio.run(main())
     invoker.close()
     assert where == [True] * (1 + DEMOTE_STRIKES * 4)
+
+
+def test_a_call_cancelled_while_it_waits_for_the_slot_after_a_model_gives_back_nothing() -> None:
+    """An inline call waits for a model (the slot given back), a call in the thread takes the
+    slot, the model arrives, and the inline call, waiting for the slot again, is cancelled (its
+    client went away): it must not give back the slot the thread holds."""
+    clock = ManualClock()
+    gate = threading.Event()
+    running: list[str] = []
+    overlaps: list[list[str]] = []
+    cold: dict[str, asyncio.Future[str]] = {}
+
+    def inline(payload: str) -> str:
+        overlaps.append(list(running))
+        if payload == "cold":
+            await_in_handler(cold["m"])
+        return payload
+
+    def slow(payload: str) -> str:
+        running.append("slow")
+        gate.wait(10)
+        running.remove("slow")
+        return payload
+
+    invoker = Invoker(threads=1, max_waiting=8, name="t", clock=clock, inline_after=0)
+    inline_method, slow_method = Method.of(inline, ("payload",)), Method.of(slow, ("payload",))
+
+    async def main() -> None:
+        invoker._paces[slow_method] = _Pace(inline=False)  # (a demoted method: in the thread)
+        invoker._paces[slow_method].demoted = True
+        cold["m"] = asyncio.get_running_loop().create_future()
+        waiting = asyncio.create_task(invoker(inline_method, {"payload": "cold"}))
+        await asyncio.sleep(0)
+        assert not waiting.done() and invoker.slots.try_take()  # (the slot is free while it waits)
+        invoker.slots.give_back()
+        held = asyncio.create_task(invoker(slow_method, {"payload": "held"}))
+        for _ in range(1000):
+            if running:
+                break
+            await asyncio.sleep(0.001)
+        cold["m"].set_result("loaded")
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert not waiting.done()  # it waits for the slot the thread holds
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert not invoker.slots.try_take()  # the thread still holds it
+        gate.set()
+        assert await held == "held"
+        assert await invoker(inline_method, {"payload": "after"}) == "after"
+        assert invoker.slots.try_take() and not invoker.slots.try_take()  # one slot, free again
+        invoker.slots.give_back()
+
+    asyncio.run(main())
+    invoker.close()
+    assert overlaps == [[], []]
