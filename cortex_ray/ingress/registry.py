@@ -186,21 +186,40 @@ class Registry:
         return self.balancer.grpc_port
 
     async def deregister(self, api: str, replica: str, hand_over: float = 0.0) -> None:
-        """A replica leaves. The API's last one stays routed up to ``hand_over`` seconds, until
-        another registers: Serve may stop a replica before it starts its replacement (a rolling
-        update without surge, a refresh), and the API must not go without one in between. A
-        deleted API (:meth:`remove_api`) has no entry here, so its replicas leave at once."""
+        """A replica leaves. The API's last healthy one stays routed up to ``hand_over`` seconds,
+        until another has passed a health check: Serve may stop a replica before it starts its
+        replacement (a rolling update without surge, a refresh), and the API must not go
+        without one in between. (Registered is not enough: HAProxy takes a new server as up
+        until its first check, and a replacement still starting fails that check, which leaves
+        nothing to route to for a second or two.) A deleted API (:meth:`remove_api`) has no
+        entry here, so its replicas leave at once."""
         self._start()
         entry = self.apis.get(api)
         if entry is None or replica not in entry.servers:
             return
         deadline = time.monotonic() + hand_over
-        while self.apis.get(api) is entry and len(entry.servers) == 1 and time.monotonic() < deadline:
+        while (
+            self.apis.get(api) is entry
+            and time.monotonic() < deadline
+            and not self._another_checked_up(api, entry, replica)
+        ):
             await asyncio.sleep(0.05)
         if entry.servers.pop(replica, None) is not None:
             log.info("api %s: replica %s stopped serving", api, replica)
             self._touch()
             await self.wait_applied()
+
+    def _another_checked_up(self, api: str, entry: _Api, replica: str) -> bool:
+        """Whether a replica of ``api`` other than ``replica`` is routed and has passed its
+        health check (HAProxy's ``UP``; a new server is ``UP 1/2`` until checked)."""
+        others = [r for r in entry.servers if r != replica]
+        if not others or self.applied < self.changes:
+            return False
+        try:
+            found = self.balancer.server_states().get(backend_id(api), {})
+        except Exception:  # (HAProxy cannot say: being registered is all there is to go by)
+            return True
+        return any(found.get(server_id(r)) == "UP" for r in others)
 
     async def remove_api(self, api: str) -> None:
         """The API is being deleted (called before Serve deletes it): no hand-over."""

@@ -43,13 +43,13 @@ def test_every_kind_of_model_routing_renders_a_valid_configuration(tmp_path: Pat
 class Replica:
     """A fast-path server answering with its own name."""
 
-    def __init__(self, loop: CoreLoop, name: str, endpoint: str) -> None:
+    def __init__(self, loop: CoreLoop, name: str, endpoint: str, port: int = 0) -> None:
         async def app(incoming: Incoming) -> Outgoing:
             return json_outgoing({"replica": name, "path": incoming.path})
 
         self.name = name
         self.server = FastServer(app, endpoint)
-        loop.submit(self.server.start("127.0.0.1")).result(5)
+        loop.submit(self.server.start("127.0.0.1", port)).result(5)
 
     @property
     def entry(self) -> Server:
