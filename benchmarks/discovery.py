@@ -212,11 +212,11 @@ def bench_backend(
 
         print(", discover", end="", flush=True)
         _, tree = timed(lambda: discover_models(spec, "python"), rows["discover"])
-        rows["discover"].items = sum(len(v.files) for m in tree.models.values() for v in m.versions.values())
+        rows["discover"].items = sum(v.file_count for m in tree.models.values() for v in m.versions.values())
         print(", repoll", end="", flush=True)
         reused = remembering.reused
         _, again = timed(lambda: discover_models(spec, "python", build=remembering), rows["repoll"])
-        rows["repoll"].items = sum(len(v.files) for m in again.models.values() for v in m.versions.values())
+        rows["repoll"].items = sum(v.file_count for m in again.models.values() for v in m.versions.values())
         if remembering.reused - reused != len(again.models):
             raise RuntimeError(f"{backend}: a poll with nothing new rebuilt models")
         print(f" ({rows['raw'].times[-1]:.3f}s / {rows['discover'].times[-1]:.3f}s)", flush=True)
@@ -347,23 +347,31 @@ def collector_pause(uri: str, polls: int = 6, rounds: int = 2) -> str:
 
 
 def tree_memory(uri: str) -> str:
-    """What a replica holds: the tree as it arrives (unpickled), in memory, per model version."""
+    """What a replica holds: the tree as it arrives (unpickled), in memory, per model version; the
+    tree the reloader publishes (no file lists) beside one with file lists (before 2026-12-07)."""
     import pickle
     import tracemalloc
 
-    data = pickle.dumps(discover_models(MultiModelsSpec(dir=uri), "python"))
-    gc.collect()
-    tracemalloc.start()
-    try:
-        tree = pickle.loads(data)
-        held, _ = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    versions = sum(len(m.versions) for m in tree.models.values())
-    return (
-        f"local: a replica's tree (unpickled) holds {held / versions:,.0f} B per model version in memory "
-        f"({held / 2**20:.1f} MiB for {versions:,} versions; {len(data) / versions:,.0f} B pickled)"
-    )
+    out = []
+    for label, build in (
+        ("published", RememberingBuilder(keep_files=False)),
+        ("with file lists", RememberingBuilder(keep_files=True)),
+    ):
+        data = pickle.dumps(discover_models(MultiModelsSpec(dir=uri), "python", build=build))
+        gc.collect()
+        tracemalloc.start()
+        try:
+            tree = pickle.loads(data)
+            held, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        versions = sum(len(m.versions) for m in tree.models.values())
+        out.append(
+            f"{label} {held / versions:,.0f} B per model version in memory "
+            f"({held / 2**20:.1f} MiB for {versions:,} versions; {len(data) / versions:,.0f} B pickled)"
+        )
+        del tree
+    return "local: a replica's tree (unpickled): " + "; ".join(out)
 
 
 # --- S3 (moto test server) ----------------------------------------------------

@@ -141,7 +141,7 @@ def _check_models(spec: MultiModelsSpec, tree: ModelTree, out: TextIO) -> bool:
                     "would fail to load",
                     file=out,
                 )
-            if not any(f.key == WARMUP_FILE for f in info.files):
+            if not any(f.key == WARMUP_FILE for f in info.files or ()):
                 continue
             if not is_local_uri(info.uri):
                 unchecked += 1  # (it would have to be downloaded)

@@ -32,9 +32,13 @@ class RememberingBuilder:
     """:func:`~cortex_ray.models.tree.build_model` that gives back the very ``ModelInfo`` it built
     last time for a model whose listing is the same (keys, sizes, ETags, times): a poll that
     finds nothing new rebuilds and digests nothing, and unchanged models keep their objects
-    (what downstream tells changes by). Only the models of the last full listing are kept."""
+    (what downstream tells changes by). Only the models of the last full listing are kept.
 
-    def __init__(self) -> None:
+    ``keep_files=False`` (the reloader's): the models it builds carry no file lists (see
+    :attr:`~cortex_ray.models.tree.VersionInfo.files`); it keeps the listings it compares itself."""
+
+    def __init__(self, keep_files: bool = True) -> None:
+        self.keep_files = keep_files
         self._built: dict[str, tuple[list[ObjectInfo], tuple[str, Layout, str | None], ModelInfo]] = {}
         self.reused = 0
         """Models given back unchanged, since the start."""
@@ -48,7 +52,7 @@ class RememberingBuilder:
         if before is not None and before[1] == how and before[0] == listed:
             self.reused += 1
             return before[2]
-        model = build_model(name, uri, listed, layout, signature_key)
+        model = build_model(name, uri, listed, layout, signature_key, keep_files=self.keep_files)
         self._built[name] = (listed, how, model)
         return model
 

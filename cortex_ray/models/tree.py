@@ -15,39 +15,73 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from cortex_ray.errors import StorageChangedError
 from cortex_ray.models.layout import Layout, check_layout, describe_tree
 from cortex_ray.storage.base import ObjectInfo
 
-__all__ = ["ModelInfo", "ModelTree", "VersionInfo", "Versions", "build_model", "split_dir_listing"]
+__all__ = [
+    "ModelInfo",
+    "ModelTree",
+    "VersionInfo",
+    "Versions",
+    "build_model",
+    "listed_files",
+    "split_dir_listing",
+]
 
 _INTEGER = re.compile(r"^[0-9]+$")
 
 
 @dataclass(frozen=True, slots=True)
 class VersionInfo:
-    """One version of a model: its files and their fingerprint."""
+    """One version of a model: its files (or what a replica needs of them) and their fingerprint."""
 
     version: int
     uri: str
     """The folder holding this version's files, ending with ``/``."""
-    files: tuple[ObjectInfo, ...]
-    """Keys relative to ``uri``, sorted."""
+    files: tuple[ObjectInfo, ...] | None
+    """Keys relative to ``uri``, sorted. ``None`` in the trees the reloader publishes: a replica
+    lists ``uri`` when it downloads the version and checks that listing against ``fingerprint``
+    (:func:`listed_files`), so a tree of 10,000 models carries no file lists."""
     fingerprint: str
     error: str | None = None
     """Why this version cannot be served (layout), or ``None``."""
+    size: int = -1
+    """The total of its files' sizes (computed from ``files`` when they are given)."""
+    timestamp: float = -1.0
+    """The newest modification time of its files, Cortex's model timestamp (computed from
+    ``files`` when they are given)."""
+    file_count: int = -1
+    """How many files it holds (computed from ``files`` when they are given)."""
 
-    @property
-    def size(self) -> int:
-        return sum(f.size for f in self.files)
-
-    @property
-    def timestamp(self) -> float:
-        """The newest modification time of its files (Cortex's model timestamp)."""
-        return max((f.mtime for f in self.files), default=0.0)
+    def __post_init__(self) -> None:
+        if self.files is not None:
+            object.__setattr__(self, "size", sum(f.size for f in self.files))
+            object.__setattr__(self, "timestamp", max((f.mtime for f in self.files), default=0.0))
+            object.__setattr__(self, "file_count", len(self.files))
+        elif min(self.size, self.timestamp, self.file_count) < 0:
+            raise ValueError(
+                f"{self.uri}: a version without its files needs its size, timestamp and file count"
+            )
 
     @property
     def valid(self) -> bool:
         return self.error is None
+
+    def without_files(self) -> VersionInfo:
+        """This version as a replica holds it: no file list, the same fingerprint and totals."""
+        if self.files is None:
+            return self
+        return VersionInfo(
+            self.version,
+            self.uri,
+            None,
+            self.fingerprint,
+            self.error,
+            self.size,
+            self.timestamp,
+            self.file_count,
+        )
 
 
 class Versions(Mapping[int, VersionInfo]):
@@ -163,6 +197,21 @@ class ModelTree:
         return all(not m.problems for m in self.models.values())
 
 
+def listed_files(info: VersionInfo, listing: Iterable[ObjectInfo]) -> tuple[ObjectInfo, ...]:
+    """``info``'s files: its own list, or else ``listing`` (of ``info.uri``, taken now) when that is
+    still what was published. Raises :class:`~cortex_ray.errors.StorageChangedError` when the
+    folder changed since (a newer tree is on its way; downloading it now could mix two uploads)."""
+    if info.files is not None:
+        return info.files
+    files = tuple(sorted(listing))
+    if fingerprint(files) != info.fingerprint:
+        raise StorageChangedError(
+            f"{info.uri}: the files changed since it was listed and published as version {info.version} "
+            f"({info.file_count} files then, {len(files)} now)"
+        )
+    return files
+
+
 def fingerprint(files: Iterable[ObjectInfo]) -> str:
     """A digest of keys, sizes, ETags and times: changes when any file does."""
     digest = hashlib.sha256()
@@ -177,9 +226,20 @@ def build_model(
     objects: Iterable[ObjectInfo],
     layout: Layout,
     signature_key: str | None = None,
+    keep_files: bool = True,
 ) -> ModelInfo:
-    """A model from the listing of its folder (keys relative to ``uri``)."""
-    objects = list(objects)
+    """A model from the listing of its folder (keys relative to ``uri``). ``keep_files=False``: its
+    versions keep their fingerprint and totals but not their file lists (a published tree)."""
+    model = _build_model(name, uri, list(objects), layout, signature_key)
+    if keep_files or not model.versions:
+        return model
+    versions = {v: info.without_files() for v, info in model.versions.items()}
+    return ModelInfo(model.name, model.uri, model.versioned, versions, model.error, model.signature_key)
+
+
+def _build_model(
+    name: str, uri: str, objects: list[ObjectInfo], layout: Layout, signature_key: str | None
+) -> ModelInfo:
     if not objects:
         return ModelInfo(
             name,

@@ -106,7 +106,7 @@ class ModelReloader:
         self._metrics = ReloaderMetrics(api.name)
         self._storages: dict[str, Storage] = {}
         self._observed: ModelTree | None = None
-        self._build = RememberingBuilder()
+        self._build = RememberingBuilder(keep_files=False)  # replicas list a version's files to fetch it
         """An unchanged model's listing gives back the same ModelInfo: nothing rebuilt or digested."""
         """The last full listing, with the models listed since on events."""
         self.events: EventSource | None = event_source(spec)

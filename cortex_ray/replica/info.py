@@ -64,7 +64,7 @@ def model_info(cache: ModelCache) -> dict[str, Any]:
             entry["details"][str(v)] = {
                 **cache.state(name, v),
                 "size": info.size,
-                "files": len(info.files),
+                "files": info.file_count,
             }
         metadata[name] = entry
     snap = cache.snapshot()

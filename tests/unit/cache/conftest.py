@@ -30,6 +30,7 @@ import pytest
 from cortex_ray.cache import ModelCache
 from cortex_ray.clock import ManualClock
 from cortex_ray.models import ModelTree, discover_models
+from cortex_ray.models.discovery import RememberingBuilder
 from cortex_ray.spec import MultiModelsSpec
 from cortex_ray.storage import open_storage
 from cortex_ray.storage.memory import reset_memory_storage
@@ -69,7 +70,9 @@ class Publisher:
                 storage.upload(key, data)
 
     def tree(self) -> ModelTree:
-        return discover_models(MultiModelsSpec(dir=URI), "python")
+        """The tree as the reloader publishes it: no file lists (the cache lists a version's folder
+        when it downloads it)."""
+        return discover_models(MultiModelsSpec(dir=URI), "python", build=RememberingBuilder(keep_files=False))
 
 
 @pytest.fixture

@@ -314,3 +314,59 @@ def test_a_dir_is_discovered_with_the_collector_held_off(tmp_path: Path) -> None
     (tmp_path / "m" / "1" / "model.bin").write_bytes(b"x")
     tree = discovery.discover_models(MultiModelsSpec(dir=f"{tmp_path}/"), "python", build=build)
     assert list(tree.models) == ["m"] and seen == [False] and gc.isenabled()
+
+
+def test_a_published_tree_carries_no_file_lists_but_the_same_fingerprints_and_totals(tmp_path: Path) -> None:
+    import pickle
+
+    from cortex_ray.models.discovery import RememberingBuilder
+
+    files = {"a/1/model.pkl": "x" * 10, "a/1/labels.txt": "abc", "a/2/model.pkl": "y", "b/model.pkl": "z"}
+    write(tmp_path, files)
+    full = discover_models(spec(dir=str(tmp_path)), "python")
+    published = discover_models(spec(dir=str(tmp_path)), "python", build=RememberingBuilder(keep_files=False))
+    for name, model in full.models.items():
+        for v, info in model.versions.items():
+            slim = published.models[name].versions[v]
+            assert info.files is not None and slim.files is None
+            assert (slim.fingerprint, slim.size, slim.timestamp, slim.file_count, slim.uri) == (
+                info.fingerprint,
+                info.size,
+                info.timestamp,
+                info.file_count,
+                info.uri,
+            )
+    assert full.models["a"].versions[1].size == 13 and full.models["a"].versions[1].file_count == 2
+    assert b"labels.txt" in pickle.dumps(full) and b"labels.txt" not in pickle.dumps(published)
+    assert published.models["a"].latest == 2
+
+
+def test_a_published_version_is_downloaded_from_a_listing_only_while_it_is_the_one_published() -> None:
+    from cortex_ray.errors import StorageChangedError
+    from cortex_ray.models.tree import listed_files
+    from cortex_ray.storage import open_storage
+
+    store = open_storage("mem://unit-slim/models/")
+    store.upload("m/1/model.bin", b"abc")
+    store.upload("m/1/labels.txt", b"l")
+    model = build_model("m", "mem://unit-slim/models/m/", store.list("m/"), "python", keep_files=False)
+    info = model.versions[1]
+    version_folder = open_storage(info.uri)
+    assert [f.key for f in listed_files(info, version_folder.list(""))] == ["labels.txt", "model.bin"]
+    store.upload("m/1/extra.txt", b"e")  # a file added after the listing was published
+    with pytest.raises(StorageChangedError, match=r"changed since it was listed .*\(2 files then, 3 now\)"):
+        listed_files(info, version_folder.list(""))
+    store.delete("m/1/extra.txt")
+    store.upload("m/1/model.bin", b"abd")  # rewritten in place: same key and size, other bytes
+    with pytest.raises(StorageChangedError):
+        listed_files(info, version_folder.list(""))
+    with_files = build_model("m", "mem://unit-slim/models/m/", store.list("m/"), "python").versions[1]
+    assert listed_files(with_files, []) is with_files.files  # its own list: nothing listed
+
+
+def test_a_version_without_its_files_must_carry_its_totals() -> None:
+    from cortex_ray.models.tree import VersionInfo
+
+    with pytest.raises(ValueError, match="needs its size, timestamp and file count"):
+        VersionInfo(1, "mem://b/m/1/", None, "f" * 32)
+    assert VersionInfo(1, "mem://b/m/1/", None, "f" * 32, None, 5, 2.0, 1).size == 5
