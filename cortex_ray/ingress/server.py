@@ -292,7 +292,7 @@ class _Connection(asyncio.Protocol):
             self._url = _origin_form(self._url)
         if self._parser.should_upgrade() or self._parser.get_method() == b"CONNECT":
             raise _refusal(400, "bad_request", "protocol upgrades (and CONNECT) are not supported")
-        length, expect, chunked = None, False, False
+        length, expect, chunked, hosts = None, False, False, 0
         for name, value in self._headers:
             lower = name.lower()
             if lower == b"content-length":
@@ -301,10 +301,15 @@ class _Connection(asyncio.Protocol):
                 expect = True
             elif lower == b"transfer-encoding":
                 chunked = True
+            elif lower == b"host":
+                hosts += 1
         if self._url == _HEALTH:  # a replica at capacity is busy, not down: the check is never refused
             if length or chunked:
                 raise _refusal(400, "bad_request", "the health check takes no body")
             return  # and it holds nothing: it is not counted
+        if hosts != 1 and (hosts or self._parser.get_http_version() != "1.0"):
+            # RFC 9112 §3.2: an HTTP/1.1 request without Host, or any with two, is a 400
+            raise _refusal(400, "bad_request", "an HTTP/1.1 request must carry exactly one Host header")
         if length is not None and length > limits.max_body:
             raise _refusal(
                 413,

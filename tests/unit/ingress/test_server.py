@@ -119,6 +119,17 @@ def test_chunked_bodies_expect_continue_and_streamed_answers(served: tuple[str, 
         assert r.text == "part0;part1;part2;" and r.headers["transfer-encoding"] == "chunked"
 
 
+def test_an_http11_request_needs_exactly_one_host(served: tuple[str, FastServer]) -> None:
+    _, server = served
+    no_host = _raw(server.port, b"GET /api HTTP/1.1\r\n\r\n", 1)
+    assert no_host.startswith(b"HTTP/1.1 400") and b"exactly one Host header" in no_host
+    two = _raw(server.port, b"GET /api HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n", 1)
+    assert two.startswith(b"HTTP/1.1 400")
+    assert _raw(server.port, b"GET /api HTTP/1.0\r\n\r\n", 1).startswith(b"HTTP/1.1 200")  # (1.0: optional)
+    assert _raw(server.port, b"GET /api HTTP/1.1\r\nHost: a\r\n\r\n", 1).startswith(b"HTTP/1.1 200")
+    assert _raw(server.port, b"GET /-/healthz HTTP/1.1\r\n\r\n", 1).startswith(b"HTTP/1.1 200")
+
+
 def test_malformed_requests_get_a_400_and_big_bodies_a_413(served: tuple[str, FastServer]) -> None:
     url, server = served
     assert _raw(server.port, b"GARBAGE\r\n\r\n", 1).startswith(b"HTTP/1.1 400")
