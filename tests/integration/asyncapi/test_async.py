@@ -193,7 +193,9 @@ def test_a_killed_dispatcher_resumes_by_itself(tmp_path: Path, deploy: Any, http
 
 def test_a_long_workload_does_not_hold_up_the_others(tmp_path: Path, deploy: Any, http: httpx.Client) -> None:
     write_handler(tmp_path, HANDLER)
-    deploy(tmp_path, [async_api("no-hol", autoscaling={"min_replicas": 2, "max_replicas": 2})])
+    # (the long workload is still running at the end: its worker is not waited for on delete)
+    spec = async_api("no-hol", autoscaling={"min_replicas": 2, "max_replicas": 2})
+    deploy(tmp_path, [spec], graceful_shutdown_timeout_s=1)
     long_id = http.post("/no-hol", json={"sleep": 20}).json()["id"]
     deadline = time.time() + 60
     while http.get(f"/no-hol/{long_id}").json()["status"] != "in_progress":

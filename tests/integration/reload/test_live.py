@@ -299,16 +299,16 @@ def test_list_requests_do_not_grow_with_replicas(
 
     counts = {}
     for replicas in (1, 3):
-        spec = live_api("live-count", store, poll_interval=1.0)
+        spec = live_api("live-count", store, poll_interval=0.5)
         spec["autoscaling"] = {"min_replicas": replicas, "max_replicas": replicas}
         deploy(tmp_path, [spec])
         assert http.post("/live-count", json={"model": "a"}).status_code == 200
-        time.sleep(2)
+        time.sleep(1)
         start = list_requests()
-        time.sleep(10)
+        time.sleep(6)  # (a window measured, not a wait for a condition)
         counts[replicas] = list_requests() - start
-    assert 7 <= counts[1] <= 12, counts  # one list request a second, from the reloader alone
-    assert abs(counts[3] - counts[1]) <= 2, counts
+    assert 7 <= counts[1] <= 14, counts  # two list requests a second, from the reloader alone
+    assert abs(counts[3] - counts[1]) <= 3, counts
 
 
 WARM_HANDLER = """
