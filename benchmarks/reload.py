@@ -4,7 +4,8 @@
    written is the moment measured from) while a client keeps asking for "latest";
    the latency is the time until the first answer served by N+1. Median and max
    over ``--swaps`` swaps, for the default poll interval (5 s), for 1 s, and with file
-   events (``events: watch``, ``settle_time: 0.5``, ``poll_interval: 60``).
+   events (``events: watch``, ``settle_time: 0.5``, ``poll_interval: 60``; and ``settle_time:
+   0.2``, what the path costs beyond the settle time).
    The same on S3 (the moto test server, on 127.0.0.1, which also does SQS and the bucket's
    event notifications): ``poll_interval: 1s``, and ``events: {sqs: <queue>}`` (``settle_time:
    0.5``, ``poll_interval: 60``), the upload's last ``PutObject`` the moment measured from.
@@ -184,6 +185,12 @@ def main() -> None:
                 {"events": "watch", "settle_time": 0.5, "poll_interval": 60},
                 1.0,
             ),
+            (  # what the path costs beyond settling: an upload that never pauses 0.2 s
+                "events: watch, settle 0.2s",
+                "swap-watch-fast",
+                {"events": "watch", "settle_time": 0.2, "poll_interval": 60},
+                1.0,
+            ),
         ]
         for label, name, models, spacing in cases:
             store = project / name
@@ -200,9 +207,9 @@ def main() -> None:
         shutdown()
 
     print("\nswap latency: last file written -> first answer from the new version")
-    print(f"{'case':<22}{'median s':>10}{'max s':>10}{'n':>5}")
+    print(f"{'case':<28}{'median s':>10}{'max s':>10}{'n':>5}")
     for label, values in results.items():
-        print(f"{label:<22}{statistics.median(values):>10.2f}{max(values):>10.2f}{len(values):>5}")
+        print(f"{label:<28}{statistics.median(values):>10.2f}{max(values):>10.2f}{len(values):>5}")
     if not counts:
         return
     print(
