@@ -12,7 +12,8 @@
   that are slow, ``DEMOTE_STRIKES`` times within ``DEMOTE_WINDOW`` (or one call longer than
   ``DEMOTE_AT_ONCE``), send the method back to the thread for good: the loop must stay free to
   read requests (and refuse those above ``max_replica_concurrency``) while a model takes its
-  time. A call is slow when it ran longer than ``DEMOTE_AFTER`` with that much CPU time of the
+  time (slow calls among a hundred times as many quick ones do not count: stolen time). A call
+  is slow when it ran longer than ``DEMOTE_AFTER`` with that much CPU time of the
   loop's thread (the handler's own work: as in the thread, where its CPU time decides whether
   it may run inline), or longer than ``INLINE_WALL_BUDGET`` whatever the CPU (a wait, or work
   in a framework's own threads). One slow call alone does not demote: a garbage collection
@@ -114,9 +115,13 @@ DEMOTE_AFTER = 0.010
 """An inline call that runs longer than this (seconds, waits for models excluded), with as much
 CPU time of the loop's thread, or longer than ``INLINE_WALL_BUDGET``, is slow..."""
 DEMOTE_STRIKES = 3
-"""...and this many slow calls within ``DEMOTE_WINDOW`` (seconds) send the method back to the
-thread for good,"""
+"""...and this many slow calls within ``DEMOTE_WINDOW`` (seconds), when they are at least
+``DEMOTE_SHARE`` of its inline calls in that window or held the loop ``DEMOTE_AT_ONCE`` together,
+send the method back to the thread for good (a trivial model at 2,000 calls a second on a busy
+machine has a few calls a minute stretched past the budgets by stolen time, a collection, or a
+framework's threads waiting for a core: not a reason to pay a thread hop on every call),"""
 DEMOTE_WINDOW = 10.0
+DEMOTE_SHARE = 0.01
 DEMOTE_AT_ONCE = 0.5
 """...as does one call that held the loop longer than this (seconds)."""
 
@@ -144,24 +149,46 @@ def _carried(func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
 class _Pace:
     """How long a sync method's calls run, and so where it runs."""
 
-    __slots__ = ("calls", "demoted", "inline", "over_budget", "strikes")
+    __slots__ = ("calls", "demoted", "inline", "inline_calls", "marks", "over_budget", "strikes")
 
     def __init__(self, inline: bool) -> None:
         self.calls = 0
         self.over_budget = 0
         """Calls in the thread that took more than the inline budgets."""
-        self.strikes: list[float] = []
-        """When recent inline calls ran slow (``DEMOTE_AFTER``), within ``DEMOTE_WINDOW``."""
+        self.inline_calls = 0
+        """Calls that ran inline (counted as they finish)."""
+        self.marks: list[tuple[float, int]] = []
+        """``inline_calls`` about once a second over the last ``DEMOTE_WINDOW``: how many calls
+        a window held."""
+        self.strikes: list[tuple[float, int, float]] = []
+        """When recent inline calls ran slow (``DEMOTE_AFTER``), within ``DEMOTE_WINDOW``:
+        the time, ``inline_calls`` then, and how long each ran."""
         self.inline = inline
         self.demoted = False
 
+    def ran_inline(self, now: float) -> None:
+        """Count an inline call that finished at ``now``."""
+        self.inline_calls += 1
+        marks = self.marks
+        if not marks or now - marks[-1][0] >= 1.0:
+            marks.append((now, self.inline_calls))
+            if now - marks[0][0] > DEMOTE_WINDOW + 1.0:
+                del marks[0]
+
     def slow_inline(self, ran: float, now: float) -> bool:
-        """Count an inline call that ran ``ran`` seconds; whether the method must leave the loop."""
+        """Count an inline call that ran ``ran`` seconds (after :meth:`ran_inline` counted it);
+        whether the method must leave the loop."""
         if ran > DEMOTE_AT_ONCE:
             return True
-        self.strikes = [t for t in self.strikes if now - t < DEMOTE_WINDOW]
-        self.strikes.append(now)
-        return len(self.strikes) >= DEMOTE_STRIKES
+        self.strikes = [s for s in self.strikes if now - s[0] < DEMOTE_WINDOW]
+        self.strikes.append((now, self.inline_calls, ran))
+        if len(self.strikes) < DEMOTE_STRIKES:
+            return False
+        first = self.strikes[0][1]  # the calls in the window: since its oldest mark, or its first slow one
+        since = next((c for t, c in self.marks if now - t < DEMOTE_WINDOW and c <= first), first)
+        calls = self.inline_calls - since + 1
+        held = sum(s[2] for s in self.strikes)
+        return len(self.strikes) >= DEMOTE_SHARE * calls or held >= DEMOTE_AT_ONCE
 
 
 class Invoker:
@@ -233,8 +260,10 @@ class Invoker:
             # finding the slot taken by the one before, and the method would never run inline again)
             await self._take_slot()  # (cancelled while it waits: it took nothing)
         value, ran, cpu = await self._run_in_greenlet(method, kwargs)  # (gives the slot back)
+        now = self.clock.monotonic()
+        pace.ran_inline(now)
         slow = ran > DEMOTE_AFTER and (cpu > DEMOTE_AFTER or ran > INLINE_WALL_BUDGET)
-        if slow and pace.slow_inline(ran, self.clock.monotonic()):
+        if slow and pace.slow_inline(ran, now):
             pace.inline, pace.demoted = False, True
             log.info(
                 "api %s: %s ran %.3f s on the replica's loop (%s): it runs in the handler's thread from "

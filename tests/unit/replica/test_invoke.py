@@ -15,6 +15,7 @@ from cortex_ray.endpoint import Method
 from cortex_ray.replica.invoke import (
     DEMOTE_AFTER,
     DEMOTE_AT_ONCE,
+    DEMOTE_SHARE,
     DEMOTE_STRIKES,
     DEMOTE_WINDOW,
     INLINE_AFTER,
@@ -231,6 +232,54 @@ def test_an_inline_method_that_turns_slow_goes_back_to_the_thread_for_good(
     assert where[:inline] == [True] * inline and not any(where[inline:])
     assert f"({DEMOTE_STRIKES} slow calls within 10 s)" in caplog.text
     assert "runs in the handler's thread from now on" in caplog.text
+
+
+def test_slow_calls_rare_among_quick_ones_do_not_demote_unless_they_hold_the_loop_long() -> None:
+    """Stolen time on a busy machine stretches a few calls of a trivial model past the budgets
+    (three 60 ms calls among thousands within 10 s): it stays inline. Slow calls that are a
+    share of the calls, or that together held the loop ``DEMOTE_AT_ONCE``, still demote."""
+    clock = ManualClock()
+
+    def handle(payload: float) -> None:
+        clock.skip(payload)
+
+    async def calls(invoker: Invoker, method: Method, quick: int, slow: float, rounds: int) -> None:
+        for _ in range(rounds):
+            for _ in range(quick):
+                await invoker(method, {"payload": 0.0001})
+            await invoker(method, {"payload": slow})
+            await clock.advance(DEMOTE_WINDOW / (DEMOTE_STRIKES * 2))
+
+    async def main() -> list[bool]:
+        kept = []
+        for quick, slow in ((1000, 0.06), (int(1 / DEMOTE_SHARE) // 2, 0.06), (1000, 0.2)):
+            invoker = Invoker(threads=1, max_waiting=2, name="t", clock=clock, inline_after=0)
+            method = Method.of(handle, ("payload",))
+            await calls(invoker, method, quick, slow, DEMOTE_STRIKES)
+            kept.append(invoker.runs_inline(method))
+            invoker.close()
+        return kept
+
+    async def clustered() -> tuple[bool, bool]:  # three slow calls in a row, after 5 s of quick ones
+        kept = []
+        for seconds in (5, 0):
+            invoker = Invoker(threads=1, max_waiting=2, name="t", clock=clock, inline_after=0)
+            method = Method.of(handle, ("payload",))
+            for _ in range(seconds):
+                for _ in range(500):
+                    await invoker(method, {"payload": 0.0001})
+                await clock.advance(1.0)
+            for _ in range(DEMOTE_STRIKES):
+                await invoker(method, {"payload": 0.06})
+            kept.append(invoker.runs_inline(method))
+            invoker.close()
+        return kept[0], kept[1]
+
+    # rare and short: inline; a share of 2%: demoted; rare but 0.6 s of the loop in all: demoted
+    assert asyncio.run(main()) == [True, False, False]
+    # a stall that stretches three calls in a row after thousands: inline; the same from the start:
+    # every call so far was slow, demoted
+    assert asyncio.run(clustered()) == (True, False)
 
 
 def test_one_call_that_holds_the_loop_long_is_enough() -> None:
