@@ -81,7 +81,7 @@ class ModelReloader:
         self._spec = spec
         self._layout = layout_for(api.handler.type, api.compute.inf > 0)
         self.interval = spec.poll_interval
-        self._publisher = Publisher(spec.settle_time if spec.settle_time is not None else spec.poll_interval)
+        self._publisher = Publisher(spec.settle_seconds)
         self.epoch = uuid.uuid4().hex[:12]
         self.version = 0
         self.tree: ModelTree | None = None

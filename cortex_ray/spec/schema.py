@@ -128,6 +128,11 @@ class SqsEventsSpec(_Spec):
     """The queue: its URL or its ARN."""
 
 
+EVENT_SETTLE = 2.0
+"""``settle_time``'s default with storage events on (seconds): how long an upload may pause
+between two files and still never be served half-written."""
+
+
 class MultiModelsSpec(_Spec):
     """``handler.models`` (tensorflow) or ``handler.multi_model_reloading`` (python)."""
 
@@ -147,7 +152,8 @@ class MultiModelsSpec(_Spec):
     """cortex-ray addition: how often the reloader lists storage (seconds or ``10s``)."""
     settle_time: Duration | None = Field(default=None, ge=0)
     """cortex-ray addition: how long a new or changed version's files must stay unchanged
-    before it is served (default: ``poll_interval``, i.e. unchanged across two polls)."""
+    before it is served (default: ``poll_interval``, i.e. unchanged across two polls; with
+    ``events``, at most ``EVENT_SETTLE``: see :attr:`settle_seconds`)."""
     events: Literal["watch"] | SqsEventsSpec | None = None
     """cortex-ray addition: storage events as hints. ``watch``: local model folders are watched
     (file events); ``{sqs: <queue URL or ARN>}``: models in S3, from an SQS queue receiving the
@@ -181,6 +187,15 @@ class MultiModelsSpec(_Spec):
         if len(set(value)) != len(value):
             raise ValueError(f"pinned lists a model twice: {value}")
         return value
+
+    @property
+    def settle_seconds(self) -> float:
+        """``settle_time``, or its default: ``poll_interval``, and with ``events`` no more than
+        ``EVENT_SETTLE`` (an event says when the last file came: a new version need not wait for
+        two polls, and ``poll_interval`` with events is the reconcile period, often minutes)."""
+        if self.settle_time is not None:
+            return self.settle_time
+        return min(self.poll_interval, EVENT_SETTLE) if self.events is not None else self.poll_interval
 
     @property
     def pins(self) -> list[tuple[str, int | None]]:

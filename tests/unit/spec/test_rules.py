@@ -605,3 +605,14 @@ def test_a_cache_size_above_compute_mem_stays_an_error_without_the_warning(proje
     tf = {"type": "tensorflow", "models": {**models, "cache_size": "4Gi"}}
     (warning,) = warnings_of(project, api(compute={"mem": "4Gi"}, handler=tf))
     assert "handler.models.cache_size: cache_size (4Gi) is equal to the replica's memory" in warning
+
+
+def test_settle_time_defaults_to_the_poll_interval_and_with_events_to_at_most_two_seconds() -> None:
+    from cortex_ray.spec import MultiModelsSpec
+    from cortex_ray.spec.schema import EVENT_SETTLE
+
+    assert MultiModelsSpec(dir="/m", poll_interval=5).settle_seconds == 5
+    assert MultiModelsSpec(dir="/m", poll_interval=60, events="watch").settle_seconds == EVENT_SETTLE == 2
+    assert MultiModelsSpec(dir="/m", poll_interval=1, events="watch").settle_seconds == 1
+    assert MultiModelsSpec(dir="/m", poll_interval=60, events="watch", settle_time=30).settle_seconds == 30
+    assert MultiModelsSpec(dir="/m", settle_time=0).settle_seconds == 0
