@@ -78,26 +78,28 @@ class LocalStorage(Storage):
     def list(self, prefix: str = "") -> list[ObjectInfo]:
         base = self._path(prefix)
         found: list[ObjectInfo] = []
-        seen: set[tuple[int, int]] = set()
-        # (folder path, key prefix relative to ``prefix``) still to scan.
-        stack: list[tuple[str, str]] = [(str(base), "")]
+        # (folder path, key prefix relative to ``prefix``, the folders above it) still to scan: a
+        # folder linked into itself is not entered again (a loop), but one linked in two places
+        # is listed in both, so a folder lists the same whether listed alone or from above
+        stack: list[tuple[str, str, tuple[tuple[int, int], ...]]] = [(str(base), "", ())]
         with self._boundary(prefix):
             if not base.is_dir():
                 return []
             while stack:
-                folder, rel = stack.pop()
+                folder, rel, above = stack.pop()
                 try:
                     st = os.stat(folder)
-                    if (st.st_dev, st.st_ino) in seen:
+                    here = (st.st_dev, st.st_ino)
+                    if here in above:
                         continue
-                    seen.add((st.st_dev, st.st_ino))
+                    above = (*above, here)
                     entries = list(os.scandir(folder))
                 except (FileNotFoundError, NotADirectoryError):
                     continue  # removed while we were listing
                 for entry in entries:
                     try:
                         if entry.is_dir():
-                            stack.append((entry.path, f"{rel}{entry.name}/"))
+                            stack.append((entry.path, f"{rel}{entry.name}/", above))
                         elif entry.is_file():
                             st = entry.stat()
                             found.append(

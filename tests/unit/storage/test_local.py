@@ -87,6 +87,21 @@ def test_list_follows_links_without_looping(store: LocalStorage) -> None:
     assert len(listed) == len(set(listed))
 
 
+def test_a_folder_linked_into_two_versions_lists_the_same_alone_or_from_above(store: LocalStorage) -> None:
+    shared = store.root / "shared"
+    shared.mkdir()
+    (shared / "vocab.txt").write_text("v")
+    for version in ("1", "2"):
+        (store.root / "m" / version).mkdir(parents=True)
+        (store.root / "m" / version / "model.bin").write_text(version)
+        os.symlink(shared, store.root / "m" / version / "assets")
+    whole = keys(store.list("m"))
+    assert "1/assets/vocab.txt" in whole and "2/assets/vocab.txt" in whole
+    for version in ("1", "2"):
+        alone = keys(store.list(f"m/{version}"))
+        assert alone == sorted(k.partition("/")[2] for k in whole if k.startswith(f"{version}/"))
+
+
 def test_list_many_files_quickly(tmp_path: Path) -> None:
     root = tmp_path / "many"
     for i in range(50):
