@@ -6,7 +6,7 @@ The reloader lists storage every ``poll_interval``; this turns each listing
 * **Settling.** A version that is new, or whose files changed, is published only
   once its listing (keys, sizes, ETags, times) has stayed the same for
   ``settle_time`` seconds, checked at each poll (default: one poll interval, so
-  "unchanged across two consecutive polls"; with events, 2 s at most: see
+  "unchanged across two consecutive polls"; with file events, 2 s at most: see
   :attr:`~cortex_ray.spec.MultiModelsSpec.settle_seconds`). A version still being uploaded
   keeps changing and is not published half-written. Until then the previous
   files of a changed version stay published.

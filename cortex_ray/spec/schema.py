@@ -129,8 +129,8 @@ class SqsEventsSpec(_Spec):
 
 
 EVENT_SETTLE = 2.0
-"""``settle_time``'s default with storage events on (seconds): how long an upload may pause
-between two files and still never be served half-written."""
+"""``settle_time``'s default with file events (``events: watch``; seconds): how long an upload may
+pause between two files and still never be served half-written."""
 
 
 class MultiModelsSpec(_Spec):
@@ -153,7 +153,7 @@ class MultiModelsSpec(_Spec):
     settle_time: Duration | None = Field(default=None, ge=0)
     """cortex-ray addition: how long a new or changed version's files must stay unchanged
     before it is served (default: ``poll_interval``, i.e. unchanged across two polls; with
-    ``events``, at most ``EVENT_SETTLE``: see :attr:`settle_seconds`)."""
+    ``events: watch``, at most ``EVENT_SETTLE``: see :attr:`settle_seconds`)."""
     events: Literal["watch"] | SqsEventsSpec | None = None
     """cortex-ray addition: storage events as hints. ``watch``: local model folders are watched
     (file events); ``{sqs: <queue URL or ARN>}``: models in S3, from an SQS queue receiving the
@@ -190,12 +190,14 @@ class MultiModelsSpec(_Spec):
 
     @property
     def settle_seconds(self) -> float:
-        """``settle_time``, or its default: ``poll_interval``, and with ``events`` no more than
-        ``EVENT_SETTLE`` (an event says when the last file came: a new version need not wait for
-        two polls, and ``poll_interval`` with events is the reconcile period, often minutes)."""
+        """``settle_time``, or its default: ``poll_interval``, and with ``events: watch`` no more
+        than ``EVENT_SETTLE`` (file events come while a file is written, so quiet means a pause
+        between files: a new version need not wait for two polls, and ``poll_interval`` with
+        events is the reconcile period, often minutes). Not with SQS: S3 tells of an object only
+        once it is complete, so a big file uploaded after small ones is minutes of quiet."""
         if self.settle_time is not None:
             return self.settle_time
-        return min(self.poll_interval, EVENT_SETTLE) if self.events is not None else self.poll_interval
+        return min(self.poll_interval, EVENT_SETTLE) if self.events == "watch" else self.poll_interval
 
     @property
     def pins(self) -> list[tuple[str, int | None]]:

@@ -607,7 +607,7 @@ def test_a_cache_size_above_compute_mem_stays_an_error_without_the_warning(proje
     assert "handler.models.cache_size: cache_size (4Gi) is equal to the replica's memory" in warning
 
 
-def test_settle_time_defaults_to_the_poll_interval_and_with_events_to_at_most_two_seconds() -> None:
+def test_settle_time_defaults_to_the_poll_interval_and_with_file_events_to_at_most_two_seconds() -> None:
     from cortex_ray.spec import MultiModelsSpec
     from cortex_ray.spec.schema import EVENT_SETTLE
 
@@ -616,3 +616,6 @@ def test_settle_time_defaults_to_the_poll_interval_and_with_events_to_at_most_tw
     assert MultiModelsSpec(dir="/m", poll_interval=1, events="watch").settle_seconds == 1
     assert MultiModelsSpec(dir="/m", poll_interval=60, events="watch", settle_time=30).settle_seconds == 30
     assert MultiModelsSpec(dir="/m", settle_time=0).settle_seconds == 0
+    # S3 tells of an object once it is complete: quiet is no proof that an upload paused
+    sqs = {"sqs": "https://sqs.us-east-1.amazonaws.com/1/q"}
+    assert MultiModelsSpec(dir="s3://b/m/", poll_interval=60, events=sqs).settle_seconds == 60
