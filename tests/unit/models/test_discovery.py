@@ -364,6 +364,34 @@ def test_a_published_version_is_downloaded_from_a_listing_only_while_it_is_the_o
     assert listed_files(with_files, []) is with_files.files  # its own list: nothing listed
 
 
+def test_a_model_folder_being_restructured_into_versions_still_downloads_as_published() -> None:
+    """Version folders added to an unversioned model: the model is invalid (mixed) and kept as
+    published, and its version 1 (the model folder) is still its own files."""
+    from cortex_ray.errors import StorageChangedError
+    from cortex_ray.models.tree import listed_files
+    from cortex_ray.storage import open_storage
+
+    store = open_storage("mem://unit-restructure/models/")
+    store.upload("m/model.bin", b"v1")
+    store.upload("m/variables/data", b"d")
+    published = build_model("m", store.uri + "m/", store.list("m/"), "python", keep_files=False)
+    store.upload("m/2/model.bin", b"v2")  # the restructure under way
+    assert build_model("m", store.uri + "m/", store.list("m/"), "python").error  # mixed layout
+    info = published.versions[1]
+    keys = [f.key for f in listed_files(info, open_storage(info.uri).list(""))]
+    assert keys == ["model.bin", "variables/data"]
+    store.upload("m/model.bin", b"v1, rewritten")  # its own files changed too: refused
+    with pytest.raises(StorageChangedError):
+        listed_files(info, open_storage(info.uri).list(""))
+
+
+def test_a_version_older_than_1970_is_published_without_its_files() -> None:
+    from cortex_ray.models.tree import VersionInfo
+
+    old = VersionInfo(1, "mem://b/m/", (ObjectInfo("model.bin", 3, "e", -86400.0),), "f" * 32)
+    assert old.timestamp == -86400.0 and old.without_files().timestamp == -86400.0
+
+
 def test_a_version_without_its_files_must_carry_its_totals() -> None:
     from cortex_ray.models.tree import VersionInfo
 
