@@ -274,3 +274,76 @@ def test_info_shows_only_cortex_fields_unless_the_operator_view_is_on(
     full = serve.get_app_handle("quiet").info.remote().result()  # the operator, through Ray
     assert "cannot parse" in full["model_metadata"]["a"]["details"]["1"]["reason"]
     assert full["replica"]["disk_cache"].startswith("/")
+
+
+ONNX_HANDLER = """
+import os
+
+import numpy as np
+
+class Handler:
+    def __init__(self, model_client):
+        self.client = model_client
+
+    def load_model(self, model_path):
+        import onnxruntime
+
+        return onnxruntime.InferenceSession(
+            os.path.join(model_path, "model.onnx"), providers=["CPUExecutionProvider"]
+        )
+
+    def handle_post(self, payload):
+        session, version = self.client.get_model_and_version("adder")
+        y = session.run(None, {"x": np.asarray(payload["x"], dtype=np.float32)})[0]
+        return {"y": y.tolist(), "version": version}
+"""
+
+
+def adder_onnx(add: float) -> bytes:
+    """A real ONNX model: y = x + ``add``."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "b"], ["y"])],
+        "adder",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])],
+        [helper.make_tensor("b", TensorProto.FLOAT, [1], [add])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return bytes(model.SerializeToString())
+
+
+def test_a_garbage_onnx_version_fails_with_its_reason_while_the_last_good_one_serves(
+    tmp_path: Path, deploy: Any, serve_url: str, http: httpx.Client
+) -> None:
+    pytest.importorskip("onnxruntime")
+    from tests.support.traffic import Traffic
+
+    write_handler(tmp_path, ONNX_HANDLER)
+    write_files(tmp_path / "models", {"adder/1/model.onnx": adder_onnx(1.0)})
+    deploy(tmp_path, [api("onnx-broken", {"dir": "models", "poll_interval": 0.5, "settle_time": 0.5})])
+    with Traffic(f"{serve_url}/onnx-broken", [{"x": [1.0]}]) as traffic:
+        traffic.wait_for(lambda a: a.status == 200 and a.body == {"y": [2.0], "version": 1})
+        (tmp_path / "models" / "adder" / "2").mkdir()
+        (tmp_path / "models" / "adder" / "2" / "model.onnx").write_bytes(b"\x08\x07not a model at all")
+        deadline = time.monotonic() + 60
+        while True:
+            details = http.get("/onnx-broken/info").json()["model_metadata"]["adder"]["details"]
+            if details.get("2", {}).get("state") == "failed":
+                break
+            assert time.monotonic() < deadline, details
+            time.sleep(0.2)
+        assert "protobuf" in details["2"]["reason"].lower(), details["2"]
+        assert details["1"]["state"] == "available"
+        broken_seen = time.time()
+        traffic.wait_for(lambda a: a.status == 200 and a.body["version"] == 1)  # (still serving)
+
+        # fixed in place: the same version, a valid file; retried and served
+        (tmp_path / "models" / "adder" / "2" / "model.onnx").write_bytes(adder_onnx(2.0))
+        traffic.wait_for(lambda a: a.status == 200 and a.body == {"y": [3.0], "version": 2}, timeout=60)
+    assert traffic.failures() == []
+    assert all(a.body["version"] == 1 for a in traffic.answers if a.at <= broken_seen)

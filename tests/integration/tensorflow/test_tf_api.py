@@ -137,14 +137,36 @@ def test_signature_key_per_model_and_async_handler(
     assert http.post("/tf-async", json=iris).json() == {"class_ids": [0], "total": [4.0]}
 
 
-def test_a_live_swap_to_a_new_version(
+def test_a_truncated_saved_model_fails_with_its_reason_and_the_fixed_one_swaps_in_live(
     tf_project: Path, saved_models: Path, deploy: Any, http: httpx.Client
 ) -> None:
     deploy(tf_project, [tf_api("tf-swap", {"dir": "store", "poll_interval": 0.5, "settle_time": 0.5})])
     assert http.post("/tf-swap", json={"model": "clf", "input": {"x": X}}).json()["scores"][1] == 2.0
+    store = tf_project / "store" / "clf"
+
+    # an upload cut short (a full disk, a killed copy): saved_model.pb truncated, the rest whole
+    broken = tf_project / "broken"
+    tf_models.save_classifier(broken, scale=3.0)
+    graph = broken / "saved_model.pb"
+    graph.write_bytes(graph.read_bytes()[: graph.stat().st_size // 2])
+    broken.rename(store / "3")
+    deadline = time.time() + 60
+    while True:
+        r = http.post("/tf-swap", json={"model": "clf", "input": {"x": X}})
+        assert r.status_code == 200 and r.headers["x-cortex-model-version"] == "clf=2", r.text
+        details = http.get("/tf-swap/info").json()["model_metadata"]["clf"]["details"]
+        if details.get("3", {}).get("state") == "failed":
+            break
+        assert time.time() < deadline, details
+        time.sleep(0.2)
+    assert "saved_model.pb" in details["3"]["reason"] or "SavedModel" in details["3"]["reason"], details
+    assert details["2"]["state"] == "available"
+
+    # fixed: the whole version written again; it swaps in without a failed request
+    shutil.rmtree(store / "3")
     tmp = tf_project / "staging"
     tf_models.save_classifier(tmp, scale=3.0)
-    tmp.rename(tf_project / "store" / "clf" / "3")  # appears at once, whole
+    tmp.rename(store / "3")  # appears at once, whole
     deadline = time.time() + 60
     while time.time() < deadline:
         r = http.post("/tf-swap", json={"model": "clf", "input": {"x": X}})
