@@ -21,6 +21,11 @@ Scenarios:
   its data; ``recover`` as above.
 * ``replica-killed``: one of two replicas killed (``ray.kill``) under load; ``recover``: until Serve's
   replacement has served a request through the balancer.
+* ``replica-frozen``: one of two replicas frozen (SIGSTOP: a paused VM, a swap storm, a long
+  stop-the-world pause) for ``--freeze`` s while versions swap every ``--swap-every`` s (it misses
+  every publication meanwhile), then thawed and the swaps go on for 10 s; ``wrong`` also counts
+  any answer from a version removed before its request was sent; ``recover``: from the thaw to
+  the last such stale answer (0: none); the note gives the slowest answer.
 * ``reloader-killed``: the API's reloader killed while versions swap; ``recover``: from the kill to
   the first answer from a version written after it.
 * ``corrupt-version``: a new version whose file the handler cannot load; then the file fixed;
@@ -407,6 +412,72 @@ def replica_killed(bench: Bench) -> Row:
     row.recover_s = (served - killed) if served else None
     row.lost = f"{row.non_2xx} requests" if row.non_2xx else "nothing"
     row.note = "1 of 2 replicas (ray.kill); recover = kill -> replacement routed by the balancer"
+    return row
+
+
+def _replica_processes(app: str) -> list[Any]:
+    import psutil
+
+    return sorted(
+        (
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if " ".join(p.info["cmdline"] or []).startswith(f"ray::ServeReplica:{app}:")
+        ),
+        key=lambda p: p.pid,
+    )
+
+
+def replica_frozen(bench: Bench) -> Row:
+    import signal
+
+    a = bench.args
+    models = bench.models()
+    kept: list[tuple[int, str]] = [(models.write("v1"), "v1")]
+
+    def swap() -> None:
+        content = f"v{models.next}"
+        kept.append((models.write(content), content))
+        if len(kept) > 2:
+            models.remove(*kept.pop(0))
+
+    with bench.api(models, replicas=2) as url, bench.load(url, a.freeze + 120) as load:
+        load.first(0, content_is("v1"), 60)
+        name = url.rsplit("/", 1)[1]
+        _wait(lambda: _routed(name) == 2 and len(_replica_processes(name)) == 2, 60)
+        time.sleep(2)
+        victim = _replica_processes(name)[0]
+        victim.send_signal(signal.SIGSTOP)
+        frozen = time.time()
+        try:
+            while time.time() < frozen + a.freeze:
+                time.sleep(a.swap_every)
+                swap()
+        finally:
+            victim.send_signal(signal.SIGCONT)
+        thawed = time.time()
+        for _ in range(int(10 / a.swap_every)):
+            time.sleep(a.swap_every)
+            swap()
+        last = time.time()
+        served = load.first(last, content_is(kept[-1][1]), 30)
+        time.sleep(2)
+    row = load.row("replica-frozen", models.versions)
+    answers = list(load.answers)
+    removed = models.versions.removed
+    stale = [x for x in answers if x.status == 200 and x.content in removed and removed[x.content] < x.sent]
+    row.wrong = max(row.wrong, len(stale))
+    late = [x.at for x in stale if x.at >= thawed]
+    row.recover_s = (max(late) - thawed) if late else 0.0
+    slowest = max((x.at - x.sent for x in answers), default=0.0)
+    waited = sum(1 for x in answers if x.at - x.sent > 2.0)
+    row.lost = f"{row.non_2xx} requests" if row.non_2xx else "nothing"
+    row.note = (
+        f"1 of 2 replicas frozen {a.freeze:g}s during swaps every {a.swap_every:g}s; "
+        f"{len(stale)} answers from a version removed before the request ({len(late)} after the thaw); "
+        f"{waited} answers took over 2s (slowest {slowest:.1f}s); last version served "
+        f"{'%.1fs after it was written' % (served - last) if served else 'NOT within 30 s'}"
+    )
     return row
 
 
@@ -977,6 +1048,7 @@ SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "s3-paused": lambda b: s3_outage(b, "paused"),
     "s3-refused": lambda b: s3_outage(b, "refused"),
     "replica-killed": replica_killed,
+    "replica-frozen": replica_frozen,
     "reloader-killed": reloader_killed,
     "corrupt-version": corrupt_version,
     "s3-errors": s3_errors,
@@ -1048,6 +1120,7 @@ def main() -> None:
     parser.add_argument("--outage", type=float, default=30.0)
     parser.add_argument("--swap-every", type=float, default=2.0)
     parser.add_argument("--swap-for", type=float, default=120.0)
+    parser.add_argument("--freeze", type=float, default=15.0, help="replica-frozen: seconds frozen")
     parser.add_argument("--cycles", type=int, default=1000, help="soak-cycles: unload/load cycles")
     args = parser.parse_args()
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
