@@ -23,7 +23,7 @@ PACKAGE = "cortex_ray"
 ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "clock", "net", "identity", "process_log"),
+    ("errors", "clock", "net", "identity", "process_log", "task_events"),
     ("rpc",),
     ("spec",),
     ("storage",),

@@ -22,6 +22,7 @@ from typing import Any
 
 from cortex_ray.ingress.balancer import DEFAULT_MAX_BODY, Backend, Balancer, Server, backend_id, server_id
 from cortex_ray.ingress.kept import Kept, KeptRoute, RayKv, Store
+from cortex_ray.task_events import without_task_events
 
 __all__ = ["HEARTBEAT", "INGRESS_ACTOR", "INGRESS_NAMESPACE", "Registry"]
 
@@ -126,6 +127,7 @@ class Registry:
 
     # --- replicas ------------------------------------------------------------
 
+    @without_task_events
     async def register(
         self,
         api: str,

@@ -39,6 +39,7 @@ from cortex_ray.reload.publisher import Publisher
 from cortex_ray.spec import ApiSpec
 from cortex_ray.spec.sealed import Sealed, unseal
 from cortex_ray.storage import Storage, open_storage
+from cortex_ray.task_events import without_task_events
 
 __all__ = ["ModelReloader"]
 
@@ -123,6 +124,7 @@ class ModelReloader:
 
     # --- called by replicas ------------------------------------------------
 
+    @without_task_events
     async def snapshot(self, epoch: str | None, known: int, timeout: float = 30.0) -> dict[str, Any] | None:
         """What changed once the published tree differs from ``(epoch, known)``, else ``None``
         after ``timeout``: ``{"epoch", "version", "base": known, "delta"}`` when the log holds
@@ -154,6 +156,7 @@ class ModelReloader:
             return {"epoch": self.epoch, "version": self.version, "tree_ref": [self._shared[1]]}
         return {"epoch": self.epoch, "version": self.version, "tree": self.tree}
 
+    @without_task_events
     async def report(self, meta: dict[str, Any], summary: dict[str, Any] | None) -> dict[str, float]:
         """A replica's heartbeat: its tree version and, when it changed, what it holds. Returns
         its lag behind this reloader (the replica exports it: the series ends with the replica)."""
