@@ -403,10 +403,10 @@ def replica_killed(bench: Bench) -> Row:
         time.sleep(3)
         name = url.rsplit("/", 1)[1]
         victim = _replica_actors(name)[0]
+        before = _routed_names(name) or set()
         ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
         killed = time.time()
-        replaced = _wait(lambda: len(_replica_actors(name)) == 2 and victim not in _replica_actors(name), 120)
-        routed = _wait(lambda: _routed(name) == 2, 120) if replaced else False
+        routed = _wait(_replaced(name, before), 120)
         served = load.first(time.time(), content_is("v1"), 30) if routed else None
     row = load.row("replica-killed", models.versions)
     row.recover_s = (served - killed) if served else None
@@ -737,7 +737,14 @@ def node_removed(args: argparse.Namespace, work: Path, s3: S3TestServer) -> Row:
     os.environ.setdefault("RAY_SERVE_DEPLOYMENT_ACTOR_HEALTH_CHECK_PERIOD_S", "2")
     use_loopback()  # (every node on 127.0.0.1: Ray otherwise takes the machine's address)
     loopback = {"node_ip_address": "127.0.0.1", "include_dashboard": False}
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, **loopback})
+    head: dict[str, Any] = {"num_cpus": 0, **loopback}
+    if args.node_health:  # how soon the GCS declares a node dead: "period_ms,failures"
+        period, failures = (int(x) for x in args.node_health.split(","))
+        head["_system_config"] = {
+            "health_check_period_ms": period,
+            "health_check_failure_threshold": failures,
+        }
+    cluster = Cluster(initialize_head=True, head_node_args=head)
     workers = [cluster.add_node(num_cpus=2, **loopback) for _ in range(2)]
     base = start(port=free_port(), address=cluster.address, log_to_driver=False)
     bench = Bench(args, work, base, s3)
@@ -777,18 +784,26 @@ def node_removed(args: argparse.Namespace, work: Path, s3: S3TestServer) -> Row:
             )
             replicas_there = on(victim, f"ServeReplica:{name}:")
             epoch = _info(url).get("reloader", {}).get("epoch")
+            before = _routed_names(name) or set()
             cluster.remove_node(victim, allow_graceful=False)
             removed = time.time()
             reloader_back: float | None = None
+            routed: float | None = None
+            replaced = _replaced(name, before)
             for _ in range(15):  # versions keep coming while the cluster heals
-                time.sleep(2)
+                swap_at = time.monotonic() + 2
+                while time.monotonic() < swap_at:  # (the replacement's routing, watched meanwhile)
+                    if routed is None and replaced():
+                        routed = time.time() - removed
+                    time.sleep(0.2)
                 swap()
                 if reloader_back is None and _info(url).get("reloader", {}).get("epoch") not in (None, epoch):
                     reloader_back = time.time() - removed
             last = time.time()
             served = load.first(last, content_is(kept[-1][1]), 90)
-            healed = _wait(lambda: _routed(name) == 2, 120)
-            routed = time.time() - removed
+            healed = routed is not None or _wait(replaced, 120)
+            if routed is None and healed:
+                routed = time.time() - removed
         row = load.row("node-removed", models.versions)
         row.recover_s = served - last if served else None
         row.lost = f"{row.non_2xx} requests" if row.non_2xx else "nothing"
@@ -810,7 +825,12 @@ def node_removed(args: argparse.Namespace, work: Path, s3: S3TestServer) -> Row:
                 if holding_reloader
                 else " (the reloader is on the head)"
             )
-            + f"; 20 versions, one every 2s; 2 replicas routed {routed:.0f}s after"
+            + (
+                f"; GCS node checks every {period} ms, dead after {failures} failed"
+                if args.node_health
+                else ""
+            )
+            + f"; 20 versions, one every 2s; the replacement routed {routed or 0:.1f}s after"
             + ("" if healed else " (NOT within 120 s)")
             + "; "
             f"non-2xx sent at {span(failed)}, wrong at {span(stale)} of the removal; "
@@ -1091,6 +1111,12 @@ def _replica_actors(app: str) -> list[str]:
 
 
 def _routed(api: str) -> int:
+    names = _routed_names(api)
+    return -1 if names is None else len(names)
+
+
+def _routed_names(api: str) -> set[str] | None:
+    """The replicas the balancer routes ``api`` to (``None`` while the ingress restarts)."""
     import ray
 
     from cortex_ray.ingress.control import get_ingress
@@ -1098,8 +1124,19 @@ def _routed(api: str) -> int:
     try:
         status = ray.get(get_ingress().status.remote(), timeout=10)
     except Exception:  # (restarting)
-        return -1
-    return len(status["apis"].get(api, {}).get("replicas", {}))
+        return None
+    return set(status["apis"].get(api, {}).get("replicas", {}))
+
+
+def _replaced(api: str, before: set[str]) -> Callable[[], bool]:
+    """Whether a replica not in ``before`` is routed (the dead one may still be listed: HAProxy's
+    checks keep traffic off it until its registration lapses)."""
+
+    def check() -> bool:
+        names = _routed_names(api)
+        return names is not None and bool(names - before)
+
+    return check
 
 
 def _wait(condition: Callable[[], bool], timeout: float) -> bool:
@@ -1120,6 +1157,11 @@ def main() -> None:
     parser.add_argument("--outage", type=float, default=30.0)
     parser.add_argument("--swap-every", type=float, default=2.0)
     parser.add_argument("--swap-for", type=float, default=120.0)
+    parser.add_argument(
+        "--node-health",
+        default="",
+        help="node-removed: the GCS's node checks, 'period_ms,failures' (Ray's default: 3000,5)",
+    )
     parser.add_argument("--freeze", type=float, default=15.0, help="replica-frozen: seconds frozen")
     parser.add_argument("--cycles", type=int, default=1000, help="soak-cycles: unload/load cycles")
     args = parser.parse_args()

@@ -25,6 +25,11 @@ from cortex_ray.ingress.autoscaling import POLICY
 from cortex_ray.spec import NEURON_CORES_PER_CHIP, ApiSpec
 from cortex_ray.spec.names import worker_name
 
+HEALTH_CHECK_PERIOD_S = 2.0
+"""How often Serve's controller checks each replica (Serve's default: 10 s). A replica that died
+(killed, its node lost) is replaced once a check finds it gone: about 8 s after a kill with
+Serve's default, about 3 s with this (``benchmarks/faults.py``'s ``replica-killed``). The check
+itself is a flag read (``ApiReplica.check_health``)."""
 GATEWAY_CONCURRENCY = 1000
 """Requests an AsyncAPI gateway replica takes at once (it only stores and reads workloads)."""
 ROUTER = "cortex_ray.ingress.router:ModelRouter"
@@ -92,6 +97,7 @@ def deployment_options(api: ApiSpec, ingress: str = "proxy") -> dict[str, Any]:
         "max_ongoing_requests": 1 if asynchronous else a.max_replica_concurrency * (2 if proxy else 1),
         **({} if asynchronous else {"max_queued_requests": _queue(a.max_replica_concurrency, proxy)}),
         "ray_actor_options": actor,
+        "health_check_period_s": HEALTH_CHECK_PERIOD_S,
         "autoscaling_config": {
             "min_replicas": a.min_replicas,
             "max_replicas": a.max_replicas,

@@ -76,6 +76,7 @@ def test_cpu_api(tmp_path: Path) -> None:
     assert dep["ray_actor_options"] == {"num_cpus": 0.5, "memory": 1024**3}
     assert dep["max_ongoing_requests"] == 128  # twice max_replica_concurrency: the replica refuses the excess
     assert dep["max_queued_requests"] == 256  # a burst waits its turn to be refused, not dropped by Serve
+    assert dep["health_check_period_s"] == 2.0  # a dead replica is found (and replaced) within 2 s
     assert dep["autoscaling_config"] == {
         "min_replicas": 2,
         "max_replicas": 5,
