@@ -19,8 +19,8 @@ Scenarios:
   load, then a new version uploaded; ``recover``: until it is served.
 * ``s3-refused``: the S3 server stopped (connections refused) for ``--outage`` s, then started with
   its data; ``recover`` as above.
-* ``replica-killed``: one of two replicas killed (``ray.kill``) under load; ``recover``: until Serve's
-  replacement has served a request through the balancer.
+* ``replica-killed``: one of two replicas killed (``ray.kill``) under load; ``recover``: until the
+  balancer routes Serve's replacement (it registered with the ingress).
 * ``replica-frozen``: one of two replicas frozen (SIGSTOP: a paused VM, a swap storm, a long
   stop-the-world pause) for ``--freeze`` s while versions swap every ``--swap-every`` s (it misses
   every publication meanwhile), then thawed and the swaps go on for 10 s; ``wrong`` also counts
@@ -403,7 +403,7 @@ def replica_killed(bench: Bench) -> Row:
         time.sleep(3)
         name = url.rsplit("/", 1)[1]
         victim = _replica_actors(name)[0]
-        before = _routed_names(name) or set()
+        before = _routed_now(name)
         ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
         killed = time.time()
         routed = _wait(_replaced(name, before), 120)
@@ -444,15 +444,17 @@ def replica_frozen(bench: Bench) -> Row:
     with bench.api(models, replicas=2) as url, bench.load(url, a.freeze + 120) as load:
         load.first(0, content_is("v1"), 60)
         name = url.rsplit("/", 1)[1]
-        _wait(lambda: _routed(name) == 2 and len(_replica_processes(name)) == 2, 60)
+        if not _wait(lambda: _routed(name) == 2 and len(_replica_processes(name)) == 2, 60):
+            raise RuntimeError(f"{name}: two replicas were not routed within 60 s")
         time.sleep(2)
         victim = _replica_processes(name)[0]
         victim.send_signal(signal.SIGSTOP)
         frozen = time.time()
         try:
-            while time.time() < frozen + a.freeze:
+            while time.time() + a.swap_every <= frozen + a.freeze:
                 time.sleep(a.swap_every)
                 swap()
+            time.sleep(max(0.0, frozen + a.freeze - time.time()))
         finally:
             victim.send_signal(signal.SIGCONT)
         thawed = time.time()
@@ -784,7 +786,7 @@ def node_removed(args: argparse.Namespace, work: Path, s3: S3TestServer) -> Row:
             )
             replicas_there = on(victim, f"ServeReplica:{name}:")
             epoch = _info(url).get("reloader", {}).get("epoch")
-            before = _routed_names(name) or set()
+            before = _routed_now(name)
             cluster.remove_node(victim, allow_graceful=False)
             removed = time.time()
             reloader_back: float | None = None
@@ -1126,6 +1128,16 @@ def _routed_names(api: str) -> set[str] | None:
     except Exception:  # (restarting)
         return None
     return set(status["apis"].get(api, {}).get("replicas", {}))
+
+
+def _routed_now(api: str) -> set[str]:
+    """The replicas routed now, asked until the ingress answers."""
+    deadline = time.monotonic() + 60
+    while (names := _routed_names(api)) is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the ingress did not answer within 60 s")
+        time.sleep(0.2)
+    return names
 
 
 def _replaced(api: str, before: set[str]) -> Callable[[], bool]:

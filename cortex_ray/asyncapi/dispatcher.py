@@ -30,6 +30,7 @@ from cortex_ray.metrics.asyncapi import AsyncMetrics
 from cortex_ray.spec import ApiSpec
 from cortex_ray.spec.names import worker_name
 from cortex_ray.spec.sealed import Sealed, unseal
+from cortex_ray.task_events import without_task_events
 
 __all__ = ["BUSY", "Dispatcher"]
 
@@ -68,6 +69,7 @@ class Dispatcher:
 
     # --- called by the gateway -------------------------------------------
 
+    @without_task_events
     async def ensure_running(self) -> bool:
         """Start (scan the store and resume) if not yet started; the gateway calls it often."""
         self._start()

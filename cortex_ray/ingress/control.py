@@ -51,6 +51,7 @@ def start_ingress(host: str, port: int, threads: int = 1, grpc_port: int | None 
         max_restarts=-1,
         max_concurrency=1000,
         scheduling_strategy=here,
+        enable_task_events=False,  # (its callers' heartbeats: see cortex_ray.task_events)
     ).remote(host, port, threads, grpc_port)
     ray.get(actor.status.remote())  # it listens once its constructor returned
     return actor

@@ -18,6 +18,8 @@ class Answer:
     status: int
     body: Any
     model: str | None = None
+    sent: float = 0.0
+    """When the request was sent (``at`` is when its answer came)."""
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Traffic:
             while not self._stop.is_set() and time.monotonic() < deadline:
                 payload = self.payloads[i % len(self.payloads)]
                 i += 1
+                sent = time.time()
                 try:
                     r = client.post(self.url, json=payload)
                     body = (
@@ -56,9 +59,9 @@ class Traffic:
                         if r.headers.get("content-type", "").startswith("application/json")
                         else r.text
                     )
-                    self.answers.append(Answer(time.time(), r.status_code, body, payload.get("model")))
+                    self.answers.append(Answer(time.time(), r.status_code, body, payload.get("model"), sent))
                 except httpx.HTTPError as exc:
-                    self.answers.append(Answer(time.time(), 0, repr(exc), payload.get("model")))
+                    self.answers.append(Answer(time.time(), 0, repr(exc), payload.get("model"), sent))
                 time.sleep(self.pause)
 
     def since(self, t: float, model: str | None = None) -> list[Answer]:

@@ -29,3 +29,5 @@ def test_an_apis_reloader_and_dispatcher_are_placed_on_the_head_node(tmp_path: P
     assert set(placed) == {("realtime", "reloader"), ("async", "dispatcher")}
     for options in placed.values():
         assert options["num_cpus"] == 0 and 0 < options["resources"][HEAD_RESOURCE] <= 0.001
+        # every call to them, Serve's own checks of them included, leaves no task event in the GCS
+        assert options["enable_task_events"] is False

@@ -106,8 +106,8 @@ def test_a_killed_replica_fails_only_the_requests_it_held_and_its_replacement_se
         assert killed - 0.5 <= a.at <= killed + 5, (a, killed)
     assert all(a.body["content"] == "a1" for a in everything if a.status == 200)
     # the replacement loaded the model on its first request, and answers beside the survivor
-    after = [a.body["pid"] for a in everything if a.status == 200 and a.at > new]
-    assert victim not in after and survivor in after and len(set(after)) == 2
+    after = {a.body["pid"] for a in everything if a.status == 200 and a.at > new}
+    assert survivor in after and len(after) == 2  # (the other: the replacement; the victim is dead)
 
 
 def haproxy_pids(port: int) -> set[int]:
@@ -142,18 +142,20 @@ def test_a_killed_haproxy_is_started_again_with_its_routes(
             for _ in range(CLIENTS)
         ]
         clients[0].wait_for(served)
+        killed = time.time()
         for pid in old:
             os.kill(pid, signal.SIGKILL)
-        killed = time.time()
-        back = clients[0].wait_for(served, timeout=30)
+        # (an answer sent after the kill: one sent before may be recorded after it)
+        back = clients[0].wait_for(lambda a: served(a) and a.sent > killed, timeout=30)
         time.sleep(1.0)  # (steady after it)
 
     assert haproxy_pids(port).isdisjoint(old)
     everything = [a for c in clients for a in c.answers]
     failed = [a for a in everything if a.status != 200]
-    # while no HAProxy listens, connections are refused (no answer at all, nothing half done);
-    # once one answers, it routes what the dead one did: nothing fails after that
-    assert all(a.status == 0 and killed - 0.5 <= a.at <= back for a in failed), failed[-3:]
-    assert all(a.status == 200 for a in everything if a.at > back + 0.5)
+    # what HAProxy held when it died, and while none listens, refused connections: no answer at
+    # all, nothing half done; once one answers, it routes what the dead one did: nothing fails
+    # after that
+    assert all(a.status == 0 and a.at >= killed and a.sent < back for a in failed), failed[-3:]
+    assert all(a.status == 200 for a in everything if a.sent > back)
     assert back - killed < 10
     assert http.post("/crash-haproxy", json={"model": "a"}).json()["content"] == "a1"

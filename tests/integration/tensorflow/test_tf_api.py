@@ -137,7 +137,7 @@ def test_signature_key_per_model_and_async_handler(
     assert http.post("/tf-async", json=iris).json() == {"class_ids": [0], "total": [4.0]}
 
 
-def test_a_truncated_saved_model_fails_with_its_reason_and_the_fixed_one_swaps_in_live(
+def test_a_truncated_saved_model_fails_with_its_reason_and_the_next_version_swaps_in_live(
     tf_project: Path, saved_models: Path, deploy: Any, http: httpx.Client
 ) -> None:
     deploy(tf_project, [tf_api("tf-swap", {"dir": "store", "poll_interval": 0.5, "settle_time": 0.5})])
@@ -162,16 +162,15 @@ def test_a_truncated_saved_model_fails_with_its_reason_and_the_fixed_one_swaps_i
     assert "saved_model.pb" in details["3"]["reason"] or "SavedModel" in details["3"]["reason"], details
     assert details["2"]["state"] == "available"
 
-    # fixed: the whole version written again; it swaps in without a failed request
-    shutil.rmtree(store / "3")
+    # a new version after it (the broken one left in place): it swaps in without a failed request
     tmp = tf_project / "staging"
-    tf_models.save_classifier(tmp, scale=3.0)
-    tmp.rename(store / "3")  # appears at once, whole
+    tf_models.save_classifier(tmp, scale=4.0)
+    tmp.rename(store / "4")  # appears at once, whole
     deadline = time.time() + 60
     while time.time() < deadline:
         r = http.post("/tf-swap", json={"model": "clf", "input": {"x": X}})
         assert r.status_code == 200
-        if r.headers["x-cortex-model-version"] == "clf=3":
+        if r.headers["x-cortex-model-version"] == "clf=4":
             break
         time.sleep(0.2)
-    assert r.json()["scores"][1] == 3.0
+    assert r.json()["scores"][1] == 4.0

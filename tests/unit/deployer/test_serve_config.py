@@ -189,3 +189,10 @@ def test_a_grpc_api_takes_grpc_on_the_ingress_it_is_deployed_on(tmp_path: Path) 
     assert proxied["proxy_location"] == "EveryNode"
     assert proxied["http_options"] == {"host": "127.0.0.1", "port": 8000}
     assert "grpc_port" not in proxied["applications"][0]["args"]
+
+
+def test_every_deployment_of_an_async_api_is_checked_every_2_s(tmp_path: Path) -> None:
+    config = build(tmp_path, {**api("jobs"), "kind": "AsyncAPI"}, ingress="fast")
+    (app,) = config["applications"]
+    assert len(app["deployments"]) == 2  # the gateway and the workers
+    assert all(d["health_check_period_s"] == 2.0 for d in app["deployments"]), app["deployments"]
