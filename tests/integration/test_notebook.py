@@ -17,6 +17,7 @@ def test_the_quickstart_notebook_runs_and_draws_its_plot(
 ) -> None:
     import nbformat
     from nbclient import NotebookClient
+    from nbclient.util import run_sync
 
     root = examples_dir.parent
     notebook = nbformat.read(root / "notebooks" / "quickstart.ipynb", as_version=4)
@@ -35,7 +36,10 @@ def test_the_quickstart_notebook_runs_and_draws_its_plot(
                 client.execute_cell(cell, index)  # a failing cell raises CellExecutionError
         finally:  # whatever failed: the kernel's Ray is stopped before the kernel is
             assert client.kc is not None
-            client.kc.execute_interactive("import cortex_ray; cortex_ray.shutdown()", timeout=60)
+            # (the client is nbclient's asynchronous one: the call is a coroutine, run to its end)
+            stop = run_sync(client.kc.execute_interactive)
+            reply = stop("import cortex_ray; cortex_ray.shutdown()", timeout=60)
+            assert reply["content"]["status"] == "ok", reply["content"]
     outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     images = [o for o in outputs if o.output_type == "display_data" and "image/png" in o.get("data", {})]
